@@ -1,0 +1,42 @@
+// Timing and checking shared by the profiler and the Python binding: warm-up then repeated
+// timed runs; outputs compared to the reference kernel's.
+#pragma once
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace layertune {
+
+struct TimingStats {
+  double median = 0, min = 0, mean = 0, std = 0;  // seconds
+  int repeats = 0;
+};
+
+// Runs fn `warmup` times untimed, then `repeats` times timed; returns seconds per run.
+template <class F>
+std::vector<double> time_repeated(F&& fn, int warmup, int repeats) {
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> seconds;
+  seconds.reserve(repeats);
+  for (int i = 0; i < repeats; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return seconds;
+}
+
+TimingStats summarize(std::vector<double> seconds);
+
+struct Comparison {
+  double max_abs_diff = 0;  // max |out - ref|; infinity if out has a NaN where ref has none
+  double max_abs_ref = 0;   // max |ref|: the scale a tolerance is relative to
+  bool within(double rel_tolerance) const { return max_abs_diff <= rel_tolerance * (max_abs_ref > 0 ? max_abs_ref : 1.0); }
+};
+Comparison compare(const float* out, const float* ref, size_t n);
+
+// Deterministic uniform [lo, hi) values (same on every platform for a given seed).
+void fill_uniform(float* p, size_t n, uint32_t seed, float lo, float hi);
+
+}  // namespace layertune

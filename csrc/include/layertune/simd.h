@@ -1,0 +1,47 @@
+// One portable SIMD vocabulary for every kernel: GCC/Clang vector extensions compile to AVX-512,
+// AVX2 or NEON (and to plain VFP code on ARMv6) from the same source.
+#pragma once
+#include <cstring>
+
+namespace layertune::simd {
+
+#if defined(__AVX512F__)
+inline constexpr int kBytes = 64;
+#elif defined(__AVX__)
+inline constexpr int kBytes = 32;
+#else
+inline constexpr int kBytes = 16;
+#endif
+inline constexpr int kLanes = kBytes / 4;
+
+typedef float vf __attribute__((vector_size(kBytes)));
+
+inline vf load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+inline vf splat(float x) { return vf{} + x; }
+// Tails: the first n (< kLanes) lanes; the rest read as zero / are not written.
+inline vf load_partial(const float* p, int n) {
+  vf v = vf{};
+  std::memcpy(&v, p, static_cast<size_t>(n) * sizeof(float));
+  return v;
+}
+inline void store_partial(float* p, vf v, int n) {
+  std::memcpy(p, &v, static_cast<size_t>(n) * sizeof(float));
+}
+inline vf load_n(const float* p, int n) { return n >= kLanes ? load(p) : load_partial(p, n); }
+inline void store_n(float* p, vf v, int n) {
+  if (n >= kLanes) store(p, v); else if (n > 0) store_partial(p, v, n);
+}
+inline vf clamp(vf v, vf lo, vf hi) {
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
+}
+
+// "avx512", "avx2", "neon", ... : the instruction set this build's vectors compile to.
+const char* isa_name();
+
+}  // namespace layertune::simd

@@ -1,0 +1,51 @@
+// A persistent pool of worker threads shared by every kernel: spawning threads per call would
+// cost more than a small layer takes.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace layertune {
+
+class ThreadPool {
+ public:
+  static ThreadPool& global();
+
+  // Runs fn(task, worker) for every task in [0, n) on up to `threads` threads. The caller is
+  // worker 0; worker ids are < threads, so callers can index per-thread scratch with them.
+  template <class F>
+  void parallel_for(int threads, int64_t n, F&& fn) {
+    if (threads <= 1 || n <= 1) {
+      for (int64_t t = 0; t < n; ++t) fn(t, 0);
+      return;
+    }
+    using Fn = std::remove_reference_t<F>;
+    run(threads, n, [](void* ctx, int64_t t, int w) { (*static_cast<Fn*>(ctx))(t, w); },
+        const_cast<void*>(static_cast<const void*>(&fn)));
+  }
+
+ private:
+  using TaskFn = void (*)(void* ctx, int64_t task, int worker);
+  ThreadPool() = default;
+  void run(int threads, int64_t n, TaskFn fn, void* ctx);
+  void ensure_workers(int count);
+  void worker_loop(int id);
+  void work(int worker);
+
+  std::mutex call_mu_;  // one parallel_for at a time
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::thread> workers_;
+  uint64_t generation_ = 0;
+  int active_helpers_ = 0;
+  TaskFn fn_ = nullptr;
+  void* ctx_ = nullptr;
+  int64_t n_ = 0;
+  std::atomic<int64_t> next_{0};
+  std::atomic<int> remaining_{0};
+};
+
+}  // namespace layertune

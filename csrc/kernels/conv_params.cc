@@ -1,0 +1,201 @@
+#include "layertune/conv_params.h"
+
+#include <algorithm>
+#include <limits>
+#include <tuple>
+
+#include "layertune/status.h"
+
+namespace layertune {
+
+Activation parse_activation(const std::string& name) {
+  if (name.empty() || name == "none" || name == "linear") return Activation::kNone;
+  if (name == "relu") return Activation::kRelu;
+  if (name == "relu6") return Activation::kRelu6;
+  if (name == "relu_n1_to_1") return Activation::kReluN1To1;
+  fail("activation: unknown activation '", name, "' (expected none, relu, relu6 or relu_n1_to_1)");
+}
+
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::kNone: return "none";
+    case Activation::kRelu: return "relu";
+    case Activation::kRelu6: return "relu6";
+    case Activation::kReluN1To1: return "relu_n1_to_1";
+  }
+  return "none";
+}
+
+std::pair<float, float> activation_range(Activation a) {
+  const float inf = std::numeric_limits<float>::infinity();
+  switch (a) {
+    case Activation::kRelu: return {0.f, inf};
+    case Activation::kRelu6: return {0.f, 6.f};
+    case Activation::kReluN1To1: return {-1.f, 1.f};
+    case Activation::kNone: break;
+  }
+  return {-inf, inf};
+}
+
+static int out_size(int in, int pad_before, int pad_after, int kernel, int stride, int dilation) {
+  int effective = (kernel - 1) * dilation + 1;
+  int span = in + pad_before + pad_after - effective;
+  return span < 0 ? 0 : span / stride + 1;
+}
+
+int ConvShape::out_h() const { return out_size(in_h, pad_top, pad_bottom, kernel_h, stride_h, dilation_h); }
+int ConvShape::out_w() const { return out_size(in_w, pad_left, pad_right, kernel_w, stride_w, dilation_w); }
+
+int64_t ConvShape::flops() const {
+  return 2 * int64_t(batch) * out_h() * out_w() * out_c * kernel_h * kernel_w * in_c_per_group();
+}
+
+static std::pair<int, int> same_padding(int in, int kernel, int stride, int dilation) {
+  int effective = (kernel - 1) * dilation + 1;
+  int out = (in + stride - 1) / stride;
+  int total = std::max((out - 1) * stride + effective - in, 0);
+  return {total / 2, total - total / 2};
+}
+
+void ConvShape::set_padding(const std::string& mode) {
+  if (mode == "VALID" || mode == "valid") {
+    pad_top = pad_bottom = pad_left = pad_right = 0;
+  } else if (mode == "SAME" || mode == "same") {
+    std::tie(pad_top, pad_bottom) = same_padding(in_h, kernel_h, stride_h, dilation_h);
+    std::tie(pad_left, pad_right) = same_padding(in_w, kernel_w, stride_w, dilation_w);
+  } else {
+    fail("padding: expected 'SAME', 'VALID' or explicit pads, got '", mode, "'");
+  }
+}
+
+void ConvShape::validate() const {
+  auto positive = [](int v, const char* name) {
+    if (v <= 0) fail(name, " must be positive, got ", v);
+  };
+  positive(batch, "batch");
+  positive(in_h, "input height");
+  positive(in_w, "input width");
+  positive(in_c, "input channels");
+  positive(out_c, "output channels");
+  positive(kernel_h, "kernel height");
+  positive(kernel_w, "kernel width");
+  positive(stride_h, "strides");
+  positive(stride_w, "strides");
+  positive(dilation_h, "dilations");
+  positive(dilation_w, "dilations");
+  positive(groups, "groups");
+  if (pad_top < 0 || pad_bottom < 0 || pad_left < 0 || pad_right < 0) fail("padding must not be negative");
+  if (in_c % groups != 0) fail("groups: input channels (", in_c, ") are not divisible by groups (", groups, ")");
+  if (out_c % groups != 0) fail("groups: output channels (", out_c, ") are not divisible by groups (", groups, ")");
+  if (out_h() <= 0 || out_w() <= 0)
+    fail("the kernel (", kernel_h, "x", kernel_w, ", dilation ", dilation_h, "x", dilation_w,
+         ") does not fit in the padded input (", in_h, "x", in_w, ")");
+  const int64_t limit = int64_t(1) << 31;
+  if (input_size() >= limit || output_size() >= limit || weight_size() >= limit)
+    fail("tensor too large: every tensor must have fewer than 2^31 elements");
+}
+
+std::string ConvShape::describe() const {
+  return cat(batch, "x", in_h, "x", in_w, "x", in_c, " ", kernel_h, "x", kernel_w, "/", stride_h, "x",
+             stride_w, " dil ", dilation_h, "x", dilation_w, " pad ", pad_top, ",", pad_bottom, ",", pad_left,
+             ",", pad_right, " groups ", groups, " -> ", out_c, " ", activation_name(activation));
+}
+
+Method parse_method(const std::string& name) {
+  if (name == "reference") return Method::kReference;
+  if (name == "simple") return Method::kSimple;
+  if (name == "unrolled") return Method::kUnrolled;
+  if (name == "winograd") return Method::kWinograd;
+  fail("method: unknown method '", name, "' (expected reference, simple, unrolled or winograd)");
+}
+
+const char* method_name(Method m) {
+  switch (m) {
+    case Method::kReference: return "reference";
+    case Method::kSimple: return "simple";
+    case Method::kUnrolled: return "unrolled";
+    case Method::kWinograd: return "winograd";
+  }
+  return "?";
+}
+
+std::vector<std::string> method_names() { return {"reference", "simple", "unrolled", "winograd"}; }
+
+std::vector<std::string> method_param_names(Method m) {
+  switch (m) {
+    case Method::kReference:
+    case Method::kSimple: return {"threads"};
+    case Method::kUnrolled: return {"threads", "block_m", "block_k"};
+    case Method::kWinograd:
+      return {"threads", "winograd_tile", "separable_block_depth", "nonseparable_filter_block_depth",
+              "nonseparable_channel_depth"};
+  }
+  return {};
+}
+
+void MethodParams::set(const std::string& name, int value) {
+  auto names = method_param_names(method);
+  if (std::find(names.begin(), names.end(), name) == names.end()) {
+    std::string accepted;
+    for (auto& n : names) accepted += (accepted.empty() ? "" : ", ") + n;
+    fail(name, ": not a parameter of method '", method_name(method), "' (it accepts: ", accepted, ")");
+  }
+  if (name == "winograd_tile") {
+    if (value != 2 && value != 4) fail("winograd_tile: must be 2 or 4, got ", value);
+    winograd_tile = value;
+    return;
+  }
+  if (value <= 0) fail(name, ": must be a positive integer, got ", value);
+  if (name == "threads") {
+    if (value > 1024) fail("threads: at most 1024, got ", value);
+    threads = value;
+  } else if (name == "separable_block_depth") {
+    separable_block_depth = value;
+  } else if (name == "nonseparable_filter_block_depth") {
+    nonseparable_filter_block_depth = value;
+  } else if (name == "nonseparable_channel_depth") {
+    nonseparable_channel_depth = value;
+  } else if (name == "block_m") {
+    block_m = value;
+  } else if (name == "block_k") {
+    block_k = value;
+  }
+}
+
+std::string MethodParams::describe() const {
+  std::string s = cat(method_name(method), "(");
+  switch (method) {
+    case Method::kWinograd:
+      s += cat("winograd_tile=", winograd_tile, ", ");
+      if (separable_block_depth) s += cat("separable_block_depth=", separable_block_depth, ", ");
+      if (nonseparable_filter_block_depth)
+        s += cat("nonseparable_filter_block_depth=", nonseparable_filter_block_depth, ", ");
+      if (nonseparable_channel_depth) s += cat("nonseparable_channel_depth=", nonseparable_channel_depth, ", ");
+      break;
+    case Method::kUnrolled:
+      if (block_m) s += cat("block_m=", block_m, ", ");
+      if (block_k) s += cat("block_k=", block_k, ", ");
+      break;
+    default: break;
+  }
+  return s + cat("threads=", threads, ")");
+}
+
+void check_applicable(const ConvShape& s, const MethodParams& p) {
+  if (p.method != Method::kWinograd) return;
+  if (s.kernel_h != 3 || s.kernel_w != 3)
+    fail("method: winograd needs a 3x3 kernel, this layer's is ", s.kernel_h, "x", s.kernel_w);
+  if (s.stride_h != 1 || s.stride_w != 1)
+    fail("method: winograd needs stride 1, this layer's is ", s.stride_h, "x", s.stride_w);
+  if (s.dilation_h != 1 || s.dilation_w != 1)
+    fail("method: winograd needs dilation 1, this layer's is ", s.dilation_h, "x", s.dilation_w);
+  if (s.is_depthwise()) {
+    if (p.nonseparable_filter_block_depth || p.nonseparable_channel_depth)
+      fail("nonseparable_filter_block_depth / nonseparable_channel_depth: apply to regular convolutions, "
+           "this layer is depthwise (use separable_block_depth)");
+  } else if (p.separable_block_depth) {
+    fail("separable_block_depth: applies to depthwise layers, this layer is a regular convolution");
+  }
+}
+
+}  // namespace layertune

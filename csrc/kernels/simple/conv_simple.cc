@@ -1,0 +1,232 @@
+// simple: direct convolution, vectorized over output channels (NHWC), no im2col copy.
+// Regular / grouped layers: a register tile of kPX output pixels x kNR output channels sums
+// over (ky, kx, ci) straight from the input. Depthwise layers: a tile of pixels x one channel
+// vector. Interior pixels run without bounds checks; the border goes one pixel at a time.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../gemm/gemm.h"
+#include "layertune/conv.h"
+#include "layertune/thread_pool.h"
+
+namespace layertune {
+namespace {
+
+using gemm::ceil_div;
+using gemm::kNR;
+using gemm::kNRV;
+using simd::kLanes;
+using simd::vf;
+
+// Output pixels per register tile.
+inline constexpr int kPX = gemm::kMR;
+
+// The output-pixel range [lo, hi) whose taps along one axis all fall inside the input.
+inline std::pair<int, int> interior(int in, int out, int k, int stride, int dilation, int pad) {
+  int lo = ceil_div(pad, stride);
+  int hi_excl = (in - 1 + pad - (k - 1) * dilation);  // need o*stride - pad + (k-1)*dil <= in-1
+  int hi = hi_excl < 0 ? 0 : hi_excl / stride + 1;
+  lo = std::min(lo, out);
+  hi = std::clamp(hi, lo, out);
+  return {lo, hi};
+}
+
+class SimpleConv final : public ConvKernel {
+ public:
+  SimpleConv(const ConvShape& s, const MethodParams& p, const float* w, const float* b) : ConvKernel(s, p) {
+    const int cig = s.in_c_per_group(), cog = s.out_c_per_group();
+    panels_ = ceil_div(cog, kNR);
+    taps_ = s.kernel_h * s.kernel_w;
+    // [group][panel][ky][kx][ci][kNR]
+    packed_.resize(size_t(s.groups) * panels_ * taps_ * cig * kNR);
+    bias_.resize(size_t(s.groups) * panels_ * kNR);
+    for (int g = 0; g < s.groups; ++g) {
+      gemm::pack_b(w + g * cog, s.out_c, taps_ * cig, cog, packed_.data() + size_t(g) * panels_ * taps_ * cig * kNR);
+      if (b) std::memcpy(bias_.data() + size_t(g) * panels_ * kNR, b + g * cog, cog * sizeof(float));
+    }
+  }
+
+  void run(const float* in, float* out) override {
+    const ConvShape& s = shape_;
+    const int64_t rows = int64_t(s.batch) * s.out_h();
+    ThreadPool::global().parallel_for(params_.threads, rows * s.groups, [&](int64_t t, int) {
+      run_row(in, out, int(t % rows), int(t / rows));
+    });
+  }
+
+ private:
+  template <int PX>
+  void tile(const float* in_row0, int ky0, int ky1, int kx0, int kx1, const float* w, const float* bias,
+            float* out, int nr) const {
+    const ConvShape& s = shape_;
+    const int cig = s.in_c_per_group();
+    const ptrdiff_t px_stride = ptrdiff_t(s.stride_w) * s.in_c;
+    const auto [lo_s, hi_s] = activation_range(s.activation);
+    vf acc[PX][kNRV];
+    for (int v = 0; v < kNRV; ++v) {
+      const vf bv = simd::load(bias + v * kLanes);
+      for (int p = 0; p < PX; ++p) acc[p][v] = bv;
+    }
+    for (int ky = ky0; ky < ky1; ++ky) {
+      for (int kx = kx0; kx < kx1; ++kx) {
+        const float* a = in_row0 + ptrdiff_t(ky) * s.dilation_h * s.in_w * s.in_c + ptrdiff_t(kx) * s.dilation_w * s.in_c;
+        const float* wk = w + size_t(ky * s.kernel_w + kx) * cig * kNR;
+        for (int ci = 0; ci < cig; ++ci) {
+          vf bv[kNRV];
+          for (int v = 0; v < kNRV; ++v) bv[v] = simd::load(wk + ci * kNR + v * kLanes);
+#pragma GCC unroll 16
+          for (int p = 0; p < PX; ++p) {
+            const vf x = simd::splat(a[p * px_stride + ci]);
+            for (int v = 0; v < kNRV; ++v) acc[p][v] += x * bv[v];
+          }
+        }
+      }
+    }
+    const vf lo = simd::splat(lo_s), hi = simd::splat(hi_s);
+    for (int p = 0; p < PX; ++p)
+      for (int v = 0; v < kNRV; ++v)
+        simd::store_n(out + ptrdiff_t(p) * s.out_c + v * kLanes, simd::clamp(acc[p][v], lo, hi), nr - v * kLanes);
+  }
+
+  void run_row(const float* in, float* out, int row, int g) const {
+    const ConvShape& s = shape_;
+    const int oh = s.out_h(), ow = s.out_w(), cig = s.in_c_per_group(), cog = s.out_c_per_group();
+    const int n = row / oh, oy = row % oh;
+    const int iy0 = oy * s.stride_h - s.pad_top;
+    // Taps ky with iy0 + ky*dil inside [0, in_h).
+    const int ky0 = std::min(s.kernel_h, iy0 >= 0 ? 0 : ceil_div(-iy0, s.dilation_h));
+    int ky1 = 0;
+    while (ky1 < s.kernel_h && iy0 + ky1 * s.dilation_h < s.in_h) ++ky1;
+    const auto [x_lo, x_hi] = interior(s.in_w, ow, s.kernel_w, s.stride_w, s.dilation_w, s.pad_left);
+    const float* in_n = in + int64_t(n) * s.in_h * s.in_w * s.in_c + g * cig;
+    float* out_row = out + (int64_t(n) * oh + oy) * ow * s.out_c + g * cog;
+
+    for (int p = 0; p < panels_; ++p) {
+      const float* w = packed_.data() + (size_t(g) * panels_ + p) * taps_ * cig * kNR;
+      const float* bias = bias_.data() + (size_t(g) * panels_ + p) * kNR;
+      const int nr = std::min(kNR, cog - p * kNR);
+      auto origin = [&](int ox) {  // input address of tap (0, 0) for output pixel ox
+        return in_n + int64_t(iy0) * s.in_w * s.in_c + int64_t(ox * s.stride_w - s.pad_left) * s.in_c;
+      };
+      auto border_pixel = [&](int ox) {
+        const int ix0 = ox * s.stride_w - s.pad_left;
+        const int kx0 = std::min(s.kernel_w, ix0 >= 0 ? 0 : ceil_div(-ix0, s.dilation_w));
+        int kx1 = 0;
+        while (kx1 < s.kernel_w && ix0 + kx1 * s.dilation_w < s.in_w) ++kx1;
+        tile<1>(origin(ox), ky0, ky1, kx0, std::max(kx0, kx1), w, bias, out_row + int64_t(ox) * s.out_c + p * kNR, nr);
+      };
+      for (int ox = 0; ox < x_lo; ++ox) border_pixel(ox);
+      int ox = x_lo;
+      for (; ox + kPX <= x_hi; ox += kPX)
+        tile<kPX>(origin(ox), ky0, ky1, 0, s.kernel_w, w, bias, out_row + int64_t(ox) * s.out_c + p * kNR, nr);
+      for (; ox + 4 <= x_hi; ox += 4)
+        tile<4>(origin(ox), ky0, ky1, 0, s.kernel_w, w, bias, out_row + int64_t(ox) * s.out_c + p * kNR, nr);
+      for (; ox < x_hi; ++ox)
+        tile<1>(origin(ox), ky0, ky1, 0, s.kernel_w, w, bias, out_row + int64_t(ox) * s.out_c + p * kNR, nr);
+      for (ox = std::max(x_hi, x_lo); ox < ow; ++ox) border_pixel(ox);
+    }
+  }
+
+  int panels_ = 0, taps_ = 0;
+  AlignedBuffer packed_, bias_;
+};
+
+// Depthwise: output channel c*m + j = sum over taps of input channel c x weight (ky, kx, c, j).
+class SimpleDepthwise final : public ConvKernel {
+ public:
+  SimpleDepthwise(const ConvShape& s, const MethodParams& p, const float* w, const float* b) : ConvKernel(s, p) {
+    const int c = s.in_c, m = s.multiplier(), taps = s.kernel_h * s.kernel_w;
+    // [j][tap][c]: for one multiplier index, contiguous over channels.
+    weights_.resize(size_t(m) * taps * c + kLanes);
+    bias_.resize(size_t(m) * c + kLanes);
+    for (int j = 0; j < m; ++j)
+      for (int t = 0; t < taps; ++t)
+        for (int ch = 0; ch < c; ++ch) weights_[(size_t(j) * taps + t) * c + ch] = w[(size_t(t) * c + ch) * m + j];
+    if (b)
+      for (int j = 0; j < m; ++j)
+        for (int ch = 0; ch < c; ++ch) bias_[size_t(j) * c + ch] = b[ch * m + j];
+  }
+
+  void run(const float* in, float* out) override {
+    const int64_t rows = int64_t(shape_.batch) * shape_.out_h();
+    ThreadPool::global().parallel_for(params_.threads, rows, [&](int64_t t, int) { run_row(in, out, int(t)); });
+  }
+
+ private:
+  static constexpr int kDPX = 4;  // output pixels per register tile
+
+  // PX pixels starting at output column ox; taps [ky0,ky1) x [kx0,kx1) are all inside the input.
+  template <int PX>
+  void tile(const float* in_n, int iy0, int ox, int ky0, int ky1, int kx0, int kx1, float* out_row) const {
+    const ConvShape& s = shape_;
+    const int c = s.in_c, m = s.multiplier(), taps = s.kernel_h * s.kernel_w;
+    const auto [lo_s, hi_s] = activation_range(s.activation);
+    const vf lo = simd::splat(lo_s), hi = simd::splat(hi_s);
+    const int ix0 = ox * s.stride_w - s.pad_left;
+    for (int j = 0; j < m; ++j) {
+      const float* wj = weights_.data() + size_t(j) * taps * c;
+      for (int c0 = 0; c0 < c; c0 += kLanes) {
+        const int lanes = std::min(kLanes, c - c0);
+        vf acc[PX];
+        const vf bv = simd::load(bias_.data() + size_t(j) * c + c0);
+        for (int p = 0; p < PX; ++p) acc[p] = bv;
+        for (int ky = ky0; ky < ky1; ++ky) {
+          const float* row = in_n + (int64_t(iy0 + ky * s.dilation_h) * s.in_w) * c + c0;
+          for (int kx = kx0; kx < kx1; ++kx) {
+            const vf wv = simd::load(wj + size_t(ky * s.kernel_w + kx) * c + c0);
+            const float* x = row + int64_t(ix0 + kx * s.dilation_w) * c;
+#pragma GCC unroll 8
+            for (int p = 0; p < PX; ++p) acc[p] += simd::load_n(x + int64_t(p) * s.stride_w * c, lanes) * wv;
+          }
+        }
+        for (int p = 0; p < PX; ++p) {
+          const vf y = simd::clamp(acc[p], lo, hi);
+          float* o = out_row + int64_t(ox + p) * s.out_c;
+          if (m == 1) {
+            simd::store_n(o + c0, y, lanes);
+          } else {
+            for (int l = 0; l < lanes; ++l) o[(c0 + l) * m + j] = y[l];
+          }
+        }
+      }
+    }
+  }
+
+  void run_row(const float* in, float* out, int row) const {
+    const ConvShape& s = shape_;
+    const int oh = s.out_h(), ow = s.out_w();
+    const int n = row / oh, oy = row % oh;
+    const int iy0 = oy * s.stride_h - s.pad_top;
+    const int ky0 = std::min(s.kernel_h, iy0 >= 0 ? 0 : ceil_div(-iy0, s.dilation_h));
+    int ky1 = 0;
+    while (ky1 < s.kernel_h && iy0 + ky1 * s.dilation_h < s.in_h) ++ky1;
+    const auto [x_lo, x_hi] = interior(s.in_w, ow, s.kernel_w, s.stride_w, s.dilation_w, s.pad_left);
+    const float* in_n = in + int64_t(n) * s.in_h * s.in_w * s.in_c;
+    float* out_row = out + (int64_t(n) * oh + oy) * ow * s.out_c;
+    auto border_pixel = [&](int ox) {
+      const int ix0 = ox * s.stride_w - s.pad_left;
+      const int kx0 = std::min(s.kernel_w, ix0 >= 0 ? 0 : ceil_div(-ix0, s.dilation_w));
+      int kx1 = 0;
+      while (kx1 < s.kernel_w && ix0 + kx1 * s.dilation_w < s.in_w) ++kx1;
+      tile<1>(in_n, iy0, ox, ky0, ky1, kx0, std::max(kx0, kx1), out_row);
+    };
+    for (int ox = 0; ox < x_lo; ++ox) border_pixel(ox);
+    int ox = x_lo;
+    for (; ox + kDPX <= x_hi; ox += kDPX) tile<kDPX>(in_n, iy0, ox, ky0, ky1, 0, s.kernel_w, out_row);
+    for (; ox < x_hi; ++ox) tile<1>(in_n, iy0, ox, ky0, ky1, 0, s.kernel_w, out_row);
+    for (ox = std::max(x_hi, x_lo); ox < ow; ++ox) border_pixel(ox);
+  }
+
+  AlignedBuffer weights_, bias_;
+};
+
+}  // namespace
+
+std::unique_ptr<ConvKernel> make_simple_conv(const ConvShape& s, const MethodParams& p, const float* w,
+                                             const float* b) {
+  if (s.is_depthwise()) return std::make_unique<SimpleDepthwise>(s, p, w, b);
+  return std::make_unique<SimpleConv>(s, p, w, b);
+}
+
+}  // namespace layertune

@@ -1,0 +1,159 @@
+// unrolled: im2col + blocked GEMM. Each task takes block_m output pixels of one group, builds
+// their im2col rows (block_m x K, in L2) and multiplies them, block_k columns at a time,
+// with the weight panels packed at prepare time. 1x1 / stride 1 / unpadded layers skip im2col:
+// the input already is the A matrix.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../gemm/gemm.h"
+#include "layertune/conv.h"
+#include "layertune/thread_pool.h"
+
+namespace layertune {
+namespace {
+
+using gemm::ceil_div;
+using gemm::kMR;
+using gemm::kNR;
+using gemm::round_up;
+
+class UnrolledConv final : public ConvKernel {
+ public:
+  UnrolledConv(const ConvShape& s, const MethodParams& p, const float* w, const float* b) : ConvKernel(s, p) {
+    const int cig = s.in_c_per_group(), cog = s.out_c_per_group();
+    k_ = s.kernel_h * s.kernel_w * cig;
+    panels_ = ceil_div(cog, kNR);
+    direct_ = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
+              s.pad_bottom == 0 && s.pad_left == 0 && s.pad_right == 0;
+    // Weights HWIO = a K x out_c matrix; group g owns columns [g*cog, (g+1)*cog).
+    packed_.resize(size_t(s.groups) * gemm::packed_b_size(k_, cog));
+    bias_.resize(size_t(s.groups) * panels_ * kNR);
+    for (int g = 0; g < s.groups; ++g) {
+      gemm::pack_b(w + g * cog, s.out_c, k_, cog, packed_.data() + size_t(g) * panels_ * k_ * kNR);
+      if (b) std::memcpy(bias_.data() + size_t(g) * panels_ * kNR, b + g * cog, cog * sizeof(float));
+    }
+    const int m = s.batch * s.out_h() * s.out_w();
+    block_m_ = p.block_m ? round_up(p.block_m, kMR) : default_block_m();
+    block_m_ = std::min(block_m_, round_up(m, kMR));
+    block_k_ = p.block_k ? p.block_k : 256;
+    m_blocks_ = ceil_div(m, block_m_);
+    // Too few pixel blocks to keep every thread busy: also split the output channels.
+    const int64_t blocks = int64_t(m_blocks_) * s.groups;
+    col_chunks_ = blocks >= 4 * p.threads ? 1 : int(std::min<int64_t>(panels_, ceil_div(4 * p.threads, int(blocks))));
+    scratch_.resize(p.threads);
+    for (auto& buf : scratch_) buf.resize(direct_ ? size_t(kMR) * k_ : size_t(block_m_) * k_);
+  }
+
+  void run(const float* in, float* out) override {
+    const int64_t tasks = int64_t(shape_.groups) * m_blocks_ * col_chunks_;
+    ThreadPool::global().parallel_for(params_.threads, tasks, [&](int64_t t, int worker) {
+      const int chunk = int(t % col_chunks_);
+      const int mb = int((t / col_chunks_) % m_blocks_);
+      const int g = int(t / (int64_t(col_chunks_) * m_blocks_));
+      run_block(in, out, g, mb, chunk, scratch_[worker].data());
+    });
+  }
+
+ private:
+  int default_block_m() const {
+    // Keep the im2col block (block_m x K floats) within about 256 KiB of L2.
+    int rows = (64 * 1024) / std::max(k_, 1);
+    return std::clamp(rows / kMR * kMR, kMR, 16 * kMR);
+  }
+
+  void run_block(const float* in, float* out, int g, int mb, int chunk, float* scratch) const {
+    const ConvShape& s = shape_;
+    const int cig = s.in_c_per_group(), cog = s.out_c_per_group();
+    const int m_total = s.batch * s.out_h() * s.out_w();
+    const int m0 = mb * block_m_, mc = std::min(block_m_, m_total - m0);
+    const int p_begin = chunk * panels_ / col_chunks_, p_end = (chunk + 1) * panels_ / col_chunks_;
+    const auto [lo, hi] = activation_range(s.activation);
+
+    const float* a;
+    ptrdiff_t lda;
+    if (direct_) {
+      a = in + int64_t(m0) * s.in_c + g * cig;
+      lda = s.in_c;
+    } else {
+      im2col(in, g, m0, mc, scratch);
+      a = scratch;
+      lda = k_;
+    }
+    const float* packed = packed_.data() + size_t(g) * panels_ * k_ * kNR;
+    for (int k0 = 0; k0 < k_; k0 += block_k_) {
+      const int kc = std::min(block_k_, k_ - k0);
+      const bool last = k0 + kc == k_;
+      for (int p = p_begin; p < p_end; ++p) {
+        const gemm::Epilogue ep{bias_.data() + (size_t(g) * panels_ + p) * kNR, lo, hi};
+        const int nr = std::min(kNR, cog - p * kNR);
+        for (int i = 0; i < mc; i += kMR) {
+          const int mr = std::min(kMR, mc - i);
+          const float* arow = a + i * lda;
+          ptrdiff_t arow_ld = lda;
+          if (mr < kMR && direct_) {  // the input has no readable rows past the end: copy the tail
+            if (k0 == 0 && p == p_begin) copy_tail_rows(a + i * lda, lda, mr, scratch);
+            arow = scratch;
+            arow_ld = k_;
+          }
+          gemm::micro_kernel(kc, arow + k0, arow_ld, packed + (size_t(p) * k_ + k0) * kNR,
+                             out + int64_t(m0 + i) * s.out_c + g * cog + p * kNR, s.out_c, mr, nr, k0 > 0,
+                             last ? &ep : nullptr);
+        }
+      }
+    }
+  }
+
+  void copy_tail_rows(const float* a, ptrdiff_t lda, int rows, float* dst) const {
+    std::memset(dst, 0, size_t(kMR) * k_ * sizeof(float));
+    for (int r = 0; r < rows; ++r) std::memcpy(dst + size_t(r) * k_, a + r * lda, k_ * sizeof(float));
+  }
+
+  // Rows m0..m0+mc of the im2col matrix of group g; rows up to the next multiple of kMR are zero.
+  void im2col(const float* in, int g, int m0, int mc, float* dst) const {
+    const ConvShape& s = shape_;
+    const int cig = s.in_c_per_group(), oh = s.out_h(), ow = s.out_w();
+    const bool whole_rows = s.groups == 1 && s.dilation_w == 1;  // kw adjacent pixels are contiguous
+    for (int i = 0; i < mc; ++i) {
+      const int m = m0 + i, n = m / (oh * ow), oy = (m / ow) % oh, ox = m % ow;
+      float* row = dst + size_t(i) * k_;
+      const int ix0 = ox * s.stride_w - s.pad_left;
+      for (int ky = 0; ky < s.kernel_h; ++ky) {
+        float* seg = row + ky * s.kernel_w * cig;
+        const int iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
+        if (iy < 0 || iy >= s.in_h) {
+          std::memset(seg, 0, size_t(s.kernel_w) * cig * sizeof(float));
+          continue;
+        }
+        const float* src_row = in + (int64_t(n) * s.in_h + iy) * s.in_w * s.in_c + g * cig;
+        if (whole_rows && ix0 >= 0 && ix0 + s.kernel_w <= s.in_w) {
+          std::memcpy(seg, src_row + int64_t(ix0) * s.in_c, size_t(s.kernel_w) * cig * sizeof(float));
+          continue;
+        }
+        for (int kx = 0; kx < s.kernel_w; ++kx) {
+          const int ix = ix0 + kx * s.dilation_w;
+          if (ix < 0 || ix >= s.in_w)
+            std::memset(seg + kx * cig, 0, cig * sizeof(float));
+          else
+            std::memcpy(seg + kx * cig, src_row + int64_t(ix) * s.in_c, cig * sizeof(float));
+        }
+      }
+    }
+    const int padded = std::min(round_up(mc, kMR), block_m_);
+    if (padded > mc) std::memset(dst + size_t(mc) * k_, 0, size_t(padded - mc) * k_ * sizeof(float));
+  }
+
+  int k_ = 0, panels_ = 0, block_m_ = 0, block_k_ = 0, m_blocks_ = 0, col_chunks_ = 1;
+  bool direct_ = false;
+  AlignedBuffer packed_, bias_;
+  std::vector<AlignedBuffer> scratch_;
+};
+
+}  // namespace
+
+std::unique_ptr<ConvKernel> make_unrolled_conv(const ConvShape& s, const MethodParams& p, const float* w,
+                                               const float* b) {
+  return std::make_unique<UnrolledConv>(s, p, w, b);
+}
+
+}  // namespace layertune

@@ -1,0 +1,261 @@
+// winograd: F(2x2,3x3) and F(4x4,3x3) for 3x3 / stride 1 / dilation 1 layers.
+//
+// Regular (and grouped) layers, per task = a block of tiles of one group:
+//   1. input transform of the block's tiles: V[e][tile][ci] (e = one of alpha^2 positions)
+//   2. for each block of nonseparable_filter_block_depth output filters,
+//        for each block of nonseparable_channel_depth input channels,
+//          alpha^2 GEMMs  M[e][tile][f] += V[e][tile][c-block] x U[e][c-block][f-block]
+//      then the output transform of that filter block (+ bias, activation) into the output.
+// Depthwise layers, per task = one row of tiles x one block of separable_block_depth channels:
+// input transform, element-wise product with U per channel, output transform, all in registers.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../gemm/gemm.h"
+#include "layertune/conv.h"
+#include "layertune/thread_pool.h"
+#include "transforms.h"
+
+namespace layertune {
+namespace {
+
+using gemm::ceil_div;
+using gemm::kMR;
+using gemm::kNR;
+using gemm::round_up;
+using simd::kLanes;
+using simd::vf;
+
+// Loads the alpha x alpha input tile whose top-left input pixel is (iy0, ix0), channels
+// [c0, c0 + lanes); positions outside the input read as zero (the padding).
+template <int A>
+inline void load_tile(const float* in_n, int h, int w, ptrdiff_t row_stride, ptrdiff_t px_stride, int iy0,
+                      int ix0, int lanes, vf* d) {
+  for (int a = 0; a < A; ++a) {
+    const int iy = iy0 + a;
+    const bool row_in = iy >= 0 && iy < h;
+    for (int b = 0; b < A; ++b) {
+      const int ix = ix0 + b;
+      d[a * A + b] = row_in && ix >= 0 && ix < w ? simd::load_n(in_n + iy * row_stride + ix * px_stride, lanes) : vf{};
+    }
+  }
+}
+
+template <int M>
+class WinogradConv final : public ConvKernel {
+  static constexpr int A = winograd::Tile<M>::kIn, E = winograd::Tile<M>::kElems;
+
+ public:
+  WinogradConv(const ConvShape& s, const MethodParams& p, const float* w, const float* b) : ConvKernel(s, p) {
+    cig_ = s.in_c_per_group();
+    cog_ = s.out_c_per_group();
+    panels_ = ceil_div(cog_, kNR);
+    // U[e][g][panel][ci][kNR]
+    u_.resize(size_t(E) * s.groups * panels_ * cig_ * kNR);
+    float tmp[E];
+    for (int g = 0; g < s.groups; ++g)
+      for (int co = 0; co < cog_; ++co)
+        for (int ci = 0; ci < cig_; ++ci) {
+          const int oc = g * cog_ + co;
+          winograd::weight_transform(M, w + size_t(ci) * s.out_c + oc, 3L * cig_ * s.out_c, long(cig_) * s.out_c, tmp);
+          for (int e = 0; e < E; ++e)
+            u_[u_index(e, g, co / kNR, ci) + co % kNR] = tmp[e];
+        }
+    bias_.resize(s.out_c + kLanes);
+    if (b) std::memcpy(bias_.data(), b, s.out_c * sizeof(float));
+
+    tiles_h_ = ceil_div(s.out_h(), M);
+    tiles_w_ = ceil_div(s.out_w(), M);
+    const int tiles = s.batch * tiles_h_ * tiles_w_;
+    // Tiles per block: V (E x tiles x cig floats) within about 256 KiB.
+    tile_block_ = std::clamp((64 * 1024) / (E * cig_) / kMR * kMR, kMR, 4 * kMR);
+    tile_block_ = std::min(tile_block_, round_up(tiles, kMR));
+    tile_blocks_ = ceil_div(tiles, tile_block_);
+    // Output filters per block: a multiple of kNR; by default M (E x tiles x filters) <= 256 KiB.
+    const int all_filters = panels_ * kNR;
+    int fb = p.nonseparable_filter_block_depth ? round_up(p.nonseparable_filter_block_depth, kNR)
+                                               : std::max(kNR, (64 * 1024) / (E * tile_block_) / kNR * kNR);
+    filter_block_ = std::min(fb, all_filters);
+    channel_block_ = std::min(p.nonseparable_channel_depth ? p.nonseparable_channel_depth : 128, cig_);
+    scratch_v_.resize(p.threads);
+    scratch_m_.resize(p.threads);
+    for (int t = 0; t < p.threads; ++t) {
+      scratch_v_[t].resize(size_t(E) * tile_block_ * cig_);
+      scratch_m_[t].resize(size_t(E) * tile_block_ * filter_block_);
+    }
+  }
+
+  void run(const float* in, float* out) override {
+    const int64_t tasks = int64_t(shape_.groups) * tile_blocks_;
+    ThreadPool::global().parallel_for(params_.threads, tasks, [&](int64_t t, int worker) {
+      run_block(in, out, int(t / tile_blocks_), int(t % tile_blocks_), scratch_v_[worker].data(),
+                scratch_m_[worker].data());
+    });
+  }
+
+ private:
+  size_t u_index(int e, int g, int panel, int ci) const {
+    return ((size_t(e) * shape_.groups + g) * panels_ + panel) * cig_ * kNR + size_t(ci) * kNR;
+  }
+
+  void tile_origin(int tile, int* n, int* ty, int* tx) const {
+    *tx = tile % tiles_w_;
+    *ty = (tile / tiles_w_) % tiles_h_;
+    *n = tile / (tiles_w_ * tiles_h_);
+  }
+
+  void run_block(const float* in, float* out, int g, int block, float* v, float* mbuf) const {
+    const ConvShape& s = shape_;
+    const int tiles = s.batch * tiles_h_ * tiles_w_;
+    const int t0 = block * tile_block_, tn = std::min(tile_block_, tiles - t0);
+    const int tb = tile_block_;  // rows of V and M per position e (a multiple of kMR)
+    const ptrdiff_t row_stride = ptrdiff_t(s.in_w) * s.in_c;
+
+    // 1. Input transform: V[e][i][ci].
+    vf d[E], vt[E];
+    for (int i = 0; i < tb; ++i) {
+      if (i >= tn) {  // rows past the last tile feed the GEMM but are never stored: keep them finite
+        for (int e = 0; e < E; ++e) std::memset(v + (size_t(e) * tb + i) * cig_, 0, cig_ * sizeof(float));
+        continue;
+      }
+      int n, ty, tx;
+      tile_origin(t0 + i, &n, &ty, &tx);
+      const float* in_n = in + int64_t(n) * s.in_h * row_stride + g * cig_;
+      for (int c0 = 0; c0 < cig_; c0 += kLanes) {
+        const int lanes = std::min(kLanes, cig_ - c0);
+        load_tile<A>(in_n + c0, s.in_h, s.in_w, row_stride, s.in_c, ty * M - s.pad_top, tx * M - s.pad_left, lanes, d);
+        winograd::input_transform<M>(d, vt);
+        for (int e = 0; e < E; ++e) simd::store_n(v + (size_t(e) * tb + i) * cig_ + c0, vt[e], lanes);
+      }
+    }
+
+    const auto [lo_s, hi_s] = activation_range(s.activation);
+    const vf lo = simd::splat(lo_s), hi = simd::splat(hi_s);
+    for (int fb0 = 0; fb0 < cog_; fb0 += filter_block_) {
+      const int fbn = std::min(filter_block_, cog_ - fb0);
+      const int p0 = fb0 / kNR, p1 = ceil_div(fb0 + fbn, kNR);
+      // 2. alpha^2 GEMMs, reduction over input channels in blocks.
+      for (int cb0 = 0; cb0 < cig_; cb0 += channel_block_) {
+        const int cbn = std::min(channel_block_, cig_ - cb0);
+        for (int e = 0; e < E; ++e)
+          for (int p = p0; p < p1; ++p)
+            for (int i = 0; i < tn; i += kMR)
+              gemm::micro_kernel(cbn, v + (size_t(e) * tb + i) * cig_ + cb0, cig_, u_.data() + u_index(e, g, p, cb0),
+                                 mbuf + (size_t(e) * tb + i) * filter_block_ + (p - p0) * kNR, filter_block_, kMR, kNR,
+                                 cb0 > 0, nullptr);
+      }
+      // 3. Output transform of this filter block.
+      vf mv[E], y[M * M];
+      for (int i = 0; i < tn; ++i) {
+        int n, ty, tx;
+        tile_origin(t0 + i, &n, &ty, &tx);
+        const int oy0 = ty * M, ox0 = tx * M, oh = s.out_h(), ow = s.out_w();
+        for (int f0 = 0; f0 < fbn; f0 += kLanes) {
+          const int lanes = std::min(kLanes, fbn - f0);
+          for (int e = 0; e < E; ++e) mv[e] = simd::load(mbuf + (size_t(e) * tb + i) * filter_block_ + f0);
+          winograd::output_transform<M>(mv, y);
+          const int oc = g * cog_ + fb0 + f0;
+          const vf bias = simd::load(bias_.data() + oc);
+          for (int a = 0; a < M && oy0 + a < oh; ++a)
+            for (int b = 0; b < M && ox0 + b < ow; ++b)
+              simd::store_n(out + ((int64_t(n) * oh + oy0 + a) * ow + ox0 + b) * s.out_c + oc,
+                            simd::clamp(y[a * M + b] + bias, lo, hi), lanes);
+        }
+      }
+    }
+  }
+
+  int cig_ = 0, cog_ = 0, panels_ = 0, tiles_h_ = 0, tiles_w_ = 0;
+  int tile_block_ = 0, tile_blocks_ = 0, filter_block_ = 0, channel_block_ = 0;
+  AlignedBuffer u_, bias_;
+  std::vector<AlignedBuffer> scratch_v_, scratch_m_;
+};
+
+template <int M>
+class WinogradDepthwise final : public ConvKernel {
+  static constexpr int A = winograd::Tile<M>::kIn, E = winograd::Tile<M>::kElems;
+
+ public:
+  WinogradDepthwise(const ConvShape& s, const MethodParams& p, const float* w, const float* b) : ConvKernel(s, p) {
+    const int c = s.in_c, mult = s.multiplier();
+    stride_ = round_up(c, kLanes);
+    // U[j][e][c], channels contiguous (padded to whole vectors).
+    u_.resize(size_t(mult) * E * stride_);
+    float tmp[E];
+    for (int j = 0; j < mult; ++j)
+      for (int ch = 0; ch < c; ++ch) {
+        winograd::weight_transform(M, w + size_t(ch) * mult + j, 3L * c * mult, long(c) * mult, tmp);
+        for (int e = 0; e < E; ++e) u_[(size_t(j) * E + e) * stride_ + ch] = tmp[e];
+      }
+    bias_.resize(size_t(mult) * stride_);
+    if (b)
+      for (int j = 0; j < mult; ++j)
+        for (int ch = 0; ch < c; ++ch) bias_[size_t(j) * stride_ + ch] = b[ch * mult + j];
+    channel_block_ = p.separable_block_depth ? std::min(round_up(p.separable_block_depth, kLanes), stride_) : stride_;
+    channel_blocks_ = ceil_div(stride_, channel_block_);
+    tiles_h_ = ceil_div(s.out_h(), M);
+    tiles_w_ = ceil_div(s.out_w(), M);
+  }
+
+  void run(const float* in, float* out) override {
+    const int64_t rows = int64_t(shape_.batch) * tiles_h_;
+    ThreadPool::global().parallel_for(params_.threads, rows * channel_blocks_, [&](int64_t t, int) {
+      run_row(in, out, int(t / channel_blocks_), int(t % channel_blocks_));
+    });
+  }
+
+ private:
+  void run_row(const float* in, float* out, int row, int cblock) const {
+    const ConvShape& s = shape_;
+    const int c = s.in_c, mult = s.multiplier(), oh = s.out_h(), ow = s.out_w();
+    const int n = row / tiles_h_, ty = row % tiles_h_;
+    const int c_begin = cblock * channel_block_, c_end = std::min(c, c_begin + channel_block_);
+    const ptrdiff_t row_stride = ptrdiff_t(s.in_w) * c;
+    const float* in_n = in + int64_t(n) * s.in_h * row_stride;
+    const auto [lo_s, hi_s] = activation_range(s.activation);
+    const vf lo = simd::splat(lo_s), hi = simd::splat(hi_s);
+    vf d[E], v[E], y[M * M];
+    const int oy0 = ty * M;
+    for (int tx = 0; tx < tiles_w_; ++tx) {
+      const int ox0 = tx * M;
+      for (int c0 = c_begin; c0 < c_end; c0 += kLanes) {
+        const int lanes = std::min(kLanes, c_end - c0);
+        load_tile<A>(in_n + c0, s.in_h, s.in_w, row_stride, c, oy0 - s.pad_top, ox0 - s.pad_left, lanes, d);
+        winograd::input_transform<M>(d, v);
+        for (int j = 0; j < mult; ++j) {
+          const float* u = u_.data() + size_t(j) * E * stride_ + c0;
+          for (int e = 0; e < E; ++e) d[e] = v[e] * simd::load(u + size_t(e) * stride_);
+          winograd::output_transform<M>(d, y);
+          const vf bias = simd::load(bias_.data() + size_t(j) * stride_ + c0);
+          for (int a = 0; a < M && oy0 + a < oh; ++a)
+            for (int b = 0; b < M && ox0 + b < ow; ++b) {
+              const vf r = simd::clamp(y[a * M + b] + bias, lo, hi);
+              float* o = out + ((int64_t(n) * oh + oy0 + a) * ow + ox0 + b) * s.out_c;
+              if (mult == 1)
+                simd::store_n(o + c0, r, lanes);
+              else
+                for (int l = 0; l < lanes; ++l) o[(c0 + l) * mult + j] = r[l];
+            }
+        }
+      }
+    }
+  }
+
+  int stride_ = 0, channel_block_ = 0, channel_blocks_ = 0, tiles_h_ = 0, tiles_w_ = 0;
+  AlignedBuffer u_, bias_;
+};
+
+}  // namespace
+
+std::unique_ptr<ConvKernel> make_winograd_conv(const ConvShape& s, const MethodParams& p, const float* w,
+                                               const float* b) {
+  if (s.is_depthwise()) {
+    if (p.winograd_tile == 2) return std::make_unique<WinogradDepthwise<2>>(s, p, w, b);
+    return std::make_unique<WinogradDepthwise<4>>(s, p, w, b);
+  }
+  if (p.winograd_tile == 2) return std::make_unique<WinogradConv<2>>(s, p, w, b);
+  return std::make_unique<WinogradConv<4>>(s, p, w, b);
+}
+
+}  // namespace layertune

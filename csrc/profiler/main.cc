@@ -1,0 +1,216 @@
+// layertune-profiler: the on-device half of layertune; no Python, so it cross-compiles for ARM.
+//
+//   layertune-profiler info
+//   layertune-profiler peak [--threads N] [--seconds S]
+//   layertune-profiler conv --input NxHxWxC --filters K --kernel KHxKW [--stride SHxSW]
+//       [--dilation DHxDW] [--padding same|valid|T,B,L,R] [--groups G] [--activation A]
+//       --method M [--threads N] [--param name=value ...] [--warmup W] [--repeats R]
+//       [--seed S] [--tolerance REL]
+//
+// Each command prints one JSON line. `conv` times one variant of one layer (inputs and weights
+// are seeded random values), checks its output against the reference kernel, and reports
+// median / min / mean / std milliseconds. Bad arguments: one line on stderr, exit code 2.
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "layertune/aligned_buffer.h"
+#include "layertune/conv.h"
+#include "layertune/measure.h"
+#include "layertune/simd.h"
+#include "layertune/status.h"
+
+using namespace layertune;
+
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') out += '\\', out += ch;
+    else if (ch == '\n') out += "\\n";
+    else if (static_cast<unsigned char>(ch) < 0x20) out += ' ';
+    else out += ch;
+  }
+  return out + "\"";
+}
+
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+int parse_int(const std::string& flag, const std::string& text) {
+  try {
+    size_t used = 0;
+    int v = std::stoi(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::exception&) {
+  }
+  fail(flag, ": expected an integer, got '", text, "'");
+}
+
+std::vector<int> parse_ints(const std::string& flag, const std::string& text, char sep, size_t count) {
+  std::vector<int> out;
+  size_t start = 0;
+  while (true) {
+    size_t end = text.find(sep, start);
+    out.push_back(parse_int(flag, text.substr(start, end - start)));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  if (out.size() != count) fail(flag, ": expected ", count, " values separated by '", sep, "', got '", text, "'");
+  return out;
+}
+
+struct Args {
+  std::string command;
+  std::map<std::string, std::string> flags;
+  std::vector<std::string> params;  // --param name=value (repeatable)
+
+  std::string get(const std::string& name, const std::string& fallback) const {
+    auto it = flags.find(name);
+    return it == flags.end() ? fallback : it->second;
+  }
+  std::string require(const std::string& name) const {
+    auto it = flags.find(name);
+    if (it == flags.end()) fail("--", name, " is required for '", command, "'");
+    return it->second;
+  }
+};
+
+Args parse_args(int argc, char** argv, const std::map<std::string, std::vector<std::string>>& allowed) {
+  if (argc < 2) fail("missing command (expected one of: info, peak, conv)");
+  Args a;
+  a.command = argv[1];
+  auto cmd = allowed.find(a.command);
+  if (cmd == allowed.end()) fail("unknown command '", a.command, "' (expected one of: info, peak, conv)");
+  for (int i = 2; i < argc; ++i) {
+    std::string flag = argv[i];
+    if (flag.rfind("--", 0) != 0) fail("unexpected argument '", flag, "'");
+    flag = flag.substr(2);
+    bool known = false;
+    for (const auto& f : cmd->second) known |= f == flag;
+    if (!known) fail("--", flag, ": not an option of '", a.command, "'");
+    if (i + 1 >= argc) fail("--", flag, ": missing value");
+    if (flag == "param") a.params.push_back(argv[++i]);
+    else a.flags[flag] = argv[++i];
+  }
+  return a;
+}
+
+int cmd_info() {
+  std::printf("{\"version\": %s, \"isa\": %s, \"simd_lanes\": %d}\n", json_string(kVersion).c_str(),
+              json_string(simd::isa_name()).c_str(), simd::kLanes);
+  return 0;
+}
+
+int cmd_peak(const Args& a) {
+  const int threads = parse_int("--threads", a.get("threads", "1"));
+  const double seconds = std::stod(a.get("seconds", "0.5"));
+  std::printf("{\"peak_gflops\": %s, \"threads\": %d, \"isa\": %s}\n",
+              json_number(measure_peak_gflops(threads, seconds)).c_str(), threads, json_string(simd::isa_name()).c_str());
+  return 0;
+}
+
+int cmd_conv(const Args& a) {
+  ConvShape s;
+  auto in = parse_ints("--input", a.require("input"), 'x', 4);
+  s.batch = in[0], s.in_h = in[1], s.in_w = in[2], s.in_c = in[3];
+  s.out_c = parse_int("--filters", a.require("filters"));
+  auto k = parse_ints("--kernel", a.require("kernel"), 'x', 2);
+  s.kernel_h = k[0], s.kernel_w = k[1];
+  auto st = parse_ints("--stride", a.get("stride", "1x1"), 'x', 2);
+  s.stride_h = st[0], s.stride_w = st[1];
+  auto dil = parse_ints("--dilation", a.get("dilation", "1x1"), 'x', 2);
+  s.dilation_h = dil[0], s.dilation_w = dil[1];
+  s.groups = parse_int("--groups", a.get("groups", "1"));
+  s.activation = parse_activation(a.get("activation", "none"));
+  const std::string padding = a.get("padding", "same");
+  if (padding.find(',') != std::string::npos) {
+    auto p = parse_ints("--padding", padding, ',', 4);
+    s.pad_top = p[0], s.pad_bottom = p[1], s.pad_left = p[2], s.pad_right = p[3];
+  } else {
+    s.set_padding(padding);
+  }
+  s.validate();
+
+  MethodParams p;
+  p.method = parse_method(a.require("method"));
+  p.threads = 1;
+  if (a.flags.count("threads")) p.set("threads", parse_int("--threads", a.flags.at("threads")));
+  for (const auto& kv : a.params) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos) fail("--param: expected name=value, got '", kv, "'");
+    p.set(kv.substr(0, eq), parse_int("--param " + kv.substr(0, eq), kv.substr(eq + 1)));
+  }
+  const int warmup = parse_int("--warmup", a.get("warmup", "2"));
+  const int repeats = parse_int("--repeats", a.get("repeats", "10"));
+  if (warmup < 0 || repeats < 1) fail("--warmup must be >= 0 and --repeats >= 1");
+  const uint32_t seed = uint32_t(parse_int("--seed", a.get("seed", "0")));
+  const double tolerance = std::stod(a.get("tolerance", "1e-3"));
+
+  AlignedBuffer input(s.input_size()), weights(s.weight_size()), bias(s.out_c);
+  fill_uniform(input.data(), input.size(), seed, -1.f, 1.f);
+  fill_uniform(weights.data(), weights.size(), seed + 1, -1.f, 1.f);
+  fill_uniform(bias.data(), bias.size(), seed + 2, -1.f, 1.f);
+  AlignedBuffer out(s.output_size()), ref(s.output_size());
+
+  MethodParams ref_params;
+  ref_params.method = Method::kReference;
+  ref_params.threads = p.threads;
+  make_conv_kernel(s, ref_params, weights.data(), bias.data())->run(input.data(), ref.data());
+  auto kernel = make_conv_kernel(s, p, weights.data(), bias.data());
+  TimingStats t = summarize(time_repeated([&] { kernel->run(input.data(), out.data()); }, warmup, repeats));
+  Comparison c = compare(out.data(), ref.data(), out.size());
+  const bool ok = c.within(tolerance);
+  const double ms = 1e3;
+  std::printf(
+      "{\"layer\": %s, \"flops\": %lld, \"variant\": %s, \"method\": %s, \"threads\": %d, "
+      "\"median_ms\": %s, \"min_ms\": %s, \"mean_ms\": %s, \"std_ms\": %s, \"repeats\": %d, "
+      "\"max_abs_diff\": %s, \"max_abs_ref\": %s, \"error\": %s}\n",
+      json_string(s.describe()).c_str(), static_cast<long long>(s.flops()), json_string(p.describe()).c_str(),
+      json_string(method_name(p.method)).c_str(), p.threads, json_number(t.median * ms).c_str(),
+      json_number(t.min * ms).c_str(), json_number(t.mean * ms).c_str(), json_number(t.std * ms).c_str(), t.repeats,
+      json_number(c.max_abs_diff).c_str(), json_number(c.max_abs_ref).c_str(),
+      ok ? "null" : json_string("wrong-answer").c_str());
+  return ok ? 0 : 3;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::map<std::string, std::vector<std::string>> allowed = {
+      {"info", {}},
+      {"peak", {"threads", "seconds"}},
+      {"conv", {"input", "filters", "kernel", "stride", "dilation", "padding", "groups", "activation", "method",
+                "threads", "param", "warmup", "repeats", "seed", "tolerance"}},
+  };
+  try {
+    if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
+      std::printf("usage: layertune-profiler info | peak [--threads N] | conv --input NxHxWxC --filters K "
+                  "--kernel KHxKW --method M [options]\n");
+      return 0;
+    }
+    if (argc >= 2 && std::string(argv[1]) == "--version") {
+      std::printf("layertune-profiler %s\n", kVersion);
+      return 0;
+    }
+    Args a = parse_args(argc, argv, allowed);
+    if (a.command == "info") return cmd_info();
+    if (a.command == "peak") return cmd_peak(a);
+    return cmd_conv(a);
+  } catch (const InvalidArgument& e) {
+    std::fprintf(stderr, "layertune-profiler: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "layertune-profiler: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,63 @@
+#include "layertune/thread_pool.h"
+
+#include <algorithm>
+
+namespace layertune {
+
+ThreadPool& ThreadPool::global() {
+  // Never destroyed: worker threads may outlive static destruction order at process exit.
+  static ThreadPool* pool = new ThreadPool();
+  return *pool;
+}
+
+void ThreadPool::ensure_workers(int count) {
+  while (static_cast<int>(workers_.size()) < count) {
+    int id = static_cast<int>(workers_.size()) + 1;
+    workers_.emplace_back([this, id] { worker_loop(id); });
+    workers_.back().detach();
+  }
+}
+
+void ThreadPool::work(int worker) {
+  for (int64_t t = next_.fetch_add(1, std::memory_order_relaxed); t < n_;
+       t = next_.fetch_add(1, std::memory_order_relaxed))
+    fn_(ctx_, t, worker);
+}
+
+void ThreadPool::run(int threads, int64_t n, TaskFn fn, void* ctx) {
+  std::lock_guard<std::mutex> call(call_mu_);
+  int helpers = static_cast<int>(std::min<int64_t>(threads, n)) - 1;
+  ensure_workers(helpers);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    fn_ = fn;
+    ctx_ = ctx;
+    n_ = n;
+    next_.store(0, std::memory_order_relaxed);
+    active_helpers_ = helpers;
+    remaining_.store(helpers, std::memory_order_relaxed);
+    ++generation_;
+  }
+  cv_.notify_all();
+  work(0);
+  while (remaining_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+}
+
+void ThreadPool::worker_loop(int id) {
+  uint64_t seen = 0;
+  for (;;) {
+    bool participate;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return generation_ != seen; });
+      seen = generation_;
+      participate = id <= active_helpers_;
+    }
+    if (participate) {
+      work(id);
+      remaining_.fetch_sub(1, std::memory_order_release);
+    }
+  }
+}
+
+}  // namespace layertune
