@@ -58,6 +58,9 @@ static std::pair<int, int> same_padding(int in, int kernel, int stride, int dila
 }
 
 void ConvShape::set_padding(const std::string& mode) {
+  if (stride_h <= 0 || stride_w <= 0) fail("strides must be positive, got ", stride_h, "x", stride_w);
+  if (dilation_h <= 0 || dilation_w <= 0) fail("dilations must be positive, got ", dilation_h, "x", dilation_w);
+  if (kernel_h <= 0 || kernel_w <= 0) fail("kernel size must be positive, got ", kernel_h, "x", kernel_w);
   if (mode == "VALID" || mode == "valid") {
     pad_top = pad_bottom = pad_left = pad_right = 0;
   } else if (mode == "SAME" || mode == "same") {

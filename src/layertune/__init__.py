@@ -1,0 +1,21 @@
+"""layertune: per-layer convolution autotuning for small CPU targets."""
+
+from layertune.kernels import (
+    Conv2D,
+    conv2d,
+    conv_methods,
+    depthwise_conv2d,
+    peak_gflops,
+    profiler_path,
+)
+
+__version__ = "0.1.0"
+__all__ = [
+    "Conv2D",
+    "conv2d",
+    "conv_methods",
+    "depthwise_conv2d",
+    "peak_gflops",
+    "profiler_path",
+    "__version__",
+]

@@ -1,0 +1,200 @@
+"""Every method x parameter combination against the C++ reference and the numpy reference."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import layertune
+import numpy_conv
+
+# Relative to max |reference output|. Measured worst cases (uniform(-1, 1) data): direct methods
+# 2.4e-6 and F(2x2,3x3) 8.6e-7 at 512 input channels; F(4x4,3x3), whose transform has larger
+# coefficients (up to 8), 1.4e-5 at 512 channels (3e-6 at 3 to 64) — all inside one bound.
+RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Layer:
+    n: int
+    h: int
+    w: int
+    c: int
+    oc: int  # for depthwise: the multiplier
+    k: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    dilations: tuple[int, int] = (1, 1)
+    padding: object = "SAME"
+    groups: int = 1
+    depthwise: bool = False
+    activation: str | None = None
+
+    def __str__(self) -> str:
+        kind = f"dw x{self.oc}" if self.depthwise else f"->{self.oc} g{self.groups}"
+        return (f"{self.n}x{self.h}x{self.w}x{self.c} {self.k[0]}x{self.k[1]} s{self.strides[0]}{self.strides[1]} "
+                f"d{self.dilations[0]}{self.dilations[1]} {self.padding} {kind} {self.activation}")
+
+    @property
+    def winograd_ok(self) -> bool:
+        return self.k == (3, 3) and self.strides == (1, 1) and self.dilations == (1, 1)
+
+
+LAYERS = [
+    Layer(1, 9, 11, 5, 7, (3, 3)),
+    Layer(2, 8, 8, 17, 33, (3, 3), activation="relu"),
+    Layer(1, 13, 7, 19, 40, (3, 3), padding="VALID", activation="relu6"),
+    Layer(1, 10, 10, 3, 16, (3, 3), strides=(2, 2)),
+    Layer(1, 11, 9, 3, 8, (7, 7), strides=(2, 2)),
+    Layer(1, 9, 9, 6, 9, (5, 5), padding=((2, 1), (0, 3))),
+    Layer(1, 7, 6, 37, 35, (1, 1)),
+    Layer(2, 5, 7, 64, 48, (1, 1), activation="relu"),
+    Layer(1, 9, 8, 16, 24, (1, 1), strides=(2, 2)),
+    Layer(1, 12, 12, 8, 12, (3, 3), dilations=(2, 2)),
+    Layer(1, 11, 13, 4, 6, (3, 5), strides=(1, 2), dilations=(2, 1), padding=((1, 0), (3, 2))),
+    Layer(1, 8, 9, 12, 18, (3, 3), groups=3, activation="relu_n1_to_1"),
+    Layer(1, 6, 6, 8, 8, (1, 1), groups=4),
+    Layer(1, 11, 10, 21, 1, (3, 3), depthwise=True, activation="relu6"),
+    Layer(2, 9, 9, 17, 2, (3, 3), depthwise=True),
+    Layer(1, 12, 11, 32, 1, (3, 3), strides=(2, 2), depthwise=True),
+    Layer(1, 13, 13, 40, 1, (5, 5), depthwise=True, activation="relu"),
+    Layer(1, 14, 12, 19, 1, (5, 5), strides=(2, 2), depthwise=True, padding="VALID"),
+    Layer(1, 10, 10, 8, 2, (3, 3), dilations=(2, 2), depthwise=True),
+    Layer(1, 7, 9, 5, 1, (3, 3), depthwise=True, padding=((0, 2), (2, 0))),
+]
+
+
+def variants(layer: Layer) -> list[tuple[str, dict]]:
+    """Every method that applies to the layer, with parameter settings that exercise odd blockings."""
+    out: list[tuple[str, dict]] = [("simple", {}), ("simple", {"threads": 2})]
+    out += [("unrolled", {}), ("unrolled", {"block_m": 13, "block_k": 7, "threads": 2}),
+            ("unrolled", {"block_m": 1, "block_k": 5000})]
+    if layer.winograd_ok:
+        blockings = ([{}, {"separable_block_depth": 1}, {"separable_block_depth": 17, "threads": 2}]
+                     if layer.depthwise else
+                     [{}, {"nonseparable_filter_block_depth": 1, "nonseparable_channel_depth": 3},
+                      {"nonseparable_filter_block_depth": 40, "nonseparable_channel_depth": 1000, "threads": 2}])
+        for tile, blocking in itertools.product((2, 4), blockings):
+            out.append(("winograd", {"winograd_tile": tile, **blocking}))
+    return out
+
+
+def make_data(layer: Layer, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (layer.n, layer.h, layer.w, layer.c)).astype(np.float32)
+    if layer.depthwise:
+        w = rng.uniform(-1, 1, (*layer.k, layer.c, layer.oc)).astype(np.float32)
+        out_c = layer.c * layer.oc
+    else:
+        w = rng.uniform(-1, 1, (*layer.k, layer.c // layer.groups, layer.oc)).astype(np.float32)
+        out_c = layer.oc
+    bias = rng.uniform(-1, 1, out_c).astype(np.float32)
+    return x, w, bias
+
+
+def pads_of(layer: Layer) -> tuple[int, int, int, int]:
+    if layer.padding == "VALID":
+        return 0, 0, 0, 0
+    if layer.padding == "SAME":
+        return (*numpy_conv.same_pads(layer.h, layer.k[0], layer.strides[0], layer.dilations[0]),
+                *numpy_conv.same_pads(layer.w, layer.k[1], layer.strides[1], layer.dilations[1]))
+    (t, b), (l, r) = layer.padding
+    return t, b, l, r
+
+
+def numpy_reference(layer: Layer, x, w, bias):
+    if layer.depthwise:
+        w = w.reshape(*layer.k, 1, layer.c * layer.oc)
+    return numpy_conv.conv2d(x, w, bias, layer.strides, pads_of(layer), layer.dilations,
+                             layer.c if layer.depthwise else layer.groups, layer.activation)
+
+
+def run(layer: Layer, x, w, bias, method: str, **params):
+    common = dict(strides=layer.strides, padding=layer.padding, dilations=layer.dilations,
+                  activation=layer.activation, method=method)
+    if layer.depthwise:
+        return layertune.depthwise_conv2d(x, w, bias, **common, **params)
+    return layertune.conv2d(x, w, bias, groups=layer.groups, **common, **params)
+
+
+def assert_close(got, want, what: str):
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    scale = float(np.abs(want).max()) or 1.0
+    err = float(np.abs(got.astype(np.float64) - want).max())
+    assert err <= RTOL * scale, f"{what}: max |diff| {err:.3g} > {RTOL} x {scale:.3g}"
+
+
+@pytest.fixture(scope="module", params=LAYERS, ids=str)
+def case(request):
+    layer = request.param
+    x, w, bias = make_data(layer)
+    ref = run(layer, x, w, bias, "reference")
+    return layer, x, w, bias, ref
+
+
+def test_reference_matches_numpy(case):
+    layer, x, w, bias, ref = case
+    assert_close(ref, numpy_reference(layer, x, w, bias), f"reference on {layer}")
+
+
+def test_every_variant_matches_reference_and_numpy(case):
+    layer, x, w, bias, ref = case
+    want = numpy_reference(layer, x, w, bias)
+    for method, params in variants(layer):
+        got = run(layer, x, w, bias, method, **params)
+        assert_close(got, ref.astype(np.float64), f"{method}{params} vs reference on {layer}")
+        assert_close(got, want, f"{method}{params} vs numpy on {layer}")
+
+
+def test_without_bias_and_repeated_runs_are_identical():
+    layer = Layer(1, 9, 9, 8, 16, (3, 3))
+    x, w, _ = make_data(layer)
+    want = numpy_reference(layer, x, w, None)
+    for method, params in variants(layer):
+        kernel = layertune.Conv2D(x.shape, w, None, method=method, **params)
+        first = kernel.run(x)
+        assert_close(first, want, f"{method}{params} without bias")
+        np.testing.assert_array_equal(kernel.run(x), first)  # no state leaks between runs
+
+
+def test_big_channel_counts_winograd_f4():
+    """Channel counts where the blocked GEMM paths (several channel / filter blocks) kick in."""
+    layer = Layer(1, 10, 10, 200, 96, (3, 3), activation="relu")
+    x, w, bias = make_data(layer, seed=3)
+    want = numpy_reference(layer, x, w, bias)
+    for params in ({}, {"nonseparable_channel_depth": 64, "nonseparable_filter_block_depth": 32}):
+        assert_close(run(layer, x, w, bias, "winograd", winograd_tile=4, **params), want, f"winograd {params}")
+    assert_close(run(layer, x, w, bias, "unrolled", block_k=100), want, "unrolled block_k=100")
+
+
+def test_conv_methods_lists_methods_and_params():
+    methods = layertune.conv_methods()
+    assert set(methods) == {"reference", "simple", "unrolled", "winograd"}
+    assert set(methods["winograd"]) >= {"winograd_tile", "separable_block_depth", "nonseparable_filter_block_depth",
+                                        "nonseparable_channel_depth", "threads"}
+    assert all("threads" in params for params in methods.values())
+
+
+def test_input_conversion_accepts_float64_and_noncontiguous():
+    layer = Layer(1, 8, 8, 6, 4, (3, 3))
+    x, w, bias = make_data(layer)
+    want = run(layer, x, w, bias, "reference")
+    x64 = np.asfortranarray(x.astype(np.float64))
+    w_strided = np.repeat(w, 2, axis=3)[..., ::2]
+    assert not w_strided.flags.c_contiguous
+    np.testing.assert_allclose(layertune.conv2d(x64, w_strided, bias.tolist()), want, rtol=0, atol=1e-5)
+
+
+def test_prepared_kernel_reports_shapes_flops_and_times():
+    kernel = layertune.Conv2D((1, 8, 8, 4), np.ones((3, 3, 4, 6), np.float32), strides=2, method="simple")
+    assert kernel.output_shape == (1, 4, 4, 6)
+    assert kernel.flops == 2 * 4 * 4 * 6 * 3 * 3 * 4
+    times = kernel.time(np.zeros((1, 8, 8, 4), np.float32), warmup=1, repeats=3)
+    assert len(times) == 3 and all(t > 0 for t in times)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_peak_gflops_is_measured(threads):
+    assert layertune.peak_gflops(threads, seconds=0.05) > 0.1
