@@ -196,7 +196,9 @@ void check_applicable(const ConvShape& s, const MethodParams& p) {
     if (p.nonseparable_filter_block_depth || p.nonseparable_channel_depth)
       fail("nonseparable_filter_block_depth / nonseparable_channel_depth: apply to regular convolutions, "
            "this layer is depthwise (use separable_block_depth)");
-  } else if (p.separable_block_depth) {
+  } else if (p.separable_block_depth && s.in_c_per_group() != 1) {
+    // (A one-channel layer is depthwise and regular at once; with one channel there is nothing
+    // to block, so separable_block_depth is accepted there.)
     fail("separable_block_depth: applies to depthwise layers, this layer is a regular convolution");
   }
 }
