@@ -127,28 +127,29 @@ class Row:
         return statistics.median(self.times)
 
 
-def bench_layer(layer: BenchLayer, threads: int, args, peak: float) -> list[Row]:
+def bench_layer(layer: BenchLayer, thread_counts: list[int], args) -> list[Row]:
+    """Every variant at every thread count, and LiteRT at every thread count, measured in
+    interleaved rounds so that machine drift hits all of them alike."""
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (1, layer.h, layer.w, layer.c)).astype(np.float32)
-    wshape = (layer.k, layer.k, layer.c, layer.oc)
-    w = rng.uniform(-0.1, 0.1, wshape).astype(np.float32)
+    w = rng.uniform(-0.1, 0.1, (layer.k, layer.k, layer.c, layer.oc)).astype(np.float32)
     out_c = layer.c * layer.oc if layer.depthwise else layer.oc
     b = rng.uniform(-0.1, 0.1, out_c).astype(np.float32)
-    rows, kernels = [], []
-    for method, params in variants(layer, args.quick):
-        kernel = layertune.Conv2D(x.shape, w, b, strides=layer.stride, padding="SAME", method=method,
-                                  threads=threads, depthwise=layer.depthwise, **params)
-        kernels.append(kernel)
-        rows.append(Row(layer.name, threads, variant_name(method, params), method, params, flops=kernel.flops))
-    litert = None
-    if not args.no_litert:
-        litert = litert_layer(layer, threads, w, b)
-        rows.append(Row(layer.name, threads, "LiteRT (XNNPACK)", "litert", {}, flops=rows[0].flops))
-    for _ in range(args.rounds):  # interleaved: each round measures every system once more
-        for row, kernel in zip(rows, kernels):
-            row.times += kernel.time(x, warmup=args.warmup, repeats=args.repeats)
-        if litert is not None:
-            rows[-1].times += time_litert(litert, x, args.warmup, args.repeats)
+    rows: list[Row] = []
+    timers = []
+    for threads in thread_counts:
+        for method, params in variants(layer, args.quick):
+            kernel = layertune.Conv2D(x.shape, w, b, strides=layer.stride, padding="SAME", method=method,
+                                      threads=threads, depthwise=layer.depthwise, **params)
+            rows.append(Row(layer.name, threads, variant_name(method, params), method, params, flops=kernel.flops))
+            timers.append(lambda k=kernel: k.time(x, warmup=args.warmup, repeats=args.repeats))
+        if not args.no_litert:
+            interpreter = litert_layer(layer, threads, w, b)
+            rows.append(Row(layer.name, threads, "LiteRT (XNNPACK)", "litert", {}, flops=rows[-1].flops))
+            timers.append(lambda i=interpreter: time_litert(i, x, args.warmup, args.repeats))
+    for _ in range(args.rounds):
+        for row, timer in zip(rows, timers):
+            row.times += timer()
     return rows
 
 
@@ -172,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     layers = QUICK_LAYERS if args.quick else LAYERS
     all_rows: list[Row] = []
     for layer in layers:
+        layer_rows = bench_layer(layer, args.threads, args)
+        all_rows += layer_rows
         for threads in args.threads:
-            rows = bench_layer(layer, threads, args, peaks[threads])
-            all_rows += rows
+            rows = [r for r in layer_rows if r.threads == threads]
             lite = next((r.median for r in rows if r.method == "litert"), None)
             print(f"\n{layer.name}, {threads} thread(s), {rows[0].flops / 1e6:.0f} MFLOP")
             print(f"  {'variant':58s} {'median ms':>10s} {'GFLOP/s':>8s} {'% peak':>7s} {'/LiteRT':>8s}")

@@ -1,6 +1,7 @@
 #include "layertune/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 
 namespace layertune {
 
@@ -36,7 +37,7 @@ void ThreadPool::run(int threads, int64_t n, TaskFn fn, void* ctx) {
     next_.store(0, std::memory_order_relaxed);
     active_helpers_ = helpers;
     remaining_.store(helpers, std::memory_order_relaxed);
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_all();
   work(0);
@@ -46,11 +47,15 @@ void ThreadPool::run(int threads, int64_t n, TaskFn fn, void* ctx) {
 void ThreadPool::worker_loop(int id) {
   uint64_t seen = 0;
   for (;;) {
+    // Spin about 100 us for the next job, then sleep on the condition variable.
+    const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
+    while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until) {
+    }
     bool participate;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return generation_ != seen; });
-      seen = generation_;
+      cv_.wait(lock, [&] { return generation_.load(std::memory_order_relaxed) != seen; });
+      seen = generation_.load(std::memory_order_relaxed);
       participate = id <= active_helpers_;
     }
     if (participate) {

@@ -1,5 +1,6 @@
 // A persistent pool of worker threads shared by every kernel: spawning threads per call would
-// cost more than a small layer takes.
+// cost more than a small layer takes. Idle workers spin for a short while before they sleep, so
+// back-to-back layers (a model, a timing loop) start without a wake-up delay.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -39,7 +40,7 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::thread> workers_;
-  uint64_t generation_ = 0;
+  std::atomic<uint64_t> generation_{0};
   int active_helpers_ = 0;
   TaskFn fn_ = nullptr;
   void* ctx_ = nullptr;

@@ -56,35 +56,46 @@ class SimpleConv final : public ConvKernel {
   }
 
  private:
+  // Not inlined: as a function of its own the PX x kNRV accumulators get registers.
   template <int PX>
-  void tile(const float* in_row0, int ky0, int ky1, int kx0, int kx1, const float* w, const float* bias,
-            float* out, int nr) const {
+  __attribute__((noinline)) void tile(const float* in_row0, int ky0, int ky1, int kx0, int kx1, const float* w,
+                                      const float* bias, float* out, int nr) const {
     const ConvShape& s = shape_;
     const int cig = s.in_c_per_group();
     const ptrdiff_t px_stride = ptrdiff_t(s.stride_w) * s.in_c;
     const auto [lo_s, hi_s] = activation_range(s.activation);
     vf acc[PX][kNRV];
+#pragma GCC unroll 4
     for (int v = 0; v < kNRV; ++v) {
       const vf bv = simd::load(bias + v * kLanes);
+#pragma GCC unroll 16
       for (int p = 0; p < PX; ++p) acc[p][v] = bv;
     }
+    // With one group and no x-dilation, the (kx, ci) taps of a kernel row are contiguous both in
+    // the NHWC input and in the packed weights: one flat loop instead of two nested ones.
+    const bool flat = s.groups == 1 && s.dilation_w == 1;
+    const int run_len = flat ? (kx1 - kx0) * cig : cig;
     for (int ky = ky0; ky < ky1; ++ky) {
-      for (int kx = kx0; kx < kx1; ++kx) {
+      for (int kx = kx0; kx < (flat ? kx0 + 1 : kx1); ++kx) {
         const float* a = in_row0 + ptrdiff_t(ky) * s.dilation_h * s.in_w * s.in_c + ptrdiff_t(kx) * s.dilation_w * s.in_c;
         const float* wk = w + size_t(ky * s.kernel_w + kx) * cig * kNR;
-        for (int ci = 0; ci < cig; ++ci) {
+        for (int ci = 0; ci < run_len; ++ci) {
           vf bv[kNRV];
+#pragma GCC unroll 4
           for (int v = 0; v < kNRV; ++v) bv[v] = simd::load(wk + ci * kNR + v * kLanes);
 #pragma GCC unroll 16
           for (int p = 0; p < PX; ++p) {
             const vf x = simd::splat(a[p * px_stride + ci]);
+#pragma GCC unroll 4
             for (int v = 0; v < kNRV; ++v) acc[p][v] += x * bv[v];
           }
         }
       }
     }
     const vf lo = simd::splat(lo_s), hi = simd::splat(hi_s);
+#pragma GCC unroll 16
     for (int p = 0; p < PX; ++p)
+#pragma GCC unroll 4
       for (int v = 0; v < kNRV; ++v)
         simd::store_n(out + ptrdiff_t(p) * s.out_c + v * kLanes, simd::clamp(acc[p][v], lo, hi), nr - v * kLanes);
   }
@@ -146,6 +157,7 @@ class SimpleDepthwise final : public ConvKernel {
     if (b)
       for (int j = 0; j < m; ++j)
         for (int ch = 0; ch < c; ++ch) bias_[size_t(j) * c + ch] = b[ch * m + j];
+    if (fast_row_) zeros_.resize(size_t((kWidePX - 1) * 2 + 5) * c + kLanes);  // the widest row segment read
   }
 
   void run(const float* in, float* out) override {
@@ -158,16 +170,18 @@ class SimpleDepthwise final : public ConvKernel {
 
   // PX pixels starting at output column ox; taps [ky0,ky1) x [kx0,kx1) are all inside the input.
   template <int PX>
-  void tile(const float* in_n, int iy0, int ox, int ky0, int ky1, int kx0, int kx1, float* out_row) const {
+  void tile(const float* in_n, int iy0, int ox, int ky0, int ky1, int kx0, int kx1, float* out_row, int c_begin = 0,
+            int c_end = -1) const {
     const ConvShape& s = shape_;
     const int c = s.in_c, m = s.multiplier(), taps = s.kernel_h * s.kernel_w;
+    if (c_end < 0) c_end = c;
     const auto [lo_s, hi_s] = activation_range(s.activation);
     const vf lo = simd::splat(lo_s), hi = simd::splat(hi_s);
     const int ix0 = ox * s.stride_w - s.pad_left;
     for (int j = 0; j < m; ++j) {
       const float* wj = weights_.data() + size_t(j) * taps * c;
-      for (int c0 = 0; c0 < c; c0 += kLanes) {
-        const int lanes = std::min(kLanes, c - c0);
+      for (int c0 = c_begin; c0 < c_end; c0 += kLanes) {
+        const int lanes = std::min(kLanes, c_end - c0);
         vf acc[PX];
         const vf bv = simd::load(bias_.data() + size_t(j) * c + c0);
         for (int p = 0; p < PX; ++p) acc[p] = bv;
@@ -193,6 +207,76 @@ class SimpleDepthwise final : public ConvKernel {
     }
   }
 
+  // Pixels [ox_begin, ox_end) of an output row (all kernel columns inside the input), for
+  // multiplier 1, dilation 1, kernel size and x-stride known at compile time: PX pixels x one
+  // channel vector per register tile; each input vector of a kernel row is loaded once for all
+  // the taps that read it. Kernel rows outside the input read a row of zeros, so the top and
+  // bottom output rows take this path too. Returns the first pixel it did not compute.
+  template <int K, int S, int PX>
+  int fast_row(const float* in_n, int iy0, int ox_begin, int ox_end, float* out_row) const {
+    constexpr int NX = (PX - 1) * S + K;  // input vectors under PX pixels
+    const ConvShape& s = shape_;
+    const int c = s.in_c, c_full = c / kLanes * kLanes;
+    const auto [lo_s, hi_s] = activation_range(s.activation);
+    const vf lo = simd::splat(lo_s), hi = simd::splat(hi_s);
+    int ox = ox_begin;
+    for (; ox + PX <= ox_end; ox += PX) {
+      const int ix0 = ox * S - s.pad_left;
+      const float* rows[K];
+      for (int ky = 0; ky < K; ++ky) {
+        const int iy = iy0 + ky;
+        rows[ky] = iy >= 0 && iy < s.in_h ? in_n + (int64_t(iy) * s.in_w + ix0) * c : zeros_.data();
+      }
+      for (int c0 = 0; c0 < c_full; c0 += kLanes) {
+        vf acc[PX];
+        const vf bv = simd::load(bias_.data() + c0);
+        for (int p = 0; p < PX; ++p) acc[p] = bv;
+#pragma GCC unroll 5
+        for (int ky = 0; ky < K; ++ky) {
+          const float* x = rows[ky] + c0;
+          const float* w = weights_.data() + size_t(ky) * K * c + c0;
+          vf xv[NX];
+#pragma GCC unroll 32
+          for (int i = 0; i < NX; ++i) xv[i] = simd::load(x + int64_t(i) * c);
+#pragma GCC unroll 5
+          for (int kx = 0; kx < K; ++kx) {
+            const vf wv = simd::load(w + size_t(kx) * c);
+#pragma GCC unroll 8
+            for (int p = 0; p < PX; ++p) acc[p] += xv[p * S + kx] * wv;
+          }
+        }
+#pragma GCC unroll 8
+        for (int p = 0; p < PX; ++p) simd::store(out_row + int64_t(ox + p) * c + c0, simd::clamp(acc[p], lo, hi));
+      }
+      if (c_full < c) {
+        const int ky0 = std::max(0, -iy0), ky1 = std::min(K, s.in_h - iy0);
+        tile<PX>(in_n, iy0, ox, ky0, std::max(ky0, ky1), 0, K, out_row, c_full, c);
+      }
+    }
+    return ox;
+  }
+
+  static constexpr int kWidePX = simd::kBytes == 64 ? 8 : 4;  // pixels per tile: fits the register file
+
+  template <int K, int S>
+  int fast_pixels(const float* in_n, int iy0, int ox_begin, int ox_end, float* out_row) const {
+    int ox = fast_row<K, S, kWidePX>(in_n, iy0, ox_begin, ox_end, out_row);
+    if (kWidePX > 4) ox = fast_row<K, S, 4>(in_n, iy0, ox, ox_end, out_row);
+    return fast_row<K, S, 1>(in_n, iy0, ox, ox_end, out_row);
+  }
+
+  using FastRow = int (SimpleDepthwise::*)(const float*, int, int, int, float*) const;
+  FastRow pick_fast_row() const {
+    const ConvShape& s = shape_;
+    if (s.multiplier() != 1 || s.dilation_h != 1 || s.dilation_w != 1 || s.kernel_h != s.kernel_w) return nullptr;
+    const int k = s.kernel_h, st = s.stride_w;
+    if (k == 3 && st == 1) return &SimpleDepthwise::fast_pixels<3, 1>;
+    if (k == 3 && st == 2) return &SimpleDepthwise::fast_pixels<3, 2>;
+    if (k == 5 && st == 1) return &SimpleDepthwise::fast_pixels<5, 1>;
+    if (k == 5 && st == 2) return &SimpleDepthwise::fast_pixels<5, 2>;
+    return nullptr;
+  }
+
   void run_row(const float* in, float* out, int row) const {
     const ConvShape& s = shape_;
     const int oh = s.out_h(), ow = s.out_w();
@@ -213,12 +297,14 @@ class SimpleDepthwise final : public ConvKernel {
     };
     for (int ox = 0; ox < x_lo; ++ox) border_pixel(ox);
     int ox = x_lo;
+    if (fast_row_) ox = (this->*fast_row_)(in_n, iy0, x_lo, x_hi, out_row);
     for (; ox + kDPX <= x_hi; ox += kDPX) tile<kDPX>(in_n, iy0, ox, ky0, ky1, 0, s.kernel_w, out_row);
     for (; ox < x_hi; ++ox) tile<1>(in_n, iy0, ox, ky0, ky1, 0, s.kernel_w, out_row);
     for (ox = std::max(x_hi, x_lo); ox < ow; ++ox) border_pixel(ox);
   }
 
-  AlignedBuffer weights_, bias_;
+  FastRow fast_row_ = pick_fast_row();
+  AlignedBuffer weights_, bias_, zeros_;
 };
 
 }  // namespace

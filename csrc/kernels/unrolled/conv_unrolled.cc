@@ -84,21 +84,22 @@ class UnrolledConv final : public ConvKernel {
     for (int k0 = 0; k0 < k_; k0 += block_k_) {
       const int kc = std::min(block_k_, k_ - k0);
       const bool last = k0 + kc == k_;
-      for (int p = p_begin; p < p_end; ++p) {
-        const gemm::Epilogue ep{bias_.data() + (size_t(g) * panels_ + p) * kNR, lo, hi};
-        const int nr = std::min(kNR, cog - p * kNR);
-        for (int i = 0; i < mc; i += kMR) {
-          const int mr = std::min(kMR, mc - i);
-          const float* arow = a + i * lda;
-          ptrdiff_t arow_ld = lda;
-          if (mr < kMR && direct_) {  // the input has no readable rows past the end: copy the tail
-            if (k0 == 0 && p == p_begin) copy_tail_rows(a + i * lda, lda, mr, scratch);
-            arow = scratch;
-            arow_ld = k_;
-          }
+      // Micro-rows outer, weight panels inner: the kMR x kc slice of A stays in L1 while the
+      // panels stream from L2.
+      for (int i = 0; i < mc; i += kMR) {
+        const int mr = std::min(kMR, mc - i);
+        const float* arow = a + i * lda;
+        ptrdiff_t arow_ld = lda;
+        if (mr < kMR && direct_) {  // the input has no readable rows past the end: copy the tail
+          if (k0 == 0) copy_tail_rows(a + i * lda, lda, mr, scratch);
+          arow = scratch;
+          arow_ld = k_;
+        }
+        for (int p = p_begin; p < p_end; ++p) {
+          const gemm::Epilogue ep{bias_.data() + (size_t(g) * panels_ + p) * kNR, lo, hi};
           gemm::micro_kernel(kc, arow + k0, arow_ld, packed + (size_t(p) * k_ + k0) * kNR,
-                             out + int64_t(m0 + i) * s.out_c + g * cog + p * kNR, s.out_c, mr, nr, k0 > 0,
-                             last ? &ep : nullptr);
+                             out + int64_t(m0 + i) * s.out_c + g * cog + p * kNR, s.out_c, mr,
+                             std::min(kNR, cog - p * kNR), k0 > 0, last ? &ep : nullptr);
         }
       }
     }

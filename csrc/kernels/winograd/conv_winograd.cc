@@ -71,12 +71,22 @@ class WinogradConv final : public ConvKernel {
     // Tiles per block: V (E x tiles x cig floats) within about 256 KiB.
     tile_block_ = std::clamp((64 * 1024) / (E * cig_) / kMR * kMR, kMR, 4 * kMR);
     tile_block_ = std::min(tile_block_, round_up(tiles, kMR));
+    // Enough tasks to balance the threads: smaller tile blocks first, then split the filters.
+    const int wanted_tasks = p.threads > 1 ? 4 * p.threads : 1;
+    while (tile_block_ > kMR && int64_t(ceil_div(tiles, tile_block_)) * s.groups < wanted_tasks) tile_block_ -= kMR;
     tile_blocks_ = ceil_div(tiles, tile_block_);
     // Output filters per block: a multiple of kNR; by default M (E x tiles x filters) <= 256 KiB.
     const int all_filters = panels_ * kNR;
     int fb = p.nonseparable_filter_block_depth ? round_up(p.nonseparable_filter_block_depth, kNR)
                                                : std::max(kNR, (64 * 1024) / (E * tile_block_) / kNR * kNR);
     filter_block_ = std::min(fb, all_filters);
+    const int64_t tasks = int64_t(tile_blocks_) * s.groups;
+    if (tasks < wanted_tasks) {
+      const int splits = int(ceil_div(wanted_tasks, int(tasks)));
+      if (!p.nonseparable_filter_block_depth)
+        filter_block_ = std::min(filter_block_, std::max(kNR, round_up(ceil_div(cog_, splits), kNR)));
+      filter_splits_ = std::min(splits, ceil_div(cog_, filter_block_));
+    }
     channel_block_ = std::min(p.nonseparable_channel_depth ? p.nonseparable_channel_depth : 128, cig_);
     scratch_v_.resize(p.threads);
     scratch_m_.resize(p.threads);
@@ -87,10 +97,12 @@ class WinogradConv final : public ConvKernel {
   }
 
   void run(const float* in, float* out) override {
-    const int64_t tasks = int64_t(shape_.groups) * tile_blocks_;
+    const int64_t tasks = int64_t(shape_.groups) * tile_blocks_ * filter_splits_;
     ThreadPool::global().parallel_for(params_.threads, tasks, [&](int64_t t, int worker) {
-      run_block(in, out, int(t / tile_blocks_), int(t % tile_blocks_), scratch_v_[worker].data(),
-                scratch_m_[worker].data());
+      const int split = int(t % filter_splits_);
+      const int block = int((t / filter_splits_) % tile_blocks_);
+      const int g = int(t / (int64_t(filter_splits_) * tile_blocks_));
+      run_block(in, out, g, block, split, scratch_v_[worker].data(), scratch_m_[worker].data());
     });
   }
 
@@ -105,7 +117,8 @@ class WinogradConv final : public ConvKernel {
     *n = tile / (tiles_w_ * tiles_h_);
   }
 
-  void run_block(const float* in, float* out, int g, int block, float* v, float* mbuf) const {
+  // Tile block `block` of group g; of the filter blocks, the share `split` of filter_splits_.
+  void run_block(const float* in, float* out, int g, int block, int split, float* v, float* mbuf) const {
     const ConvShape& s = shape_;
     const int tiles = s.batch * tiles_h_ * tiles_w_;
     const int t0 = block * tile_block_, tn = std::min(tile_block_, tiles - t0);
@@ -132,7 +145,9 @@ class WinogradConv final : public ConvKernel {
 
     const auto [lo_s, hi_s] = activation_range(s.activation);
     const vf lo = simd::splat(lo_s), hi = simd::splat(hi_s);
-    for (int fb0 = 0; fb0 < cog_; fb0 += filter_block_) {
+    const int filter_blocks = ceil_div(cog_, filter_block_);
+    const int fb_begin = split * filter_blocks / filter_splits_, fb_end = (split + 1) * filter_blocks / filter_splits_;
+    for (int fb0 = fb_begin * filter_block_; fb0 < std::min(cog_, fb_end * filter_block_); fb0 += filter_block_) {
       const int fbn = std::min(filter_block_, cog_ - fb0);
       const int p0 = fb0 / kNR, p1 = ceil_div(fb0 + fbn, kNR);
       // 2. alpha^2 GEMMs, reduction over input channels in blocks.
@@ -167,7 +182,7 @@ class WinogradConv final : public ConvKernel {
   }
 
   int cig_ = 0, cog_ = 0, panels_ = 0, tiles_h_ = 0, tiles_w_ = 0;
-  int tile_block_ = 0, tile_blocks_ = 0, filter_block_ = 0, channel_block_ = 0;
+  int tile_block_ = 0, tile_blocks_ = 0, filter_block_ = 0, channel_block_ = 0, filter_splits_ = 1;
   AlignedBuffer u_, bias_;
   std::vector<AlignedBuffer> scratch_v_, scratch_m_;
 };
