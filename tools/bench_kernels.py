@@ -99,6 +99,11 @@ def litert_layer(layer: BenchLayer, threads: int, weights: np.ndarray, bias: np.
     return interpreter
 
 
+def litert_available() -> bool:
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "ai_edge_litert"))
+
+
 def time_litert(interpreter, x: np.ndarray, warmup: int, repeats: int) -> list[float]:
     index = interpreter.get_input_details()[0]["index"]
     interpreter.set_tensor(index, x)
@@ -163,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-litert", action="store_true", help="skip the LiteRT comparison")
     parser.add_argument("--json", help="also write every row to this JSON file")
     args = parser.parse_args(argv)
+    if not args.no_litert and not litert_available():
+        print("LiteRT comparison skipped: TensorFlow / ai-edge-litert are not installed "
+              "(pip install 'layertune[tf]')")
+        args.no_litert = True
     if args.quick:
         args.rounds, args.repeats = min(args.rounds, 2), min(args.repeats, 5)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
