@@ -132,6 +132,16 @@ class Row:
         return statistics.median(self.times)
 
 
+WARMUP_SECONDS = 0.02
+
+
+def warmed(timer, args) -> list[float]:
+    """timer(warmup, repeats) -> seconds, with at least WARMUP_SECONDS of warm-up runs: after
+    an idle pause a virtual CPU needs a few ms to be scheduled at full speed again."""
+    single = timer(0, 1)[0]
+    return timer(max(args.warmup, int(WARMUP_SECONDS / max(single, 1e-6))), args.repeats)
+
+
 def bench_layer(layer: BenchLayer, thread_counts: list[int], args) -> list[Row]:
     """Every variant at every thread count, and LiteRT at every thread count, measured in
     interleaved rounds so that machine drift hits all of them alike."""
@@ -147,13 +157,17 @@ def bench_layer(layer: BenchLayer, thread_counts: list[int], args) -> list[Row]:
             kernel = layertune.Conv2D(x.shape, w, b, strides=layer.stride, padding="SAME", method=method,
                                       threads=threads, depthwise=layer.depthwise, **params)
             rows.append(Row(layer.name, threads, variant_name(method, params), method, params, flops=kernel.flops))
-            timers.append(lambda k=kernel: k.time(x, warmup=args.warmup, repeats=args.repeats))
+            timers.append(lambda k=kernel: warmed(lambda w, r: k.time(x, warmup=w, repeats=r), args))
         if not args.no_litert:
             interpreter = litert_layer(layer, threads, w, b)
             rows.append(Row(layer.name, threads, "LiteRT (XNNPACK)", "litert", {}, flops=rows[-1].flops))
-            timers.append(lambda i=interpreter: time_litert(i, x, args.warmup, args.repeats))
+            timers.append(lambda i=interpreter: warmed(lambda w, r: time_litert(i, x, w, r), args))
     for _ in range(args.rounds):
         for row, timer in zip(rows, timers):
+            # Both thread pools (layertune's, XNNPACK's) spin a while after a run; on a 2-core
+            # machine the next measurement would compete with them. Let them go idle first
+            # (`warmed` then wakes the cores up again before timing).
+            time.sleep(0.01)
             row.times += timer()
     return rows
 
