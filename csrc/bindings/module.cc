@@ -4,10 +4,16 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
+#include <string_view>
+
 #include "layertune/conv.h"
+#include "layertune/engine.h"
+#include "layertune/plan_format.h"
 #include "layertune/measure.h"
 #include "layertune/simd.h"
 #include "layertune/status.h"
+#include "../graph/op.h"
 
 namespace py = pybind11;
 using namespace layertune;
@@ -84,6 +90,102 @@ class PyConvKernel {
   std::unique_ptr<ConvKernel> kernel_;
 };
 
+Plan plan_from_bytes(const py::bytes& data) {
+  std::string_view view = data;
+  return parse_plan(reinterpret_cast<const uint8_t*>(view.data()), view.size());
+}
+
+// The parsed plan as Python data: the one C++ reader serves Python's load() too.
+py::dict describe_plan(const Plan& plan) {
+  py::list tensors, nodes;
+  for (size_t t = 0; t < plan.tensors.size(); ++t) {
+    const PlanTensor& pt = plan.tensors[t];
+    py::object data = py::none();
+    if (pt.constant) {
+      FloatArray a(std::vector<py::ssize_t>(pt.shape.begin(), pt.shape.end()));
+      std::memcpy(a.mutable_data(), plan.constant(int(t)), pt.nbytes);
+      data = a;
+    }
+    tensors.append(py::make_tuple(pt.name, py::tuple(py::cast(pt.shape)), data));
+  }
+  for (const PlanNode& n : plan.nodes) {
+    py::dict attrs;
+    for (const auto& [key, a] : n.attrs) {
+      if (a.kind == PlanAttr::kInts) attrs[py::str(key)] = py::cast(a.ints);
+      else if (a.kind == PlanAttr::kFloats) attrs[py::str(key)] = py::cast(a.floats);
+      else attrs[py::str(key)] = py::str(a.str);
+    }
+    nodes.append(py::make_tuple(n.op, n.name, py::cast(n.inputs), py::cast(n.outputs), attrs));
+  }
+  py::dict d;
+  d["name"] = plan.name;
+  d["version"] = plan.version;
+  d["tensors"] = tensors;
+  d["nodes"] = nodes;
+  d["inputs"] = py::cast(plan.inputs);
+  d["outputs"] = py::cast(plan.outputs);
+  return d;
+}
+
+class PyEngine {
+ public:
+  PyEngine(const py::bytes& plan, int threads, bool reference_kernels)
+      : engine_(plan_from_bytes(plan), threads, reference_kernels) {}
+
+  py::list run(const std::vector<FloatArray>& inputs) {
+    auto [in, outs, out_ptrs] = prepare(inputs);
+    {
+      py::gil_scoped_release release;
+      engine_.run(in, out_ptrs);
+    }
+    return as_list(outs);
+  }
+  py::tuple run_profiled(const std::vector<FloatArray>& inputs) {
+    auto [in, outs, out_ptrs] = prepare(inputs);
+    std::vector<double> seconds;
+    {
+      py::gil_scoped_release release;
+      seconds = engine_.run_profiled(in, out_ptrs);
+    }
+    return py::make_tuple(as_list(outs), seconds);
+  }
+  std::vector<double> time(const std::vector<FloatArray>& inputs, int warmup, int repeats) {
+    auto [in, outs, out_ptrs] = prepare(inputs);
+    py::gil_scoped_release release;
+    return time_repeated([&] { engine_.run(in, out_ptrs); }, warmup, repeats);
+  }
+  size_t arena_bytes() const { return engine_.arena_bytes(); }
+  size_t weight_bytes() const { return engine_.weight_bytes(); }
+
+ private:
+  std::tuple<std::vector<const float*>, std::vector<FloatArray>, std::vector<float*>> prepare(
+      const std::vector<FloatArray>& inputs) {
+    const Plan& plan = engine_.plan();
+    if (inputs.size() != plan.inputs.size()) fail("expected ", plan.inputs.size(), " inputs, got ", inputs.size());
+    std::vector<const float*> in;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const PlanTensor& t = plan.tensors[plan.inputs[i]];
+      if (inputs[i].size() != t.elements())
+        fail("input ", i, " ('", t.name, "'): expected ", t.elements(), " values, got ", inputs[i].size());
+      in.push_back(inputs[i].data());
+    }
+    std::vector<FloatArray> outs;
+    std::vector<float*> ptrs;
+    for (int o : plan.outputs) {
+      const auto& shape = plan.tensors[o].shape;
+      outs.emplace_back(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+      ptrs.push_back(outs.back().mutable_data());
+    }
+    return {in, outs, ptrs};
+  }
+  static py::list as_list(const std::vector<FloatArray>& arrays) {
+    py::list l;
+    for (const auto& a : arrays) l.append(a);
+    return l;
+  }
+  Engine engine_;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -99,6 +201,18 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("output_shape", &PyConvKernel::output_shape)
       .def_property_readonly("flops", &PyConvKernel::flops)
       .def("__repr__", &PyConvKernel::describe);
+
+  py::class_<PyEngine>(m, "Engine")
+      .def(py::init<const py::bytes&, int, bool>(), py::arg("plan"), py::arg("threads") = 1,
+           py::arg("reference_kernels") = false)
+      .def("run", &PyEngine::run, py::arg("inputs"))
+      .def("run_profiled", &PyEngine::run_profiled, py::arg("inputs"))
+      .def("time", &PyEngine::time, py::arg("inputs"), py::arg("warmup"), py::arg("repeats"))
+      .def_property_readonly("arena_bytes", &PyEngine::arena_bytes)
+      .def_property_readonly("weight_bytes", &PyEngine::weight_bytes);
+  m.def("parse_plan", [](const py::bytes& data) { return describe_plan(plan_from_bytes(data)); });
+  m.def("supported_ops", &supported_ops);
+  m.attr("PLAN_VERSION") = kPlanVersion;
 
   m.def("conv_methods", [] {
     std::map<std::string, std::vector<std::string>> out;

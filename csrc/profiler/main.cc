@@ -1,5 +1,7 @@
 // layertune-profiler: the on-device half of layertune; no Python, so it cross-compiles for ARM.
 //
+//   layertune-profiler run --plan FILE [--threads N] [--warmup W] [--repeats R] [--seed S]
+//       [--check 0|1] [--layers 0|1] [--tolerance REL]
 //   layertune-profiler info
 //   layertune-profiler peak [--threads N] [--seconds S]
 //   layertune-profiler conv --input NxHxWxC --filters K --kernel KHxKW [--stride SHxSW]
@@ -7,7 +9,9 @@
 //       --method M [--threads N] [--param name=value ...] [--warmup W] [--repeats R]
 //       [--seed S] [--tolerance REL]
 //
-// Each command prints one JSON line. `conv` times one variant of one layer (inputs and weights
+// Each command prints one JSON line. `run` times a whole plan on seeded random inputs; --check 1
+// also runs it with every convolution on the reference kernel and reports the difference;
+// --layers 1 adds each node's median time. `conv` times one variant of one layer (inputs and weights
 // are seeded random values), checks its output against the reference kernel, and reports
 // median / min / mean / std milliseconds. Bad arguments: one line on stderr, exit code 2.
 #include <cmath>
@@ -18,6 +22,8 @@
 
 #include "layertune/aligned_buffer.h"
 #include "layertune/conv.h"
+#include "layertune/engine.h"
+#include "layertune/plan_format.h"
 #include "layertune/measure.h"
 #include "layertune/simd.h"
 #include "layertune/status.h"
@@ -86,11 +92,11 @@ struct Args {
 };
 
 Args parse_args(int argc, char** argv, const std::map<std::string, std::vector<std::string>>& allowed) {
-  if (argc < 2) fail("missing command (expected one of: info, peak, conv)");
+  if (argc < 2) fail("missing command (expected one of: info, peak, conv, run)");
   Args a;
   a.command = argv[1];
   auto cmd = allowed.find(a.command);
-  if (cmd == allowed.end()) fail("unknown command '", a.command, "' (expected one of: info, peak, conv)");
+  if (cmd == allowed.end()) fail("unknown command '", a.command, "' (expected one of: info, peak, conv, run)");
   for (int i = 2; i < argc; ++i) {
     std::string flag = argv[i];
     if (flag.rfind("--", 0) != 0) fail("unexpected argument '", flag, "'");
@@ -183,11 +189,85 @@ int cmd_conv(const Args& a) {
   return ok ? 0 : 3;
 }
 
+std::string json_doubles(const std::vector<double>& v, double scale) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + json_number(v[i] * scale);
+  return s + "]";
+}
+
+int cmd_run(const Args& a) {
+  const std::string path = a.require("plan");
+  const int threads = parse_int("--threads", a.get("threads", "1"));
+  const int warmup = parse_int("--warmup", a.get("warmup", "2"));
+  const int repeats = parse_int("--repeats", a.get("repeats", "10"));
+  if (threads < 1 || warmup < 0 || repeats < 1) fail("--threads and --repeats must be >= 1, --warmup >= 0");
+  const uint32_t seed = uint32_t(parse_int("--seed", a.get("seed", "0")));
+  const bool check = parse_int("--check", a.get("check", "0")) != 0;
+  const bool layers = parse_int("--layers", a.get("layers", "0")) != 0;
+  const double tolerance = std::stod(a.get("tolerance", "1e-3"));
+
+  Engine engine(load_plan(path), threads);
+  const Plan& plan = engine.plan();
+  std::vector<AlignedBuffer> inputs, outputs;
+  std::vector<const float*> in;
+  std::vector<float*> out;
+  for (size_t i = 0; i < plan.inputs.size(); ++i) {
+    inputs.emplace_back(plan.tensors[plan.inputs[i]].elements());
+    fill_uniform(inputs.back().data(), inputs.back().size(), seed + uint32_t(i), -1.f, 1.f);
+    in.push_back(inputs.back().data());
+  }
+  for (int o : plan.outputs) {
+    outputs.emplace_back(plan.tensors[o].elements());
+    out.push_back(outputs.back().data());
+  }
+  TimingStats t = summarize(time_repeated([&] { engine.run(in, out); }, warmup, repeats));
+  std::string extra;
+  if (layers) {
+    std::vector<std::vector<double>> per_node(plan.nodes.size());
+    for (int r = 0; r < repeats; ++r) {
+      auto s = engine.run_profiled(in, out);
+      for (size_t i = 0; i < s.size(); ++i) per_node[i].push_back(s[i]);
+    }
+    std::vector<double> medians;
+    for (auto& v : per_node) medians.push_back(summarize(v).median);
+    extra += ", \"layer_median_ms\": " + json_doubles(medians, 1e3);
+  }
+  bool ok = true;
+  if (check) {
+    Engine reference(load_plan(path), threads, /*reference_kernels=*/true);
+    std::vector<AlignedBuffer> ref_out;
+    std::vector<float*> ref_ptrs;
+    for (int o : plan.outputs) {
+      ref_out.emplace_back(plan.tensors[o].elements());
+      ref_ptrs.push_back(ref_out.back().data());
+    }
+    engine.run(in, out);
+    reference.run(in, ref_ptrs);
+    Comparison worst;
+    for (size_t i = 0; i < out.size(); ++i) {
+      Comparison c = compare(out[i], ref_ptrs[i], ref_out[i].size());
+      worst.max_abs_diff = std::max(worst.max_abs_diff, c.max_abs_diff);
+      worst.max_abs_ref = std::max(worst.max_abs_ref, c.max_abs_ref);
+    }
+    ok = worst.within(tolerance);
+    extra += ", \"max_abs_diff\": " + json_number(worst.max_abs_diff) + ", \"max_abs_ref\": " + json_number(worst.max_abs_ref);
+  }
+  std::printf(
+      "{\"plan\": %s, \"model\": %s, \"nodes\": %zu, \"threads\": %d, \"median_ms\": %s, \"min_ms\": %s, "
+      "\"mean_ms\": %s, \"std_ms\": %s, \"repeats\": %d, \"arena_bytes\": %zu, \"weight_bytes\": %zu%s, \"error\": %s}\n",
+      json_string(path).c_str(), json_string(plan.name).c_str(), plan.nodes.size(), threads,
+      json_number(t.median * 1e3).c_str(), json_number(t.min * 1e3).c_str(), json_number(t.mean * 1e3).c_str(),
+      json_number(t.std * 1e3).c_str(), t.repeats, engine.arena_bytes(), engine.weight_bytes(), extra.c_str(),
+      ok ? "null" : json_string("wrong-answer").c_str());
+  return ok ? 0 : 3;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const std::map<std::string, std::vector<std::string>> allowed = {
       {"info", {}},
+      {"run", {"plan", "threads", "warmup", "repeats", "seed", "check", "layers", "tolerance"}},
       {"peak", {"threads", "seconds"}},
       {"conv", {"input", "filters", "kernel", "stride", "dilation", "padding", "groups", "activation", "method",
                 "threads", "param", "warmup", "repeats", "seed", "tolerance"}},
@@ -195,7 +275,7 @@ int main(int argc, char** argv) {
   try {
     if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
       std::printf("usage: layertune-profiler info | peak [--threads N] | conv --input NxHxWxC --filters K "
-                  "--kernel KHxKW --method M [options]\n");
+                  "--kernel KHxKW --method M [options] | run --plan FILE [options]\n");
       return 0;
     }
     if (argc >= 2 && std::string(argv[1]) == "--version") {
@@ -205,6 +285,7 @@ int main(int argc, char** argv) {
     Args a = parse_args(argc, argv, allowed);
     if (a.command == "info") return cmd_info();
     if (a.command == "peak") return cmd_peak(a);
+    if (a.command == "run") return cmd_run(a);
     return cmd_conv(a);
   } catch (const InvalidArgument& e) {
     std::fprintf(stderr, "layertune-profiler: error: %s\n", e.what());

@@ -9,9 +9,14 @@ from layertune.kernels import (
     profiler_path,
 )
 
+from layertune.model import Layer, Model, load
+
 __version__ = "0.1.0"
 __all__ = [
     "Conv2D",
+    "Layer",
+    "Model",
+    "load",
     "conv2d",
     "conv_methods",
     "depthwise_conv2d",

@@ -1,0 +1,113 @@
+#include "layertune/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "layertune/status.h"
+#include "op.h"
+
+namespace layertune {
+
+std::vector<int64_t> plan_memory(const Plan& plan, int64_t* arena_floats) {
+  const int n_tensors = int(plan.tensors.size());
+  const int end = int(plan.nodes.size());
+  std::vector<int> first(n_tensors, -2), last(n_tensors, -2);
+  for (int t : plan.inputs) first[t] = last[t] = -1;
+  for (int i = 0; i < end; ++i) {
+    for (int t : plan.nodes[i].inputs)
+      if (t >= 0) last[t] = std::max(last[t], i);
+    for (int t : plan.nodes[i].outputs) {
+      if (first[t] == -2) first[t] = i;
+      last[t] = std::max(last[t], i);
+    }
+  }
+  for (int t : plan.outputs) last[t] = end;  // graph outputs live to the end
+
+  struct Item { int tensor; int64_t size; };
+  std::vector<Item> items;
+  for (int t = 0; t < n_tensors; ++t)
+    if (!plan.tensors[t].constant && first[t] != -2)
+      items.push_back({t, (plan.tensors[t].elements() + 15) / 16 * 16});
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.size > b.size; });
+
+  std::vector<int64_t> offset(n_tensors, -1);
+  std::vector<Item> placed;
+  int64_t total = 0;
+  for (const Item& it : items) {
+    // Placed tensors alive at the same time, by offset: take the lowest gap that fits.
+    std::vector<std::pair<int64_t, int64_t>> busy;
+    for (const Item& p : placed)
+      if (first[p.tensor] <= last[it.tensor] && first[it.tensor] <= last[p.tensor])
+        busy.push_back({offset[p.tensor], offset[p.tensor] + p.size});
+    std::sort(busy.begin(), busy.end());
+    int64_t at = 0;
+    for (const auto& [lo, hi] : busy) {
+      if (lo - at >= it.size) break;
+      at = std::max(at, hi);
+    }
+    offset[it.tensor] = at;
+    total = std::max(total, at + it.size);
+    placed.push_back(it);
+  }
+  *arena_floats = total;
+  return offset;
+}
+
+Engine::Engine(Plan plan, int threads, bool reference_kernels) : plan_(std::move(plan)), threads_(threads) {
+  if (threads_ < 1) fail("threads: must be positive, got ", threads_);
+  for (size_t i = 0; i < plan_.nodes.size(); ++i)
+    for (int t : plan_.nodes[i].outputs)
+      if (plan_.tensors[t].constant) fail(plan_.nodes[i].where(), ": writes to a constant tensor");
+  int64_t arena_floats = 0;
+  const std::vector<int64_t> offsets = plan_memory(plan_, &arena_floats);
+  arena_.resize(size_t(arena_floats));
+  buffers_.assign(plan_.tensors.size(), nullptr);
+  for (size_t t = 0; t < plan_.tensors.size(); ++t) {
+    if (plan_.tensors[t].constant) buffers_[t] = const_cast<float*>(plan_.constant(int(t)));
+    else if (offsets[t] >= 0) buffers_[t] = arena_.data() + offsets[t];
+  }
+  ops_.reserve(plan_.nodes.size());
+  for (const PlanNode& node : plan_.nodes) {
+    for (int t : node.inputs)
+      if (t >= 0 && !buffers_[t]) fail(node.where(), ": reads tensor '", plan_.tensors[t].name, "' that nothing produces");
+    ops_.push_back(make_op(OpContext{plan_, node, threads_, reference_kernels}));
+  }
+}
+
+Engine::~Engine() = default;
+
+template <class Hook>
+void Engine::execute(const std::vector<const float*>& inputs, const std::vector<float*>& outputs, Hook&& after_node) {
+  if (inputs.size() != plan_.inputs.size()) fail("expected ", plan_.inputs.size(), " inputs, got ", inputs.size());
+  if (outputs.size() != plan_.outputs.size()) fail("expected ", plan_.outputs.size(), " outputs, got ", outputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const int t = plan_.inputs[i];
+    std::memcpy(buffers_[t], inputs[i], plan_.tensors[t].elements() * sizeof(float));
+  }
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    ops_[i]->run(buffers_.data());
+    after_node(i);
+  }
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const int t = plan_.outputs[i];
+    std::memcpy(outputs[i], buffers_[t], plan_.tensors[t].elements() * sizeof(float));
+  }
+}
+
+void Engine::run(const std::vector<const float*>& inputs, const std::vector<float*>& outputs) {
+  execute(inputs, outputs, [](size_t) {});
+}
+
+std::vector<double> Engine::run_profiled(const std::vector<const float*>& inputs, const std::vector<float*>& outputs) {
+  std::vector<double> seconds(ops_.size());
+  auto t0 = std::chrono::steady_clock::now();
+  execute(inputs, outputs, [&](size_t i) {
+    auto t1 = std::chrono::steady_clock::now();
+    seconds[i] = std::chrono::duration<double>(t1 - t0).count();
+    t0 = t1;
+  });
+  return seconds;
+}
+
+}  // namespace layertune

@@ -1,0 +1,52 @@
+// One executable node of a plan. Ops are built once (weights packed, shapes checked) and then
+// run on the engine's tensor buffers.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "layertune/plan_format.h"
+
+namespace layertune {
+
+class Op {
+ public:
+  virtual ~Op() = default;
+  // buffers[t] is tensor t's data (constants included).
+  virtual void run(float* const* buffers) = 0;
+};
+
+struct OpContext {
+  const Plan& plan;
+  const PlanNode& node;
+  int threads;
+  bool reference_kernels;  // every convolution by the reference kernel (for checking a plan)
+
+  const std::vector<int>& shape(int tensor) const { return plan.tensors[tensor].shape; }
+  int64_t elements(int tensor) const { return plan.tensors[tensor].elements(); }
+  int input(size_t i) const;   // i-th input tensor id; throws if absent
+  int output(size_t i) const;  // i-th output tensor id
+  bool has_input(size_t i) const { return i < node.inputs.size() && node.inputs[i] >= 0; }
+  const float* constant(int tensor) const;  // throws unless the tensor is a constant
+};
+
+std::unique_ptr<Op> make_op(const OpContext& ctx);  // throws InvalidArgument for an unknown op
+std::vector<std::string> supported_ops();
+
+// The op factories, by family (kernels/ops/*.cc).
+std::unique_ptr<Op> make_conv_op(const OpContext&);            // CONV_2D, DEPTHWISE_CONV_2D
+std::unique_ptr<Op> make_transpose_conv_op(const OpContext&);  // TRANSPOSE_CONV
+std::unique_ptr<Op> make_fully_connected_op(const OpContext&); // FULLY_CONNECTED
+std::unique_ptr<Op> make_binary_op(const OpContext&);          // ADD SUB MUL DIV MAXIMUM MINIMUM PRELU SQUARED_DIFFERENCE
+std::unique_ptr<Op> make_unary_op(const OpContext&);           // activations, copies
+std::unique_ptr<Op> make_softmax_op(const OpContext&);
+std::unique_ptr<Op> make_pool_op(const OpContext&);            // AVERAGE_POOL_2D, MAX_POOL_2D
+std::unique_ptr<Op> make_mean_op(const OpContext&);
+std::unique_ptr<Op> make_concat_op(const OpContext&);          // CONCATENATION, PACK
+std::unique_ptr<Op> make_pad_op(const OpContext&);             // PAD, PADV2, MIRROR_PAD
+std::unique_ptr<Op> make_strided_slice_op(const OpContext&);   // STRIDED_SLICE, SLICE
+std::unique_ptr<Op> make_transpose_op(const OpContext&);
+std::unique_ptr<Op> make_space_depth_op(const OpContext&);     // DEPTH_TO_SPACE, SPACE_TO_DEPTH
+std::unique_ptr<Op> make_resize_op(const OpContext&);          // RESIZE_BILINEAR, RESIZE_NEAREST_NEIGHBOR
+
+}  // namespace layertune

@@ -1,0 +1,165 @@
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+#include "layertune/plan_format.h"
+#include "layertune/status.h"
+
+namespace layertune {
+
+namespace {
+
+// Bounds-checked little-endian reader: running off the end is "truncated", never a crash.
+class Reader {
+ public:
+  Reader(const uint8_t* data, size_t size) : p_(data), end_(data + size) {}
+  template <class T>
+  T get() {
+    need(sizeof(T));
+    T v;
+    std::memcpy(&v, p_, sizeof(T));
+    p_ += sizeof(T);
+    return v;
+  }
+  std::string str() {
+    uint32_t n = get<uint32_t>();
+    need(n);
+    std::string s(reinterpret_cast<const char*>(p_), n);
+    p_ += n;
+    return s;
+  }
+  uint32_t count(size_t min_item_bytes) {  // an element count that cannot exceed the data left
+    uint32_t n = get<uint32_t>();
+    if (min_item_bytes && uint64_t(n) * min_item_bytes > uint64_t(end_ - p_)) fail("plan is truncated or corrupt (count ", n, ")");
+    return n;
+  }
+
+ private:
+  void need(size_t n) const {
+    if (size_t(end_ - p_) < n) fail("plan is truncated");
+  }
+  const uint8_t* p_;
+  const uint8_t* end_;
+};
+
+}  // namespace
+
+std::string PlanNode::where() const { return cat("node '", name, "' (", op, ")"); }
+
+const PlanAttr& find_attr(const PlanNode& n, const std::string& key, PlanAttr::Kind kind) {
+  auto it = n.attrs.find(key);
+  if (it == n.attrs.end()) fail(n.where(), ": missing attribute '", key, "'");
+  if (it->second.kind != kind) fail(n.where(), ": attribute '", key, "' has the wrong type");
+  return it->second;
+}
+
+std::vector<int64_t> PlanNode::ints(const std::string& key) const { return find_attr(*this, key, PlanAttr::kInts).ints; }
+std::vector<float> PlanNode::floats(const std::string& key) const { return find_attr(*this, key, PlanAttr::kFloats).floats; }
+
+int64_t PlanNode::int_attr(const std::string& key) const {
+  const auto& v = find_attr(*this, key, PlanAttr::kInts).ints;
+  if (v.size() != 1) fail(where(), ": attribute '", key, "' must hold one integer");
+  return v[0];
+}
+int64_t PlanNode::int_attr(const std::string& key, int64_t fallback) const {
+  return has(key) ? int_attr(key) : fallback;
+}
+float PlanNode::float_attr(const std::string& key, float fallback) const {
+  if (!has(key)) return fallback;
+  const auto& v = find_attr(*this, key, PlanAttr::kFloats).floats;
+  if (v.size() != 1) fail(where(), ": attribute '", key, "' must hold one number");
+  return v[0];
+}
+std::string PlanNode::str(const std::string& key, const std::string& fallback) const {
+  return has(key) ? find_attr(*this, key, PlanAttr::kString).str : fallback;
+}
+
+Plan parse_plan(const uint8_t* data, size_t size) {
+  if (size < 8 || std::memcmp(data, kPlanMagic, 8) != 0) fail("not a layertune plan (wrong magic number)");
+  Reader header(data + 8, size - 8);
+  Plan plan;
+  plan.version = header.get<uint32_t>();
+  if (plan.version > kPlanVersion)
+    fail("plan format version ", plan.version, " is newer than this build of layertune reads (", kPlanVersion,
+         "): upgrade layertune");
+  if (plan.version == 0) fail("plan format version 0 is invalid");
+  header.get<uint32_t>();
+  const uint64_t file_size = header.get<uint64_t>();
+  const uint64_t meta_offset = header.get<uint64_t>(), meta_size = header.get<uint64_t>();
+  const uint64_t blob_offset = header.get<uint64_t>(), blob_size = header.get<uint64_t>();
+  if (file_size != size) fail("plan is truncated (", size, " of ", file_size, " bytes)");
+  if (meta_offset > size || meta_size > size - meta_offset || blob_offset > size || blob_size > size - blob_offset ||
+      blob_size % 4 != 0)
+    fail("plan is corrupt (sections out of range)");
+
+  Reader r(data + meta_offset, meta_size);
+  plan.name = r.str();
+  const uint32_t n_tensors = r.count(25);
+  plan.tensors.resize(n_tensors);
+  for (auto& t : plan.tensors) {
+    t.name = r.str();
+    const uint32_t rank = r.count(4);
+    if (rank > 8) fail("plan: tensor '", t.name, "' has rank ", rank, " (at most 8)");
+    for (uint32_t i = 0; i < rank; ++i) {
+      int d = r.get<int32_t>();
+      if (d < 0) fail("plan: tensor '", t.name, "' has a negative dimension");
+      t.shape.push_back(d);
+    }
+    t.constant = r.get<uint8_t>() != 0;
+    t.offset = r.get<uint64_t>();
+    t.nbytes = r.get<uint64_t>();
+    if (t.constant && (t.offset % 64 != 0 || t.offset > blob_size || t.nbytes > blob_size - t.offset ||
+                       t.nbytes != uint64_t(t.elements()) * 4))
+      fail("plan: constant tensor '", t.name, "' lies outside the weight blob");
+  }
+  auto tensor_id = [&](int32_t id, bool optional) {
+    if (optional && id == -1) return id;
+    if (id < 0 || uint32_t(id) >= n_tensors) fail("plan: tensor index ", id, " out of range");
+    return id;
+  };
+  const uint32_t n_nodes = r.count(20);
+  plan.nodes.resize(n_nodes);
+  for (auto& n : plan.nodes) {
+    n.op = r.str();
+    n.name = r.str();
+    for (uint32_t i = 0, c = r.count(4); i < c; ++i) n.inputs.push_back(tensor_id(r.get<int32_t>(), true));
+    for (uint32_t i = 0, c = r.count(4); i < c; ++i) n.outputs.push_back(tensor_id(r.get<int32_t>(), false));
+    for (uint32_t i = 0, c = r.count(9); i < c; ++i) {
+      std::string key = r.str();
+      PlanAttr a;
+      const uint8_t kind = r.get<uint8_t>();
+      if (kind == PlanAttr::kInts) {
+        a.kind = PlanAttr::kInts;
+        for (uint32_t j = 0, m = r.count(8); j < m; ++j) a.ints.push_back(r.get<int64_t>());
+      } else if (kind == PlanAttr::kFloats) {
+        a.kind = PlanAttr::kFloats;
+        for (uint32_t j = 0, m = r.count(4); j < m; ++j) a.floats.push_back(r.get<float>());
+      } else if (kind == PlanAttr::kString) {
+        a.kind = PlanAttr::kString;
+        a.str = r.str();
+      } else {
+        fail("plan: ", n.where(), " has an attribute of unknown kind ", int(kind));
+      }
+      n.attrs.emplace(std::move(key), std::move(a));
+    }
+  }
+  for (uint32_t i = 0, c = r.count(4); i < c; ++i) plan.inputs.push_back(tensor_id(r.get<int32_t>(), false));
+  for (uint32_t i = 0, c = r.count(4); i < c; ++i) plan.outputs.push_back(tensor_id(r.get<int32_t>(), false));
+
+  plan.blob.resize(blob_size / 4);
+  if (blob_size) std::memcpy(plan.blob.data(), data + blob_offset, blob_size);
+  return plan;
+}
+
+Plan load_plan(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail(path, ": cannot open the plan file");
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  try {
+    return parse_plan(bytes.data(), bytes.size());
+  } catch (const InvalidArgument& e) {
+    fail(path, ": ", e.what());
+  }
+}
+
+}  // namespace layertune

@@ -1,0 +1,48 @@
+// Runs a plan: every node prepared once (weights packed / transformed at load), activations in
+// one arena whose slots the memory planner reuses between tensors that are not alive together.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "layertune/aligned_buffer.h"
+#include "layertune/plan_format.h"
+
+namespace layertune {
+
+class Op;
+
+// Arena offsets (in floats, 16-float aligned) for every non-constant tensor (-1 for constants),
+// and the arena size, from the tensors' lifetimes in node order.
+std::vector<int64_t> plan_memory(const Plan& plan, int64_t* arena_floats);
+
+class Engine {
+ public:
+  // threads: for every node whose kernel choice does not set its own. reference_kernels: run
+  // every convolution with the reference kernel (the oracle for a whole plan).
+  Engine(Plan plan, int threads, bool reference_kernels = false);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // inputs / outputs in the plan's order, each of its tensor's size.
+  void run(const std::vector<const float*>& inputs, const std::vector<float*>& outputs);
+  // As run, and returns the seconds each node took.
+  std::vector<double> run_profiled(const std::vector<const float*>& inputs, const std::vector<float*>& outputs);
+
+  const Plan& plan() const { return plan_; }
+  int threads() const { return threads_; }
+  size_t arena_bytes() const { return arena_.size() * sizeof(float); }
+  size_t weight_bytes() const { return plan_.blob.size() * sizeof(float); }
+
+ private:
+  template <class Hook>
+  void execute(const std::vector<const float*>& inputs, const std::vector<float*>& outputs, Hook&& after_node);
+
+  Plan plan_;
+  int threads_;
+  AlignedBuffer arena_;
+  std::vector<float*> buffers_;
+  std::vector<std::unique_ptr<Op>> ops_;
+};
+
+}  // namespace layertune

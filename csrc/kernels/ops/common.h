@@ -1,0 +1,56 @@
+// Helpers shared by the graph ops.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "../../graph/op.h"
+#include "layertune/conv_params.h"
+#include "layertune/status.h"
+
+namespace layertune::ops {
+
+inline std::pair<float, float> fused_activation(const OpContext& ctx) {
+  return activation_range(parse_activation(ctx.node.str("activation", "none")));
+}
+
+inline void clamp_range(float* p, int64_t n, float lo, float hi) {
+  if (lo == -std::numeric_limits<float>::infinity() && hi == std::numeric_limits<float>::infinity()) return;
+  for (int64_t i = 0; i < n; ++i) p[i] = std::min(std::max(p[i], lo), hi);
+}
+
+// Product of shape[from:to] (to clipped to the rank).
+inline int64_t product(const std::vector<int>& shape, size_t from = 0, size_t to = SIZE_MAX) {
+  const auto end = shape.begin() + std::min(to, shape.size());
+  int64_t n = 1;
+  for (auto it = shape.begin() + std::min(from, shape.size()); it < end; ++it) n *= *it;
+  return n;
+}
+
+inline void expect_rank(const OpContext& ctx, int tensor, size_t rank) {
+  if (ctx.shape(tensor).size() != rank)
+    fail(ctx.node.where(), ": tensor '", ctx.plan.tensors[tensor].name, "' must have rank ", rank);
+}
+
+inline void expect_elements(const OpContext& ctx, int a, int b) {
+  if (ctx.elements(a) != ctx.elements(b))
+    fail(ctx.node.where(), ": '", ctx.plan.tensors[a].name, "' and '", ctx.plan.tensors[b].name,
+         "' must have the same number of elements");
+}
+
+// An attribute holding exactly n integers.
+inline std::vector<int64_t> ints_n(const OpContext& ctx, const char* key, size_t n) {
+  auto v = ctx.node.ints(key);
+  if (v.size() != n) fail(ctx.node.where(), ": attribute '", key, "' must hold ", n, " integers");
+  return v;
+}
+
+// Row-major strides of a shape.
+inline std::vector<int64_t> strides_of(const std::vector<int>& shape) {
+  std::vector<int64_t> s(shape.size(), 1);
+  for (int i = int(shape.size()) - 2; i >= 0; --i) s[i] = s[i + 1] * shape[i + 1];
+  return s;
+}
+
+}  // namespace layertune::ops

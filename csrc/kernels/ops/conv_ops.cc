@@ -1,0 +1,193 @@
+// CONV_2D / DEPTHWISE_CONV_2D (through the tuned kernels), FULLY_CONNECTED, TRANSPOSE_CONV.
+#include <cstring>
+
+#include "common.h"
+#include "layertune/conv.h"
+#include "layertune/simd.h"
+#include "layertune/thread_pool.h"
+
+namespace layertune {
+namespace {
+
+using ops::fused_activation;
+
+// The kernel choice stored in the node ("kernel.method", "kernel.<param>").
+MethodParams kernel_choice(const OpContext& ctx) {
+  MethodParams p;
+  p.method = ctx.reference_kernels ? Method::kReference : parse_method(ctx.node.str("kernel.method", "unrolled"));
+  p.threads = ctx.threads;
+  if (ctx.reference_kernels) return p;
+  for (const auto& [key, attr] : ctx.node.attrs) {
+    if (key.rfind("kernel.", 0) != 0 || key == "kernel.method") continue;
+    try {
+      p.set(key.substr(7), int(ctx.node.int_attr(key)));
+    } catch (const InvalidArgument& e) {
+      fail(ctx.node.where(), ": ", e.what());
+    }
+  }
+  return p;
+}
+
+class ConvOp final : public Op {
+ public:
+  explicit ConvOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
+    const int w = ctx.input(1);
+    ops::expect_rank(ctx, in_, 4);
+    ops::expect_rank(ctx, w, 4);
+    const auto& xs = ctx.shape(in_);
+    const auto& ws = ctx.shape(w);  // HWIO
+    ConvShape s;
+    s.batch = xs[0], s.in_h = xs[1], s.in_w = xs[2], s.in_c = xs[3];
+    s.kernel_h = ws[0], s.kernel_w = ws[1], s.out_c = ws[3];
+    auto st = ops::ints_n(ctx, "strides", 2), dil = ops::ints_n(ctx, "dilations", 2), pads = ops::ints_n(ctx, "pads", 4);
+    s.stride_h = int(st[0]), s.stride_w = int(st[1]);
+    s.dilation_h = int(dil[0]), s.dilation_w = int(dil[1]);
+    s.pad_top = int(pads[0]), s.pad_bottom = int(pads[1]), s.pad_left = int(pads[2]), s.pad_right = int(pads[3]);
+    s.groups = int(ctx.node.int_attr("groups", 1));
+    s.activation = parse_activation(ctx.node.str("activation", "none"));
+    const float* bias = ctx.has_input(2) ? ctx.constant(ctx.input(2)) : nullptr;
+    try {
+      s.validate();
+      if (ws[2] * s.groups != s.in_c) fail("weights do not match the input channels and groups");
+      kernel_ = make_conv_kernel(s, kernel_choice(ctx), ctx.constant(w), bias);
+    } catch (const InvalidArgument& e) {
+      fail(ctx.node.where(), ": ", e.what());
+    }
+    const auto& os = ctx.shape(out_);
+    if (os != std::vector<int>{s.batch, s.out_h(), s.out_w(), s.out_c})
+      fail(ctx.node.where(), ": output shape does not match the layer (", s.describe(), ")");
+  }
+  void run(float* const* b) override { kernel_->run(b[in_], b[out_]); }
+
+ private:
+  int in_, out_;
+  std::unique_ptr<ConvKernel> kernel_;
+};
+
+// y = x W + b with W stored (in, out). One or a few rows: a GEMV streaming W once; more rows:
+// the unrolled GEMM kernel as a 1x1 convolution.
+class FullyConnectedOp final : public Op {
+ public:
+  explicit FullyConnectedOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
+    const int w = ctx.input(1);
+    ops::expect_rank(ctx, w, 2);
+    in_features_ = ctx.shape(w)[0];
+    out_features_ = ctx.shape(w)[1];
+    if (in_features_ == 0 || ctx.elements(in_) % in_features_ != 0)
+      fail(ctx.node.where(), ": input size is not a multiple of the weights' ", in_features_, " input features");
+    rows_ = ctx.elements(in_) / in_features_;
+    if (ctx.elements(out_) != rows_ * out_features_) fail(ctx.node.where(), ": output shape does not match");
+    std::tie(lo_, hi_) = fused_activation(ctx);
+    weights_ = ctx.constant(w);
+    bias_.assign(out_features_, 0.f);
+    if (ctx.has_input(2)) std::memcpy(bias_.data(), ctx.constant(ctx.input(2)), out_features_ * sizeof(float));
+    threads_ = ctx.threads;
+    if (rows_ > 4 || ctx.reference_kernels) {
+      ConvShape s;
+      s.batch = int(rows_), s.in_h = s.in_w = 1, s.in_c = int(in_features_), s.out_c = int(out_features_);
+      s.kernel_h = s.kernel_w = 1;
+      s.activation = parse_activation(ctx.node.str("activation", "none"));
+      MethodParams p;
+      p.method = ctx.reference_kernels ? Method::kReference : Method::kUnrolled;
+      p.threads = ctx.threads;
+      gemm_ = make_conv_kernel(s, p, weights_, bias_.data());
+    }
+  }
+
+  void run(float* const* b) override {
+    if (gemm_) return gemm_->run(b[in_], b[out_]);
+    const float* x = b[in_];
+    float* y = b[out_];
+    constexpr int kBlock = 256;  // output features per task: accumulators stay in L1
+    const int64_t blocks = (out_features_ + kBlock - 1) / kBlock;
+    ThreadPool::global().parallel_for(threads_, blocks * rows_, [&](int64_t t, int) {
+      const int64_t row = t / blocks, j0 = (t % blocks) * kBlock, j1 = std::min<int64_t>(out_features_, j0 + kBlock);
+      float acc[kBlock];
+      for (int64_t j = j0; j < j1; ++j) acc[j - j0] = bias_[j];
+      const float* xr = x + row * in_features_;
+      for (int64_t i = 0; i < in_features_; ++i) {
+        const float xi = xr[i];
+        const float* wr = weights_ + i * out_features_;
+        for (int64_t j = j0; j < j1; ++j) acc[j - j0] += xi * wr[j];
+      }
+      float* yr = y + row * out_features_;
+      for (int64_t j = j0; j < j1; ++j) yr[j] = std::min(std::max(acc[j - j0], lo_), hi_);
+    });
+  }
+
+ private:
+  int in_, out_, threads_ = 1;
+  int64_t in_features_ = 0, out_features_ = 0, rows_ = 0;
+  float lo_ = 0, hi_ = 0;
+  const float* weights_ = nullptr;
+  std::vector<float> bias_;
+  std::unique_ptr<ConvKernel> gemm_;
+};
+
+// Transposed convolution: every input pixel scatters kh x kw x out_c contributions.
+// Weights (kh, kw, in_c, out_c); pads as the matching forward convolution's (top, left).
+class TransposeConvOp final : public Op {
+ public:
+  explicit TransposeConvOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
+    const int w = ctx.input(1);
+    ops::expect_rank(ctx, in_, 4);
+    ops::expect_rank(ctx, w, 4);
+    ops::expect_rank(ctx, out_, 4);
+    xs_ = ctx.shape(in_);
+    os_ = ctx.shape(out_);
+    ws_ = ctx.shape(w);
+    if (ws_[2] != xs_[3] || ws_[3] != os_[3] || xs_[0] != os_[0]) fail(ctx.node.where(), ": weights do not match the tensors");
+    auto st = ops::ints_n(ctx, "strides", 2), pads = ops::ints_n(ctx, "pads", 2);
+    stride_h_ = int(st[0]), stride_w_ = int(st[1]), pad_top_ = int(pads[0]), pad_left_ = int(pads[1]);
+    if (stride_h_ <= 0 || stride_w_ <= 0) fail(ctx.node.where(), ": strides must be positive");
+    weights_ = ctx.constant(w);
+    bias_ = ctx.has_input(2) ? ctx.constant(ctx.input(2)) : nullptr;
+    std::tie(lo_, hi_) = fused_activation(ctx);
+  }
+
+  void run(float* const* b) override {
+    const float* x = b[in_];
+    float* y = b[out_];
+    const int oc = os_[3], ic = xs_[3];
+    const int64_t out_pixels = int64_t(os_[0]) * os_[1] * os_[2];
+    for (int64_t p = 0; p < out_pixels; ++p)
+      for (int c = 0; c < oc; ++c) y[p * oc + c] = bias_ ? bias_[c] : 0.f;
+    for (int n = 0; n < xs_[0]; ++n)
+      for (int iy = 0; iy < xs_[1]; ++iy)
+        for (int ix = 0; ix < xs_[2]; ++ix) {
+          const float* xp = x + ((int64_t(n) * xs_[1] + iy) * xs_[2] + ix) * ic;
+          for (int ky = 0; ky < ws_[0]; ++ky) {
+            const int oy = iy * stride_h_ + ky - pad_top_;
+            if (oy < 0 || oy >= os_[1]) continue;
+            for (int kx = 0; kx < ws_[1]; ++kx) {
+              const int ox = ix * stride_w_ + kx - pad_left_;
+              if (ox < 0 || ox >= os_[2]) continue;
+              float* yp = y + ((int64_t(n) * os_[1] + oy) * os_[2] + ox) * oc;
+              const float* wp = weights_ + (int64_t(ky) * ws_[1] + kx) * ic * oc;
+              for (int ci = 0; ci < ic; ++ci) {
+                const float xv = xp[ci];
+                const float* wr = wp + int64_t(ci) * oc;
+                for (int c = 0; c < oc; ++c) yp[c] += xv * wr[c];
+              }
+            }
+          }
+        }
+    ops::clamp_range(y, out_pixels * oc, lo_, hi_);
+  }
+
+ private:
+  int in_, out_;
+  std::vector<int> xs_, os_, ws_;
+  int stride_h_ = 1, stride_w_ = 1, pad_top_ = 0, pad_left_ = 0;
+  const float* weights_ = nullptr;
+  const float* bias_ = nullptr;
+  float lo_ = 0, hi_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Op> make_conv_op(const OpContext& ctx) { return std::make_unique<ConvOp>(ctx); }
+std::unique_ptr<Op> make_fully_connected_op(const OpContext& ctx) { return std::make_unique<FullyConnectedOp>(ctx); }
+std::unique_ptr<Op> make_transpose_conv_op(const OpContext& ctx) { return std::make_unique<TransposeConvOp>(ctx); }
+
+}  // namespace layertune

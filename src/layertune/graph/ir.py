@@ -1,0 +1,121 @@
+"""layertune's graph IR: tensors with static NHWC shapes, nodes with TFLite op names and plain
+attributes, constants as float32 numpy arrays. Convolution weights are HWIO
+``(kh, kw, in_c / groups, out_c)`` (depthwise: groups = in_c); fully-connected weights
+``(in, out)``; transposed-convolution weights ``(kh, kw, in_c, out_c)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
+
+
+@dataclass
+class Quantization:
+    """How a graph input/output was quantized in the source model (the engine computes in float)."""
+    dtype: str  # "int8", "uint8", "int16"
+    scale: float
+    zero_point: int
+
+
+@dataclass
+class Tensor:
+    name: str
+    shape: tuple[int, ...]
+    data: np.ndarray | None = None  # constants only (float32, or int for import-time shape values)
+    quantization: Quantization | None = None
+
+    @property
+    def constant(self) -> bool:
+        return self.data is not None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass
+class Node:
+    op: str
+    name: str
+    inputs: list[int]  # tensor ids, -1 for an absent optional input
+    outputs: list[int]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kernel(self) -> dict[str, Any]:
+        """The kernel choice ({"method": ..., params...}) of a convolution node."""
+        return {k[len("kernel."):]: v for k, v in self.attrs.items() if k.startswith("kernel.")}
+
+    def set_kernel(self, method: str, params: dict[str, int]) -> None:
+        for key in [k for k in self.attrs if k.startswith("kernel.")]:
+            del self.attrs[key]
+        self.attrs["kernel.method"] = method
+        for name, value in params.items():
+            self.attrs[f"kernel.{name}"] = int(value)
+
+
+@dataclass
+class Graph:
+    name: str
+    tensors: list[Tensor]
+    nodes: list[Node]
+    inputs: list[int]
+    outputs: list[int]
+
+    def add_tensor(self, tensor: Tensor) -> int:
+        self.tensors.append(tensor)
+        return len(self.tensors) - 1
+
+    def producers(self) -> dict[int, int]:
+        return {t: i for i, n in enumerate(self.nodes) for t in n.outputs}
+
+    def consumers(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for i, n in enumerate(self.nodes):
+            for t in n.inputs:
+                if t >= 0:
+                    out.setdefault(t, []).append(i)
+        return out
+
+    def conv_info(self, node: Node) -> dict[str, Any]:
+        """The convolution a CONV_2D / DEPTHWISE_CONV_2D node computes, as layertune.Conv2D arguments."""
+        x = self.tensors[node.inputs[0]].shape
+        w = self.tensors[node.inputs[1]].shape
+        y = self.tensors[node.outputs[0]].shape
+        return {"input": x, "weights": w, "output": y, "strides": tuple(node.attrs["strides"]),
+                "dilations": tuple(node.attrs["dilations"]), "pads": tuple(node.attrs["pads"]),
+                "groups": int(node.attrs.get("groups", 1)), "activation": node.attrs.get("activation", "none")}
+
+    def flops(self, node: Node) -> int:
+        """Multiply-adds x 2 of the layer's direct algorithm (0 for ops that are not layers)."""
+        if node.op in CONV_OPS:
+            kh, kw, cig, _ = self.tensors[node.inputs[1]].shape
+            return 2 * self.tensors[node.outputs[0]].size * kh * kw * cig
+        if node.op == "FULLY_CONNECTED":
+            return 2 * self.tensors[node.outputs[0]].size * self.tensors[node.inputs[1]].shape[0]
+        if node.op == "TRANSPOSE_CONV":
+            kh, kw, ic, _ = self.tensors[node.inputs[1]].shape
+            return 2 * self.tensors[node.inputs[0]].size // ic * kh * kw * ic * self.tensors[node.outputs[0]].shape[-1]
+        return 0
+
+    def prune(self) -> None:
+        """Drops nodes whose outputs nothing uses and tensors nothing refers to (renumbering)."""
+        needed = set(self.outputs)
+        keep = []
+        for node in reversed(self.nodes):
+            if any(t in needed for t in node.outputs):
+                keep.append(node)
+                needed.update(t for t in node.inputs if t >= 0)
+        self.nodes = keep[::-1]
+        used = sorted(set(self.inputs) | set(self.outputs) | {t for n in self.nodes for t in n.inputs + n.outputs if t >= 0})
+        remap = {old: new for new, old in enumerate(used)}
+        self.tensors = [self.tensors[t] for t in used]
+        for node in self.nodes:
+            node.inputs = [remap[t] if t >= 0 else -1 for t in node.inputs]
+            node.outputs = [remap[t] for t in node.outputs]
+        self.inputs = [remap[t] for t in self.inputs]
+        self.outputs = [remap[t] for t in self.outputs]

@@ -1,0 +1,33 @@
+"""The default kernel choice per convolution, a shape heuristic (as ncnn's) for layers that were
+not tuned. Measured on this project's benchmarks (tools/bench_kernels.py): Winograd wins 3x3
+stride-1 layers with enough channels, F(4x4) on larger maps; 1x1 layers are a GEMM; the
+direct method wins depthwise layers and layers with few input channels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from layertune.graph.ir import CONV_OPS, Graph, Node
+
+
+def default_kernel(graph: Graph, node: Node) -> dict[str, Any]:
+    info = graph.conv_info(node)
+    kh, kw, cig, out_c = info["weights"]
+    groups = info["groups"]
+    cog = out_c // groups
+    _, oh, ow, _ = info["output"]
+    if groups > 1 and cig == 1:
+        return {"method": "simple"}  # depthwise
+    if (kh, kw) == (3, 3) and info["strides"] == (1, 1) and info["dilations"] == (1, 1) and cig >= 16 and cog >= 16:
+        return {"method": "winograd", "winograd_tile": 4 if min(oh, ow) >= 12 else 2}
+    if cig <= 8:
+        return {"method": "simple"}
+    return {"method": "unrolled"}
+
+
+def apply_default_kernels(graph: Graph, overwrite: bool = False) -> None:
+    """Gives every convolution without a kernel choice (or every one, with overwrite) the default."""
+    for node in graph.nodes:
+        if node.op in CONV_OPS and (overwrite or "kernel.method" not in node.attrs):
+            choice = default_kernel(graph, node)
+            node.set_kernel(choice.pop("method"), choice)

@@ -1,0 +1,159 @@
+"""A whole model on layertune's engine: load (.tflite, .keras / .h5, .ltplan), run, inspect the
+layers and their kernel choices, change a choice, save the plan."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from layertune import _core
+from layertune.graph.ir import CONV_OPS, Graph
+from layertune.graph.kernel_choice import apply_default_kernels
+from layertune.graph.plan import graph_from_plan, plan_bytes, write_plan
+
+MODEL_SUFFIXES = (".tflite", ".keras", ".h5", ".ltplan")
+
+
+@dataclass(frozen=True)
+class Layer:
+    index: int
+    name: str
+    op: str
+    input_shapes: tuple[tuple[int, ...], ...]
+    output_shapes: tuple[tuple[int, ...], ...]
+    flops: int
+    kernel: dict[str, Any] | None  # convolutions: {"method": ..., parameters...}
+
+
+def import_graph(path: str | os.PathLike) -> Graph:
+    """The graph of a .tflite, .keras / .h5 or .ltplan file; ValueError with one line if it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such model file")
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        from layertune.graph.tflite_import import import_tflite
+        return import_tflite(path)
+    if suffix in (".keras", ".h5"):
+        from layertune.graph.keras_import import import_keras
+        return import_keras(path)
+    if suffix == ".ltplan":
+        try:
+            return graph_from_plan(path.read_bytes())
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    raise ValueError(f"{path}: unknown model format (expected one of {', '.join(MODEL_SUFFIXES)})")
+
+
+class Model:
+    def __init__(self, graph: Graph, threads: int = 1):
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads: expected a positive integer, got {threads!r}")
+        apply_default_kernels(graph)
+        self.graph = graph
+        self.threads = threads
+        self._engine: _core.Engine | None = None
+
+    @property
+    def engine(self) -> _core.Engine:
+        if self._engine is None:
+            self._engine = _core.Engine(plan_bytes(self.graph), self.threads)
+        return self._engine
+
+    @property
+    def name(self) -> str:
+        return self.graph.name
+
+    @property
+    def input_shapes(self) -> list[tuple[int, ...]]:
+        return [self.graph.tensors[t].shape for t in self.graph.inputs]
+
+    @property
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        return [self.graph.tensors[t].shape for t in self.graph.outputs]
+
+    @property
+    def layers(self) -> list[Layer]:
+        g = self.graph
+        return [Layer(i, n.name, n.op, tuple(g.tensors[t].shape for t in n.inputs if t >= 0 and not g.tensors[t].constant),
+                      tuple(g.tensors[t].shape for t in n.outputs), g.flops(n),
+                      dict(n.kernel) if n.op in CONV_OPS else None)
+                for i, n in enumerate(g.nodes)]
+
+    def _node_index(self, layer: int | str) -> int:
+        if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+            if not 0 <= layer < len(self.graph.nodes):
+                raise ValueError(f"layer: index {layer} out of range (0..{len(self.graph.nodes) - 1})")
+            return int(layer)
+        matches = [i for i, n in enumerate(self.graph.nodes) if n.name == layer]
+        if not matches:
+            raise ValueError(f"layer: no layer named {layer!r}")
+        return matches[0]
+
+    def set_kernel(self, layer: int | str, method: str, threads: int | None = None, **params: Any) -> None:
+        """Sets one convolution's kernel; checked now (ValueError naming the layer), used from the next run."""
+        index = self._node_index(layer)
+        node = self.graph.nodes[index]
+        if node.op not in CONV_OPS:
+            raise ValueError(f"layer {index} ({node.name}) is a {node.op}, not a convolution")
+        if threads is not None:
+            params["threads"] = threads
+        info = self.graph.conv_info(node)
+        weights = self.graph.tensors[node.inputs[1]].data
+        try:  # the C++ core validates method and parameters for this exact layer
+            _core.ConvKernel(info["input"], weights, None, info["strides"], info["dilations"], info["pads"],
+                             info["groups"], info["activation"], method, {k: int(v) for k, v in params.items()})
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"layer {index} ({node.name}): {exc}") from None
+        node.set_kernel(method, params)
+        self._engine = None
+
+    def _inputs(self, x: Any) -> list[np.ndarray]:
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        if len(xs) != len(self.graph.inputs):
+            raise ValueError(f"x: the model has {len(self.graph.inputs)} inputs, got {len(xs)}")
+        out = []
+        for i, (value, t) in enumerate(zip(xs, self.graph.inputs)):
+            tensor = self.graph.tensors[t]
+            arr = np.asarray(value)
+            if arr.shape != tensor.shape:
+                raise ValueError(f"x[{i}] ('{tensor.name}'): expected shape {tensor.shape}, got {arr.shape}")
+            q = tensor.quantization
+            if q is not None and arr.dtype.kind in "iu":  # quantized input: to real values
+                arr = (arr.astype(np.float32) - q.zero_point) * q.scale
+            out.append(np.ascontiguousarray(arr, dtype=np.float32))
+        return out
+
+    def run(self, x: Any) -> np.ndarray | list[np.ndarray]:
+        """numpy in, numpy out (a list if the model has several outputs). Quantized models take
+        their integer input or real values, and return real (dequantized) values."""
+        outs = self.engine.run(self._inputs(x))
+        return outs[0] if len(outs) == 1 else outs
+
+    def run_profiled(self, x: Any) -> tuple[list[np.ndarray], list[float]]:
+        """Outputs and the seconds each layer took in one run."""
+        return self.engine.run_profiled(self._inputs(x))
+
+    def time(self, x: Any, warmup: int = 3, repeats: int = 10) -> list[float]:
+        """Seconds per end-to-end run (model invocation only)."""
+        return list(self.engine.time(self._inputs(x), int(warmup), int(repeats)))
+
+    @property
+    def arena_bytes(self) -> int:
+        return int(self.engine.arena_bytes)
+
+    @property
+    def weight_bytes(self) -> int:
+        return int(self.engine.weight_bytes)
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_plan(self.graph, path)
+
+
+def load(path: str | os.PathLike, threads: int = 1) -> Model:
+    """A model from .tflite, .keras / .h5 (needs TensorFlow) or .ltplan."""
+    return Model(import_graph(path), threads)
