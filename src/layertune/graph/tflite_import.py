@@ -422,4 +422,10 @@ def import_tflite(path: str | Path) -> Graph:
 
 
 def import_tflite_bytes(data: bytes, name: str = "model", source: str = "model") -> Graph:
-    return TFLiteImporter(data, name, source).run()
+    try:
+        return TFLiteImporter(data, name, source).run()
+    except ImportError_:
+        raise
+    except (IndexError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OverflowError, ValueError) as exc:
+        # a flatbuffer cut or damaged where the reader trips over it
+        raise ImportError_(f"{source}: corrupt TFLite model ({exc.__class__.__name__}: {str(exc)[:120]})") from None

@@ -1,0 +1,68 @@
+"""Small real models for the whole-model tests, built offline with TensorFlow."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from conftest import require
+from tflite_helpers import convert_keras
+
+APPLICATIONS = ["MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large", "ResNet50", "EfficientNetB0",
+                "DenseNet121"]
+
+
+@functools.lru_cache(maxsize=None)
+def application_tflite(name: str, size: int = 96) -> bytes:
+    """tf.keras.applications.<name> with random weights and batch-norm statistics calibrated on
+    one random batch (momentum 0, one training-mode call): without that, random weights make
+    the outputs collapse and a comparison says little."""
+    tf = require("tensorflow")
+    tf.keras.utils.set_random_seed(0)
+    model = getattr(tf.keras.applications, name)(weights=None, input_shape=(size, size, 3))
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    batch = np.random.default_rng(0).uniform(-1, 1, (4, size, size, 3)).astype(np.float32)
+    model(batch, training=True)
+    return convert_keras(model)
+
+
+@functools.lru_cache(maxsize=None)
+def digits_cnn():
+    """A small CNN trained on scikit-learn's digits: (keras model, x_test, y_test, x_train)."""
+    tf = require("tensorflow")
+    datasets = require("sklearn.datasets")
+    digits = datasets.load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[..., None]
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    split = int(0.7 * len(x))
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([
+        tf.keras.Input((8, 8, 1)),
+        tf.keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+        tf.keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+        tf.keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6"),
+        tf.keras.layers.Conv2D(32, 1, activation="relu"),
+        tf.keras.layers.GlobalAveragePooling2D(),
+        tf.keras.layers.Dense(10),
+    ])
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01),
+                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(x[:split], y[:split], epochs=40, batch_size=64, verbose=0)
+    return model, x[split:], y[split:], x[:split]
+
+
+def int8_tflite(model, calibration: np.ndarray) -> bytes:
+    tf = require("tensorflow")
+
+    def representative():
+        for i in range(0, min(len(calibration), 200), 10):
+            yield [calibration[i: i + 10]]
+
+    return convert_keras(model, optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=representative,
+                         target_spec=tf.lite.TargetSpec(supported_ops=[tf.lite.OpsSet.TFLITE_BUILTINS_INT8]),
+                         inference_input_type=tf.int8, inference_output_type=tf.int8)
