@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 from typing import Any, Callable
 
@@ -426,6 +427,7 @@ def import_tflite_bytes(data: bytes, name: str = "model", source: str = "model")
         return TFLiteImporter(data, name, source).run()
     except ImportError_:
         raise
-    except (IndexError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OverflowError, ValueError) as exc:
+    except (IndexError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OverflowError, ValueError,
+            struct.error) as exc:
         # a flatbuffer cut or damaged where the reader trips over it
         raise ImportError_(f"{source}: corrupt TFLite model ({exc.__class__.__name__}: {str(exc)[:120]})") from None
