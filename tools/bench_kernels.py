@@ -26,6 +26,9 @@ import numpy as np
 
 import layertune
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
 
 @dataclass(frozen=True)
 class BenchLayer:
@@ -80,10 +83,9 @@ def variant_name(method: str, params: dict) -> str:
     return method + "".join(f" {k}={v}" for k, v in params.items())
 
 
-def litert_layer(layer: BenchLayer, threads: int, weights: np.ndarray, bias: np.ndarray):
-    """A one-layer TFLite model with the same weights, in LiteRT's interpreter (XNNPACK on)."""
+def litert_layer_model(layer: BenchLayer, weights: np.ndarray, bias: np.ndarray) -> bytes:
+    """A one-layer TFLite model with the same weights."""
     import tensorflow as tf
-    from ai_edge_litert.interpreter import Interpreter
 
     inp = tf.keras.Input((layer.h, layer.w, layer.c), batch_size=1)
     if layer.depthwise:
@@ -93,28 +95,7 @@ def litert_layer(layer: BenchLayer, threads: int, weights: np.ndarray, bias: np.
     model = tf.keras.Model(inp, conv(inp))
     conv.set_weights([weights, bias])
     with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel's signature
-        flatbuffer = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def litert_available() -> bool:
-    import importlib.util
-    return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "ai_edge_litert"))
-
-
-def time_litert(interpreter, x: np.ndarray, warmup: int, repeats: int) -> list[float]:
-    index = interpreter.get_input_details()[0]["index"]
-    interpreter.set_tensor(index, x)
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - t0)
-    return times
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 @dataclass
@@ -132,43 +113,29 @@ class Row:
         return statistics.median(self.times)
 
 
-WARMUP_SECONDS = 0.02
-
-
-def warmed(timer, args) -> list[float]:
-    """timer(warmup, repeats) -> seconds, with at least WARMUP_SECONDS of warm-up runs: after
-    an idle pause a virtual CPU needs a few ms to be scheduled at full speed again."""
-    single = timer(0, 1)[0]
-    return timer(max(args.warmup, int(WARMUP_SECONDS / max(single, 1e-6))), args.repeats)
-
-
 def bench_layer(layer: BenchLayer, thread_counts: list[int], args) -> list[Row]:
     """Every variant at every thread count, and LiteRT at every thread count, measured in
-    interleaved rounds so that machine drift hits all of them alike."""
+    interleaved rounds (benchlib) so that machine drift hits all of them alike."""
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (1, layer.h, layer.w, layer.c)).astype(np.float32)
     w = rng.uniform(-0.1, 0.1, (layer.k, layer.k, layer.c, layer.oc)).astype(np.float32)
     out_c = layer.c * layer.oc if layer.depthwise else layer.oc
     b = rng.uniform(-0.1, 0.1, out_c).astype(np.float32)
     rows: list[Row] = []
-    timers = []
+    items: list[benchlib.Measurement] = []
     for threads in thread_counts:
         for method, params in variants(layer, args.quick):
             kernel = layertune.Conv2D(x.shape, w, b, strides=layer.stride, padding="SAME", method=method,
                                       threads=threads, depthwise=layer.depthwise, **params)
             rows.append(Row(layer.name, threads, variant_name(method, params), method, params, flops=kernel.flops))
-            timers.append(lambda k=kernel: warmed(lambda w, r: k.time(x, warmup=w, repeats=r), args))
+            items.append(benchlib.Measurement(rows[-1].variant, lambda wu, r, k=kernel: k.time(x, warmup=wu, repeats=r)))
         if not args.no_litert:
-            interpreter = litert_layer(layer, threads, w, b)
+            interpreter = benchlib.litert_interpreter(litert_layer_model(layer, w, b), threads)
             rows.append(Row(layer.name, threads, "LiteRT (XNNPACK)", "litert", {}, flops=rows[-1].flops))
-            timers.append(lambda i=interpreter: warmed(lambda w, r: time_litert(i, x, w, r), args))
-    for _ in range(args.rounds):
-        for row, timer in zip(rows, timers):
-            # Both thread pools (layertune's, XNNPACK's) spin a while after a run; on a 2-core
-            # machine the next measurement would compete with them. Let them go idle first
-            # (`warmed` then wakes the cores up again before timing).
-            time.sleep(0.01)
-            row.times += timer()
+            items.append(benchlib.Measurement("litert", benchlib.litert_timer(interpreter, [x])))
+    benchlib.measure_interleaved(items, args.rounds, args.warmup, args.repeats)
+    for row, item in zip(rows, items):
+        row.times = item.times
     return rows
 
 
@@ -182,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-litert", action="store_true", help="skip the LiteRT comparison")
     parser.add_argument("--json", help="also write every row to this JSON file")
     args = parser.parse_args(argv)
-    if not args.no_litert and not litert_available():
+    if not args.no_litert and not benchlib.litert_available():
         print("LiteRT comparison skipped: TensorFlow / ai-edge-litert are not installed "
               "(pip install 'layertune[tf]')")
         args.no_litert = True

@@ -14,6 +14,8 @@
 // --layers 1 adds each node's median time. `conv` times one variant of one layer (inputs and weights
 // are seeded random values), checks its output against the reference kernel, and reports
 // median / min / mean / std milliseconds. Bad arguments: one line on stderr, exit code 2.
+#include <sys/resource.h>
+
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -189,6 +191,23 @@ int cmd_conv(const Args& a) {
   return ok ? 0 : 3;
 }
 
+// Peak resident memory of this process. VmHWM belongs to the address space that exec created;
+// ru_maxrss is kept across fork + exec (a profiler started from a big parent would report the
+// parent's peak), so it is only the fallback.
+long long peak_rss_bytes() {
+  if (FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    long long kib = -1;
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "VmHWM: %lld kB", &kib) == 1) break;
+    std::fclose(f);
+    if (kib >= 0) return kib * 1024;
+  }
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<long long>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
 std::string json_doubles(const std::vector<double>& v, double scale) {
   std::string s = "[";
   for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + json_number(v[i] * scale);
@@ -254,10 +273,11 @@ int cmd_run(const Args& a) {
   }
   std::printf(
       "{\"plan\": %s, \"model\": %s, \"nodes\": %zu, \"threads\": %d, \"median_ms\": %s, \"min_ms\": %s, "
-      "\"mean_ms\": %s, \"std_ms\": %s, \"repeats\": %d, \"arena_bytes\": %zu, \"weight_bytes\": %zu%s, \"error\": %s}\n",
+      "\"mean_ms\": %s, \"std_ms\": %s, \"repeats\": %d, \"arena_bytes\": %zu, \"weight_bytes\": %zu, "
+      "\"peak_rss_bytes\": %lld%s, \"error\": %s}\n",
       json_string(path).c_str(), json_string(plan.name).c_str(), plan.nodes.size(), threads,
       json_number(t.median * 1e3).c_str(), json_number(t.min * 1e3).c_str(), json_number(t.mean * 1e3).c_str(),
-      json_number(t.std * 1e3).c_str(), t.repeats, engine.arena_bytes(), engine.weight_bytes(), extra.c_str(),
+      json_number(t.std * 1e3).c_str(), t.repeats, engine.arena_bytes(), engine.weight_bytes(), peak_rss_bytes(), extra.c_str(),
       ok ? "null" : json_string("wrong-answer").c_str());
   return ok ? 0 : 3;
 }

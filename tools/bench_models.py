@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Whole-model benchmark: layertune vs LiteRT (XNNPACK) vs Apache TVM (untuned).
+
+For MobileNetV2, ResNet50 and EfficientNetB0 (tf.keras.applications, random weights with
+calibrated batch-norm statistics, 224x224) at 1 and 2 threads, measured in interleaved rounds
+of one run (tools/benchlib.py):
+  * layertune with the default kernel choice, and with each uniform method (every convolution
+    on that method where it applies, the default elsewhere);
+  * LiteRT with XNNPACK;
+  * TVM 0.27 Relax, untuned, llvm for this CPU (-mcpu from LLVM's host detection), timed in a
+    process of its own after the others (its thread pool spins long after each run and slowed
+    the next system in a shared process by up to 1.5x).
+Prints median latency and the ratio to LiteRT; then peak memory, each system in its own
+process: layertune's engine (layertune-profiler's peak RSS, minus the profiler's own) and
+LiteRT's interpreter (RSS growth from creating and running it).
+
+    python tools/bench_models.py                       # all three models (~10 minutes)
+    python tools/bench_models.py --models MobileNetV2 --no-tvm
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import layertune
+from layertune.graph.ir import CONV_OPS
+from layertune.graph.tflite_import import import_tflite_bytes
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
+MODELS = ["MobileNetV2", "ResNet50", "EfficientNetB0"]
+METHODS = ["simple", "unrolled", "winograd"]
+
+
+def build_tflite(name: str, size: int, cache: Path) -> bytes:
+    """The application as TFLite, cached (building and converting takes a while)."""
+    path = cache / f"{name}_{size}.tflite"
+    if path.exists():
+        return path.read_bytes()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    model = getattr(tf.keras.applications, name)(weights=None, input_shape=(size, size, 3))
+    for layer in model.layers:  # calibrated statistics: random weights otherwise collapse the activations
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    model(np.random.default_rng(0).uniform(-1, 1, (4, size, size, 3)).astype(np.float32), training=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return data
+
+
+def layertune_model(flatbuffer: bytes, name: str, threads: int, method: str | None) -> layertune.Model:
+    """Default kernel choice, or `method` on every convolution it applies to."""
+    model = layertune.Model(import_tflite_bytes(flatbuffer, name), threads)
+    if method:
+        for layer in model.layers:
+            if layer.op in CONV_OPS:
+                try:
+                    model.set_kernel(layer.index, method)
+                except ValueError:
+                    pass  # does not apply (Winograd on a strided / non-3x3 layer): keep the default
+    return model
+
+
+TVM_CHILD = """
+import json, sys, time, numpy as np, tflite, tvm
+from tvm import relax
+from tvm.relax.frontend.tflite import from_tflite
+from tvm.target import codegen
+path, repeats, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+buf = open(path, "rb").read()
+mod = from_tflite(tflite.Model.GetRootAsModel(buf, 0))
+vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})), tvm.cpu())
+x = np.load(sys.argv[4])
+data = tvm.runtime.tensor(x)
+out = vm["main"](data).numpy()
+for _ in range(warmup):
+    vm["main"](data)
+times = []
+for _ in range(repeats):
+    t0 = time.perf_counter(); vm["main"](data).numpy(); times.append(time.perf_counter() - t0)
+np.save(sys.argv[5], out)
+print(json.dumps(times))
+"""
+
+
+def tvm_times(flatbuffer: bytes, x: np.ndarray, threads: int, repeats: int, warmup: int) -> tuple[list[float], np.ndarray]:
+    """TVM in a process of its own (TVM_NUM_THREADS=threads): its thread pool spins long after a
+    run and would slow whatever runs next in a shared process."""
+    with tempfile.TemporaryDirectory() as d:
+        model, xin, out = Path(d) / "m.tflite", Path(d) / "x.npy", Path(d) / "y.npy"
+        model.write_bytes(flatbuffer)
+        np.save(xin, x)
+        env = dict(os.environ, TVM_NUM_THREADS=str(threads))
+        proc = subprocess.run([sys.executable, "-c", TVM_CHILD, str(model), str(repeats), str(warmup), str(xin), str(out)],
+                              capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"TVM failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else '?'}")
+        return json.loads(proc.stdout.strip().splitlines()[-1]), np.load(out)
+
+
+def memory_layertune(model: layertune.Model) -> int:
+    """Peak RSS of layertune-profiler running the plan, minus the profiler's own baseline."""
+    profiler = str(layertune.profiler_path())
+    with tempfile.TemporaryDirectory() as d:
+        plan = Path(d) / "m.ltplan"
+        model.save(plan)
+        run = json.loads(subprocess.run([profiler, "run", "--plan", str(plan), "--repeats", "2"], check=True,
+                                        capture_output=True, text=True).stdout)
+        tiny = layertune.Model(import_tflite_bytes(TINY, "tiny"), 1)
+        tiny.save(plan)
+        base = json.loads(subprocess.run([profiler, "run", "--plan", str(plan), "--repeats", "1"], check=True,
+                                         capture_output=True, text=True).stdout)
+    return run["peak_rss_bytes"] - base["peak_rss_bytes"]
+
+
+LITERT_MEMORY = """
+import resource, sys, numpy as np
+from ai_edge_litert.interpreter import Interpreter
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+before = rss()
+it = Interpreter(model_path=sys.argv[1], num_threads=1)
+it.allocate_tensors()
+d = it.get_input_details()[0]
+it.set_tensor(d["index"], np.zeros(d["shape"], np.float32))
+it.invoke()
+print(rss() - before)
+"""
+
+
+def memory_litert(flatbuffer: bytes) -> int:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.tflite"
+        path.write_bytes(flatbuffer)
+        out = subprocess.run([sys.executable, "-c", LITERT_MEMORY, str(path)], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+TINY = b""  # set in main: a one-op model for the profiler's baseline RSS
+
+
+def main(argv: list[str] | None = None) -> int:
+    global TINY
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-tvm", action="store_true")
+    parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "layertune", "bench_models"))
+    args = parser.parse_args(argv)
+    if not benchlib.litert_available():
+        parser.error("needs TensorFlow and LiteRT: pip install 'layertune[tf]'")
+    import tensorflow as tf
+    with contextlib.redirect_stdout(io.StringIO()):
+        TINY = tf.lite.TFLiteConverter.from_concrete_functions(
+            [tf.function(tf.nn.relu).get_concrete_function(tf.TensorSpec((1, 4), tf.float32))]).convert()
+
+    summary = []
+    for name in args.models:
+        flatbuffer = build_tflite(name, args.size, Path(args.cache))
+        x = np.random.default_rng(0).uniform(-1, 1, (1, args.size, args.size, 3)).astype(np.float32)
+        items: list[benchlib.Measurement] = []
+        reference = benchlib.litert_interpreter(flatbuffer, 1)
+        benchlib.litert_timer(reference, [x])(1, 1)
+        want = reference.get_tensor(reference.get_output_details()[0]["index"])
+        for threads in args.threads:
+            for method in [None] + METHODS:
+                model = layertune_model(flatbuffer, name, threads, method)
+                diff = float(np.abs(model.run(x) - want).max())
+                items.append(benchlib.Measurement(f"layertune {method or 'default'}",
+                                                  lambda w, r, m=model: m.time(x, w, r),
+                                                  info={"threads": threads, "max_abs_diff": diff}))
+            items.append(benchlib.Measurement("LiteRT (XNNPACK)",
+                                              benchlib.litert_timer(benchlib.litert_interpreter(flatbuffer, threads), [x]),
+                                              info={"threads": threads}))
+        benchlib.measure_interleaved(items, args.rounds, args.warmup, args.repeats)
+        if not args.no_tvm:
+            for threads in args.threads:
+                times, out = tvm_times(flatbuffer, x, threads, max(3, args.repeats), args.warmup)
+                items.append(benchlib.Measurement("TVM untuned (own process)", None, times,
+                                                  {"threads": threads, "max_abs_diff": float(np.abs(out - want).max())}))
+        print(f"\n{name} ({args.size}x{args.size}); max |LiteRT output| {float(np.abs(want).max()):.3g}")
+        print(f"  {'system':28s} {'threads':>7s} {'median ms':>10s} {'/LiteRT':>8s} {'max|diff|':>10s}")
+        for threads in args.threads:
+            rows = [i for i in items if i.info["threads"] == threads]
+            lite = next(i.median for i in rows if i.label.startswith("LiteRT"))
+            for i in rows:
+                diff = i.info.get("max_abs_diff")
+                print(f"  {i.label:28s} {threads:7d} {i.median * 1e3:10.2f} {i.median / lite:8.2f} "
+                      f"{'-' if diff is None else f'{diff:.2e}':>10s}")
+                summary.append({"model": name, "system": i.label, "threads": threads, "median_ms": i.median * 1e3,
+                                "ratio_to_litert": i.median / lite})
+        ours = layertune_model(flatbuffer, name, 1, None)
+        lt_mem, lite_mem = memory_layertune(ours), memory_litert(flatbuffer)
+        print(f"  memory: layertune engine {lt_mem / 2**20:.1f} MiB (arena {ours.arena_bytes / 2**20:.1f} MiB + "
+              f"weights {ours.weight_bytes / 2**20:.1f} MiB + packed kernels), LiteRT {lite_mem / 2**20:.1f} MiB, "
+              f"ratio {lt_mem / lite_mem:.2f}")
+        summary.append({"model": name, "memory_layertune": lt_mem, "memory_litert": lite_mem})
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
