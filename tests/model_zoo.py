@@ -31,29 +31,13 @@ def application_tflite(name: str, size: int = 96) -> bytes:
 
 @functools.lru_cache(maxsize=None)
 def digits_cnn():
-    """A small CNN trained on scikit-learn's digits: (keras model, x_test, y_test, x_train)."""
-    tf = require("tensorflow")
-    datasets = require("sklearn.datasets")
-    digits = datasets.load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[..., None]
-    y = digits.target.astype(np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    split = int(0.7 * len(x))
-    tf.keras.utils.set_random_seed(0)
-    model = tf.keras.Sequential([
-        tf.keras.Input((8, 8, 1)),
-        tf.keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-        tf.keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
-        tf.keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6"),
-        tf.keras.layers.Conv2D(32, 1, activation="relu"),
-        tf.keras.layers.GlobalAveragePooling2D(),
-        tf.keras.layers.Dense(10),
-    ])
-    model.compile(optimizer=tf.keras.optimizers.Adam(0.01),
-                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    model.fit(x[:split], y[:split], epochs=40, batch_size=64, verbose=0)
-    return model, x[split:], y[split:], x[:split]
+    """The bundled example's CNN, trained on scikit-learn's digits: (keras model, x_test, y_test, x_train)."""
+    require("tensorflow")
+    require("sklearn")
+    from layertune.examples import digits
+
+    x_train, y_train, x_test, y_test = digits.load_split()
+    return digits.train_cnn(x_train, y_train), x_test, y_test, x_train
 
 
 def int8_tflite(model, calibration: np.ndarray) -> bytes:

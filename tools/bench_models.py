@@ -112,7 +112,8 @@ def tvm_times(flatbuffer: bytes, x: np.ndarray, threads: int, repeats: int, warm
         proc = subprocess.run([sys.executable, "-c", TVM_CHILD, str(model), str(repeats), str(warmup), str(xin), str(out)],
                               capture_output=True, text=True, env=env)
         if proc.returncode != 0:
-            raise RuntimeError(f"TVM failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else '?'}")
+            errors = [line for line in proc.stderr.splitlines() if "Error" in line or "error" in line]
+            raise RuntimeError((errors or proc.stderr.strip().splitlines() or ["?"])[-1][:200])
         return json.loads(proc.stdout.strip().splitlines()[-1]), np.load(out)
 
 
@@ -196,7 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         benchlib.measure_interleaved(items, args.rounds, args.warmup, args.repeats)
         if not args.no_tvm:
             for threads in args.threads:
-                times, out = tvm_times(flatbuffer, x, threads, max(3, args.repeats), args.warmup)
+                try:
+                    times, out = tvm_times(flatbuffer, x, threads, max(3, args.repeats), args.warmup)
+                except RuntimeError as exc:  # a failed system is a row with its reason, not the end of the run
+                    print(f"  TVM failed on {name}: {exc}")
+                    break
                 items.append(benchlib.Measurement("TVM untuned (own process)", None, times,
                                                   {"threads": threads, "max_abs_diff": float(np.abs(out - want).max())}))
         print(f"\n{name} ({args.size}x{args.size}); max |LiteRT output| {float(np.abs(want).max()):.3g}")

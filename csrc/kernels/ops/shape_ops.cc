@@ -82,6 +82,13 @@ class PadOp final : public Op {
   }
   void copy(size_t d, const float* x, float* y, bool inside) const {
     const int n = os_[d];
+    if (mode_ == 0 && d + 1 == os_.size()) {  // constant padding: one row = fill, copy, fill
+      const int before = before_[d], len = xs_[d];
+      std::fill(y, y + before, value_);
+      std::memcpy(y + before, x, len * sizeof(float));
+      std::fill(y + before + len, y + n, value_);
+      return;
+    }
     for (int o = 0; o < n; ++o) {
       const int i = source(d, o);
       float* yo = y + o * out_strides_[d];
