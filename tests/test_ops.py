@@ -58,6 +58,7 @@ def _cases():
         ("relu_n1_to_1", "RELU_N1_TO_1", lambda x: tf.minimum(tf.maximum(x, -1.0), 1.0), [X]),
         ("leaky_relu", "LEAKY_RELU", lambda x: nn.leaky_relu(x, 0.3), [X]),
         ("logistic", "LOGISTIC", nn.sigmoid, [X]),
+        ("logistic_saturating", "LOGISTIC", lambda x: nn.sigmoid(x * 30.0), [X]),
         ("tanh", "TANH", tf.tanh, [X]),
         ("hard_swish", "HARD_SWISH", lambda x: x * nn.relu6(x + 3.0) * (1.0 / 6.0), [X]),
         ("resize_bilinear", "RESIZE_BILINEAR", lambda x: tf.compat.v1.image.resize_bilinear(x, (11, 9)), [X]),

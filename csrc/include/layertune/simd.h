@@ -15,6 +15,7 @@ inline constexpr int kBytes = 16;
 inline constexpr int kLanes = kBytes / 4;
 
 typedef float vf __attribute__((vector_size(kBytes)));
+typedef int vi __attribute__((vector_size(kBytes)));
 
 inline vf load(const float* p) {
   vf v;
@@ -41,6 +42,30 @@ inline void store_n(float* p, vf v, int n) {
 inline vf clamp(vf v, vf lo, vf hi) {
   v = v < lo ? lo : v;
   return v > hi ? hi : v;
+}
+
+// e^x, vectorized: x = n ln2 + r, e^r by a degree-6 polynomial (Cephes' expf coefficients),
+// 2^n built in the exponent bits. Relative error about 1e-7; inputs clamped to [-87.3, 88.7].
+inline vf exp(vf x) {
+  x = clamp(x, splat(-87.3365f), splat(88.7228f));
+  vf fx = x * 1.44269504088896341f;
+  vi n = __builtin_convertvector(fx, vi);  // truncates toward zero: make it round to nearest
+  fx = fx - __builtin_convertvector(n, vf);
+  n += (fx > 0.5f) ? vi{} + 1 : vi{};
+  n -= (fx < -0.5f) ? vi{} + 1 : vi{};
+  const vf nf = __builtin_convertvector(n, vf);
+  const vf r = x - nf * 0.693359375f - nf * -2.12194440e-4f;
+  vf p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const vf y = p * r * r + r + 1.0f;
+  const vi bits = (n + 127) << 23;
+  vf scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
 }
 
 // "avx512", "avx2", "neon", ... : the instruction set this build's vectors compile to.

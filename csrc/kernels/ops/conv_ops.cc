@@ -28,6 +28,36 @@ MethodParams kernel_choice(const OpContext& ctx) {
   return p;
 }
 
+// y[r] = clamp(x[r] W + b) for a few rows r, with W (in, out) row-major: streams W once per row,
+// vectorized over the outputs. For fully-connected layers and 1x1 convolutions on a handful of
+// pixels, where a GEMM register tile would compute mostly padding.
+struct Gemv {
+  const float* weights = nullptr;  // (in, out)
+  std::vector<float> bias;
+  int64_t in = 0, out = 0;
+  float lo = 0, hi = 0;
+
+  void run(const float* x, float* y, int64_t rows, int threads) const {
+    constexpr int kBlock = 256;  // outputs per task: the accumulators stay in L1
+    const int64_t blocks = (out + kBlock - 1) / kBlock;
+    ThreadPool::global().parallel_for(threads, blocks * rows, [&](int64_t t, int) {
+      const int64_t row = t / blocks, j0 = (t % blocks) * kBlock, j1 = std::min<int64_t>(out, j0 + kBlock);
+      float acc[kBlock];
+      for (int64_t j = j0; j < j1; ++j) acc[j - j0] = bias[j];
+      const float* xr = x + row * in;
+      for (int64_t i = 0; i < in; ++i) {
+        const float xi = xr[i];
+        const float* wr = weights + i * out;
+        for (int64_t j = j0; j < j1; ++j) acc[j - j0] += xi * wr[j];
+      }
+      float* yr = y + row * out;
+      for (int64_t j = j0; j < j1; ++j) yr[j] = std::min(std::max(acc[j - j0], lo), hi);
+    });
+  }
+};
+
+constexpr int64_t kGemvMaxRows = 4;
+
 class ConvOp final : public Op {
  public:
   explicit ConvOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
@@ -49,7 +79,19 @@ class ConvOp final : public Op {
     try {
       s.validate();
       if (ws[2] * s.groups != s.in_c) fail("weights do not match the input channels and groups");
-      kernel_ = make_conv_kernel(s, kernel_choice(ctx), ctx.constant(w), bias);
+      const MethodParams choice = kernel_choice(ctx);
+      rows_ = int64_t(s.batch) * s.out_h() * s.out_w();
+      if (choice.method != Method::kReference && rows_ <= kGemvMaxRows && s.kernel_h == 1 && s.kernel_w == 1 &&
+          s.groups == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top + s.pad_bottom + s.pad_left + s.pad_right == 0) {
+        gemv_.weights = ctx.constant(w);  // HWIO (1, 1, in, out) is the (in, out) matrix
+        gemv_.in = s.in_c, gemv_.out = s.out_c;
+        gemv_.bias.assign(s.out_c, 0.f);
+        if (bias) std::copy(bias, bias + s.out_c, gemv_.bias.begin());
+        std::tie(gemv_.lo, gemv_.hi) = activation_range(s.activation);
+        threads_ = choice.threads;
+      } else {
+        kernel_ = make_conv_kernel(s, choice, ctx.constant(w), bias);
+      }
     } catch (const InvalidArgument& e) {
       fail(ctx.node.where(), ": ", e.what());
     }
@@ -57,70 +99,57 @@ class ConvOp final : public Op {
     if (os != std::vector<int>{s.batch, s.out_h(), s.out_w(), s.out_c})
       fail(ctx.node.where(), ": output shape does not match the layer (", s.describe(), ")");
   }
-  void run(float* const* b) override { kernel_->run(b[in_], b[out_]); }
+  void run(float* const* b) override {
+    if (kernel_) kernel_->run(b[in_], b[out_]);
+    else gemv_.run(b[in_], b[out_], rows_, threads_);
+  }
 
  private:
-  int in_, out_;
-  std::unique_ptr<ConvKernel> kernel_;
+  int in_, out_, threads_ = 1;
+  int64_t rows_ = 0;
+  std::unique_ptr<ConvKernel> kernel_;  // null: a 1x1 layer on a few pixels, computed by gemv_
+  Gemv gemv_;
 };
 
-// y = x W + b with W stored (in, out). One or a few rows: a GEMV streaming W once; more rows:
-// the unrolled GEMM kernel as a 1x1 convolution.
+// y = x W + b with W stored (in, out): a few rows by the GEMV, more rows by the unrolled GEMM
+// kernel as a 1x1 convolution.
 class FullyConnectedOp final : public Op {
  public:
   explicit FullyConnectedOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
     const int w = ctx.input(1);
     ops::expect_rank(ctx, w, 2);
-    in_features_ = ctx.shape(w)[0];
-    out_features_ = ctx.shape(w)[1];
-    if (in_features_ == 0 || ctx.elements(in_) % in_features_ != 0)
-      fail(ctx.node.where(), ": input size is not a multiple of the weights' ", in_features_, " input features");
-    rows_ = ctx.elements(in_) / in_features_;
-    if (ctx.elements(out_) != rows_ * out_features_) fail(ctx.node.where(), ": output shape does not match");
-    std::tie(lo_, hi_) = fused_activation(ctx);
-    weights_ = ctx.constant(w);
-    bias_.assign(out_features_, 0.f);
-    if (ctx.has_input(2)) std::memcpy(bias_.data(), ctx.constant(ctx.input(2)), out_features_ * sizeof(float));
+    gemv_.in = ctx.shape(w)[0];
+    gemv_.out = ctx.shape(w)[1];
+    if (gemv_.in == 0 || ctx.elements(in_) % gemv_.in != 0)
+      fail(ctx.node.where(), ": input size is not a multiple of the weights' ", gemv_.in, " input features");
+    rows_ = ctx.elements(in_) / gemv_.in;
+    if (ctx.elements(out_) != rows_ * gemv_.out) fail(ctx.node.where(), ": output shape does not match");
+    std::tie(gemv_.lo, gemv_.hi) = fused_activation(ctx);
+    gemv_.weights = ctx.constant(w);
+    gemv_.bias.assign(gemv_.out, 0.f);
+    if (ctx.has_input(2)) std::memcpy(gemv_.bias.data(), ctx.constant(ctx.input(2)), gemv_.out * sizeof(float));
     threads_ = ctx.threads;
-    if (rows_ > 4 || ctx.reference_kernels) {
+    if (rows_ > kGemvMaxRows || ctx.reference_kernels) {
       ConvShape s;
-      s.batch = int(rows_), s.in_h = s.in_w = 1, s.in_c = int(in_features_), s.out_c = int(out_features_);
+      s.batch = int(rows_), s.in_h = s.in_w = 1, s.in_c = int(gemv_.in), s.out_c = int(gemv_.out);
       s.kernel_h = s.kernel_w = 1;
       s.activation = parse_activation(ctx.node.str("activation", "none"));
       MethodParams p;
       p.method = ctx.reference_kernels ? Method::kReference : Method::kUnrolled;
       p.threads = ctx.threads;
-      gemm_ = make_conv_kernel(s, p, weights_, bias_.data());
+      gemm_ = make_conv_kernel(s, p, gemv_.weights, gemv_.bias.data());
     }
   }
 
   void run(float* const* b) override {
-    if (gemm_) return gemm_->run(b[in_], b[out_]);
-    const float* x = b[in_];
-    float* y = b[out_];
-    constexpr int kBlock = 256;  // output features per task: accumulators stay in L1
-    const int64_t blocks = (out_features_ + kBlock - 1) / kBlock;
-    ThreadPool::global().parallel_for(threads_, blocks * rows_, [&](int64_t t, int) {
-      const int64_t row = t / blocks, j0 = (t % blocks) * kBlock, j1 = std::min<int64_t>(out_features_, j0 + kBlock);
-      float acc[kBlock];
-      for (int64_t j = j0; j < j1; ++j) acc[j - j0] = bias_[j];
-      const float* xr = x + row * in_features_;
-      for (int64_t i = 0; i < in_features_; ++i) {
-        const float xi = xr[i];
-        const float* wr = weights_ + i * out_features_;
-        for (int64_t j = j0; j < j1; ++j) acc[j - j0] += xi * wr[j];
-      }
-      float* yr = y + row * out_features_;
-      for (int64_t j = j0; j < j1; ++j) yr[j] = std::min(std::max(acc[j - j0], lo_), hi_);
-    });
+    if (gemm_) gemm_->run(b[in_], b[out_]);
+    else gemv_.run(b[in_], b[out_], rows_, threads_);
   }
 
  private:
   int in_, out_, threads_ = 1;
-  int64_t in_features_ = 0, out_features_ = 0, rows_ = 0;
-  float lo_ = 0, hi_ = 0;
-  const float* weights_ = nullptr;
-  std::vector<float> bias_;
+  int64_t rows_ = 0;
+  Gemv gemv_;
   std::unique_ptr<ConvKernel> gemm_;
 };
 

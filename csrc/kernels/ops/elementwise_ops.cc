@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "layertune/simd.h"
 #include "layertune/thread_pool.h"
 
 namespace layertune {
@@ -96,26 +97,31 @@ class BinaryOp final : public Op {
     const float* b = buf[b_];
     float* o = buf[out_];
     const int threads = outer * inner >= (1 << 16) ? threads_ : 1;
-    ThreadPool::global().parallel_for(threads, outer, [&](int64_t row, int) {
-      int64_t ia = 0, ib = 0, rem = row;
+    // Tasks: rows, and each long row in chunks, so that even a fully merged shape (one row) splits.
+    constexpr int64_t kChunk = 1 << 14;
+    const int64_t chunks = threads > 1 ? (inner + kChunk - 1) / kChunk : 1;
+    ThreadPool::global().parallel_for(threads, outer * chunks, [&](int64_t task, int) {
+      const int64_t row = task / chunks, c0 = (task % chunks) * kChunk;
+      const int64_t len = chunks > 1 ? std::min(kChunk, inner - c0) : inner;
+      int64_t ia = c0 * sa, ib = c0 * sb, rem = row;
       for (int d = rank - 2; d >= 0; --d) {
         const int64_t idx = rem % out_dims_[d];
         rem /= out_dims_[d];
         ia += idx * a_strides_[d];
         ib += idx * b_strides_[d];
       }
-      float* orow = o + row * inner;
+      float* orow = o + row * inner + c0;
       switch (kind_) {
-        case Binary::kAdd: binary_run<Binary::kAdd>(a + ia, sa, b + ib, sb, orow, inner); break;
-        case Binary::kSub: binary_run<Binary::kSub>(a + ia, sa, b + ib, sb, orow, inner); break;
-        case Binary::kMul: binary_run<Binary::kMul>(a + ia, sa, b + ib, sb, orow, inner); break;
-        case Binary::kDiv: binary_run<Binary::kDiv>(a + ia, sa, b + ib, sb, orow, inner); break;
-        case Binary::kMax: binary_run<Binary::kMax>(a + ia, sa, b + ib, sb, orow, inner); break;
-        case Binary::kMin: binary_run<Binary::kMin>(a + ia, sa, b + ib, sb, orow, inner); break;
-        case Binary::kPrelu: binary_run<Binary::kPrelu>(a + ia, sa, b + ib, sb, orow, inner); break;
-        case Binary::kSquaredDiff: binary_run<Binary::kSquaredDiff>(a + ia, sa, b + ib, sb, orow, inner); break;
+        case Binary::kAdd: binary_run<Binary::kAdd>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kSub: binary_run<Binary::kSub>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kMul: binary_run<Binary::kMul>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kDiv: binary_run<Binary::kDiv>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kMax: binary_run<Binary::kMax>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kMin: binary_run<Binary::kMin>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kPrelu: binary_run<Binary::kPrelu>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kSquaredDiff: binary_run<Binary::kSquaredDiff>(a + ia, sa, b + ib, sb, orow, len); break;
       }
-      ops::clamp_range(orow, inner, lo_, hi_);
+      ops::clamp_range(orow, len, lo_, hi_);
     });
   }
 
@@ -177,7 +183,7 @@ class UnaryOp final : public Op {
       case Unary::kRelu6: for (int64_t i = 0; i < n; ++i) y[i] = std::min(std::max(x[i], 0.f), 6.f); break;
       case Unary::kReluN1To1: for (int64_t i = 0; i < n; ++i) y[i] = std::min(std::max(x[i], -1.f), 1.f); break;
       case Unary::kLeakyRelu: for (int64_t i = 0; i < n; ++i) y[i] = x[i] >= 0 ? x[i] : alpha_ * x[i]; break;
-      case Unary::kLogistic: for (int64_t i = 0; i < n; ++i) y[i] = 1.f / (1.f + std::exp(-x[i])); break;
+      case Unary::kLogistic: logistic(x, y, n); break;
       case Unary::kTanh: for (int64_t i = 0; i < n; ++i) y[i] = std::tanh(x[i]); break;
       case Unary::kHardSwish:
         for (int64_t i = 0; i < n; ++i) y[i] = x[i] * std::min(std::max(x[i] + 3.f, 0.f), 6.f) * (1.f / 6.f);
@@ -185,6 +191,16 @@ class UnaryOp final : public Op {
       case Unary::kRsqrt: for (int64_t i = 0; i < n; ++i) y[i] = 1.f / std::sqrt(x[i]); break;
       case Unary::kSqrt: for (int64_t i = 0; i < n; ++i) y[i] = std::sqrt(x[i]); break;
       case Unary::kCopy: break;
+    }
+  }
+
+  static void logistic(const float* x, float* y, int64_t n) {
+    using simd::kLanes;
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) simd::store(y + i, 1.f / (1.f + simd::exp(-simd::load(x + i))));
+    if (i < n) {
+      const int rest = int(n - i);
+      simd::store_partial(y + i, 1.f / (1.f + simd::exp(-simd::load_partial(x + i, rest))), rest);
     }
   }
 
