@@ -2,6 +2,8 @@
 //
 //   layertune-profiler run --plan FILE [--threads N] [--warmup W] [--repeats R] [--seed S]
 //       [--check 0|1] [--layers 0|1] [--tolerance REL]
+//   layertune-profiler job --file JOB [--warmup W] [--repeats R] [--seed S] [--tolerance REL]
+//       [--flush-bytes N]
 //   layertune-profiler info
 //   layertune-profiler peak [--threads N] [--seconds S]
 //   layertune-profiler conv --input NxHxWxC --filters K --kernel KHxKW [--stride SHxSW]
@@ -9,16 +11,26 @@
 //       --method M [--threads N] [--param name=value ...] [--warmup W] [--repeats R]
 //       [--seed S] [--tolerance REL]
 //
-// Each command prints one JSON line. `run` times a whole plan on seeded random inputs; --check 1
+// `job` times many (layer, variant) pairs from a job file, one JSON line per pair as it is
+// measured (flushed, so a runner can stream them):
+//   L <layer key> n h w c out_c kh kw sh sw dh dw pad_t pad_b pad_l pad_r groups activation
+//   V <layer key> <variant key> <method> [name=value ...]
+// --flush-bytes N writes N bytes before every timed run, so that weights are as cold as inside
+// a whole model. An invalid variant or a wrong answer is a record with "error", never a stop.
+// Each other command prints one JSON line. `run` times a whole plan on seeded random inputs; --check 1
 // also runs it with every convolution on the reference kernel and reports the difference;
 // --layers 1 adds each node's median time. `conv` times one variant of one layer (inputs and weights
 // are seeded random values), checks its output against the reference kernel, and reports
 // median / min / mean / std milliseconds. Bad arguments: one line on stderr, exit code 2.
 #include <sys/resource.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <map>
+#include <sstream>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -94,11 +106,11 @@ struct Args {
 };
 
 Args parse_args(int argc, char** argv, const std::map<std::string, std::vector<std::string>>& allowed) {
-  if (argc < 2) fail("missing command (expected one of: info, peak, conv, run)");
+  if (argc < 2) fail("missing command (expected one of: info, peak, conv, run, job)");
   Args a;
   a.command = argv[1];
   auto cmd = allowed.find(a.command);
-  if (cmd == allowed.end()) fail("unknown command '", a.command, "' (expected one of: info, peak, conv, run)");
+  if (cmd == allowed.end()) fail("unknown command '", a.command, "' (expected one of: info, peak, conv, run, job)");
   for (int i = 2; i < argc; ++i) {
     std::string flag = argv[i];
     if (flag.rfind("--", 0) != 0) fail("unexpected argument '", flag, "'");
@@ -113,9 +125,28 @@ Args parse_args(int argc, char** argv, const std::map<std::string, std::vector<s
   return a;
 }
 
+// The lines of /proc/cpuinfo that name the processor (joined with "; "), for the target check.
+std::string cpuinfo_summary() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line, out;
+  std::map<std::string, bool> seen;
+  while (std::getline(f, line)) {
+    for (const char* key : {"model name", "Hardware", "Processor", "CPU architecture", "CPU part", "Model", "isa"}) {
+      if (line.rfind(key, 0) == 0 && !seen[line]) {
+        seen[line] = true;
+        out += (out.empty() ? "" : "; ") + line;
+      }
+    }
+  }
+  for (auto& ch : out)
+    if (ch == '\t') ch = ' ';
+  return out;
+}
+
 int cmd_info() {
-  std::printf("{\"version\": %s, \"isa\": %s, \"simd_lanes\": %d}\n", json_string(kVersion).c_str(),
-              json_string(simd::isa_name()).c_str(), simd::kLanes);
+  std::printf("{\"version\": %s, \"isa\": %s, \"simd_lanes\": %d, \"cores\": %u, \"cpuinfo\": %s}\n",
+              json_string(kVersion).c_str(), json_string(simd::isa_name()).c_str(), simd::kLanes,
+              std::max(1u, std::thread::hardware_concurrency()), json_string(cpuinfo_summary()).c_str());
   return 0;
 }
 
@@ -282,12 +313,126 @@ int cmd_run(const Args& a) {
   return ok ? 0 : 3;
 }
 
+// Times one variant on prepared data: warm-up, then `repeats` runs, each optionally preceded by
+// writing a buffer larger than the caches.
+struct VariantResult {
+  TimingStats t;
+  Comparison c;
+};
+VariantResult measure_variant(ConvKernel& kernel, const AlignedBuffer& input, AlignedBuffer& out, const AlignedBuffer& ref,
+                              int warmup, int repeats, AlignedBuffer& flush) {
+  for (int i = 0; i < warmup; ++i) kernel.run(input.data(), out.data());
+  std::vector<double> seconds;
+  for (int i = 0; i < repeats; ++i) {
+    if (flush.size()) {
+      volatile float* p = flush.data();
+      for (size_t j = 0; j < flush.size(); j += 16) p[j] = p[j] + 1.f;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    kernel.run(input.data(), out.data());
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return {summarize(seconds), compare(out.data(), ref.data(), out.size())};
+}
+
+int cmd_job(const Args& a) {
+  const std::string path = a.require("file");
+  const int warmup = parse_int("--warmup", a.get("warmup", "2"));
+  const int repeats = parse_int("--repeats", a.get("repeats", "10"));
+  if (warmup < 0 || repeats < 1) fail("--warmup must be >= 0 and --repeats >= 1");
+  const uint32_t seed = uint32_t(parse_int("--seed", a.get("seed", "0")));
+  const double tolerance = std::stod(a.get("tolerance", "1e-3"));
+  AlignedBuffer flush(size_t(std::stoll(a.get("flush-bytes", "0"))) / sizeof(float));
+  std::ifstream f(path);
+  if (!f) fail(path, ": cannot open the job file");
+
+  std::map<std::string, ConvShape> layers;
+  std::map<std::string, std::vector<std::pair<std::string, std::vector<std::string>>>> variants;
+  std::vector<std::string> order;
+  std::string line;
+  int line_no = 0;
+  while (std::getline(f, line)) {
+    ++line_no;
+    std::istringstream in(line);
+    std::string kind, key;
+    if (!(in >> kind) || kind[0] == '#') continue;
+    in >> key;
+    if (kind == "L") {
+      ConvShape s;
+      std::string act;
+      int* fields[] = {&s.batch, &s.in_h, &s.in_w, &s.in_c, &s.out_c, &s.kernel_h, &s.kernel_w, &s.stride_h,
+                       &s.stride_w, &s.dilation_h, &s.dilation_w, &s.pad_top, &s.pad_bottom, &s.pad_left,
+                       &s.pad_right, &s.groups};
+      for (int* v : fields)
+        if (!(in >> *v)) fail(path, ":", line_no, ": a layer line needs 16 integers and an activation");
+      if (!(in >> act)) fail(path, ":", line_no, ": missing activation");
+      s.activation = parse_activation(act);
+      s.validate();
+      if (!layers.count(key)) order.push_back(key);
+      layers[key] = s;
+    } else if (kind == "V") {
+      std::string vkey;
+      std::vector<std::string> words;
+      in >> vkey;
+      for (std::string w; in >> w;) words.push_back(w);
+      if (words.empty()) fail(path, ":", line_no, ": a variant line needs a method");
+      if (!layers.count(key)) fail(path, ":", line_no, ": variant of unknown layer '", key, "'");
+      variants[key].push_back({vkey, words});
+    } else {
+      fail(path, ":", line_no, ": unknown line kind '", kind, "' (expected L or V)");
+    }
+  }
+
+  const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  for (const std::string& key : order) {
+    const ConvShape& s = layers[key];
+    AlignedBuffer input(s.input_size()), weights(s.weight_size()), bias(s.out_c), out(s.output_size()), ref(s.output_size());
+    fill_uniform(input.data(), input.size(), seed, -1.f, 1.f);
+    fill_uniform(weights.data(), weights.size(), seed + 1, -1.f, 1.f);
+    fill_uniform(bias.data(), bias.size(), seed + 2, -1.f, 1.f);
+    MethodParams ref_params;
+    ref_params.method = Method::kReference;
+    ref_params.threads = cores;
+    make_conv_kernel(s, ref_params, weights.data(), bias.data())->run(input.data(), ref.data());
+    for (const auto& [vkey, words] : variants[key]) {
+      std::string error = "null", message;
+      VariantResult r;
+      MethodParams p;
+      try {
+        p.method = parse_method(words[0]);
+        for (size_t i = 1; i < words.size(); ++i) {
+          auto eq = words[i].find('=');
+          if (eq == std::string::npos) fail("expected name=value, got '", words[i], "'");
+          p.set(words[i].substr(0, eq), parse_int(words[i].substr(0, eq), words[i].substr(eq + 1)));
+        }
+        auto kernel = make_conv_kernel(s, p, weights.data(), bias.data());
+        r = measure_variant(*kernel, input, out, ref, warmup, repeats, flush);
+        if (!r.c.within(tolerance)) error = json_string("wrong-answer");
+      } catch (const InvalidArgument& e) {
+        error = json_string("invalid");
+        message = e.what();
+      }
+      std::printf(
+          "{\"layer\": %s, \"variant\": %s, \"method\": %s, \"threads\": %d, \"median_ms\": %s, \"min_ms\": %s, "
+          "\"mean_ms\": %s, \"std_ms\": %s, \"repeats\": %d, \"max_abs_diff\": %s, \"max_abs_ref\": %s, "
+          "\"error\": %s, \"message\": %s}\n",
+          json_string(key).c_str(), json_string(vkey).c_str(), json_string(words[0]).c_str(), p.threads,
+          json_number(r.t.median * 1e3).c_str(), json_number(r.t.min * 1e3).c_str(), json_number(r.t.mean * 1e3).c_str(),
+          json_number(r.t.std * 1e3).c_str(), r.t.repeats, json_number(r.c.max_abs_diff).c_str(),
+          json_number(r.c.max_abs_ref).c_str(), error.c_str(), json_string(message).c_str());
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const std::map<std::string, std::vector<std::string>> allowed = {
       {"info", {}},
       {"run", {"plan", "threads", "warmup", "repeats", "seed", "check", "layers", "tolerance"}},
+      {"job", {"file", "warmup", "repeats", "seed", "tolerance", "flush-bytes"}},
       {"peak", {"threads", "seconds"}},
       {"conv", {"input", "filters", "kernel", "stride", "dilation", "padding", "groups", "activation", "method",
                 "threads", "param", "warmup", "repeats", "seed", "tolerance"}},
@@ -295,7 +440,7 @@ int main(int argc, char** argv) {
   try {
     if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
       std::printf("usage: layertune-profiler info | peak [--threads N] | conv --input NxHxWxC --filters K "
-                  "--kernel KHxKW --method M [options] | run --plan FILE [options]\n");
+                  "--kernel KHxKW --method M [options] | run --plan FILE [options] | job --file JOB [options]\n");
       return 0;
     }
     if (argc >= 2 && std::string(argv[1]) == "--version") {
@@ -306,6 +451,7 @@ int main(int argc, char** argv) {
     if (a.command == "info") return cmd_info();
     if (a.command == "peak") return cmd_peak(a);
     if (a.command == "run") return cmd_run(a);
+    if (a.command == "job") return cmd_job(a);
     return cmd_conv(a);
   } catch (const InvalidArgument& e) {
     std::fprintf(stderr, "layertune-profiler: error: %s\n", e.what());

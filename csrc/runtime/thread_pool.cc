@@ -47,10 +47,12 @@ void ThreadPool::run(int threads, int64_t n, TaskFn fn, void* ctx) {
 void ThreadPool::worker_loop(int id) {
   uint64_t seen = 0;
   for (;;) {
-    // Spin about 100 us for the next job, then sleep on the condition variable.
+    // Wait about 100 us for the next job before sleeping on the condition variable, yielding the
+    // CPU while waiting: the scheduler sometimes places a woken worker on the caller's CPU, and a
+    // busy spin there would hold off the very thread that finishes the job and posts the next one.
     const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
-    while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until) {
-    }
+    while (generation_.load(std::memory_order_acquire) == seen && std::chrono::steady_clock::now() < spin_until)
+      std::this_thread::yield();
     bool participate;
     {
       std::unique_lock<std::mutex> lock(mu_);

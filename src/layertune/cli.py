@@ -44,10 +44,102 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shipped_options(name: str) -> str:
+    """profile_options/<name>: installed with the package, or this checkout's."""
+    from pathlib import Path
+    for folder in (Path(__file__).parent / "profile_options", Path(__file__).resolve().parents[2] / "profile_options"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    raise ValueError(f"profile_options/{name} is missing; reinstall layertune")
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from layertune.profile_and_optimize import Device, RunSettings, find_models, load_cluster, profile_and_optimize
+    from layertune.targets import resolve_target
+    from layertune.variants import load_options
+
+    if args.apikey or args.ell_root:
+        raise ValueError("--apikey and --ell_root are ELL options that do not apply to layertune "
+                         "(devices are reached over SSH; there is no ELL installation)")
+    for name in ("repeats", "warmup", "parallel_run", "parallel_build", "concurrent_models", "port"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "warmup" else 1):
+            raise ValueError(f"--{name}: must be {'>= 0' if name == 'warmup' else 'positive'}, got {value}")
+    target = resolve_target(args.target, args.targets)
+    if args.platform_regex:
+        from dataclasses import replace
+        target = replace(target, cpuinfo_regex=args.platform_regex)
+    options_file = args.options or _shipped_options("default.json")
+    options = load_options(options_file)
+    models = find_models(args.model_path, args.models)
+    password = args.password or os.environ.get("RPI_PASSWORD")
+    defaults = Device(None, args.username, args.port, args.ssh_key, password, args.known_hosts)
+    if args.cluster:
+        devices = load_cluster(args.cluster, defaults)
+    elif args.ipaddress:
+        devices = [Device(h, args.username, args.port, args.ssh_key, password, args.known_hosts) for h in args.ipaddress]
+    else:
+        devices = [defaults]  # this machine
+    settings = RunSettings(target, options, Path(args.output_path), devices, warmup=args.warmup, repeats=args.repeats,
+                           timeout=args.timeout, parallel_run=args.parallel_run, parallel_build=args.parallel_build,
+                           use_cache=not args.no_cache, include_exercise_models=args.include_exercise_models,
+                           temp_dir=args.temp_dir, flush_bytes=args.flush_bytes)
+    summaries = profile_and_optimize(models, settings)
+    for name, s in summaries.items():
+        whole = s["whole_model"]
+        if "latency_ms" in whole:
+            lat = whole["latency_ms"]
+            print(f"{name}: optimized {lat['optimized']:.3f} ms, default {lat['default']:.3f} ms "
+                  f"({whole['speedup_over_default']:.2f}x); output check: "
+                  f"{'OK' if whole['check']['error'] is None else whole['check']['error']}; "
+                  f"-> {Path(args.output_path) / name / 'optimized.ltplan'}")
+        else:
+            print(f"{name}: {whole.get('error')}")
+    return 0
+
+
+def add_profile_arguments(p: argparse.ArgumentParser) -> None:
+    """ELL's profile_and_optimize.py options (those that apply) and layertune's additions."""
+    p.add_argument("--options", help="options JSON (default: profile_options/default.json shipped with layertune)")
+    p.add_argument("--model_path", required=True, help="a model file, or a folder searched for *.tflite, *.keras, *.h5")
+    p.add_argument("--models", nargs="+", help="only these models (file stems)")
+    p.add_argument("--target", default="host", help="host, pi3, pi3_64, pi0, aarch64, or a target from --targets")
+    p.add_argument("--targets", help="a JSON file of user-defined targets")
+    p.add_argument("--output_path", "-o", required=True, help="output folder: results, plans, reports")
+    p.add_argument("--temp_dir", help="where local runs keep their work directories")
+    p.add_argument("--concurrent_models", type=int, default=1, help="(accepted for ELL compatibility; models share one job queue)")
+    p.add_argument("--parallel_build", type=int, default=1, help="profiler builds at once")
+    p.add_argument("--include_exercise_models", action="store_true",
+                   help="also time whole models with each uniform method, for comparison")
+    p.add_argument("--platform_regex", help="override the target's /proc/cpuinfo regex")
+    p.add_argument("--parallel_run", type=int, default=1, help="devices used at once")
+    p.add_argument("--cluster", help="a file listing devices, one [user@]host[:port] per line")
+    p.add_argument("--ipaddress", nargs="+", help="device hosts (SSH)")
+    p.add_argument("--username", help="SSH user")
+    p.add_argument("--password", help="SSH password (or RPI_PASSWORD; never logged or written)")
+    p.add_argument("--ssh_key", help="SSH private key file (default: your SSH agent-free default keys)")
+    p.add_argument("--port", type=int, default=22, help="SSH port")
+    p.add_argument("--known_hosts", help="a known_hosts file to check host keys against (besides ~/.ssh/known_hosts)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per variant")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs per variant first")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds a device may take for one job")
+    p.add_argument("--flush-bytes", type=int, default=0,
+                   help="write this many bytes before each timed run (cold caches, as inside a model)")
+    p.add_argument("--no-cache", action="store_true", help="do not reuse (or add to) the user-level results cache")
+    p.add_argument("--apikey", help=argparse.SUPPRESS)
+    p.add_argument("--ell_root", help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="layertune", description="Per-layer convolution autotuning for small CPUs.")
     parser.add_argument("--verbosity", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log level (DEBUG also shows tracebacks)")
+    parser.add_argument("--silence", action="store_true", help="errors only")
+    parser.add_argument("--logfile", help="also write the log to this file")
+    parser.add_argument("--logmode", choices=["a", "w"], default="a", help="append to or overwrite --logfile")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a model (.tflite, .keras, .h5, .ltplan) and print its latency")
     run.add_argument("model", help="the model file")
@@ -57,15 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", help="a .npy file with the input (default: seeded random values)")
     run.add_argument("--output", help="write the first output to this .npy file")
     run.set_defaults(func=_cmd_run)
+    prof = sub.add_parser("profile-and-optimize", help="tune every convolution layer on a target's devices",
+                          description="Times every variant of every unique convolution layer on the target's devices "
+                                      "(this machine, or over SSH), keeps the fastest correct one per layer, writes "
+                                      "<output>/<model>/optimized.ltplan, and verifies it end to end. ELL's --apikey "
+                                      "(HTTP cluster service) and --ell_root do not apply.")
+    add_profile_arguments(prof)
+    prof.set_defaults(func=_cmd_profile)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.verbosity, format="%(levelname)s: %(message)s")
+    if getattr(args, "silence", False):
+        logging.getLogger().setLevel(logging.ERROR)
+    if getattr(args, "logfile", None):
+        handler = logging.FileHandler(args.logfile, mode=args.logmode)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         if args.verbosity == "DEBUG":
             raise
         print(f"layertune: error: {exc}", file=sys.stderr)

@@ -1,0 +1,95 @@
+"""The results store: append-only JSON lines, one record per (layer, variant) measurement or
+failure, keyed by (layer signature, variant, target, profiler build). Records are written as
+they arrive and flushed, so an interrupted run loses nothing; re-running reads them back and
+measures only what is missing. A user-level cache file lets later runs (and other models with
+the same layer shapes) reuse measurements."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+
+@dataclass
+class Record:
+    layer: str  # layer signature
+    variant: str  # variant key
+    target: str
+    build: str  # profiler build hash
+    params: dict[str, Any] = field(default_factory=dict)  # {"method": ..., params...}
+    median_ms: float | None = None
+    min_ms: float | None = None
+    mean_ms: float | None = None
+    std_ms: float | None = None
+    repeats: int = 0
+    max_abs_diff: float | None = None
+    max_abs_ref: float | None = None
+    error: str | None = None  # None, or: build, connect, timeout, crash, wrong-answer, invalid
+    message: str = ""
+    device: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return self.layer, self.variant, self.target, self.build
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.median_ms is not None
+
+
+class ResultsStore:
+    """Append-only JSON lines in `path`, mirrored to `cache` (if given). Thread-safe."""
+
+    def __init__(self, path: Path, cache: Path | None = None):
+        self.path = Path(path)
+        self.cache = Path(cache) if cache else None
+        self._lock = threading.Lock()
+        self._records: dict[tuple[str, str, str, str], Record] = {}
+        for source in [p for p in (self.cache, self.path) if p]:
+            for record in self._read(source):
+                if record.ok or record.key not in self._records:  # a success overrides a failure
+                    self._records[record.key] = record
+
+    @staticmethod
+    def _read(path: Path) -> Iterable[Record]:
+        if not path.exists():
+            return []
+        out = []
+        known = set(Record.__dataclass_fields__)
+        with open(path) as f:
+            for line in f:
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a power loss: that measurement is taken again
+                if isinstance(data, dict) and {"layer", "variant", "target", "build"} <= set(data):
+                    out.append(Record(**{k: v for k, v in data.items() if k in known}))
+        return out
+
+    def get(self, key: tuple[str, str, str, str]) -> Record | None:
+        with self._lock:
+            return self._records.get(key)
+
+    def measured(self, key: tuple[str, str, str, str]) -> bool:
+        r = self.get(key)
+        return r is not None and r.ok
+
+    def add(self, record: Record) -> None:
+        line = json.dumps(asdict(record)) + "\n"
+        with self._lock:
+            if record.ok or record.key not in self._records or not self._records[record.key].ok:
+                self._records[record.key] = record
+            for path in [p for p in (self.path, self.cache) if p]:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a") as f:
+                    f.write(line)
+                    f.flush()
+                    os.fsync(f.fileno())
+
+    def records(self) -> list[Record]:
+        with self._lock:
+            return list(self._records.values())

@@ -1,0 +1,2 @@
+"""Running the profiler on devices: transports (local, SSH), the device session skeleton both
+share, and the device pool."""

@@ -1,0 +1,117 @@
+"""One leased device for one run — the skeleton both transports share: lease, work directory,
+profiler upload, target check, jobs with streamed results, cleanup in every outcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import shlex
+from pathlib import Path
+from typing import Callable
+
+from layertune.runners.transport import DeviceError
+from layertune.targets import Target
+
+log = logging.getLogger("layertune.device")
+
+# mkdir is atomic: the lease is a directory with an owner token and an expiry, so a crashed run
+# does not hold the device forever and a release never removes someone else's lease.
+_LEASE = r"""
+d={dir}; now=$(date +%s)
+take() {{ mkdir "$d" 2>/dev/null || return 1; echo {token} > "$d/owner"; echo $((now + {seconds})) > "$d/expires"; echo LEASED; exit 0; }}
+take
+exp=$(cat "$d/expires" 2>/dev/null || echo 0)
+if [ "$now" -gt "$exp" ]; then rm -rf "$d"; take; fi
+echo BUSY
+"""
+_RENEW = 'd={dir}; [ "$(cat "$d/owner" 2>/dev/null)" = {token} ] && echo $(($(date +%s) + {seconds})) > "$d/expires"'
+_RELEASE = 'd={dir}; [ "$(cat "$d/owner" 2>/dev/null)" = {token} ] && rm -rf "$d"; true'
+
+
+class DeviceSession:
+    def __init__(self, transport, target: Target, profiler: Path, lease_seconds: int = 900):
+        self.transport, self.target, self.profiler = transport, target, profiler
+        self.lease_seconds = lease_seconds
+        self.name = transport.name
+        self._lease_dir = "/tmp/layertune-lease-" + re.sub(r"[^A-Za-z0-9_.-]", "_", transport.name)
+        self._token = secrets.token_hex(8)
+        self._leased = False
+        self.workdir: str | None = None
+        self.remote_profiler: str | None = None
+        self.cores = 1
+
+    def _sh(self, script: str, timeout: float = 60.0) -> tuple[int, str]:
+        lines: list[str] = []
+        code, err = self.transport.run(["sh", "-c", script], lines.append, timeout)
+        return code, "\n".join(lines) + err
+
+    def open(self) -> None:
+        """Connect, lease, upload the profiler, check the device is of the target's kind."""
+        self.transport.connect()
+        code, out = self._sh(_LEASE.format(dir=shlex.quote(self._lease_dir), token=self._token, seconds=self.lease_seconds))
+        if "LEASED" not in out:
+            raise DeviceError("busy", f"{self.name}: leased by another run ({self._lease_dir})")
+        self._leased = True
+        self.workdir = self.transport.make_dir("layertune-run-")
+        self.remote_profiler = f"{self.workdir}/layertune-profiler"
+        self.transport.put(self.profiler, self.remote_profiler, 0o755)
+        info = self.profiler_json(["info"], timeout=120)
+        cpuinfo = info.get("cpuinfo", "")
+        if not re.search(self.target.cpuinfo_regex, cpuinfo):
+            raise DeviceError("cpuinfo", f"{self.name}: not a {self.target.name} device: /proc/cpuinfo says "
+                                         f"'{cpuinfo[:120]}', which does not match /{self.target.cpuinfo_regex}/")
+        self.cores = int(info.get("cores", 1))
+        log.info("%s: leased, profiler uploaded (%s, %d cores)", self.name, info.get("isa"), self.cores)
+
+    def renew(self) -> None:
+        if self._leased:
+            self._sh(_RENEW.format(dir=shlex.quote(self._lease_dir), token=self._token, seconds=self.lease_seconds))
+
+    def close(self) -> None:
+        """Removes the run's work directory (only that) and releases the lease; never raises."""
+        try:
+            if self.workdir:
+                self.transport.remove_dir(self.workdir)
+            if self._leased:
+                self._sh(_RELEASE.format(dir=shlex.quote(self._lease_dir), token=self._token))
+                self._leased = False
+        except DeviceError as exc:
+            log.warning("%s: cleanup failed: %s", self.name, exc)
+        finally:
+            self.transport.close()
+
+    def command(self, args: list[str]) -> list[str]:
+        return [*self.target.run_prefix, self.remote_profiler, *args]
+
+    def profiler_json(self, args: list[str], timeout: float = 600.0) -> dict:
+        lines: list[str] = []
+        code, err = self.transport.run(self.command(args), lines.append, timeout)
+        if code not in (0, 3):  # 3: a wrong answer, reported in the JSON
+            raise DeviceError("crash", f"{self.name}: profiler {args[0]} exited with {code}: {err.strip()[-300:]}")
+        try:
+            return json.loads(lines[-1])
+        except (IndexError, json.JSONDecodeError):
+            raise DeviceError("crash", f"{self.name}: profiler {args[0]} printed no result: {err.strip()[-300:]}") from None
+
+    def run_job(self, job_text: str, on_record: Callable[[dict], None], options: list[str], timeout: float) -> None:
+        """Uploads a job file, runs it, hands over each measurement as its line arrives."""
+        job_path = f"{self.workdir}/job.txt"
+        self.transport.write_text(job_path, job_text)
+
+        def on_line(line: str) -> None:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                return
+            on_record(record)
+
+        code, err = self.transport.run(self.command(["job", "--file", job_path, *options]), on_line, timeout)
+        if code != 0:
+            raise DeviceError("crash", f"{self.name}: profiler job exited with {code}: {err.strip()[-300:]}")
+
+    def upload(self, local: Path, name: str) -> str:
+        remote = f"{self.workdir}/{name}"
+        self.transport.put(local, remote)
+        return remote

@@ -1,0 +1,45 @@
+"""Layer signatures, variant keys, and the choice of the fastest correct variant per layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from layertune.database import Record
+from layertune.graph.ir import CONV_OPS, Graph, Node
+
+
+def layer_signature(graph: Graph, node: Node) -> str:
+    """Identical layers (in one model or across models) share a signature and are measured once."""
+    c = graph.conv_info(node)
+    n, h, w, ch = c["input"]
+    kh, kw, _, oc = c["weights"]
+    return (f"{n}x{h}x{w}x{ch}-k{kh}x{kw}-o{oc}-s{c['strides'][0]}x{c['strides'][1]}"
+            f"-d{c['dilations'][0]}x{c['dilations'][1]}-p{'.'.join(map(str, c['pads']))}-g{c['groups']}-{c['activation']}")
+
+
+def layer_line(graph: Graph, node: Node, signature: str) -> str:
+    """The profiler job file's line for the layer."""
+    c = graph.conv_info(node)
+    n, h, w, ch = c["input"]
+    kh, kw, _, oc = c["weights"]
+    fields = [n, h, w, ch, oc, kh, kw, *c["strides"], *c["dilations"], *c["pads"], c["groups"]]
+    return f"L {signature} {' '.join(map(str, fields))} {c['activation']}"
+
+
+def variant_key(params: dict[str, Any]) -> str:
+    return params["method"] + "".join(f",{k}={params[k]}" for k in sorted(params) if k != "method")
+
+
+def conv_nodes(graph: Graph) -> list[tuple[int, Node]]:
+    return [(i, n) for i, n in enumerate(graph.nodes) if n.op in CONV_OPS]
+
+
+def best_records(records: list[Record], target: str, build: str) -> dict[str, Record]:
+    """Per layer signature, the variant with the lowest median among those that passed the check."""
+    best: dict[str, Record] = {}
+    for r in records:
+        if r.target != target or r.build != build or not r.ok:
+            continue
+        if r.layer not in best or r.median_ms < best[r.layer].median_ms:
+            best[r.layer] = r
+    return best
