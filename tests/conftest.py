@@ -18,3 +18,51 @@ def require(module: str):
         if IN_CI:
             pytest.fail(f"{module} is required in CI (CI=true) but cannot be imported: {exc}")
         pytest.skip(f"{module} is not installed")
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sshd:
+    """An sshd on 127.0.0.1 started by tools/sshd_for_tests.sh (its own keys and config)."""
+
+    def __init__(self, directory, port: int):
+        self.dir, self.port = directory, port
+        self.key = str(directory / "id_ed25519")
+        self.known_hosts = str(directory / "known_hosts")
+
+    @property
+    def pid(self) -> int:
+        return int((self.dir / "sshd.pid").read_text())
+
+
+def start_sshd(directory) -> Sshd:
+    import shutil
+    import subprocess
+    from pathlib import Path
+    if not Path("/usr/sbin/sshd").exists() or shutil.which("ssh-keygen") is None:
+        if IN_CI:
+            pytest.fail("openssh-server is required in CI (CI=true) but /usr/sbin/sshd is missing")
+        pytest.skip("openssh-server is not installed")
+    script = Path(__file__).resolve().parent.parent / "tools" / "sshd_for_tests.sh"
+    port = free_port()
+    subprocess.run(["bash", str(script), "start", str(directory), str(port)], check=True, timeout=60)
+    return Sshd(directory, port)
+
+
+def stop_sshd(sshd: Sshd) -> None:
+    import subprocess
+    from pathlib import Path
+    script = Path(__file__).resolve().parent.parent / "tools" / "sshd_for_tests.sh"
+    subprocess.run(["bash", str(script), "stop", str(sshd.dir)], timeout=60)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    stop_sshd(server)

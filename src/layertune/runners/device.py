@@ -70,17 +70,25 @@ class DeviceSession:
             self._sh(_RENEW.format(dir=shlex.quote(self._lease_dir), token=self._token, seconds=self.lease_seconds))
 
     def close(self) -> None:
-        """Removes the run's work directory (only that) and releases the lease; never raises."""
-        try:
-            if self.workdir:
-                self.transport.remove_dir(self.workdir)
-            if self._leased:
-                self._sh(_RELEASE.format(dir=shlex.quote(self._lease_dir), token=self._token))
-                self._leased = False
-        except DeviceError as exc:
-            log.warning("%s: cleanup failed: %s", self.name, exc)
-        finally:
-            self.transport.close()
+        """Removes the run's work directory (only that) and releases the lease, reconnecting
+        once if the connection died; never raises. (A device that stays unreachable keeps its
+        lease until it expires.)"""
+        for attempt in range(2):
+            try:
+                if attempt:
+                    self.transport.close()
+                    self.transport.connect()
+                if self.workdir:
+                    self.transport.remove_dir(self.workdir)
+                    self.workdir = None
+                if self._leased:
+                    self._sh(_RELEASE.format(dir=shlex.quote(self._lease_dir), token=self._token))
+                    self._leased = False
+                break
+            except DeviceError as exc:
+                if attempt:
+                    log.warning("%s: cleanup failed (the lease expires by itself): %s", self.name, exc)
+        self.transport.close()
 
     def command(self, args: list[str]) -> list[str]:
         return [*self.target.run_prefix, self.remote_profiler, *args]

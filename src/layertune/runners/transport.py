@@ -92,8 +92,7 @@ class SSHTransport:
         from fabric import Connection
 
         kwargs: dict = {"look_for_keys": self._key_file is None and self._password is None, "allow_agent": False,
-                        "timeout": self._connect_timeout, "banner_timeout": self._connect_timeout,
-                        "auth_timeout": self._connect_timeout}
+                        "banner_timeout": self._connect_timeout, "auth_timeout": self._connect_timeout}
         if self._key_file:
             kwargs["key_filename"] = self._key_file
         if self._password:
@@ -121,6 +120,8 @@ class SSHTransport:
             self._conn = None
 
     def _shell(self, command: str, timeout: float = 60.0):
+        if self._conn is None:
+            raise DeviceError("connect", f"{self.name}: not connected")
         try:
             return self._conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
         except Exception as exc:  # a dropped connection
@@ -133,11 +134,10 @@ class SSHTransport:
         return result.stdout.strip()
 
     def remove_dir(self, path: str) -> None:
-        if self._conn is not None and path.startswith("/tmp/"):
-            try:
-                self._shell(f"rm -rf {shlex.quote(path)}")
-            except DeviceError:
-                pass
+        if path.startswith("/tmp/layertune-"):  # only what this run made
+            result = self._shell(f"rm -rf {shlex.quote(path)}")
+            if result.exited != 0:
+                raise DeviceError("crash", f"{self.name}: cannot remove {path}: {result.stderr.strip()}")
 
     def put(self, local: Path, remote: str, mode: int = 0o644) -> None:
         try:
@@ -163,6 +163,12 @@ class SSHTransport:
                 raise DeviceError("timeout", f"{self.name}: {Path(argv[0]).name} did not finish within {timeout:.0f} s") from None
             raise DeviceError("connect", f"{self.name}: {exc.__class__.__name__}: {exc}") from None
         buffer.flush()
+        # Lines fabric had not yet handed to the stream when run() returned (seen: the last line
+        # of a job) are in the captured output: deliver the rest from there.
+        lines = result.stdout.splitlines()
+        for line in lines[buffer.delivered:]:
+            if on_line:
+                on_line(line)
         return result.exited, result.stderr
 
 
@@ -170,16 +176,17 @@ class _LineSplitter:
     """A file-like sink for fabric's out_stream that hands over complete lines as they arrive."""
 
     def __init__(self, on_line: Callable[[str], None] | None):
-        self.on_line, self.pending = on_line, ""
+        self.on_line, self.pending, self.delivered = on_line, "", 0
+        self._lock = threading.Lock()
 
     def write(self, data: str) -> None:
-        self.pending += data
-        *lines, self.pending = self.pending.split("\n")
-        for line in lines:
-            if self.on_line:
-                self.on_line(line)
+        with self._lock:
+            self.pending += data
+            *lines, self.pending = self.pending.split("\n")
+            for line in lines:
+                self.delivered += 1
+                if self.on_line:
+                    self.on_line(line)
 
     def flush(self) -> None:
-        if self.pending and self.on_line:
-            self.on_line(self.pending)
-        self.pending = ""
+        """Complete lines only: a partial last line comes from the captured output instead."""

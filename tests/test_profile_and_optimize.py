@@ -1,0 +1,211 @@
+"""profile_and_optimize end to end, through the real CLI: this machine, SSH to an sshd on
+127.0.0.1, ARM builds under qemu over that SSH, a pool with a device killed mid-run, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import layertune
+from conftest import IN_CI, start_sshd, stop_sshd
+from layertune.targets import BUILTIN
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL_OPTIONS = {"convolution_methods": ["simple", "unrolled", "winograd"], "parallel": [False],
+                 "winograd_parameters": [16], "winograd_tiles": [2]}
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(ROOT / "examples" / "digits" / "digits_cnn.tflite", models)
+    (tmp_path / "small.json").write_text(json.dumps(SMALL_OPTIONS))
+    return tmp_path
+
+
+def run_cli(args: list[str], cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LAYERTUNE_CACHE=str(cache))
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "profile_and_optimize.py"), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def check_outputs(out: Path, model: str = "digits_cnn") -> dict:
+    folder = out / model
+    for name in ("optimized.ltplan", "report.md", "summary.json", "layers.png", "whole_model.png"):
+        assert (folder / name).is_file(), f"{name} missing"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["whole_model"]["check"]["error"] is None
+    assert all(row["chosen"] for row in summary["layers"]), "a layer has no measured variant"
+    # the optimized plan runs in Python too and gives the model's answer
+    x = np.random.default_rng(0).uniform(0, 1, (1, 8, 8, 1)).astype(np.float32)
+    want = layertune.load(ROOT / "examples" / "digits" / "digits_cnn.tflite").run(x)
+    np.testing.assert_allclose(layertune.load(folder / "optimized.ltplan").run(x), want, rtol=1e-4, atol=1e-4)
+    return summary
+
+
+def leftovers() -> list[str]:
+    return sorted(p.name for p in Path("/tmp").glob("layertune-lease-*")) + \
+        sorted(p.name for p in Path("/tmp").glob("layertune-run-*"))
+
+
+def test_host_run_then_resume(workspace):
+    out = workspace / "out"
+    args = ["--model_path", str(workspace / "models"), "--options", str(workspace / "small.json"),
+            "--output_path", str(out), "--repeats", "3", "--include_exercise_models"]
+    before = leftovers()
+    proc = run_cli(args, workspace / "cache")
+    assert proc.returncode == 0, proc.stderr
+    summary = check_outputs(out)
+    assert set(summary["whole_model"]["latency_ms"]) == {"optimized", "default", "uniform-simple", "uniform-unrolled",
+                                                        "uniform-winograd"}
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) >= 4 * 3 and all(json.loads(line)["target"] == "host" for line in lines)
+    report = (out / "digits_cnn" / "report.md").read_text()
+    assert "| # | op |" in report and "speedup" in report
+    # the same command again: nothing is measured twice
+    proc = run_cli(args, workspace / "cache")
+    assert proc.returncode == 0, proc.stderr
+    assert "already measured" in proc.stderr
+    assert (out / "results.jsonl").read_text().splitlines() == lines
+    assert leftovers() == before
+
+
+def ssh_args(sshd, hosts=("127.0.0.1",)) -> list[str]:
+    return ["--ipaddress", *hosts, "--port", str(sshd.port), "--username", "root", "--ssh_key", sshd.key,
+            "--known_hosts", sshd.known_hosts]
+
+
+def test_host_over_ssh(workspace, sshd):
+    out = workspace / "out"
+    before = leftovers()
+    proc = run_cli(["--model_path", str(workspace / "models"), "--options", str(workspace / "small.json"),
+                    "--output_path", str(out), "--repeats", "2", *ssh_args(sshd)], workspace / "cache")
+    assert proc.returncode == 0, proc.stderr
+    summary = check_outputs(out)
+    assert summary["whole_model"]["device"] == f"root@127.0.0.1:{sshd.port}"
+    devices = {json.loads(line)["device"] for line in (out / "results.jsonl").read_text().splitlines()}
+    assert devices == {f"root@127.0.0.1:{sshd.port}"}
+    assert leftovers() == before  # the per-run directory and the lease are gone
+
+
+QEMU_TARGETS = {
+    "pi3_64": ["qemu-aarch64"],
+    "pi3": ["qemu-arm", "-cpu", "max"],
+    "pi0": ["qemu-arm", "-cpu", "arm1176"],
+}
+
+
+@pytest.mark.parametrize("base", list(QEMU_TARGETS))
+def test_arm_target_cross_built_and_run_under_qemu_over_ssh(base, workspace, sshd):
+    for tool in (QEMU_TARGETS[base][0], BUILTIN[base].compiler):
+        if shutil.which(tool) is None:
+            if IN_CI:
+                pytest.fail(f"{tool} is required in CI (.ci/run installs it)")
+            pytest.skip(f"{tool} is not installed")
+    # qemu-user shows the host's /proc/cpuinfo: the test target accepts it
+    targets = {f"{base}_qemu": {"base": base, "run_prefix": QEMU_TARGETS[base], "cpuinfo_regex": ".*"}}
+    (workspace / "targets.json").write_text(json.dumps(targets))
+    out = workspace / "out"
+    proc = run_cli(["--model_path", str(workspace / "models"), "--options", str(workspace / "small.json"),
+                    "--output_path", str(out), "--repeats", "1", "--warmup", "0", "--target", f"{base}_qemu",
+                    "--targets", str(workspace / "targets.json"), *ssh_args(sshd)], workspace / "cache", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    summary = check_outputs(out)
+    assert summary["target"] == f"{base}_qemu"
+    assert (workspace / "cache" / "profilers").is_dir()  # the cross build is cached
+
+
+def test_pool_survives_a_device_killed_mid_run(workspace, sshd, tmp_path):
+    """Device 2 is a second sshd; once profiling is under way, every connection it serves is
+    killed (a real fault: its profiler and session die). Its job must move to device 1."""
+    second = start_sshd(tmp_path / "sshd2")
+    (second.dir / "authorized_keys").write_text(Path(sshd.key + ".pub").read_text())  # one client key for both
+    try:
+        cluster = workspace / "cluster.txt"
+        cluster.write_text(f"root@127.0.0.1:{sshd.port}\nroot@localhost:{second.port}\n")
+        known = workspace / "known_hosts"
+        known.write_text(Path(sshd.known_hosts).read_text() + Path(second.known_hosts).read_text())
+        options = dict(SMALL_OPTIONS, winograd_parameters=[8, 16, 32], winograd_tiles=[2, 4], parallel=[True, False])
+        (workspace / "pool.json").write_text(json.dumps(options))
+        out = workspace / "out"
+        killed = threading.Event()
+
+        def kill_second_device():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not killed.is_set():
+                results = out / "results.jsonl"
+                if results.exists() and len(results.read_text().splitlines()) >= 3:
+                    children = subprocess.run(["pgrep", "-P", str(second.pid)], capture_output=True, text=True).stdout.split()
+                    if children:
+                        for pid in children:
+                            os.kill(int(pid), signal.SIGKILL)
+                        killed.set()
+                        return
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_second_device)
+        killer.start()
+        before = leftovers()
+        proc = run_cli(["--model_path", str(workspace / "models"), "--options", str(workspace / "pool.json"),
+                        "--output_path", str(out), "--repeats", "20", "--cluster", str(cluster), "--username", "root",
+                        "--ssh_key", sshd.key, "--known_hosts", str(known), "--parallel_run", "2"], workspace / "cache")
+        killer.join()
+        assert killed.is_set(), "the second device was never seen working"
+        assert proc.returncode == 0, proc.stderr
+        summary = check_outputs(out)
+        failed = summary["pool"]["failed_devices"]
+        assert list(failed) == [f"root@localhost:{second.port}"], failed
+        records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        measured = {(r["layer"], r["variant"]) for r in records if r["error"] is None}
+        planned = int(re.search(r"(\d+) variants on target", proc.stderr).group(1))
+        assert len(measured) == planned, f"{planned - len(measured)} variants lost"
+        assert summary["pool"]["busy_seconds"][f"root@localhost:{second.port}"] > 0  # it did work before dying
+        assert leftovers() == before  # no lease, no work directory left behind
+    finally:
+        stop_sshd(second)
+
+
+def _fails(args: list[str], workspace: Path, fragment: str) -> None:
+    out = workspace / "out"
+    proc = run_cli([*args, "--output_path", str(out)], workspace / "cache", timeout=300)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert lines and fragment in lines[-1], proc.stderr
+    assert lines[-1].startswith("layertune: error:") and "Traceback" not in proc.stderr
+    assert not list(out.rglob("optimized.ltplan")) and not list(out.rglob("summary.json"))
+
+
+def test_bad_input_gives_one_line_errors(workspace, sshd, tmp_path):
+    models, small = str(workspace / "models"), str(workspace / "small.json")
+    _fails(["--model_path", str(workspace / "nope"), "--options", small], workspace, "does not exist")
+    (workspace / "empty").mkdir()
+    _fails(["--model_path", str(workspace / "empty"), "--options", small], workspace, "no models")
+    (workspace / "corrupt").mkdir()
+    (workspace / "corrupt" / "bad.tflite").write_bytes(b"\x10\x00\x00\x00TFL3" + b"\x00" * 10)
+    _fails(["--model_path", str(workspace / "corrupt"), "--options", small], workspace, "bad.tflite")
+    (workspace / "unknown.json").write_text(json.dumps({**SMALL_OPTIONS, "convolution_method": ["simple"]}))
+    _fails(["--model_path", models, "--options", str(workspace / "unknown.json")], workspace, "unknown key 'convolution_method'")
+    (workspace / "empty_list.json").write_text(json.dumps({**SMALL_OPTIONS, "winograd_parameters": []}))
+    _fails(["--model_path", models, "--options", str(workspace / "empty_list.json")], workspace, "winograd_parameters")
+    closed = str(__import__("conftest").free_port())
+    _fails(["--model_path", models, "--options", small, "--ipaddress", "127.0.0.1", "--port", closed,
+            "--username", "root", "--ssh_key", sshd.key, "--known_hosts", sshd.known_hosts], workspace, "cannot connect")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
+    _fails(["--model_path", models, "--options", small, *ssh_args(sshd)[:-4], "--ssh_key", str(tmp_path / "stranger"),
+            "--known_hosts", sshd.known_hosts], workspace, "authentication failed")
+    _fails(["--model_path", models, "--options", small, "--platform_regex", "NoSuchProcessor"], workspace,
+           "does not match")
+    _fails(["--model_path", models, "--options", small, "--target", "pi5"], workspace, "unknown target 'pi5'")
+    _fails(["--model_path", models, "--options", small, "--apikey", "k"], workspace, "do not apply")
