@@ -142,18 +142,33 @@ def test_pool_survives_a_device_killed_mid_run(workspace, sshd, tmp_path):
         out = workspace / "out"
         killed = threading.Event()
 
+        def descendants(root: int) -> dict[int, str]:
+            table = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,args="], capture_output=True, text=True).stdout
+            children: dict[int, list[tuple[int, str]]] = {}
+            for line in table.splitlines():
+                pid, ppid, args = line.strip().split(None, 2) + [""] * (3 - len(line.strip().split(None, 2)))
+                children.setdefault(int(ppid), []).append((int(pid), args))
+            out, todo = {}, [root]
+            while todo:
+                for pid, args in children.get(todo.pop(), []):
+                    out[pid] = args
+                    todo.append(pid)
+            return out
+
         def kill_second_device():
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not killed.is_set():
-                results = out / "results.jsonl"
-                if results.exists() and len(results.read_text().splitlines()) >= 3:
-                    children = subprocess.run(["pgrep", "-P", str(second.pid)], capture_output=True, text=True).stdout.split()
-                    if children:
-                        for pid in children:
-                            os.kill(int(pid), signal.SIGKILL)
-                        killed.set()
-                        return
-                time.sleep(0.05)
+            """Once device 2 is running a profiling job, kill every process its sshd serves."""
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                tree = descendants(second.pid)
+                if any("layertune-profiler job" in args for args in tree.values()):
+                    for pid in tree:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                    killed.set()
+                    return
+                time.sleep(0.01)
 
         killer = threading.Thread(target=kill_second_device)
         killer.start()
@@ -162,7 +177,7 @@ def test_pool_survives_a_device_killed_mid_run(workspace, sshd, tmp_path):
                         "--output_path", str(out), "--repeats", "20", "--cluster", str(cluster), "--username", "root",
                         "--ssh_key", sshd.key, "--known_hosts", str(known), "--parallel_run", "2"], workspace / "cache")
         killer.join()
-        assert killed.is_set(), "the second device was never seen working"
+        assert killed.is_set(), "the second device was never seen running a job"
         assert proc.returncode == 0, proc.stderr
         summary = check_outputs(out)
         failed = summary["pool"]["failed_devices"]
