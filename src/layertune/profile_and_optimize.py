@@ -259,16 +259,32 @@ def _assemble_and_verify(path: Path, name: str, graph: Graph, best: dict[str, Re
                            "time_ms": chosen.median_ms if chosen else None,
                            "default": default.nodes[index].kernel,
                            "default_time_ms": default_rec.median_ms if default_rec and default_rec.ok else None})
-    plans = {"optimized": optimized, "default": default}
-    if settings.include_exercise_models:
-        for method in settings.options.methods:
-            plans[f"uniform-{method}"] = _uniform(default, method)
+    candidates = {"tuned": optimized, "default": default}
+    for method in settings.options.methods:
+        candidates[f"uniform-{method}"] = _uniform(default, method)
     with tempfile.TemporaryDirectory() as tmp:
         files = {}
+        for name, g in candidates.items():
+            files[name] = Path(tmp) / f"{name}.ltplan"
+            write_plan(g, files[name])
+        # Isolated timings miss what a layer costs inside the model (cold weights, thread
+        # wake-ups): per layer, keep the candidate plan's choice that is fastest in the model.
+        in_model = _layer_times_in_model(files, settings, profiler, cores)
+        optimized = _copy_graph(default)
+        for index, node in conv_nodes(optimized):
+            best_plan = min(in_model, key=lambda name: in_model[name][index]) if in_model else "tuned"
+            params = dict(candidates[best_plan].nodes[index].kernel)
+            node.set_kernel(params.pop("method"), params)
+            layer_rows[[r["index"] for r in layer_rows].index(index)].update(
+                {"in_model_ms": {k: v[index] for k, v in in_model.items()}, "final": candidates[best_plan].nodes[index].kernel,
+                 "final_from": best_plan})
+        plans = {"optimized": optimized, "default": default}
+        if settings.include_exercise_models:
+            plans.update({k: v for k, v in candidates.items() if k.startswith("uniform-")})
         for name, g in plans.items():
             files[name] = Path(tmp) / f"{name}.ltplan"
             write_plan(g, files[name])
-        verify = _verify_on_device(files, settings, profiler, cores)
+        verify = _verify_on_device({k: files[k] for k in plans}, settings, profiler, cores)
     write_plan(optimized, out_dir / "optimized.ltplan")
     summary = {
         "model": path.name, "target": settings.target.name, "profiler_build": build, "device_cores": cores,
@@ -284,6 +300,28 @@ def _assemble_and_verify(path: Path, name: str, graph: Graph, best: dict[str, Re
     write_report(out_dir, summary)
     _write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _layer_times_in_model(files: dict[str, Path], settings: RunSettings, profiler: Path, cores: int) -> dict[str, list[float]]:
+    """Per plan, each node's median time inside whole-model runs (interleaved rounds on one device)."""
+    for device in settings.devices:
+        session = DeviceSession(device.transport(settings.temp_dir), settings.target, profiler)
+        try:
+            session.open()
+            remote = {name: session.upload(f, f.name) for name, f in files.items()}
+            per_round: dict[str, list[list[float]]] = {name: [] for name in files}
+            for _ in range(settings.verify_rounds):
+                for name in files:
+                    r = session.profiler_json(["run", "--plan", remote[name], "--threads", str(cores), "--layers", "1",
+                                               "--repeats", str(settings.repeats), "--warmup", str(settings.warmup)],
+                                              settings.timeout)
+                    per_round[name].append(r["layer_median_ms"])
+            return {name: [statistics.median(v) for v in zip(*rounds)] for name, rounds in per_round.items()}
+        except DeviceError as exc:
+            log.warning("per-layer timing in the model failed on %s: %s", session.name, exc)
+        finally:
+            session.close()
+    return {}
 
 
 def _verify_on_device(files: dict[str, Path], settings: RunSettings, profiler: Path, cores: int) -> dict[str, Any]:
