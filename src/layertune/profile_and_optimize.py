@@ -30,7 +30,7 @@ from layertune.targets import Target
 from layertune.variants import ProfileOptions, layer_variants
 
 log = logging.getLogger("layertune")
-VARIANTS_PER_JOB = 6  # small jobs keep every device of a pool busy to the end
+JOBS_PER_DEVICE = 12  # enough jobs to balance a pool, few enough that per-job overhead stays small
 
 
 @dataclass
@@ -169,13 +169,18 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
     def missing(job: Job) -> list[tuple[str, dict]]:
         return [(k, p) for k, p in job.variants if not store.measured(key(job.layer, k))]
 
-    # 4. Jobs: what is not measured yet (a re-run resumes here), in small chunks.
+    # 4. Jobs: what is not measured yet (a re-run resumes here), in chunks sized to the pool.
+    todo_total = sum(1 for sig, vs in variants.items() for k, _ in vs if not store.measured(key(sig, k)))
+    per_job = max(2, min(64, -(-todo_total // (JOBS_PER_DEVICE * max(1, len(settings.devices))))))
     jobs = []
     for sig, vs in variants.items():
         graph, node = layers[sig]
         todo = [(k, p) for k, p in vs if not store.measured(key(sig, k))]
-        for i in range(0, len(todo), VARIANTS_PER_JOB):
-            jobs.append(Job(sig, layer_line(graph, node, sig), todo[i: i + VARIANTS_PER_JOB]))
+        for i in range(0, len(todo), per_job):
+            jobs.append(Job(sig, layer_line(graph, node, sig), todo[i: i + per_job]))
+    # Longest first (layer FLOPs x variants): the run ends on small jobs, so no device idles
+    # while another finishes a big one.
+    jobs.sort(key=lambda j: -layers[j.layer][0].flops(layers[j.layer][1]) * len(j.variants))
     already = total - sum(len(j.variants) for j in jobs)
     if already:
         log.info("%d of %d variants already measured (results store / cache): not measured again", already, total)
@@ -289,7 +294,8 @@ def _assemble_and_verify(path: Path, name: str, graph: Graph, best: dict[str, Re
     summary = {
         "model": path.name, "target": settings.target.name, "profiler_build": build, "device_cores": cores,
         "layers": layer_rows, "whole_model": verify,
-        "pool": {"busy_seconds": stats.busy_seconds if stats else {}, "wall_seconds": stats.wall_seconds if stats else 0.0,
+        "pool": {"busy_seconds": stats.busy_seconds if stats else {}, "setup_seconds": stats.setup_seconds if stats else {},
+                 "wall_seconds": stats.wall_seconds if stats else 0.0,
                  "utilization": round(stats.utilization, 3) if stats else None,
                  "failed_devices": stats.failed_devices if stats else {}},
         "build_seconds": round(build_seconds, 2),

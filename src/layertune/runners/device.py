@@ -8,6 +8,7 @@ import logging
 import re
 import secrets
 import shlex
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -54,6 +55,7 @@ class DeviceSession:
         if "LEASED" not in out:
             raise DeviceError("busy", f"{self.name}: leased by another run ({self._lease_dir})")
         self._leased = True
+        self._renewed = time.monotonic()
         self.workdir = self.transport.make_dir("layertune-run-")
         self.remote_profiler = f"{self.workdir}/layertune-profiler"
         self.transport.put(self.profiler, self.remote_profiler, 0o755)
@@ -66,8 +68,10 @@ class DeviceSession:
         log.info("%s: leased, profiler uploaded (%s, %d cores)", self.name, info.get("isa"), self.cores)
 
     def renew(self) -> None:
-        if self._leased:
+        """Extends the lease once a third of it has passed (each renewal is a round trip)."""
+        if self._leased and time.monotonic() - self._renewed > self.lease_seconds / 3:
             self._sh(_RENEW.format(dir=shlex.quote(self._lease_dir), token=self._token, seconds=self.lease_seconds))
+            self._renewed = time.monotonic()
 
     def close(self) -> None:
         """Removes the run's work directory (only that) and releases the lease, reconnecting

@@ -29,7 +29,10 @@ class Job:
 
 @dataclass
 class PoolStats:
+    """Profiling-phase figures. The phase runs from the first device being ready to the last
+    measurement; connecting, leasing and uploading (setup_seconds, per device) come before."""
     busy_seconds: dict[str, float] = field(default_factory=dict)
+    setup_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
     failed_devices: dict[str, str] = field(default_factory=dict)
     jobs_failed: int = 0
@@ -68,6 +71,7 @@ def run_pool(sessions: list[Callable[[], DeviceSession]], jobs: list[Job],
     outstanding = [len(jobs)]
     lock = threading.Lock()
     start = time.monotonic()
+    first_ready: list[float] = []
 
     def finish_job() -> None:
         with lock:
@@ -78,8 +82,12 @@ def run_pool(sessions: list[Callable[[], DeviceSession]], jobs: list[Job],
     def device_worker(make_session: Callable[[], DeviceSession]) -> None:
         session = make_session()
         stats.busy_seconds.setdefault(session.name, 0.0)
+        t_open = time.monotonic()
         try:
             session.open()
+            stats.setup_seconds[session.name] = time.monotonic() - t_open
+            with lock:
+                first_ready.append(time.monotonic())
         except DeviceError as exc:
             stats.failed_devices[session.name] = f"{exc.kind}: {exc}"
             log.warning("device %s unusable: %s", session.name, exc)
@@ -146,5 +154,5 @@ def run_pool(sessions: list[Callable[[], DeviceSession]], jobs: list[Job],
         time.sleep(0.05)
     for t in threads:
         t.join()
-    stats.wall_seconds = time.monotonic() - start
+    stats.wall_seconds = time.monotonic() - (min(first_ready) if first_ready else start)
     return stats
