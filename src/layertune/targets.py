@@ -13,10 +13,11 @@ builds on an x86 machine. `cpuinfo_regex` must match what the profiler reports o
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+
+from layertune.jsonfile import read_json
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,7 @@ _FIELDS = {f.name for f in fields(Target)} - {"name"}
 def load_targets(path: str | Path) -> dict[str, Target]:
     """User-defined targets from a JSON file (each may name a built-in `base` to start from)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such targets file") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    data = read_json(path, "targets file")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected an object of target name -> definition")
     out = {}

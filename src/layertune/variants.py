@@ -10,12 +10,12 @@ generated (no Winograd on a strided layer, no separable block depth on a regular
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from layertune import _core
+from layertune.jsonfile import read_json
 
 METHODS = ("simple", "unrolled", "winograd")
 _KEYS = {"convolution_methods": list, "parallel": list, "winograd_parameters": list, "winograd_tiles": list,
@@ -83,14 +83,7 @@ def parse_options(data: Any, source: str = "options") -> ProfileOptions:
 
 
 def load_options(path: str | Path) -> ProfileOptions:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise OptionsError(f"{path}: no such options file") from None
-    except json.JSONDecodeError as exc:
-        raise OptionsError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    return parse_options(data, str(path))
+    return parse_options(read_json(path, "options file", OptionsError), str(path))
 
 
 def thread_counts(options: ProfileOptions, device_cores: int) -> tuple[int, ...]:

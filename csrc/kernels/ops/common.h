@@ -39,6 +39,14 @@ inline void expect_elements(const OpContext& ctx, int a, int b) {
          "' must have the same number of elements");
 }
 
+// Two NHWC tensors with the same batch and channels (pooling, resizing).
+inline void expect_nhwc_pair(const OpContext& ctx, int in, int out) {
+  expect_rank(ctx, in, 4);
+  expect_rank(ctx, out, 4);
+  const auto &xs = ctx.shape(in), &os = ctx.shape(out);
+  if (xs[0] != os[0] || xs[3] != os[3]) fail(ctx.node.where(), ": output shape does not match the input");
+}
+
 // An attribute holding exactly n integers.
 inline std::vector<int64_t> ints_n(const OpContext& ctx, const char* key, size_t n) {
   auto v = ctx.node.ints(key);

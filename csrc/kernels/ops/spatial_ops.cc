@@ -12,10 +12,8 @@ namespace {
 class PoolOp final : public Op {
  public:
   explicit PoolOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
-    ops::expect_rank(ctx, in_, 4);
-    ops::expect_rank(ctx, out_, 4);
+    ops::expect_nhwc_pair(ctx, in_, out_);
     xs_ = ctx.shape(in_), os_ = ctx.shape(out_);
-    if (xs_[0] != os_[0] || xs_[3] != os_[3]) fail(ctx.node.where(), ": output shape does not match the input");
     auto f = ops::ints_n(ctx, "filter", 2), st = ops::ints_n(ctx, "strides", 2), pads = ops::ints_n(ctx, "pads", 4);
     fh_ = int(f[0]), fw_ = int(f[1]), sh_ = int(st[0]), sw_ = int(st[1]), pt_ = int(pads[0]), pl_ = int(pads[2]);
     if (fh_ <= 0 || fw_ <= 0 || sh_ <= 0 || sw_ <= 0) fail(ctx.node.where(), ": filter and strides must be positive");
@@ -128,10 +126,8 @@ class MeanOp final : public Op {
 class ResizeOp final : public Op {
  public:
   explicit ResizeOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
-    ops::expect_rank(ctx, in_, 4);
-    ops::expect_rank(ctx, out_, 4);
+    ops::expect_nhwc_pair(ctx, in_, out_);
     xs_ = ctx.shape(in_), os_ = ctx.shape(out_);
-    if (xs_[0] != os_[0] || xs_[3] != os_[3]) fail(ctx.node.where(), ": output shape does not match the input");
     align_ = ctx.node.int_attr("align_corners", 0) != 0;
     half_ = ctx.node.int_attr("half_pixel_centers", 0) != 0;
     nearest_ = ctx.node.op == "RESIZE_NEAREST_NEIGHBOR";
