@@ -2,7 +2,7 @@
 //
 //   layertune-profiler run --plan FILE [--threads N] [--warmup W] [--repeats R] [--seed S]
 //       [--check 0|1] [--layers 0|1] [--tolerance REL]
-//   layertune-profiler job --file JOB [--warmup W] [--repeats R] [--seed S] [--tolerance REL]
+//   layertune-profiler job --file JOB | --text JOB_TEXT [--warmup W] [--repeats R] [--seed S] [--tolerance REL]
 //       [--flush-bytes N]
 //   layertune-profiler info
 //   layertune-profiler peak [--threads N] [--seconds S]
@@ -336,15 +336,22 @@ VariantResult measure_variant(ConvKernel& kernel, const AlignedBuffer& input, Al
 }
 
 int cmd_job(const Args& a) {
-  const std::string path = a.require("file");
+  // The job comes in a file, or inline (--text): a runner saves an upload round trip per job.
+  const bool inline_text = a.flags.count("text") != 0;
+  const std::string path = inline_text ? std::string("--text") : a.require("file");
   const int warmup = parse_int("--warmup", a.get("warmup", "2"));
   const int repeats = parse_int("--repeats", a.get("repeats", "10"));
   if (warmup < 0 || repeats < 1) fail("--warmup must be >= 0 and --repeats >= 1");
   const uint32_t seed = uint32_t(parse_int("--seed", a.get("seed", "0")));
   const double tolerance = std::stod(a.get("tolerance", "1e-3"));
   AlignedBuffer flush(size_t(std::stoll(a.get("flush-bytes", "0"))) / sizeof(float));
-  std::ifstream f(path);
-  if (!f) fail(path, ": cannot open the job file");
+  std::ifstream file;
+  std::istringstream text(inline_text ? a.flags.at("text") : std::string());
+  if (!inline_text) {
+    file.open(path);
+    if (!file) fail(path, ": cannot open the job file");
+  }
+  std::istream& f = inline_text ? static_cast<std::istream&>(text) : file;
 
   std::map<std::string, ConvShape> layers;
   std::map<std::string, std::vector<std::pair<std::string, std::vector<std::string>>>> variants;
@@ -432,7 +439,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, std::vector<std::string>> allowed = {
       {"info", {}},
       {"run", {"plan", "threads", "warmup", "repeats", "seed", "check", "layers", "tolerance"}},
-      {"job", {"file", "warmup", "repeats", "seed", "tolerance", "flush-bytes"}},
+      {"job", {"file", "text", "warmup", "repeats", "seed", "tolerance", "flush-bytes"}},
       {"peak", {"threads", "seconds"}},
       {"conv", {"input", "filters", "kernel", "stride", "dilation", "padding", "groups", "activation", "method",
                 "threads", "param", "warmup", "repeats", "seed", "tolerance"}},

@@ -108,9 +108,13 @@ class DeviceSession:
             raise DeviceError("crash", f"{self.name}: profiler {args[0]} printed no result: {err.strip()[-300:]}") from None
 
     def run_job(self, job_text: str, on_record: Callable[[dict], None], options: list[str], timeout: float) -> None:
-        """Uploads a job file, runs it, hands over each measurement as its line arrives."""
-        job_path = f"{self.workdir}/job.txt"
-        self.transport.write_text(job_path, job_text)
+        """Runs a job (inline when small, else as an uploaded file), handing over each
+        measurement as its line arrives."""
+        if len(job_text) <= 32 * 1024:
+            source = ["--text", job_text]
+        else:
+            source = ["--file", f"{self.workdir}/job.txt"]
+            self.transport.write_text(source[1], job_text)
 
         def on_line(line: str) -> None:
             try:
@@ -119,7 +123,7 @@ class DeviceSession:
                 return
             on_record(record)
 
-        code, err = self.transport.run(self.command(["job", "--file", job_path, *options]), on_line, timeout)
+        code, err = self.transport.run(self.command(["job", *source, *options]), on_line, timeout)
         if code != 0:
             raise DeviceError("crash", f"{self.name}: profiler job exited with {code}: {err.strip()[-300:]}")
 
