@@ -1,0 +1,1 @@
+"""fine-tune-optimizers: whole-model pipeline search (Kenning-compatible configs)."""

@@ -1,0 +1,144 @@
+"""fine-tune-optimizers foundations: Kenning-compatible configs, the search space, and the
+strategies (one shared contract, as Optuna's samplers share theirs)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from conftest import require
+from layertune.search.config import METRICS, ConfigError, load_config, parse_config
+from layertune.search.space import enumerate_space, incompatibility
+from layertune.search.strategies import GridSearch, RandomSearch, TPESearch, make_strategy
+
+BASE = {
+    "optimization_parameters": {"strategy": "grid_search", "optimizable": ["optimizers", "runtime"],
+                                "metric": "inferencetime_mean", "policy": "min"},
+    "model_wrapper": {"type": "layertune.search.blocks.KerasModel", "parameters": {"model_path": "m.keras"}},
+    "dataset": {"type": "layertune.search.blocks.DigitsDataset", "parameters": {"num_samples": 50}},
+    "optimizers": [
+        {"type": "kenning.optimizers.tflite.TFLiteCompiler", "parameters": {"target": ["default", "int8"]}},
+        {"type": "kenning.optimizers.tvm.TVMCompiler", "parameters": {"target": ["llvm"], "opt_level": [3]}},
+    ],
+    "runtime": [
+        {"type": "kenning.runtimes.tflite.TFLiteRuntime", "parameters": {"num_threads": [1, 2]}},
+        {"type": "kenning.runtimes.tvm.TVMRuntime", "parameters": {"num_threads": [1]}},
+        {"type": "layertune.search.blocks.LayerTuneRuntime", "parameters": {"num_threads": [1, 2]}},
+    ],
+}
+
+
+def config(**changes):
+    data = copy.deepcopy(BASE)
+    for key, value in changes.items():
+        data[key] = value
+    return data
+
+
+def test_kenning_config_with_aliases_parses(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(BASE))
+    cfg = load_config(path)
+    assert [b.spec.name for b in cfg.optimizers] == ["TFLiteCompiler", "TVMCompiler"]
+    assert [b.spec.name for b in cfg.runtimes] == ["TFLiteRuntime", "TVMRuntime", "LayerTuneRuntime"]
+    assert cfg.metric == "inferencetime_mean" and cfg.policy == "min"
+
+
+def test_grid_space_is_kennings_grid_and_compatibility_has_reasons():
+    cfg = parse_config(BASE)
+    space = enumerate_space(cfg)
+    # chains (T), (V), (T,V), (V,T) with T having 2 targets: 2 + 1 + 2 + 2 = 7; runtimes 2 + 1 + 2 = 5
+    assert len(space) == 35 and len(set(space)) == 35
+    ok = [p for p in space if incompatibility(p, "keras") is None]
+    descriptions = sorted(p.describe() for p in ok)
+    assert all(d.startswith("TFLiteCompiler") for d in descriptions)
+    assert any("TVMCompiler" in d and "TVMRuntime" in d for d in descriptions)  # keras -> tflite -> tvm
+    reasons = {incompatibility(p, "keras") for p in space} - {None}
+    assert "TVMCompiler takes tflite models, the chain gives it keras" in reasons
+    assert any(r.startswith("TFLiteRuntime runs tflite models") for r in reasons)
+
+
+def test_not_optimizable_blocks_take_their_first_values():
+    cfg = parse_config(config(optimization_parameters={**BASE["optimization_parameters"], "optimizable": ["runtime"]}))
+    space = enumerate_space(cfg)
+    assert {p.optimizers[0].params["target"] for p in space} == {"default"}
+    assert all(len(p.optimizers) == 2 for p in space)  # the listed chain, in order
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"extra": 1}, "unknown key 'extra'"),
+    ({"optimization_parameters": {"metric": "speed"}}, "unknown metric 'speed'"),
+    ({"optimization_parameters": {"strategy": "annealing"}}, "strategy"),
+    ({"optimization_parameters": {"strategy": "tpe"}}, "n_trials"),
+    ({"optimization_parameters": {"policy": "best"}}, "policy"),
+    ({"optimization_parameters": {"optimizable": ["everything"]}}, "optimizable"),
+    ({"dataset": {"type": "kenning.datasets.pet_dataset.PetDataset", "parameters": {}}}, "unknown dataset"),
+    ({"optimizers": [{"type": "layertune.search.blocks.TFLiteCompiler", "parameters": {"target": ["int4"]}}]}, "'int4' is not one of"),
+    ({"optimizers": [{"type": "layertune.search.blocks.TFLiteCompiler", "parameters": {"bits": [8]}}]}, "not a parameter of TFLiteCompiler"),
+    ({"optimizers": [{"type": "layertune.search.blocks.TVMCompiler", "parameters": {"opt_level": []}}]}, "empty list"),
+    ({"runtime": [{"type": "layertune.search.blocks.TFLiteRuntime", "parameters": {"num_threads": ["two"]}}]}, "wrong type"),
+    ({"model_wrapper": {"type": "layertune.search.blocks.KerasModel", "parameters": {}}}, "model_path' is required"),
+    ({"constraints": ["accuracy >= lots"]}, "constraints"),
+    ({"runtime": []}, "lists no runtime"),
+])
+def test_bad_configs_get_errors_naming_the_key(change, fragment):
+    data = config()
+    for key, value in change.items():
+        if key == "optimization_parameters":
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        parse_config(data, "cfg.json")
+
+
+def test_unknown_metric_lists_the_valid_ones():
+    with pytest.raises(ConfigError) as info:
+        parse_config(config(optimization_parameters={"metric": "fps"}))
+    assert all(m in str(info.value) for m in METRICS)
+
+
+def test_constraints_parse():
+    cfg = parse_config(config(constraints=["accuracy >= 0.95", "compiled_model_size <= 4e6"]))
+    assert cfg.constraints == [("accuracy", ">=", 0.95), ("compiled_model_size", "<=", 4e6)]
+
+
+def strategies(space_cfg, budget: int, seed: int):
+    space = enumerate_space(space_cfg)
+    return {"grid": (GridSearch(space), len(space)), "random": (RandomSearch(space, budget, seed), budget),
+            "tpe": (TPESearch(space_cfg, budget, seed, "minimize"), budget)}
+
+
+@pytest.mark.parametrize("name", ["grid", "random", "tpe"])
+def test_strategy_contract(name):
+    """Proposals come from the space, never repeat, stay within budget, tolerate failures and
+    are reproducible for a seed."""
+    if name == "tpe":
+        require("optuna")
+    cfg = parse_config(BASE)
+    space = set(enumerate_space(cfg))
+
+    def run(seed):
+        strategy, budget = strategies(cfg, 12, seed)[name]
+        asked = []
+        while (p := strategy.ask()) is not None:
+            asked.append(p)
+            failed = incompatibility(p, "keras") is not None or len(asked) % 5 == 0  # failures are data
+            strategy.tell(p, None if failed else float(len(p.optimizers)) + p.runtime.params.get("num_threads", 1))
+        return asked, budget
+
+    asked, budget = run(7)
+    assert asked and set(asked) <= space
+    assert len(asked) == len(set(asked)) and len(asked) <= budget
+    if name != "grid":
+        assert len(asked) == budget  # a budget below the space size is used in full
+    assert run(7)[0] == asked  # seeded: reproducible
+
+
+def test_make_strategy_follows_the_config():
+    require("optuna")
+    assert isinstance(make_strategy(parse_config(BASE)), GridSearch)
+    tpe = config(optimization_parameters={**BASE["optimization_parameters"], "strategy": "tpe", "n_trials": 5})
+    assert isinstance(make_strategy(parse_config(tpe)), TPESearch)
