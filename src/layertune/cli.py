@@ -133,6 +133,19 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ell_root", help=argparse.SUPPRESS)
 
 
+def _cmd_fine_tune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from layertune.search.config import load_config
+    from layertune.search.runner import run_search
+
+    cfg = load_config(args.json_cfg)
+    best = run_search(cfg, Path(args.output))
+    print(f"best pipeline ({cfg.metric}, {cfg.policy}): {best['id']}: {cfg.metric} = {best['metrics'][cfg.metric]:.6g}")
+    print(f"results: {args.output} and {Path(args.output).with_suffix('')}_all_results.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="layertune", description="Per-layer convolution autotuning for small CPUs.")
     parser.add_argument("--verbosity", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -156,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(HTTP cluster service) and --ell_root do not apply.")
     add_profile_arguments(prof)
     prof.set_defaults(func=_cmd_profile)
+    fine = sub.add_parser("fine-tune-optimizers", help="search optimizer / runtime pipelines (Kenning-compatible config)")
+    fine.add_argument("--json-cfg", required=True, help="the search config (Kenning's format)")
+    fine.add_argument("--output", required=True, help="OUT.json: the best pipeline; OUT_all_results.json, OUT_<id>.json beside it")
+    fine.set_defaults(func=_cmd_fine_tune)
     return parser
 
 

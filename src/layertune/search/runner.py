@@ -1,0 +1,127 @@
+"""The search loop: ask a pipeline, check it can work, run it as a trial in its own process with
+a timeout, tell the strategy, write the results — as Kenning's fine-tune-optimizers does, with
+failures recorded instead of fatal, and resumable."""
+
+from __future__ import annotations
+
+import json
+import logging
+import operator
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from layertune.search.config import METRICS_MAX, SearchConfig
+from layertune.search.space import Pipeline, enumerate_space, incompatibility
+from layertune.search.strategies import make_strategy
+
+log = logging.getLogger("layertune.search")
+_OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _output_paths(output: Path) -> tuple[Path, Path, Path]:
+    stem = output.with_suffix("")
+    return output, Path(f"{stem}_all_results.json"), stem.parent
+
+
+def run_file(output: Path, pipeline: Pipeline) -> Path:
+    return Path(f"{output.with_suffix('')}_{pipeline.id}.json")
+
+
+def _trial(cfg: SearchConfig, pipeline: Pipeline, output: Path, model_format: str) -> dict[str, Any]:
+    spec = {"model_wrapper": {"name": cfg.model_wrapper.spec.name, "parameters": cfg.model_wrapper.alternatives(False)[0]},
+            "dataset": {"name": cfg.dataset.spec.name, "parameters": cfg.dataset.alternatives(False)[0]},
+            "pipeline": pipeline.to_json(), "cache": str(output.parent / f".{output.stem}_cache")}
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "run.json"
+        spec_path.write_text(json.dumps(spec))
+        started = time.monotonic()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "layertune.search.trial", str(spec_path), str(out_path)],
+                                  capture_output=True, text=True, timeout=cfg.trial_timeout_s)
+        except subprocess.TimeoutExpired:
+            return {"status": "failed", "reason": f"timeout: no result within {cfg.trial_timeout_s:g} s"}
+        if proc.returncode != 0 or not out_path.exists():
+            lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+            why = lines[-1] if lines else f"exit code {proc.returncode}"
+            kind = "crash" if proc.returncode < 0 else "error"
+            return {"status": "failed", "reason": f"{kind}: {why[:300]}"}
+        result = json.loads(out_path.read_text())
+        result.update({"status": "ok", "reason": "", "seconds": time.monotonic() - started})
+        return result
+
+
+def _satisfies(cfg: SearchConfig, metrics: dict[str, float]) -> bool:
+    return all(m in metrics and _OPS[op](metrics[m], v) for m, op, v in cfg.constraints)
+
+
+def _pareto(entries: list[dict[str, Any]]) -> None:
+    """Marks the runs no other run beats on every one of (inference time, quality, size)."""
+    ok = [e for e in entries if e["status"] == "ok"]
+    quality = next((m for m in METRICS_MAX if all(m in e["metrics"] for e in ok)), None)
+
+    def key(e):  # all "lower is better"
+        return (e["metrics"]["inferencetime_mean"], -e["metrics"][quality] if quality else 0.0,
+                e["metrics"]["compiled_model_size"])
+    for e in entries:
+        e["pareto"] = False
+    for e in ok:
+        k = key(e)
+        e["pareto"] = not any(all(a <= b for a, b in zip(key(o), k)) and key(o) != k for o in ok)
+
+
+def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
+    """Runs the search; writes OUT.json, OUT_all_results.json and OUT_<run id>.json."""
+    from layertune.search.blocks import load_model_info
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    best_path, all_path, _ = _output_paths(output)
+    model_format = load_model_info(cfg.model_wrapper.spec.name, cfg.model_wrapper.alternatives(False)[0]).format
+    strategy = make_strategy(cfg)
+    entries: list[dict[str, Any]] = []
+    started = time.monotonic()
+    total = len(enumerate_space(cfg)) if cfg.strategy == "grid_search" else cfg.n_trials
+    while (pipeline := strategy.ask()) is not None:
+        if cfg.timeout_s and time.monotonic() - started > cfg.timeout_s:
+            log.info("search timeout (%g s) reached", cfg.timeout_s)
+            break
+        entry = {"id": pipeline.id, "pipeline": pipeline.to_json(), "description": pipeline.describe()}
+        reason = incompatibility(pipeline, model_format)
+        previous = run_file(output, pipeline)
+        if reason:
+            entry.update({"status": "skipped", "reason": f"incompatible: {reason}", "metrics": {}})
+        elif previous.exists() and json.loads(previous.read_text()).get("status") == "ok":
+            entry.update({k: v for k, v in json.loads(previous.read_text()).items() if k in ("status", "reason", "metrics")})
+            entry["resumed"] = True
+        else:
+            log.info("trial %d/%s: %s", len(entries) + 1, total, pipeline.describe())
+            result = _trial(cfg, pipeline, output, model_format)
+            entry.update({"status": result["status"], "reason": result["reason"], "metrics": result.get("metrics", {})})
+            if result["status"] == "ok":
+                _write_json(previous, {**result, "pipeline": pipeline.to_json(), "id": pipeline.id})
+            else:
+                log.warning("trial failed: %s", result["reason"])
+        entry["satisfies_constraints"] = entry["status"] == "ok" and _satisfies(cfg, entry["metrics"])
+        strategy.tell(pipeline, entry["metrics"].get(cfg.metric) if entry["status"] == "ok" else None)
+        entries.append(entry)
+        _pareto(entries)
+        _write_json(all_path, entries)
+    candidates = [e for e in entries if e["satisfies_constraints"] and cfg.metric in e["metrics"]]
+    if not candidates:
+        raise RuntimeError(f"no pipeline succeeded{' within the constraints' if cfg.constraints else ''}; "
+                           f"see {all_path}")
+    pick = min if cfg.policy == "min" else max
+    best = pick(candidates, key=lambda e: e["metrics"][cfg.metric])
+    summary = {"pipeline": best["pipeline"], "metrics": best["metrics"], "id": best["id"]}
+    _write_json(best_path, summary)
+    return summary

@@ -1,0 +1,133 @@
+"""One trial, in its own process: compile the pipeline's optimizer chain (reusing cached
+prefixes), run the runtime over the dataset, measure, and write the run's JSON.
+
+    python -m layertune.search.trial SPEC.json OUT.json
+
+The search (search/runner.py) treats a non-zero exit, a signal or a timeout as a failed trial
+with its reason; this process never has to be well-behaved for the search to go on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from layertune.search import blocks
+from layertune.search.metrics import classification_metrics
+
+
+class ResourceSampler:
+    """CPU and memory of this process, sampled in a background thread during inference."""
+
+    def __init__(self, period: float = 0.02):
+        import psutil
+        self._proc, self._period = psutil.Process(), period
+        self._cpus = psutil.cpu_count() or 1
+        self.timestamps: list[float] = []
+        self.cpu: list[float] = []
+        self.mem: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        self.timestamps.append(time.perf_counter() - self._start)
+        self.cpu.append(self._proc.cpu_percent(None) / self._cpus)  # average over all CPUs
+        self.mem.append(self._proc.memory_percent())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._period):
+            self._sample()
+
+    def __enter__(self) -> "ResourceSampler":
+        self._proc.cpu_percent(None)
+        self._start = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()  # at least one sample, however short the run
+
+
+def _stats(prefix: str, values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {f"{prefix}_mean": float(np.mean(values)), f"{prefix}_std": float(np.std(values)),
+            f"{prefix}_median": float(statistics.median(values))}
+
+
+def compile_chain(spec: dict[str, Any], model: blocks.ModelInfo, data: blocks.Data, cache: Path) -> tuple[Path, str]:
+    """Each optimizer prefix is compiled once and kept in the cache (keyed by the chain so far)."""
+    path, fmt = model.path, model.format
+    chain_key = hashlib.sha1(str(model.path.resolve()).encode()).hexdigest()[:8]
+    for step in spec["optimizers"]:
+        name = step["type"].rsplit(".", 1)[-1]
+        chain_key = hashlib.sha1((chain_key + json.dumps(step, sort_keys=True)).encode()).hexdigest()[:12]
+        step_dir = cache / chain_key
+        done = step_dir / "done.json"
+        if done.exists():
+            info = json.loads(done.read_text())
+            path, fmt = step_dir / info["file"], info["format"]
+            continue
+        tmp = cache / f".{chain_key}.{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        produced = blocks.compile_step(name, step["parameters"], path, fmt, data, tmp)
+        from layertune.search.config import SPECS
+        fmt = SPECS[name].output
+        shutil.rmtree(step_dir, ignore_errors=True)
+        os.replace(tmp, step_dir)
+        path = step_dir / produced.name
+        done.write_text(json.dumps({"file": produced.name, "format": fmt}))
+    return path, fmt
+
+
+def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
+    model = blocks.load_model_info(spec["model_wrapper"]["name"], spec["model_wrapper"]["parameters"])
+    data = blocks.load_data(spec["dataset"]["name"], spec["dataset"]["parameters"], model)
+    compiled, fmt = compile_chain(spec["pipeline"], model, data, Path(spec["cache"]))
+    runtime = spec["pipeline"]["runtime"]
+    run = blocks.make_runtime(runtime["type"].rsplit(".", 1)[-1], runtime["parameters"], compiled, fmt)
+    for i in range(min(3, len(data.x))):  # warm-up
+        run(data.x[i: i + 1])
+    times, outputs = [], []
+    with ResourceSampler() as sampler:
+        for i in range(len(data.x)):
+            t0 = time.perf_counter()
+            y = run(data.x[i: i + 1])
+            times.append(time.perf_counter() - t0)
+            outputs.append(np.asarray(y).reshape(-1))
+    metrics = {**_stats("inferencetime", times), **_stats("session_utilization_cpus_percent_avg", sampler.cpu),
+               **_stats("session_utilization_mem_percent", sampler.mem),
+               "compiled_model_size": compiled.stat().st_size}
+    confusion = None
+    if data.y is not None:
+        scores = np.stack(outputs)
+        extra, confusion = classification_metrics(scores, data.y, model.num_classes)
+        metrics.update(extra)
+    return {"metrics": metrics, "inference_times": times,
+            "resources": {"timestamps": sampler.timestamps, "cpus_percent_avg": sampler.cpu, "mem_percent": sampler.mem},
+            "confusion_matrix": confusion, "compiled_model": str(compiled), "compiled_format": fmt}
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text())
+    result = run_trial(spec)
+    out = Path(argv[1])
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

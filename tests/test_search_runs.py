@@ -1,0 +1,127 @@
+"""fine-tune-optimizers end to end with the real libraries (TensorFlow, LiteRT, TVM, layertune)
+on the bundled digits model: every trial in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import require
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = str(ROOT / "examples" / "digits" / "digits_cnn.keras")
+
+
+def search_config(**overrides) -> dict:
+    cfg = {
+        "optimization_parameters": {"strategy": "grid_search", "optimizable": ["optimizers", "runtime"],
+                                    "metric": "inferencetime_mean", "policy": "min", "trial_timeout_s": 300},
+        "model_wrapper": {"type": "layertune.search.blocks.KerasModel", "parameters": {"model_path": MODEL}},
+        "dataset": {"type": "layertune.search.blocks.DigitsDataset", "parameters": {"num_samples": 120}},
+        "optimizers": [{"type": "kenning.optimizers.tflite.TFLiteCompiler", "parameters": {"target": ["default", "int8"]}}],
+        "runtime": [{"type": "kenning.runtimes.tflite.TFLiteRuntime", "parameters": {"num_threads": [1]}},
+                    {"type": "kenning.runtimes.tvm.TVMRuntime", "parameters": {"num_threads": [1]}},
+                    {"type": "layertune.search.blocks.LayerTuneRuntime", "parameters": {"num_threads": [0, 2]}}],
+        "constraints": ["accuracy >= 0.9"],
+    }
+    for key, value in overrides.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and key in cfg else value
+    return cfg
+
+
+def run(cfg: dict, tmp: Path, name: str = "out") -> tuple[subprocess.CompletedProcess, Path]:
+    for module in ("tensorflow", "ai_edge_litert", "optuna", "tvm", "sklearn"):
+        require(module)
+    (tmp / f"{name}_cfg.json").write_text(json.dumps(cfg))
+    out = tmp / f"{name}.json"
+    proc = subprocess.run([sys.executable, "-m", "layertune.cli", "fine-tune-optimizers", "--json-cfg",
+                           str(tmp / f"{name}_cfg.json"), "--output", str(out)], capture_output=True, text=True,
+                          timeout=1200, cwd=ROOT)
+    return proc, out
+
+
+def test_grid_with_incompatible_and_failing_pipelines(tmp_path):
+    proc, out = run(search_config(), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    entries = json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
+    by_status = {}
+    for e in entries:
+        by_status.setdefault(e["status"], []).append(e)
+    assert len(entries) == 2 * 4  # 2 TFLite targets x 4 runtimes
+    skipped = by_status["skipped"]
+    assert skipped and all("TVMRuntime runs tvm models" in e["reason"] for e in skipped)
+    failed = by_status["failed"]  # LayerTuneRuntime with num_threads 0
+    assert len(failed) == 2 and all("threads" in e["reason"] for e in failed)
+    ok = by_status["ok"]
+    assert len(ok) == 4
+    for e in ok:
+        m = e["metrics"]
+        assert 0 < m["inferencetime_median"] < 0.1 and m["compiled_model_size"] > 1000
+        assert 0 <= m["session_utilization_cpus_percent_avg_mean"] <= 100
+        assert 0.9 <= m["accuracy"] <= 1 and m["top_5_accuracy"] >= m["accuracy"]
+        run_file = Path(f"{tmp_path}/out_{e['id']}.json")
+        detail = json.loads(run_file.read_text())
+        assert len(detail["inference_times"]) == 120 and len(detail["confusion_matrix"]) == 10
+    fp32 = [e for e in ok if e["pipeline"]["optimizers"][0]["parameters"]["target"] == "default"
+            and "TFLiteRuntime" in e["pipeline"]["runtime"]["type"]]
+    assert fp32[0]["metrics"]["accuracy"] >= 0.9  # the trained model, fp32 TFLite
+    best = json.loads(out.read_text())
+    assert best["metrics"]["inferencetime_mean"] == min(e["metrics"]["inferencetime_mean"] for e in ok
+                                                        if e["satisfies_constraints"])
+    assert any(e["pareto"] for e in ok)
+    # re-running the same command resumes: nothing is run again
+    proc2, _ = run(search_config(), tmp_path)
+    assert proc2.returncode == 0 and "trial 1/" not in proc2.stderr
+    assert all(e.get("resumed") for e in json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
+               if e["status"] == "ok")
+
+
+def test_a_hanging_trial_times_out_and_is_recorded(tmp_path):
+    # A real hang: the "image" is a named pipe, so reading it blocks until the trial is killed.
+    images = tmp_path / "images" / "zero"
+    images.mkdir(parents=True)
+    os.mkfifo(images / "blocked.png")
+    cfg = search_config(dataset={"type": "layertune.search.blocks.ImageFolderDataset",
+                                 "parameters": {"dataset_root": str(tmp_path / "images")}},
+                        runtime=[{"type": "layertune.search.blocks.LayerTuneRuntime", "parameters": {"num_threads": 1}}],
+                        optimizers=[], constraints=[])
+    cfg["optimization_parameters"]["trial_timeout_s"] = 20
+    proc, out = run(cfg, tmp_path)
+    assert proc.returncode == 2 and "no pipeline succeeded" in proc.stderr.strip().splitlines()[-1]
+    (entry,) = json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
+    assert entry["status"] == "failed" and entry["reason"].startswith("timeout")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("strategy", ["random_search", "tpe"])
+def test_seeded_random_and_tpe_are_reproducible(strategy, tmp_path):
+    cfg = search_config(optimization_parameters={"strategy": strategy, "n_trials": 3, "seed": 5,
+                                                 "metric": "accuracy", "policy": "max"}, constraints=[])
+    proc, out = run(cfg, tmp_path, "a")
+    assert proc.returncode == 0, proc.stderr
+    first = [e["id"] for e in json.loads(Path(f"{tmp_path}/a_all_results.json").read_text())]
+    assert len(first) == 3 and len(set(first)) == 3
+    # the same seed elsewhere: the same pipelines in the same order
+    (tmp_path / "again").mkdir()
+    proc, _ = run(cfg, tmp_path / "again", "a")
+    assert proc.returncode == 0, proc.stderr
+    assert [e["id"] for e in json.loads(Path(f"{tmp_path}/again/a_all_results.json").read_text())] == first
+    best = json.loads(out.read_text())
+    ok = [e for e in json.loads(Path(f"{tmp_path}/a_all_results.json").read_text()) if e["status"] == "ok"]
+    assert best["metrics"]["accuracy"] == max(e["metrics"]["accuracy"] for e in ok)  # policy max
+
+
+def test_bad_config_is_one_line(tmp_path):
+    cfg = search_config(optimization_parameters={"metric": "fps"})
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    proc = subprocess.run([sys.executable, "-m", "layertune.cli", "fine-tune-optimizers", "--json-cfg",
+                           str(tmp_path / "cfg.json"), "--output", str(tmp_path / "o.json")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "unknown metric 'fps'" in line and "inferencetime_mean" in line
