@@ -125,3 +125,24 @@ def test_bad_config_is_one_line(tmp_path):
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert "unknown metric 'fps'" in line and "inferencetime_mean" in line
+
+
+def test_layertune_compiler_chain_and_the_report(tmp_path):
+    cfg = search_config(optimizers=[{"type": "layertune.search.blocks.LayerTuneCompiler",
+                                     "parameters": {"options": "quick.json", "repeats": 2}}],
+                        runtime=[{"type": "layertune.search.blocks.LayerTuneRuntime", "parameters": {"num_threads": [1, 2]}}])
+    proc, out = run(cfg, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    entries = json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
+    assert [e["status"] for e in entries] == ["ok", "ok"]
+    assert all(e["metrics"]["accuracy"] >= 0.9 for e in entries)  # the tuned plan keeps the model's answers
+    for name in ("out_report.md", "out_report_time_vs_quality.png", "out_report_time_histograms.png",
+                 "out_report_cpu_memory.png", "out_report_confusion_matrix.png"):
+        assert (tmp_path / name).is_file(), name
+    # `layertune report` on the same measurements
+    runs = [str(p) for p in tmp_path.glob("out_*.json") if len(p.stem) == len("out_") + 10]
+    proc = subprocess.run([sys.executable, "-m", "layertune.cli", "report", "--measurements", *runs, "--report-path",
+                           str(tmp_path / "build" / "report.md")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "build" / "report.md").read_text()
+    assert text.count("LayerTune") >= 2 and (tmp_path / "build" / "report_time_vs_quality.png").is_file()

@@ -139,10 +139,26 @@ def _cmd_fine_tune(args: argparse.Namespace) -> int:
     from layertune.search.config import load_config
     from layertune.search.runner import run_search
 
+    from layertune.search.report import write_report
+
     cfg = load_config(args.json_cfg)
     best = run_search(cfg, Path(args.output))
+    out = Path(args.output)
+    runs = sorted(out.parent.glob(f"{out.stem}_*.json"))
+    runs = [r for r in runs if not r.name.endswith("_all_results.json")]
+    write_report(runs, out.with_name(f"{out.stem}_report.md"))
     print(f"best pipeline ({cfg.metric}, {cfg.policy}): {best['id']}: {cfg.metric} = {best['metrics'][cfg.metric]:.6g}")
-    print(f"results: {args.output} and {Path(args.output).with_suffix('')}_all_results.json")
+    print(f"results: {args.output}, {out.with_suffix('')}_all_results.json, report {out.with_name(out.stem + '_report.md')}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from layertune.search.report import write_report
+
+    files = write_report([Path(m) for m in args.measurements], Path(args.report_path))
+    print("wrote " + ", ".join(str(f) for f in files))
     return 0
 
 
@@ -173,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     fine.add_argument("--json-cfg", required=True, help="the search config (Kenning's format)")
     fine.add_argument("--output", required=True, help="OUT.json: the best pipeline; OUT_all_results.json, OUT_<id>.json beside it")
     fine.set_defaults(func=_cmd_fine_tune)
+    report = sub.add_parser("report", help="Markdown report with plots from fine-tune-optimizers measurements")
+    report.add_argument("--measurements", nargs="+", required=True, help="OUT_<run id>.json files")
+    report.add_argument("--report-path", required=True, help="the report's Markdown file (plots beside it)")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 
