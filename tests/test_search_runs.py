@@ -116,6 +116,21 @@ def test_seeded_random_and_tpe_are_reproducible(strategy, tmp_path):
     assert best["metrics"]["accuracy"] == max(e["metrics"]["accuracy"] for e in ok)  # policy max
 
 
+def test_generate_scenarios_writes_every_pipeline(tmp_path):
+    require("tensorflow")
+    cfg = search_config(runtime=[{"type": "layertune.search.blocks.LayerTuneRuntime", "parameters": {"num_threads": [1]}},
+                                 {"type": "kenning.runtimes.tvm.TVMRuntime", "parameters": {"num_threads": [1]}}],
+                        optimization_parameters={"strategy": "random_search", "n_trials": 1, "seed": 0})
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    proc = subprocess.run([sys.executable, "-m", "layertune.cli", "fine-tune-optimizers", "--json-cfg", str(tmp_path / "cfg.json"),
+                           "--output", str(tmp_path / "o.json"), "--generate-scenarios", str(tmp_path / "scenarios")],
+                          capture_output=True, text=True, timeout=600)
+    scenarios = [json.loads(p.read_text()) for p in sorted((tmp_path / "scenarios").glob("scenario_*.json"))]
+    assert len(scenarios) == 4  # 2 targets x 2 runtimes
+    assert sum("incompatible" in s for s in scenarios) == 2  # tflite -> TVMRuntime
+    assert all(s["model_wrapper"]["parameters"]["model_path"] == MODEL and s["runtime"] for s in scenarios)
+
+
 def test_bad_config_is_one_line(tmp_path):
     cfg = search_config(optimization_parameters={"metric": "fps"})
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))

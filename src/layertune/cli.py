@@ -142,6 +142,10 @@ def _cmd_fine_tune(args: argparse.Namespace) -> int:
     from layertune.search.report import write_report
 
     cfg = load_config(args.json_cfg)
+    if args.generate_scenarios:
+        from layertune.search.scenarios import write_scenarios
+        count = write_scenarios(cfg, Path(args.generate_scenarios))
+        print(f"wrote {count} scenarios to {args.generate_scenarios}")
     best = run_search(cfg, Path(args.output))
     out = Path(args.output)
     runs = sorted(out.parent.glob(f"{out.stem}_*.json"))
@@ -188,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     fine = sub.add_parser("fine-tune-optimizers", help="search optimizer / runtime pipelines (Kenning-compatible config)")
     fine.add_argument("--json-cfg", required=True, help="the search config (Kenning's format)")
     fine.add_argument("--output", required=True, help="OUT.json: the best pipeline; OUT_all_results.json, OUT_<id>.json beside it")
+    fine.add_argument("--generate-scenarios", help="also write every pipeline of the space as a scenario JSON into this folder")
     fine.set_defaults(func=_cmd_fine_tune)
     report = sub.add_parser("report", help="Markdown report with plots from fine-tune-optimizers measurements")
     report.add_argument("--measurements", nargs="+", required=True, help="OUT_<run id>.json files")

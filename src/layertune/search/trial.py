@@ -26,9 +26,12 @@ from layertune.search.metrics import classification_metrics
 
 
 class ResourceSampler:
-    """CPU and memory of this process, sampled in a background thread during inference."""
+    """CPU and memory of this process, sampled in a background thread during inference. CPU % is
+    the process's CPU time over wall time, averaged over all CPUs and clamped to [0, 100] (CPU
+    time advances in clock ticks, so very short intervals are unreliable; a run shorter than one
+    period gets one sample over the whole run)."""
 
-    def __init__(self, period: float = 0.02):
+    def __init__(self, period: float = 0.05):
         import psutil
         self._proc, self._period = psutil.Process(), period
         self._cpus = psutil.cpu_count() or 1
@@ -38,25 +41,33 @@ class ResourceSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _sample(self) -> None:
-        self.timestamps.append(time.perf_counter() - self._start)
-        self.cpu.append(self._proc.cpu_percent(None) / self._cpus)  # average over all CPUs
+    def _cpu_seconds(self) -> float:
+        t = self._proc.cpu_times()
+        return t.user + t.system
+
+    def _sample(self, since_wall: float, since_cpu: float) -> tuple[float, float]:
+        now, cpu = time.perf_counter(), self._cpu_seconds()
+        busy = (cpu - since_cpu) / max(now - since_wall, 1e-9) / self._cpus * 100.0
+        self.timestamps.append(now - self._start)
+        self.cpu.append(min(max(busy, 0.0), 100.0))
         self.mem.append(self._proc.memory_percent())
+        return now, cpu
 
     def _loop(self) -> None:
+        wall, cpu = self._start, self._cpu0
         while not self._stop.wait(self._period):
-            self._sample()
+            wall, cpu = self._sample(wall, cpu)
 
     def __enter__(self) -> "ResourceSampler":
-        self._proc.cpu_percent(None)
-        self._start = time.perf_counter()
+        self._start, self._cpu0 = time.perf_counter(), self._cpu_seconds()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self._sample()  # at least one sample, however short the run
+        if not self.cpu:
+            self._sample(self._start, self._cpu0)
 
 
 def _stats(prefix: str, values: list[float]) -> dict[str, float]:
