@@ -125,6 +125,7 @@ def test_generate_scenarios_writes_every_pipeline(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "layertune.cli", "fine-tune-optimizers", "--json-cfg", str(tmp_path / "cfg.json"),
                            "--output", str(tmp_path / "o.json"), "--generate-scenarios", str(tmp_path / "scenarios")],
                           capture_output=True, text=True, timeout=600)
+    assert f"wrote 4 scenarios to {tmp_path / 'scenarios'}" in proc.stdout, proc.stderr
     scenarios = [json.loads(p.read_text()) for p in sorted((tmp_path / "scenarios").glob("scenario_*.json"))]
     assert len(scenarios) == 4  # 2 targets x 2 runtimes
     assert sum("incompatible" in s for s in scenarios) == 2  # tflite -> TVMRuntime

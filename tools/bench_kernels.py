@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from layertune import _core
 from layertune.graph.ir import CONV_OPS, Graph
-from layertune.graph.kernel_choice import apply_default_kernels
+from layertune.graph.kernel_choice import apply_default_kernels, check_kernel
 from layertune.graph.plan import graph_from_plan, plan_bytes, write_plan
 
 MODEL_SUFFIXES = (".tflite", ".keras", ".h5", ".ltplan")
@@ -102,12 +102,9 @@ class Model:
             raise ValueError(f"layer {index} ({node.name}) is a {node.op}, not a convolution")
         if threads is not None:
             params["threads"] = threads
-        info = self.graph.conv_info(node)
-        weights = self.graph.tensors[node.inputs[1]].data
-        try:  # the C++ core validates method and parameters for this exact layer
-            _core.ConvKernel(info["input"], weights, None, info["strides"], info["dilations"], info["pads"],
-                             info["groups"], info["activation"], method, {k: int(v) for k, v in params.items()})
-        except (ValueError, TypeError) as exc:
+        try:
+            check_kernel(self.graph, node, method, params)
+        except ValueError as exc:
             raise ValueError(f"layer {index} ({node.name}): {exc}") from None
         node.set_kernel(method, params)
         self._engine = None

@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from layertune.build import build_profiler, cache_root
 from layertune.database import Record, ResultsStore
@@ -361,13 +361,11 @@ def _verify_on_device(files: dict[str, Path], settings: RunSettings, profiler: P
 
 
 def _uniform(graph: Graph, method: str) -> Graph:
-    from layertune import _core
+    from layertune.graph.kernel_choice import check_kernel
     g = _copy_graph(graph)
     for _, node in conv_nodes(g):
-        info = g.conv_info(node)
         try:
-            _core.ConvKernel(info["input"], g.tensors[node.inputs[1]].data, None, info["strides"], info["dilations"],
-                             info["pads"], info["groups"], info["activation"], method, {})
+            check_kernel(g, node, method, {})
             node.set_kernel(method, {})
         except ValueError:
             pass  # the method does not apply here: keep the default

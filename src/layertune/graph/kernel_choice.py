@@ -27,6 +27,20 @@ def default_kernel(graph: Graph, node: Node) -> dict[str, Any]:
     return {"method": "unrolled"}
 
 
+def check_kernel(graph: Graph, node: Node, method: str, params: dict[str, Any]) -> None:
+    """ValueError unless the C++ core can compute this convolution with this method and these
+    parameters (the core is the one place that knows what applies)."""
+    from layertune import _core
+
+    info = graph.conv_info(node)
+    try:
+        _core.ConvKernel(info["input"], graph.tensors[node.inputs[1]].data, None, info["strides"], info["dilations"],
+                         info["pads"], info["groups"], info["activation"], method,
+                         {k: int(v) for k, v in params.items()})
+    except TypeError as exc:  # a parameter value that is not an integer
+        raise ValueError(str(exc)) from None
+
+
 def apply_default_kernels(graph: Graph, overwrite: bool = False) -> None:
     """Gives every convolution without a kernel choice (or every one, with overwrite) the default."""
     for node in graph.nodes:
