@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 
@@ -78,6 +79,8 @@ def test_not_optimizable_blocks_take_their_first_values():
     ({"optimizers": [{"type": "layertune.search.blocks.TFLiteCompiler", "parameters": {"target": ["int4"]}}]}, "'int4' is not one of"),
     ({"optimizers": [{"type": "layertune.search.blocks.TFLiteCompiler", "parameters": {"bits": [8]}}]}, "not a parameter of TFLiteCompiler"),
     ({"optimizers": [{"type": "layertune.search.blocks.TVMCompiler", "parameters": {"opt_level": []}}]}, "empty list"),
+    ({"optimizers": [{"type": "layertune.search.blocks.TVMCompiler", "parameters": {"tuning_trials": [8, -1]}}]},
+     "'optimizers[0].parameters.tuning_trials': -1 is below the minimum 0"),
     ({"runtime": [{"type": "layertune.search.blocks.TFLiteRuntime", "parameters": {"num_threads": ["two"]}}]}, "wrong type"),
     ({"model_wrapper": {"type": "layertune.search.blocks.KerasModel", "parameters": {}}}, "model_path' is required"),
     ({"constraints": ["accuracy >= lots"]}, "constraints"),
@@ -90,7 +93,7 @@ def test_bad_configs_get_errors_naming_the_key(change, fragment):
             data[key] = {**data[key], **value}
         else:
             data[key] = value
-    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
         parse_config(data, "cfg.json")
 
 

@@ -139,16 +139,22 @@ def _tvm_compile(params: dict[str, Any], src: Path, out: Path) -> Path:
     from tvm.relax.frontend.tflite import from_tflite
     from tvm.target import codegen
 
-    if params.get("tuning_trials"):
-        raise NotImplementedError("TVMCompiler: meta_schedule tuning (tuning_trials > 0) is not implemented yet")
     mod = from_tflite(tflite.Model.GetRootAsModel(src.read_bytes(), 0))
     if params.get("conv2d_data_layout", "NHWC") == "NCHW":
         mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NCHW", "OIHW"]})(mod)
     target = params.get("target", "llvm")
     if target == "llvm":
         target = {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}
-    with tvm.transform.PassContext(opt_level=int(params.get("opt_level", 3))):
-        executable = tvm.compile(mod, target=tvm.target.Target(target))
+    opt_level = int(params.get("opt_level", 3))
+    trials = int(params.get("tuning_trials") or 0)
+    if trials:
+        from layertune.search.tvm_tuning import tune_and_compile, with_core_count
+        target = with_core_count(target) if isinstance(target, dict) else target
+        executable = tune_and_compile(mod, tvm.target.Target(target), trials, out.parent / "meta_schedule",
+                                      seed=int(params.get("tuning_seed", 0)), opt_level=opt_level)
+    else:
+        with tvm.transform.PassContext(opt_level=opt_level):
+            executable = tvm.compile(mod, target=tvm.target.Target(target))
     executable.export_library(str(out))
     return out
 

@@ -30,6 +30,7 @@ class Param:
     default: Any = None
     choices: tuple | None = None
     required: bool = False
+    minimum: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ SPECS: dict[str, BlockSpec] = {s.name: s for s in [
               inputs=("keras",), output="tflite"),
     BlockSpec("optimizer", "TVMCompiler",
               {"target": Param((str, dict), "llvm"), "opt_level": Param(int, 3, (0, 1, 2, 3, 4)),
-               "conv2d_data_layout": Param(str, "NHWC", ("NHWC", "NCHW")), "tuning_trials": Param(int, 0),
+               "conv2d_data_layout": Param(str, "NHWC", ("NHWC", "NCHW")), "tuning_trials": Param(int, 0, minimum=0),
+               "tuning_seed": Param(int, 0, minimum=0),
                "compiled_model_path": Param(str)},
               inputs=("tflite",), output="tvm"),
     BlockSpec("optimizer", "LayerTuneCompiler",
@@ -165,6 +167,8 @@ def _block(source: str, key: str, data: Any, kinds: tuple[str, ...]) -> Block:
                 raise ConfigError(f"{source}: '{key}.parameters.{pname}': {v!r} has the wrong type")
             if p.choices is not None and v not in p.choices:
                 raise ConfigError(f"{source}: '{key}.parameters.{pname}': {v!r} is not one of {list(p.choices)}")
+            if p.minimum is not None and v < p.minimum:
+                raise ConfigError(f"{source}: '{key}.parameters.{pname}': {v!r} is below the minimum {p.minimum}")
     for pname, p in spec.params.items():
         if p.required and pname not in params:
             raise ConfigError(f"{source}: '{key}.parameters.{pname}' is required for {spec.name}")
