@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Whole-model benchmark: layertune vs LiteRT (XNNPACK) vs Apache TVM (untuned).
+"""Whole-model benchmark: layertune vs LiteRT (XNNPACK) vs Apache TVM (untuned, and tuned).
 
 For MobileNetV2, ResNet50 and EfficientNetB0 (tf.keras.applications, random weights with
 calibrated batch-norm statistics, 224x224) at 1 and 2 threads, measured in interleaved rounds
@@ -9,13 +9,15 @@ of one run (tools/benchlib.py):
   * LiteRT with XNNPACK;
   * TVM 0.27 Relax, untuned, llvm for this CPU (-mcpu from LLVM's host detection), timed in a
     process of its own after the others (its thread pool spins long after each run and slowed
-    the next system in a shared process by up to 1.5x).
+    the next system in a shared process by up to 1.5x); with --tvm-trials N also TVM tuned by
+    meta_schedule with N trials (layertune.search.tvm_tuning; the tuning time is printed).
 Prints median latency and the ratio to LiteRT; then peak memory, each system in its own
 process: layertune's engine (layertune-profiler's peak RSS, minus the profiler's own) and
 LiteRT's interpreter (RSS growth from creating and running it).
 
     python tools/bench_models.py                       # all three models (~10 minutes)
     python tools/bench_models.py --models MobileNetV2 --no-tvm
+    python tools/bench_models.py --models MobileNetV2 --size 96 --tvm-trials 500
 """
 
 from __future__ import annotations
@@ -80,14 +82,25 @@ def layertune_model(flatbuffer: bytes, name: str, threads: int, method: str | No
 
 
 TVM_CHILD = """
-import json, sys, time, numpy as np, tflite, tvm
+import json, os, sys, time, numpy as np, tflite, tvm
+from pathlib import Path
 from tvm import relax
 from tvm.relax.frontend.tflite import from_tflite
 from tvm.target import codegen
-path, repeats, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-buf = open(path, "rb").read()
-mod = from_tflite(tflite.Model.GetRootAsModel(buf, 0))
-vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})), tvm.cpu())
+from layertune.search.tvm_tuning import tune_and_compile, with_core_count
+path, repeats, warmup, trials, lib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[6]), sys.argv[7]
+if not os.path.exists(lib):  # compile (and tune) once; every thread count reuses the library
+    mod = from_tflite(tflite.Model.GetRootAsModel(open(path, "rb").read(), 0))
+    target = tvm.target.Target(with_core_count({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}))
+    started = time.perf_counter()
+    if trials:
+        ex = tune_and_compile(mod, target, trials, Path(lib + ".tuning"))
+    else:
+        ex = tvm.compile(mod, target=target)
+    ex.export_library(lib)
+    print(f"TVM compile{f' + tuning ({trials} trials)' if trials else ''}: {time.perf_counter() - started:.0f} s",
+          file=sys.stderr)
+vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())
 x = np.load(sys.argv[4])
 data = tvm.runtime.tensor(x)
 out = vm["main"](data).numpy()
@@ -101,20 +114,24 @@ print(json.dumps(times))
 """
 
 
-def tvm_times(flatbuffer: bytes, x: np.ndarray, threads: int, repeats: int, warmup: int) -> tuple[list[float], np.ndarray]:
+def tvm_times(flatbuffer: bytes, x: np.ndarray, threads: int, repeats: int, warmup: int, trials: int,
+              workdir: Path) -> tuple[list[float], np.ndarray]:
     """TVM in a process of its own (TVM_NUM_THREADS=threads): its thread pool spins long after a
-    run and would slow whatever runs next in a shared process."""
-    with tempfile.TemporaryDirectory() as d:
-        model, xin, out = Path(d) / "m.tflite", Path(d) / "x.npy", Path(d) / "y.npy"
-        model.write_bytes(flatbuffer)
-        np.save(xin, x)
-        env = dict(os.environ, TVM_NUM_THREADS=str(threads))
-        proc = subprocess.run([sys.executable, "-c", TVM_CHILD, str(model), str(repeats), str(warmup), str(xin), str(out)],
-                              capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            errors = [line for line in proc.stderr.splitlines() if "Error" in line or "error" in line]
-            raise RuntimeError((errors or proc.stderr.strip().splitlines() or ["?"])[-1][:200])
-        return json.loads(proc.stdout.strip().splitlines()[-1]), np.load(out)
+    run and would slow whatever runs next in a shared process. The compiled (with `trials` > 0,
+    meta_schedule-tuned) library is kept in `workdir` for the next thread count."""
+    model, xin, out = workdir / "m.tflite", workdir / "x.npy", workdir / "y.npy"
+    model.write_bytes(flatbuffer)
+    np.save(xin, x)
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads))
+    proc = subprocess.run([sys.executable, "-c", TVM_CHILD, str(model), str(repeats), str(warmup), str(xin), str(out),
+                           str(trials), str(workdir / f"tvm_{trials}.so")], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        errors = [line for line in proc.stderr.splitlines() if "Error" in line or "error" in line]
+        raise RuntimeError((errors or proc.stderr.strip().splitlines() or ["?"])[-1][:200])
+    for line in proc.stderr.splitlines():
+        if line.startswith("TVM compile"):
+            print(f"  {line}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]), np.load(out)
 
 
 def memory_layertune(model: layertune.Model) -> int:
@@ -167,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-tvm", action="store_true")
+    parser.add_argument("--tvm-trials", type=int, default=0,
+                        help="also time TVM tuned by meta_schedule with this many trials (needs layertune[tvm])")
     parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "layertune", "bench_models"))
     args = parser.parse_args(argv)
     if not benchlib.litert_available():
@@ -195,15 +214,18 @@ def main(argv: list[str] | None = None) -> int:
                                               benchlib.litert_timer(benchlib.litert_interpreter(flatbuffer, threads), [x]),
                                               info={"threads": threads}))
         benchlib.measure_interleaved(items, args.rounds, args.warmup, args.repeats)
-        if not args.no_tvm:
-            for threads in args.threads:
-                try:
-                    times, out = tvm_times(flatbuffer, x, threads, max(3, args.repeats), args.warmup)
-                except RuntimeError as exc:  # a failed system is a row with its reason, not the end of the run
-                    print(f"  TVM failed on {name}: {exc}")
-                    break
-                items.append(benchlib.Measurement("TVM untuned (own process)", None, times,
-                                                  {"threads": threads, "max_abs_diff": float(np.abs(out - want).max())}))
+        for trials in [] if args.no_tvm else sorted({0, args.tvm_trials}):
+            label = f"TVM tuned {trials} trials" if trials else "TVM untuned (own process)"
+            with tempfile.TemporaryDirectory() as workdir:
+                for threads in args.threads:
+                    try:
+                        times, out = tvm_times(flatbuffer, x, threads, max(3, args.repeats), args.warmup, trials,
+                                               Path(workdir))
+                    except RuntimeError as exc:  # a failed system is a row with its reason, not the end of the run
+                        print(f"  {label} failed on {name}: {exc}")
+                        break
+                    items.append(benchlib.Measurement(label, None, times,
+                                                      {"threads": threads, "max_abs_diff": float(np.abs(out - want).max())}))
         print(f"\n{name} ({args.size}x{args.size}); max |LiteRT output| {float(np.abs(want).max()):.3g}")
         print(f"  {'system':28s} {'threads':>7s} {'median ms':>10s} {'/LiteRT':>8s} {'max|diff|':>10s}")
         for threads in args.threads:

@@ -109,6 +109,8 @@ def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
             entry.update({"status": result["status"], "reason": result["reason"], "metrics": result.get("metrics", {})})
             if result["status"] == "ok":
                 _write_json(previous, {**result, "pipeline": pipeline.to_json(), "id": pipeline.id})
+                log.info("trial %d/%s done in %.0f s: %s = %.6g", len(entries) + 1, total, result["seconds"],
+                         cfg.metric, result["metrics"].get(cfg.metric, float("nan")))
             else:
                 log.warning("trial failed: %s", result["reason"])
         entry["satisfies_constraints"] = entry["status"] == "ok" and _satisfies(cfg, entry["metrics"])
