@@ -45,6 +45,11 @@ def run(cfg: dict, tmp: Path, name: str = "out") -> tuple[subprocess.CompletedPr
     return proc, out
 
 
+def pipeline_alone(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "layertune.cli", "test-pipeline", *args], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT)
+
+
 def test_grid_with_incompatible_and_failing_pipelines(tmp_path):
     proc, out = run(search_config(), tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -79,6 +84,19 @@ def test_grid_with_incompatible_and_failing_pipelines(tmp_path):
     assert proc2.returncode == 0 and "trial 1/" not in proc2.stderr
     assert all(e.get("resumed") for e in json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
                if e["status"] == "ok")
+    # the best pipeline run alone from its run file (compiled afresh): the same pipeline, the same answers
+    run_file = tmp_path / f"out_{best['id']}.json"
+    proc3 = pipeline_alone(str(run_file), "--json-cfg", str(tmp_path / "out_cfg.json"), "--measurements",
+                          str(tmp_path / "again.json"))
+    assert proc3.returncode == 0, proc3.stderr
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["id"] == best["id"] and again["metrics"]["accuracy"] == best["metrics"]["accuracy"]
+    assert "inferencetime_mean = " in proc3.stdout and "search recorded" in proc3.stdout
+    # a run file names no model: without the config that is one line naming the file and the option
+    proc4 = pipeline_alone(str(run_file), "--measurements", str(tmp_path / "none.json"))
+    assert proc4.returncode == 2 and not (tmp_path / "none.json").exists()
+    (line,) = proc4.stderr.strip().splitlines()
+    assert str(run_file) in line and "--json-cfg" in line
 
 
 def test_a_hanging_trial_times_out_and_is_recorded(tmp_path):
@@ -130,6 +148,16 @@ def test_generate_scenarios_writes_every_pipeline(tmp_path):
     assert len(scenarios) == 4  # 2 targets x 2 runtimes
     assert sum("incompatible" in s for s in scenarios) == 2  # tflite -> TVMRuntime
     assert all(s["model_wrapper"]["parameters"]["model_path"] == MODEL and s["runtime"] for s in scenarios)
+    # a scenario runs alone; an incompatible one is refused with its reason
+    paths = sorted((tmp_path / "scenarios").glob("scenario_*.json"))
+    runnable = next(p for p, s in zip(paths, scenarios) if "incompatible" not in s)
+    proc = pipeline_alone(str(runnable), "--measurements", str(tmp_path / "alone.json"))
+    assert proc.returncode == 0, proc.stderr
+    alone = json.loads((tmp_path / "alone.json").read_text())
+    assert alone["status"] == "ok" and alone["metrics"]["accuracy"] >= 0.9 and "search recorded" not in proc.stdout
+    blocked = next(p for p, s in zip(paths, scenarios) if "incompatible" in s)
+    proc = pipeline_alone(str(blocked), "--measurements", str(tmp_path / "never.json"))
+    assert proc.returncode == 2 and "TVMRuntime runs tvm models" in proc.stderr
 
 
 def test_bad_config_is_one_line(tmp_path):

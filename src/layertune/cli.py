@@ -156,6 +156,21 @@ def _cmd_fine_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_test_pipeline(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from layertune.search.scenarios import measure_pipeline
+
+    result, recorded = measure_pipeline(Path(args.pipeline), args.json_cfg and Path(args.json_cfg),
+                                        Path(args.measurements), args.cache and Path(args.cache), args.timeout)
+    for name, value in sorted(result["metrics"].items()):
+        before = recorded.get(name)
+        change = f"  (search recorded {before:.6g}: {value / before - 1:+.1%})" if before else ""
+        print(f"{name} = {value:.6g}{change}")
+    print(f"measurements: {args.measurements}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -194,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     fine.add_argument("--output", required=True, help="OUT.json: the best pipeline; OUT_all_results.json, OUT_<id>.json beside it")
     fine.add_argument("--generate-scenarios", help="also write every pipeline of the space as a scenario JSON into this folder")
     fine.set_defaults(func=_cmd_fine_tune)
+    test = sub.add_parser("test-pipeline", help="run one pipeline alone (a scenario, or a search's OUT_<id>.json) "
+                                                "and measure it again")
+    test.add_argument("pipeline", help="a scenario JSON (--generate-scenarios) or a run file OUT_<id>.json")
+    test.add_argument("--json-cfg", help="the search config whose model wrapper and dataset to use (needed for a run file)")
+    test.add_argument("--measurements", required=True, help="write the measurements (a run file's format) here")
+    test.add_argument("--cache", help="a compile cache to reuse, e.g. the search's .OUT_cache (default: compile afresh)")
+    test.add_argument("--timeout", type=float, default=3600.0, help="seconds the run may take")
+    test.set_defaults(func=_cmd_test_pipeline)
     report = sub.add_parser("report", help="Markdown report with plots from fine-tune-optimizers measurements")
     report.add_argument("--measurements", nargs="+", required=True, help="OUT_<run id>.json files")
     report.add_argument("--report-path", required=True, help="the report's Markdown file (plots beside it)")

@@ -23,7 +23,7 @@ log = logging.getLogger("layertune.search")
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
@@ -38,19 +38,25 @@ def run_file(output: Path, pipeline: Pipeline) -> Path:
     return Path(f"{output.with_suffix('')}_{pipeline.id}.json")
 
 
-def _trial(cfg: SearchConfig, pipeline: Pipeline, output: Path, model_format: str) -> dict[str, Any]:
-    spec = {"model_wrapper": {"name": cfg.model_wrapper.spec.name, "parameters": cfg.model_wrapper.alternatives(False)[0]},
+def trial_spec(cfg: SearchConfig, pipeline: Pipeline, cache: Path) -> dict[str, Any]:
+    """What a trial process needs: the model wrapper, the dataset, the pipeline, the compile cache."""
+    return {"model_wrapper": {"name": cfg.model_wrapper.spec.name, "parameters": cfg.model_wrapper.alternatives(False)[0]},
             "dataset": {"name": cfg.dataset.spec.name, "parameters": cfg.dataset.alternatives(False)[0]},
-            "pipeline": pipeline.to_json(), "cache": str(output.parent / f".{output.stem}_cache")}
+            "pipeline": pipeline.to_json(), "cache": str(cache)}
+
+
+def run_trial_process(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Runs one trial in its own process (search/trial.py); a crash, an exception or a timeout
+    comes back as {"status": "failed", "reason": ...}, never as an exception."""
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "run.json"
         spec_path.write_text(json.dumps(spec))
         started = time.monotonic()
         try:
             proc = subprocess.run([sys.executable, "-m", "layertune.search.trial", str(spec_path), str(out_path)],
-                                  capture_output=True, text=True, timeout=cfg.trial_timeout_s)
+                                  capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            return {"status": "failed", "reason": f"timeout: no result within {cfg.trial_timeout_s:g} s"}
+            return {"status": "failed", "reason": f"timeout: no result within {timeout_s:g} s"}
         if proc.returncode != 0 or not out_path.exists():
             lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
             why = lines[-1] if lines else f"exit code {proc.returncode}"
@@ -59,6 +65,10 @@ def _trial(cfg: SearchConfig, pipeline: Pipeline, output: Path, model_format: st
         result = json.loads(out_path.read_text())
         result.update({"status": "ok", "reason": "", "seconds": time.monotonic() - started})
         return result
+
+
+def _trial(cfg: SearchConfig, pipeline: Pipeline, output: Path) -> dict[str, Any]:
+    return run_trial_process(trial_spec(cfg, pipeline, output.parent / f".{output.stem}_cache"), cfg.trial_timeout_s)
 
 
 def _satisfies(cfg: SearchConfig, metrics: dict[str, float]) -> bool:
@@ -105,10 +115,10 @@ def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
             entry["resumed"] = True
         else:
             log.info("trial %d/%s: %s", len(entries) + 1, total, pipeline.describe())
-            result = _trial(cfg, pipeline, output, model_format)
+            result = _trial(cfg, pipeline, output)
             entry.update({"status": result["status"], "reason": result["reason"], "metrics": result.get("metrics", {})})
             if result["status"] == "ok":
-                _write_json(previous, {**result, "pipeline": pipeline.to_json(), "id": pipeline.id})
+                write_json(previous, {**result, "pipeline": pipeline.to_json(), "id": pipeline.id})
                 log.info("trial %d/%s done in %.0f s: %s = %.6g", len(entries) + 1, total, result["seconds"],
                          cfg.metric, result["metrics"].get(cfg.metric, float("nan")))
             else:
@@ -117,7 +127,7 @@ def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
         strategy.tell(pipeline, entry["metrics"].get(cfg.metric) if entry["status"] == "ok" else None)
         entries.append(entry)
         _pareto(entries)
-        _write_json(all_path, entries)
+        write_json(all_path, entries)
     candidates = [e for e in entries if e["satisfies_constraints"] and cfg.metric in e["metrics"]]
     if not candidates:
         raise RuntimeError(f"no pipeline succeeded{' within the constraints' if cfg.constraints else ''}; "
@@ -125,5 +135,5 @@ def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
     pick = min if cfg.policy == "min" else max
     best = pick(candidates, key=lambda e: e["metrics"][cfg.metric])
     summary = {"pipeline": best["pipeline"], "metrics": best["metrics"], "id": best["id"]}
-    _write_json(best_path, summary)
+    write_json(best_path, summary)
     return summary

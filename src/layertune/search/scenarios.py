@@ -1,14 +1,17 @@
 """Every pipeline of a search space as a standalone scenario (Kenning's single-pipeline JSON), so
-that one pipeline can be inspected, shared or run alone."""
+that one pipeline can be inspected, shared or run alone; and running one alone (`layertune
+test-pipeline`), from a scenario or from a search's run file OUT_<id>.json."""
 
 from __future__ import annotations
 
-import json
-import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
-from layertune.search.config import SearchConfig
-from layertune.search.space import enumerate_space, incompatibility
+from layertune.jsonfile import read_json
+from layertune.search.config import ConfigError, SearchConfig, parse_config
+from layertune.search.runner import run_trial_process, trial_spec, write_json
+from layertune.search.space import Pipeline, enumerate_space, incompatibility
 
 
 def write_scenarios(cfg: SearchConfig, folder: Path) -> int:
@@ -27,9 +30,54 @@ def write_scenarios(cfg: SearchConfig, folder: Path) -> int:
         reason = incompatibility(pipeline, model_format)
         if reason:
             scenario["incompatible"] = reason
-        path = folder / f"scenario_{pipeline.id}.json"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(scenario, indent=1))
-        os.replace(tmp, path)
+        write_json(folder / f"scenario_{pipeline.id}.json", scenario)
         count += 1
     return count
+
+
+def load_pipeline(path: Path, search_config: Path | None = None) -> tuple[SearchConfig, Pipeline, dict[str, Any]]:
+    """One pipeline to run alone, with its model wrapper and dataset, and the metrics the search
+    recorded for it (a run file) or {} (a scenario). A run file OUT_<id>.json holds only the
+    pipeline: the model wrapper and dataset come from `search_config`, which, given with a
+    scenario, overrides the scenario's."""
+    data = read_json(path, "pipeline file", ConfigError)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    recorded = data.get("metrics", {}) if "pipeline" in data else {}
+    body = dict(data["pipeline"]) if "pipeline" in data else {k: v for k, v in data.items() if k != "incompatible"}
+    if search_config is not None:
+        base = read_json(search_config, "config file", ConfigError)
+        for key in ("model_wrapper", "dataset"):
+            if key not in base:
+                raise ConfigError(f"{search_config}: missing key '{key}'")
+            body[key] = base[key]
+    elif "pipeline" in data:
+        raise ConfigError(f"{path}: a run file names no model or dataset; pass the search's config with --json-cfg")
+    unknown = set(body) - {"model_wrapper", "dataset", "optimizers", "runtime"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{sorted(unknown)[0]}' in a pipeline")
+    cfg = parse_config({**body, "optimization_parameters": {"optimizable": []}}, str(path))
+    (pipeline,) = enumerate_space(cfg)
+    return cfg, pipeline, recorded
+
+
+
+def measure_pipeline(path: Path, search_config: Path | None, measurements: Path, cache: Path | None,
+                     timeout_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Runs one pipeline alone, in a trial process as the search does, and writes its measurements
+    (the format of a search's run file, so `layertune report` reads it). Returns (the new result,
+    the metrics recorded by the search or {}). Without `cache` everything is compiled afresh."""
+    from layertune.search.blocks import load_model_info
+
+    cfg, pipeline, recorded = load_pipeline(path, search_config)
+    model_format = load_model_info(cfg.model_wrapper.spec.name, cfg.model_wrapper.alternatives(False)[0]).format
+    reason = incompatibility(pipeline, model_format)
+    if reason:
+        raise ConfigError(f"{path}: the pipeline cannot run: {reason}")
+    with tempfile.TemporaryDirectory() as fresh:
+        result = run_trial_process(trial_spec(cfg, pipeline, cache or Path(fresh)), timeout_s)
+    if result["status"] != "ok":
+        raise RuntimeError(f"{path}: the pipeline failed: {result['reason']}")
+    measurements.parent.mkdir(parents=True, exist_ok=True)
+    write_json(measurements, {**result, "pipeline": pipeline.to_json(), "id": pipeline.id})
+    return result, recorded
