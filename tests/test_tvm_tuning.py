@@ -40,3 +40,4 @@ def test_tuning_reaches_every_task_and_keeps_the_outputs(tmp_path):
         want, got = reference(x[None]), tuned(x[None])
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.abs(want).max()))
+

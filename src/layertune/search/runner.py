@@ -8,6 +8,7 @@ import json
 import logging
 import operator
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,15 @@ def trial_spec(cfg: SearchConfig, pipeline: Pipeline, cache: Path) -> dict[str, 
             "pipeline": pipeline.to_json(), "cache": str(cache)}
 
 
+def _kill_session(proc: subprocess.Popen) -> None:
+    """Kills every process left in the trial's session (none, after a clean exit)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.communicate()
+
+
 def run_trial_process(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """Runs one trial in its own process (search/trial.py); a crash, an exception or a timeout
     comes back as {"status": "failed", "reason": ...}, never as an exception."""
@@ -52,13 +62,19 @@ def run_trial_process(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "run.json"
         spec_path.write_text(json.dumps(spec))
         started = time.monotonic()
+        # A session of its own, killed as a whole after a timeout or Ctrl-C. (TVM's tuning workers
+        # were measured to exit by themselves once a killed trial's pipes close; this also covers
+        # a child that does not watch its pipes.)
+        proc = subprocess.Popen([sys.executable, "-m", "layertune.search.trial", str(spec_path), str(out_path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            proc = subprocess.run([sys.executable, "-m", "layertune.search.trial", str(spec_path), str(out_path)],
-                                  capture_output=True, text=True, timeout=timeout_s)
+            _, stderr = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             return {"status": "failed", "reason": f"timeout: no result within {timeout_s:g} s"}
+        finally:
+            _kill_session(proc)
         if proc.returncode != 0 or not out_path.exists():
-            lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+            lines = [line for line in stderr.strip().splitlines() if line.strip()]
             why = lines[-1] if lines else f"exit code {proc.returncode}"
             kind = "crash" if proc.returncode < 0 else "error"
             return {"status": "failed", "reason": f"{kind}: {why[:300]}"}
