@@ -4,9 +4,11 @@ real TVM tuning (builder and runner processes, xgboost cost model), checked agai
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from conftest import require
 
@@ -41,3 +43,14 @@ def test_tuning_reaches_every_task_and_keeps_the_outputs(tmp_path):
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.abs(want).max()))
 
+
+
+def test_tuning_a_cross_target_is_refused_before_any_work(tmp_path):
+    require("tvm")
+    from layertune.search import blocks
+
+    other = "x86_64" if platform.machine() == "aarch64" else "aarch64"
+    target = {"kind": "llvm", "mtriple": f"{other}-linux-gnu"}
+    with pytest.raises(ValueError, match=f"tuning measures candidates on this .* machine; the target is {other}"):
+        blocks.compile_step("TVMCompiler", {"tuning_trials": 4, "target": target}, MODEL, "tflite", None, tmp_path)
+    assert not (tmp_path / "meta_schedule").exists()

@@ -37,6 +37,19 @@ def with_core_count(target: dict[str, Any]) -> dict[str, Any]:
     return target
 
 
+def check_runs_here(target: Any) -> None:
+    """meta_schedule measures every candidate on this machine (its local runner), so a cross target
+    cannot be tuned here: say so, rather than record nothing but failed runs."""
+    from tvm.target import codegen
+
+    if target.kind.name != "llvm":
+        raise ValueError(f"TVMCompiler: tuning needs an llvm (CPU) target, got '{target.kind.name}'")
+    arch, here = str(target.attrs.get("mtriple", "")).split("-")[0], codegen.llvm_get_system_triple().split("-")[0]
+    if arch and arch != here:
+        raise ValueError(f"TVMCompiler: tuning measures candidates on this {here} machine; the target is {arch} "
+                         "(compile for it with tuning_trials 0)")
+
+
 def tune_and_compile(mod: Any, target: Any, trials: int, work_dir: Path, seed: int = 0, opt_level: int = 3) -> Any:
     """Tunes `mod` (a Relax IRModule from a frontend) for `target` with at most `trials`
     measured candidates in total, records in `work_dir` (a JSON database), and returns the
@@ -49,6 +62,7 @@ def tune_and_compile(mod: Any, target: Any, trials: int, work_dir: Path, seed: i
 
     if trials < 1:
         raise ValueError(f"tuning_trials: must be positive, got {trials}")
+    check_runs_here(target)
     work_dir.mkdir(parents=True, exist_ok=True)
     with target, tvm.transform.PassContext(opt_level=opt_level):
         # The same preparation as TVM's static_shape_tuning pipeline, so database keys match.
