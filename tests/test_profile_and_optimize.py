@@ -97,6 +97,9 @@ def test_host_over_ssh(workspace, sshd):
     assert summary["whole_model"]["device"] == f"root@127.0.0.1:{sshd.port}"
     devices = {json.loads(line)["device"] for line in (out / "results.jsonl").read_text().splitlines()}
     assert devices == {f"root@127.0.0.1:{sshd.port}"}
+    # each connect + lease + upload is paid three times: core count, the pool, then one session
+    # that serves every model's in-model timing and verification
+    assert proc.stderr.count("leased, profiler uploaded") == 3, proc.stderr
     assert leftovers() == before  # the per-run directory and the lease are gone
 
 

@@ -22,9 +22,9 @@ from layertune.graph.ir import Graph
 from layertune.graph.kernel_choice import apply_default_kernels
 from layertune.graph.plan import write_plan
 from layertune.model import MODEL_SUFFIXES, import_graph
-from layertune.runners.device import DeviceSession
+from layertune.runners.device import DeviceSequence, DeviceSession
 from layertune.runners.pool import Job, run_pool
-from layertune.runners.transport import DeviceError, LocalTransport, SSHTransport
+from layertune.runners.transport import LocalTransport, SSHTransport
 from layertune.select import best_records, conv_nodes, layer_line, layer_signature, variant_key
 from layertune.targets import Target
 from layertune.variants import ProfileOptions, layer_variants
@@ -153,7 +153,12 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
     settings.output.mkdir(parents=True, exist_ok=True)
     store = ResultsStore(settings.output / "results.jsonl",
                          cache_root() / "results.jsonl" if settings.use_cache else None)
-    device_cores = _device_cores(settings, profiler)
+    sessions = [(lambda d=d: DeviceSession(d.transport(settings.temp_dir), settings.target, profiler))
+                for d in settings.devices]
+    with DeviceSequence(sessions) as first:  # released before the pool leases every device
+        device_cores = first.run(lambda session: session.cores)
+    if device_cores is None:
+        raise ValueError(f"no usable device: {'; '.join(first.errors)}")
     variants: dict[str, list[tuple[str, dict]]] = {}
     for sig, (graph, node) in layers.items():
         candidates = layer_variants(graph.conv_info(node), settings.options, device_cores)
@@ -199,8 +204,6 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
 
     options = ["--warmup", str(settings.warmup), "--repeats", str(settings.repeats), "--flush-bytes",
                str(settings.flush_bytes)]
-    sessions = [(lambda d=d: DeviceSession(d.transport(settings.temp_dir), settings.target, profiler))
-                for d in settings.devices]
     stats = run_pool(sessions, jobs, missing, on_record, on_failure, options, settings.parallel_run,
                      settings.timeout, progress=progress.job_done) if jobs else None
     if stats and stats.failed_devices:
@@ -211,9 +214,10 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
     best = best_records(store.records(), settings.target.name, build)
     summaries = {}
     names = model_names(list(graphs))
-    for path, graph in graphs.items():
-        summaries[names[path]] = _assemble_and_verify(path, names[path], graph, best, store, settings, profiler, build,
-                                                      device_cores, stats, build_seconds)
+    with DeviceSequence(sessions) as device:  # one device, opened once, for every model
+        for path, graph in graphs.items():
+            summaries[names[path]] = _assemble_and_verify(path, names[path], graph, best, store, settings, device,
+                                                          build, device_cores, stats, build_seconds)
     return summaries
 
 
@@ -228,23 +232,9 @@ def _default_variant(graph: Graph, node, cores: int) -> dict[str, Any]:
     return {**default_kernel(graph, node), "threads": cores}
 
 
-def _device_cores(settings: RunSettings, profiler: Path) -> int:
-    """Cores of the first usable device (decides what `parallel: true` means)."""
-    errors = []
-    for device in settings.devices:
-        session = DeviceSession(device.transport(settings.temp_dir), settings.target, profiler)
-        try:
-            session.open()
-            return session.cores
-        except DeviceError as exc:
-            errors.append(str(exc))
-        finally:
-            session.close()
-    raise ValueError(f"no usable device: {'; '.join(errors)}")
-
-
 def _assemble_and_verify(path: Path, name: str, graph: Graph, best: dict[str, Record], store: ResultsStore,
-                         settings: RunSettings, profiler: Path, build: str, cores: int, stats, build_seconds: float):
+                         settings: RunSettings, device: DeviceSequence, build: str, cores: int, stats,
+                         build_seconds: float):
     out_dir = settings.output / name
     out_dir.mkdir(parents=True, exist_ok=True)
     default = _copy_graph(graph)
@@ -274,7 +264,7 @@ def _assemble_and_verify(path: Path, name: str, graph: Graph, best: dict[str, Re
             write_plan(g, files[name])
         # Isolated timings miss what a layer costs inside the model (cold weights, thread
         # wake-ups): per layer, keep the candidate plan's choice that is fastest in the model.
-        in_model = _layer_times_in_model(files, settings, profiler, cores)
+        in_model = _layer_times_in_model(files, device, settings, cores)
         optimized = _copy_graph(default)
         for index, node in conv_nodes(optimized):
             best_plan = min(in_model, key=lambda name: in_model[name][index]) if in_model else "tuned"
@@ -289,7 +279,7 @@ def _assemble_and_verify(path: Path, name: str, graph: Graph, best: dict[str, Re
         for name, g in plans.items():
             files[name] = Path(tmp) / f"{name}.ltplan"
             write_plan(g, files[name])
-        verify = _verify_on_device({k: files[k] for k in plans}, settings, profiler, cores)
+        verify = _verify_on_device({k: files[k] for k in plans}, device, settings, cores)
     write_plan(optimized, out_dir / "optimized.ltplan")
     summary = {
         "model": path.name, "target": settings.target.name, "profiler_build": build, "device_cores": cores,
@@ -308,56 +298,48 @@ def _assemble_and_verify(path: Path, name: str, graph: Graph, best: dict[str, Re
     return summary
 
 
-def _layer_times_in_model(files: dict[str, Path], settings: RunSettings, profiler: Path, cores: int) -> dict[str, list[float]]:
+def _layer_times_in_model(files: dict[str, Path], device: DeviceSequence, settings: RunSettings,
+                          cores: int) -> dict[str, list[float]]:
     """Per plan, each node's median time inside whole-model runs (interleaved rounds on one device)."""
-    for device in settings.devices:
-        session = DeviceSession(device.transport(settings.temp_dir), settings.target, profiler)
-        try:
-            session.open()
-            remote = {name: session.upload(f, f.name) for name, f in files.items()}
-            per_round: dict[str, list[list[float]]] = {name: [] for name in files}
-            for _ in range(settings.verify_rounds):
-                for name in files:
-                    r = session.profiler_json(["run", "--plan", remote[name], "--threads", str(cores), "--layers", "1",
-                                               "--repeats", str(settings.repeats), "--warmup", str(settings.warmup)],
-                                              settings.timeout)
-                    per_round[name].append(r["layer_median_ms"])
-            return {name: [statistics.median(v) for v in zip(*rounds)] for name, rounds in per_round.items()}
-        except DeviceError as exc:
-            log.warning("per-layer timing in the model failed on %s: %s", session.name, exc)
-        finally:
-            session.close()
-    return {}
+    def measure(session: DeviceSession) -> dict[str, list[float]]:
+        remote = {name: session.upload(f, f.name) for name, f in files.items()}
+        per_round: dict[str, list[list[float]]] = {name: [] for name in files}
+        for _ in range(settings.verify_rounds):
+            for name in files:
+                r = session.profiler_json(["run", "--plan", remote[name], "--threads", str(cores), "--layers", "1",
+                                           "--repeats", str(settings.repeats), "--warmup", str(settings.warmup)],
+                                          settings.timeout)
+                per_round[name].append(r["layer_median_ms"])
+        return {name: [statistics.median(v) for v in zip(*rounds)] for name, rounds in per_round.items()}
+
+    times = device.run(measure)
+    if times is None:
+        log.warning("per-layer timing in the model failed: %s", "; ".join(device.errors))
+    return times or {}
 
 
-def _verify_on_device(files: dict[str, Path], settings: RunSettings, profiler: Path, cores: int) -> dict[str, Any]:
+def _verify_on_device(files: dict[str, Path], device: DeviceSequence, settings: RunSettings, cores: int) -> dict[str, Any]:
     """Whole-model latency of every plan, interleaved in rounds on one device, and the optimized
     plan's output checked against the reference kernels."""
-    errors = []
-    for device in settings.devices:
-        session = DeviceSession(device.transport(settings.temp_dir), settings.target, profiler)
-        try:
-            session.open()
-            remote = {name: session.upload(f, f.name) for name, f in files.items()}
-            check = session.profiler_json(["run", "--plan", remote["optimized"], "--threads", str(cores), "--repeats", "1",
-                                           "--check", "1"], settings.timeout)
-            times: dict[str, list[float]] = {name: [] for name in files}
-            for _ in range(settings.verify_rounds):
-                for name in files:
-                    r = session.profiler_json(["run", "--plan", remote[name], "--threads", str(cores), "--repeats",
-                                               str(settings.repeats), "--warmup", str(settings.warmup)], settings.timeout)
-                    times[name].append(r["median_ms"])
-            latency = {name: statistics.median(v) for name, v in times.items()}
-            return {"device": session.name, "latency_ms": latency,
-                    "speedup_over_default": latency["default"] / latency["optimized"],
-                    "check": {"max_abs_diff": check.get("max_abs_diff"), "max_abs_ref": check.get("max_abs_ref"),
-                              "error": check.get("error")},
-                    "arena_bytes": check.get("arena_bytes"), "peak_rss_bytes": check.get("peak_rss_bytes")}
-        except DeviceError as exc:
-            errors.append(str(exc))
-        finally:
-            session.close()
-    return {"error": "no device could verify the model: " + "; ".join(errors)}
+    def verify(session: DeviceSession) -> dict[str, Any]:
+        remote = {name: session.upload(f, f.name) for name, f in files.items()}
+        check = session.profiler_json(["run", "--plan", remote["optimized"], "--threads", str(cores), "--repeats", "1",
+                                       "--check", "1"], settings.timeout)
+        times: dict[str, list[float]] = {name: [] for name in files}
+        for _ in range(settings.verify_rounds):
+            for name in files:
+                r = session.profiler_json(["run", "--plan", remote[name], "--threads", str(cores), "--repeats",
+                                           str(settings.repeats), "--warmup", str(settings.warmup)], settings.timeout)
+                times[name].append(r["median_ms"])
+        latency = {name: statistics.median(v) for name, v in times.items()}
+        return {"device": session.name, "latency_ms": latency,
+                "speedup_over_default": latency["default"] / latency["optimized"],
+                "check": {"max_abs_diff": check.get("max_abs_diff"), "max_abs_ref": check.get("max_abs_ref"),
+                          "error": check.get("error")},
+                "arena_bytes": check.get("arena_bytes"), "peak_rss_bytes": check.get("peak_rss_bytes")}
+
+    result = device.run(verify)
+    return result if result is not None else {"error": "no device could verify the model: " + "; ".join(device.errors)}
 
 
 def _uniform(graph: Graph, method: str) -> Graph:

@@ -10,7 +10,7 @@ import secrets
 import shlex
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from layertune.runners.transport import DeviceError
 from layertune.targets import Target
@@ -131,3 +131,50 @@ class DeviceSession:
         remote = f"{self.workdir}/{name}"
         self.transport.put(local, remote)
         return remote
+
+
+T = TypeVar("T")
+
+
+class DeviceSequence:
+    """The run's devices one at a time, for the steps that need just one device (its core count,
+    per-layer timing inside the model, verification): the first usable device is opened once and
+    serves every step; when it fails, the next device takes over and the failed step is retried
+    there. Close it (or use `with`) to release the lease."""
+
+    def __init__(self, sessions: list[Callable[[], DeviceSession]]):
+        self._pending = list(sessions)
+        self._session: DeviceSession | None = None
+        self.errors: list[str] = []
+
+    def run(self, step: Callable[[DeviceSession], T]) -> T | None:
+        """step(session)'s result on the first device that completes it; None if none can."""
+        while self._session is not None or self._pending:
+            if self._session is None:
+                session = self._pending.pop(0)()
+                try:
+                    session.open()
+                except DeviceError as exc:
+                    self.errors.append(str(exc))
+                    session.close()
+                    continue
+                self._session = session
+            try:
+                self._session.renew()
+                return step(self._session)
+            except DeviceError as exc:
+                self.errors.append(str(exc))
+                log.warning("%s failed (%s); the next device, if any, takes over", self._session.name, exc)
+                self.close()
+        return None
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> "DeviceSequence":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
