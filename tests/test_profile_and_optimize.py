@@ -100,6 +100,12 @@ def test_host_over_ssh(workspace, sshd):
     # each connect + lease + upload is paid three times: core count, the pool, then one session
     # that serves every model's in-model timing and verification
     assert proc.stderr.count("leased, profiler uploaded") == 3, proc.stderr
+    # the profiling phase runs from the first ready device to the last measurement: no device is
+    # busy longer than it, and setup and cleanup are reported apart from it
+    pool = summary["pool"]
+    (busy,) = pool["busy_seconds"].values()
+    assert 0 < busy <= pool["wall_seconds"] and 0 < pool["utilization"] <= 1
+    assert set(pool["setup_seconds"]) == set(pool["cleanup_seconds"]) == set(pool["busy_seconds"])
     assert leftovers() == before  # the per-run directory and the lease are gone
 
 

@@ -285,6 +285,7 @@ def _assemble_and_verify(path: Path, name: str, graph: Graph, best: dict[str, Re
         "model": path.name, "target": settings.target.name, "profiler_build": build, "device_cores": cores,
         "layers": layer_rows, "whole_model": verify,
         "pool": {"busy_seconds": stats.busy_seconds if stats else {}, "setup_seconds": stats.setup_seconds if stats else {},
+                 "cleanup_seconds": stats.cleanup_seconds if stats else {},
                  "wall_seconds": stats.wall_seconds if stats else 0.0,
                  "utilization": round(stats.utilization, 3) if stats else None,
                  "failed_devices": stats.failed_devices if stats else {}},

@@ -30,9 +30,11 @@ class Job:
 @dataclass
 class PoolStats:
     """Profiling-phase figures. The phase runs from the first device being ready to the last
-    measurement; connecting, leasing and uploading (setup_seconds, per device) come before."""
+    measurement; connecting, leasing and uploading (setup_seconds, per device) come before, and
+    removing the work directory and releasing the lease (cleanup_seconds) after."""
     busy_seconds: dict[str, float] = field(default_factory=dict)
     setup_seconds: dict[str, float] = field(default_factory=dict)
+    cleanup_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
     failed_devices: dict[str, str] = field(default_factory=dict)
     jobs_failed: int = 0
@@ -72,10 +74,12 @@ def run_pool(sessions: list[Callable[[], DeviceSession]], jobs: list[Job],
     lock = threading.Lock()
     start = time.monotonic()
     first_ready: list[float] = []
+    last_done = [start]
 
     def finish_job() -> None:
         with lock:
             outstanding[0] -= 1
+            last_done[0] = time.monotonic()
         if progress:
             progress()
 
@@ -127,7 +131,9 @@ def run_pool(sessions: list[Callable[[], DeviceSession]], jobs: list[Job],
                 finish_job()
                 session.renew()
         finally:
+            t_close = time.monotonic()
             session.close()
+            stats.cleanup_seconds[session.name] = time.monotonic() - t_close
 
     active = max(1, min(parallel_run, len(sessions)))
     remaining_devices = list(sessions)
@@ -154,5 +160,5 @@ def run_pool(sessions: list[Callable[[], DeviceSession]], jobs: list[Job],
         time.sleep(0.05)
     for t in threads:
         t.join()
-    stats.wall_seconds = time.monotonic() - (min(first_ready) if first_ready else start)
+    stats.wall_seconds = max(0.0, last_done[0] - (min(first_ready) if first_ready else start))
     return stats
