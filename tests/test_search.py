@@ -145,3 +145,17 @@ def test_make_strategy_follows_the_config():
     assert isinstance(make_strategy(parse_config(BASE)), GridSearch)
     tpe = config(optimization_parameters={**BASE["optimization_parameters"], "strategy": "tpe", "n_trials": 5})
     assert isinstance(make_strategy(parse_config(tpe)), TPESearch)
+
+
+def test_the_bundled_example_config_stays_valid():
+    """examples/digits/search.json is what the README runs: it parses, and its grid holds the
+    pipelines the README's table lists (fp32 / int8 on every runtime, TVM untuned and tuned)."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_config(root / "examples" / "digits" / "search.json")
+    space = enumerate_space(cfg)
+    runnable = [p for p in space if not incompatibility(p, "keras")]
+    assert (len(space), len(runnable)) == (60, 12)
+    tuned = [p for p in runnable if any(s.params.get("tuning_trials") for s in p.optimizers)]
+    assert len(tuned) == 2 and all(p.runtime.name == "TVMRuntime" for p in tuned)
+    assert (root / cfg.model_wrapper.params["model_path"]).is_file()

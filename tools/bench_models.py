@@ -10,7 +10,7 @@ of one run (tools/benchlib.py):
   * TVM 0.27 Relax, untuned, llvm for this CPU (-mcpu from LLVM's host detection), timed in a
     process of its own after the others (its thread pool spins long after each run and slowed
     the next system in a shared process by up to 1.5x); with --tvm-trials N also TVM tuned by
-    meta_schedule with N trials (layertune.search.tvm_tuning; the tuning time is printed).
+    meta_schedule with N trials (layertune.search.tvm_compiler; the tuning time is printed).
 Prints median latency and the ratio to LiteRT; then peak memory, each system in its own
 process: layertune's engine (layertune-profiler's peak RSS, minus the profiler's own) and
 LiteRT's interpreter (RSS growth from creating and running it).
@@ -87,7 +87,7 @@ from pathlib import Path
 from tvm import relax
 from tvm.relax.frontend.tflite import from_tflite
 from tvm.target import codegen
-from layertune.search.tvm_tuning import tune_and_compile, with_core_count
+from layertune.search.tvm_compiler import tune_and_compile, with_core_count
 path, repeats, warmup, trials, lib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[6]), sys.argv[7]
 if not os.path.exists(lib):  # compile (and tune) once; every thread count reuses the library
     mod = from_tflite(tflite.Model.GetRootAsModel(open(path, "rb").read(), 0))

@@ -103,7 +103,8 @@ def compile_step(name: str, params: dict[str, Any], src: Path, src_format: str, 
     if name == "TFLiteCompiler":
         return _tflite_compile(params, src, data, out_dir / "model.tflite")
     if name == "TVMCompiler":
-        return _tvm_compile(params, src, out_dir / "model.so")
+        from layertune.search.tvm_compiler import compile_step as tvm_compile_step
+        return tvm_compile_step(params, src, out_dir / "model.so")
     return _layertune_compile(params, src, out_dir)
 
 
@@ -129,33 +130,6 @@ def _tflite_compile(params: dict[str, Any], src: Path, data: Data, out: Path) ->
         converter.inference_output_type = types[params.get("inference_output_type", "float32")]
     with contextlib.redirect_stdout(io.StringIO()):
         out.write_bytes(converter.convert())
-    return out
-
-
-def _tvm_compile(params: dict[str, Any], src: Path, out: Path) -> Path:
-    import tflite
-    import tvm
-    from tvm import relax
-    from tvm.relax.frontend.tflite import from_tflite
-    from tvm.target import codegen
-
-    mod = from_tflite(tflite.Model.GetRootAsModel(src.read_bytes(), 0))
-    if params.get("conv2d_data_layout", "NHWC") == "NCHW":
-        mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NCHW", "OIHW"]})(mod)
-    target = params.get("target", "llvm")
-    if target == "llvm":
-        target = {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}
-    opt_level = int(params.get("opt_level", 3))
-    trials = int(params.get("tuning_trials") or 0)
-    if trials:
-        from layertune.search.tvm_tuning import tune_and_compile, with_core_count
-        target = with_core_count(target) if isinstance(target, dict) else target
-        executable = tune_and_compile(mod, tvm.target.Target(target), trials, out.parent / "meta_schedule",
-                                      seed=int(params.get("tuning_seed", 0)), opt_level=opt_level)
-    else:
-        with tvm.transform.PassContext(opt_level=opt_level):
-            executable = tvm.compile(mod, target=tvm.target.Target(target))
-    executable.export_library(str(out))
     return out
 
 

@@ -1,6 +1,11 @@
-"""TVMCompiler's optional meta_schedule tuning: tune a Relax module's fused TIR functions with a
-trial budget, then compile with the best schedules found (functions not tuned fall back to
-TVM's default schedules).
+"""The TVMCompiler block: a TFLite model through TVM 0.27's Relax frontend to a compiled library,
+optionally tuned by meta_schedule with a trial budget (the fused TIR functions get the best
+schedules found; functions not tuned keep TVM's default schedules).
+
+Tuning runs in a process of its own (`python -m layertune.search.tvm_compiler SRC OUT PARAMS`):
+TVM registers its tensor intrinsics through TVMScript, whose parser calls inspect.stack(), and in
+a process that has loaded TensorFlow (a Keras model, a TFLite conversion) that import took 131 s
+instead of 18 s here.
 
 Why not `relax.get_pipeline("static_shape_tuning")`: it gives every task the whole budget in
 turn, so a small budget is spent on the first tasks (often the cheap matmul and mean) and the
@@ -11,8 +16,12 @@ process, where the intrinsics are registered, so the built module no longer need
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +39,6 @@ def build_without_intrinsic_registry(mod: Any, target: Any, _params: Any) -> Any
 
 def with_core_count(target: dict[str, Any]) -> dict[str, Any]:
     """meta_schedule's CPU rules need `num-cores`; default it to this machine's CPU count."""
-    import os
-
     if target.get("kind") == "llvm" and "num-cores" not in target:
         return {**target, "num-cores": os.cpu_count() or 1}
     return target
@@ -85,3 +92,62 @@ def tune_and_compile(mod: Any, target: Any, trials: int, work_dir: Path, seed: i
     with target, tvm.transform.PassContext(opt_level=opt_level):
         mod = transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
         return tvm.compile(mod, target=target)
+
+
+def tvm_target(params: dict[str, Any]) -> Any:
+    """The block's `target` as a tvm Target: "llvm" means this CPU (LLVM's -mcpu detection); a
+    tuned llvm target gets this machine's core count unless it names one."""
+    import tvm
+    from tvm.target import codegen
+
+    target = params.get("target", "llvm")
+    if target == "llvm":
+        target = {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}
+    if params.get("tuning_trials") and isinstance(target, dict):
+        target = with_core_count(target)
+    return tvm.target.Target(target)
+
+
+def compile_tflite(params: dict[str, Any], src: Path, out: Path) -> Path:
+    """The TVMCompiler block: `params` as in the config (target, opt_level, conv2d_data_layout,
+    tuning_trials, tuning_seed); writes the library to `out`, tuning records beside it."""
+    import tflite
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.tflite import from_tflite
+
+    mod = from_tflite(tflite.Model.GetRootAsModel(src.read_bytes(), 0))
+    if params.get("conv2d_data_layout", "NHWC") == "NCHW":
+        mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NCHW", "OIHW"]})(mod)
+    target, opt_level, trials = tvm_target(params), int(params.get("opt_level", 3)), int(params.get("tuning_trials") or 0)
+    if trials:
+        executable = tune_and_compile(mod, target, trials, out.parent / "meta_schedule",
+                                      seed=int(params.get("tuning_seed", 0)), opt_level=opt_level)
+    else:
+        with tvm.transform.PassContext(opt_level=opt_level):
+            executable = tvm.compile(mod, target=target)
+    executable.export_library(str(out))
+    return out
+
+
+def compile_step(params: dict[str, Any], src: Path, out: Path) -> Path:
+    """compile_tflite, in a process of its own when it tunes (see the module doc). The child is
+    in the caller's session, so a trial's timeout ends it too."""
+    if not params.get("tuning_trials"):
+        return compile_tflite(params, src, out)
+    check_runs_here(tvm_target(params))  # a clear error now rather than from the child
+    proc = subprocess.run([sys.executable, "-m", __name__, str(src), str(out), json.dumps(params)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0 or not out.exists():
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise RuntimeError(f"TVMCompiler: tuning failed: {lines[-1] if lines else f'exit code {proc.returncode}'}")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    compile_tflite(json.loads(argv[2]), Path(argv[0]), Path(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
