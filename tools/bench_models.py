@@ -82,22 +82,14 @@ def layertune_model(flatbuffer: bytes, name: str, threads: int, method: str | No
 
 
 TVM_CHILD = """
-import json, os, sys, time, numpy as np, tflite, tvm
+import json, os, sys, time, numpy as np, tvm
 from pathlib import Path
 from tvm import relax
-from tvm.relax.frontend.tflite import from_tflite
-from tvm.target import codegen
-from layertune.search.tvm_compiler import tune_and_compile, with_core_count
+from layertune.search.tvm_compiler import compile_tflite
 path, repeats, warmup, trials, lib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[6]), sys.argv[7]
 if not os.path.exists(lib):  # compile (and tune) once; every thread count reuses the library
-    mod = from_tflite(tflite.Model.GetRootAsModel(open(path, "rb").read(), 0))
-    target = tvm.target.Target(with_core_count({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}))
     started = time.perf_counter()
-    if trials:
-        ex = tune_and_compile(mod, target, trials, Path(lib + ".tuning"))
-    else:
-        ex = tvm.compile(mod, target=target)
-    ex.export_library(lib)
+    compile_tflite({"tuning_trials": trials}, Path(path), Path(lib))
     print(f"TVM compile{f' + tuning ({trials} trials)' if trials else ''}: {time.perf_counter() - started:.0f} s",
           file=sys.stderr)
 vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())

@@ -4,9 +4,7 @@ end on a device against the default choice (and each uniform method)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 import statistics
 import sys
@@ -21,6 +19,7 @@ from layertune.database import Record, ResultsStore
 from layertune.graph.ir import Graph
 from layertune.graph.kernel_choice import apply_default_kernels
 from layertune.graph.plan import write_plan
+from layertune.jsonfile import write_json
 from layertune.model import MODEL_SUFFIXES, import_graph
 from layertune.runners.device import DeviceSequence, DeviceSession
 from layertune.runners.pool import Job, run_pool
@@ -295,7 +294,7 @@ def _assemble_and_verify(path: Path, name: str, graph: Graph, best: dict[str, Re
     }
     from layertune.report import write_report
     write_report(out_dir, summary)
-    _write_json(out_dir / "summary.json", summary)
+    write_json(out_dir / "summary.json", summary)
     return summary
 
 
@@ -363,8 +362,3 @@ def _copy_graph(graph: Graph) -> Graph:
         n.attrs = dict(n.attrs)
     return g
 
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float))
-    os.replace(tmp, path)

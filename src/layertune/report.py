@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
+
+from layertune.jsonfile import write_text_atomic
 
 log = logging.getLogger("layertune.report")
 
@@ -55,9 +56,7 @@ def write_report(out_dir: Path, summary: dict[str, Any]) -> None:
     plots = _plots(out_dir, summary)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
-    tmp = out_dir / "report.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out_dir / "report.md")
+    write_text_atomic(out_dir / "report.md", "\n".join(lines) + "\n")
 
 
 def _plots(out_dir: Path, summary: dict[str, Any]) -> list[Path]:

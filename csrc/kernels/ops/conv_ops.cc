@@ -58,9 +58,26 @@ struct Gemv {
 
 constexpr int64_t kGemvMaxRows = 4;
 
-class ConvOp final : public Op {
+// A layer that is a matrix product on its last dimension: computed by the GEMV when it has only
+// a few rows, else by a prepared convolution kernel.
+class GemvOrKernelOp : public Op {
  public:
-  explicit ConvOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
+  explicit GemvOrKernelOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {}
+  void run(float* const* b) override {
+    if (kernel_) kernel_->run(b[in_], b[out_]);
+    else gemv_.run(b[in_], b[out_], rows_, threads_);
+  }
+
+ protected:
+  int in_, out_, threads_ = 1;
+  int64_t rows_ = 0;
+  std::unique_ptr<ConvKernel> kernel_;  // null: computed by gemv_
+  Gemv gemv_;
+};
+
+class ConvOp final : public GemvOrKernelOp {
+ public:
+  explicit ConvOp(const OpContext& ctx) : GemvOrKernelOp(ctx) {
     const int w = ctx.input(1);
     ops::expect_rank(ctx, in_, 4);
     ops::expect_rank(ctx, w, 4);
@@ -99,23 +116,13 @@ class ConvOp final : public Op {
     if (os != std::vector<int>{s.batch, s.out_h(), s.out_w(), s.out_c})
       fail(ctx.node.where(), ": output shape does not match the layer (", s.describe(), ")");
   }
-  void run(float* const* b) override {
-    if (kernel_) kernel_->run(b[in_], b[out_]);
-    else gemv_.run(b[in_], b[out_], rows_, threads_);
-  }
-
- private:
-  int in_, out_, threads_ = 1;
-  int64_t rows_ = 0;
-  std::unique_ptr<ConvKernel> kernel_;  // null: a 1x1 layer on a few pixels, computed by gemv_
-  Gemv gemv_;
 };
 
 // y = x W + b with W stored (in, out): a few rows by the GEMV, more rows by the unrolled GEMM
 // kernel as a 1x1 convolution.
-class FullyConnectedOp final : public Op {
+class FullyConnectedOp final : public GemvOrKernelOp {
  public:
-  explicit FullyConnectedOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
+  explicit FullyConnectedOp(const OpContext& ctx) : GemvOrKernelOp(ctx) {
     const int w = ctx.input(1);
     ops::expect_rank(ctx, w, 2);
     gemv_.in = ctx.shape(w)[0];
@@ -137,20 +144,9 @@ class FullyConnectedOp final : public Op {
       MethodParams p;
       p.method = ctx.reference_kernels ? Method::kReference : Method::kUnrolled;
       p.threads = ctx.threads;
-      gemm_ = make_conv_kernel(s, p, gemv_.weights, gemv_.bias.data());
+      kernel_ = make_conv_kernel(s, p, gemv_.weights, gemv_.bias.data());
     }
   }
-
-  void run(float* const* b) override {
-    if (gemm_) gemm_->run(b[in_], b[out_]);
-    else gemv_.run(b[in_], b[out_], rows_, threads_);
-  }
-
- private:
-  int in_, out_, threads_ = 1;
-  int64_t rows_ = 0;
-  Gemv gemv_;
-  std::unique_ptr<ConvKernel> gemm_;
 };
 
 // Transposed convolution: every input pixel scatters kh x kw x out_c contributions.

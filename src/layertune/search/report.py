@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from layertune.jsonfile import write_text_atomic
 
 QUALITY = ("accuracy", "mean_precision", "mean_sensitivity", "g_mean", "top_5_accuracy")
 
@@ -39,9 +40,7 @@ def write_report(measurement_files: list[Path], report_path: Path) -> list[Path]
                      f"{acc} | {m['compiled_model_size'] / 1024:.1f} | {m.get('session_utilization_cpus_percent_avg_mean', 0):.1f} | "
                      f"{m.get('session_utilization_mem_percent_mean', 0):.2f} |")
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
-    tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, report_path)
+    write_text_atomic(report_path, "\n".join(lines) + "\n")
     return [report_path, *plots]
 
 

@@ -16,18 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from layertune.jsonfile import write_json
 from layertune.search.config import METRICS_MAX, SearchConfig
 from layertune.search.space import Pipeline, enumerate_space, incompatibility
 from layertune.search.strategies import make_strategy
 
 log = logging.getLogger("layertune.search")
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
-
-
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def _output_paths(output: Path) -> tuple[Path, Path, Path]:

@@ -8,9 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from layertune.jsonfile import read_json
+from layertune.jsonfile import read_json, write_json
 from layertune.search.config import ConfigError, SearchConfig, parse_config
-from layertune.search.runner import run_trial_process, trial_spec, write_json
+from layertune.search.runner import run_trial_process, trial_spec
 from layertune.search.space import Pipeline, enumerate_space, incompatibility
 
 

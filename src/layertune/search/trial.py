@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from layertune.jsonfile import write_json
 from layertune.search import blocks
 from layertune.search.metrics import classification_metrics
 
@@ -133,10 +134,7 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
     result = run_trial(spec)
-    out = Path(argv[1])
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, out)
+    write_json(argv[1], result)
     return 0
 
 
