@@ -22,31 +22,38 @@ namespace {
 
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
+ConvShape conv_shape(std::tuple<int, int, int, int> input, int kernel_h, int kernel_w, int out_c,
+                     std::tuple<int, int> strides, std::tuple<int, int> dilations, std::tuple<int, int, int, int> pads,
+                     int groups, const std::string& activation) {
+  const auto [n, h, w, c] = input;
+  const auto [sh, sw] = strides;
+  const auto [dh, dw] = dilations;
+  const auto [pt, pb, pl, pr] = pads;
+  return ConvShape::from_fields({n, h, w, c, out_c, kernel_h, kernel_w, sh, sw, dh, dw, pt, pb, pl, pr, groups},
+                                parse_activation(activation));
+}
+
+MethodParams method_params(const std::string& method, const std::map<std::string, int>& params) {
+  MethodParams p;
+  p.method = find_method(method).name;
+  for (const auto& [name, value] : params) p.set(name, value);
+  return p;
+}
+
 class PyConvKernel {
  public:
   PyConvKernel(std::tuple<int, int, int, int> input_shape, FloatArray weights, std::optional<FloatArray> bias,
                std::tuple<int, int> strides, std::tuple<int, int> dilations, std::tuple<int, int, int, int> pads,
                int groups, const std::string& activation, const std::string& method,
                const std::map<std::string, int>& params) {
-    ConvShape s;
-    std::tie(s.batch, s.in_h, s.in_w, s.in_c) = input_shape;
     if (weights.ndim() != 4) fail("w: expected a 4-D array (kh, kw, in_c/groups, out_c)");
-    s.kernel_h = int(weights.shape(0));
-    s.kernel_w = int(weights.shape(1));
-    s.out_c = int(weights.shape(3));
-    std::tie(s.stride_h, s.stride_w) = strides;
-    std::tie(s.dilation_h, s.dilation_w) = dilations;
-    std::tie(s.pad_top, s.pad_bottom, s.pad_left, s.pad_right) = pads;
-    s.groups = groups;
-    s.activation = parse_activation(activation);
-    s.validate();
+    const ConvShape s = conv_shape(input_shape, int(weights.shape(0)), int(weights.shape(1)), int(weights.shape(3)),
+                                   strides, dilations, pads, groups, activation);
     if (weights.shape(2) * groups != s.in_c)
       fail("w: shape[2] x groups (", weights.shape(2), " x ", groups, ") must equal the input channels (", s.in_c, ")");
     if (bias && (bias->ndim() != 1 || bias->shape(0) != s.out_c))
       fail("bias: expected shape (", s.out_c, ",)");
-    MethodParams p;
-    p.method = parse_method(method);
-    for (const auto& [name, value] : params) p.set(name, value);
+    const MethodParams p = method_params(method, params);
     kernel_ = make_conv_kernel(s, p, weights.data(), bias ? bias->data() : nullptr);
   }
 
@@ -214,18 +221,23 @@ PYBIND11_MODULE(_core, m) {
   m.def("supported_ops", &supported_ops);
   m.attr("PLAN_VERSION") = kPlanVersion;
 
-  m.def("conv_methods", [] {
-    std::map<std::string, std::vector<std::string>> out;
-    for (const auto& name : method_names()) out[name] = method_param_names(parse_method(name));
-    return out;
-  });
+  m.def("methods_json", &methods_json);
+  // "" when the method (with these parameters) can compute the layer, else why not; no weights
+  // are packed. The layer is given as ConvKernel's arguments, with the kernel's (kh, kw, out_c).
+  m.def("why_not_applicable",
+        [](std::tuple<int, int, int, int> input, std::tuple<int, int, int> kernel, std::tuple<int, int> strides,
+           std::tuple<int, int> dilations, std::tuple<int, int, int, int> pads, int groups,
+           const std::string& activation, const std::string& method, const std::map<std::string, int>& params) {
+          const auto [kh, kw, out_c] = kernel;
+          return why_not_applicable(
+              conv_shape(input, kh, kw, out_c, strides, dilations, pads, groups, activation),
+              method_params(method, params));
+        },
+        py::arg("input_shape"), py::arg("kernel"), py::arg("strides"), py::arg("dilations"), py::arg("pads"),
+        py::arg("groups"), py::arg("activation"), py::arg("method"), py::arg("params"));
   m.def("same_padding", [](int in, int kernel, int stride, int dilation) {
-    ConvShape s;
-    s.in_h = s.in_w = in;
-    s.kernel_h = s.kernel_w = kernel;
-    s.stride_h = s.stride_w = stride;
-    s.dilation_h = s.dilation_w = dilation;
-    s.set_padding("SAME");
+    const ConvShape s = ConvShape::from_fields({1, in, in, 1, 1, kernel, kernel, stride, stride, dilation, dilation,
+                                                0, 0, 0, 0, 1}, Activation::kNone, "SAME");
     return std::make_tuple(s.pad_top, s.pad_bottom);
   });
   m.def("peak_gflops", &measure_peak_gflops, py::arg("threads") = 1, py::arg("seconds") = 0.5,

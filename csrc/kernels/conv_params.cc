@@ -104,103 +104,16 @@ std::string ConvShape::describe() const {
              ",", pad_right, " groups ", groups, " -> ", out_c, " ", activation_name(activation));
 }
 
-Method parse_method(const std::string& name) {
-  if (name == "reference") return Method::kReference;
-  if (name == "simple") return Method::kSimple;
-  if (name == "unrolled") return Method::kUnrolled;
-  if (name == "winograd") return Method::kWinograd;
-  fail("method: unknown method '", name, "' (expected reference, simple, unrolled or winograd)");
-}
-
-const char* method_name(Method m) {
-  switch (m) {
-    case Method::kReference: return "reference";
-    case Method::kSimple: return "simple";
-    case Method::kUnrolled: return "unrolled";
-    case Method::kWinograd: return "winograd";
-  }
-  return "?";
-}
-
-std::vector<std::string> method_names() { return {"reference", "simple", "unrolled", "winograd"}; }
-
-std::vector<std::string> method_param_names(Method m) {
-  switch (m) {
-    case Method::kReference:
-    case Method::kSimple: return {"threads"};
-    case Method::kUnrolled: return {"threads", "block_m", "block_k"};
-    case Method::kWinograd:
-      return {"threads", "winograd_tile", "separable_block_depth", "nonseparable_filter_block_depth",
-              "nonseparable_channel_depth"};
-  }
-  return {};
-}
-
-void MethodParams::set(const std::string& name, int value) {
-  auto names = method_param_names(method);
-  if (std::find(names.begin(), names.end(), name) == names.end()) {
-    std::string accepted;
-    for (auto& n : names) accepted += (accepted.empty() ? "" : ", ") + n;
-    fail(name, ": not a parameter of method '", method_name(method), "' (it accepts: ", accepted, ")");
-  }
-  if (name == "winograd_tile") {
-    if (value != 2 && value != 4) fail("winograd_tile: must be 2 or 4, got ", value);
-    winograd_tile = value;
-    return;
-  }
-  if (value <= 0) fail(name, ": must be a positive integer, got ", value);
-  if (name == "threads") {
-    if (value > 1024) fail("threads: at most 1024, got ", value);
-    threads = value;
-  } else if (name == "separable_block_depth") {
-    separable_block_depth = value;
-  } else if (name == "nonseparable_filter_block_depth") {
-    nonseparable_filter_block_depth = value;
-  } else if (name == "nonseparable_channel_depth") {
-    nonseparable_channel_depth = value;
-  } else if (name == "block_m") {
-    block_m = value;
-  } else if (name == "block_k") {
-    block_k = value;
-  }
-}
-
-std::string MethodParams::describe() const {
-  std::string s = cat(method_name(method), "(");
-  switch (method) {
-    case Method::kWinograd:
-      s += cat("winograd_tile=", winograd_tile, ", ");
-      if (separable_block_depth) s += cat("separable_block_depth=", separable_block_depth, ", ");
-      if (nonseparable_filter_block_depth)
-        s += cat("nonseparable_filter_block_depth=", nonseparable_filter_block_depth, ", ");
-      if (nonseparable_channel_depth) s += cat("nonseparable_channel_depth=", nonseparable_channel_depth, ", ");
-      break;
-    case Method::kUnrolled:
-      if (block_m) s += cat("block_m=", block_m, ", ");
-      if (block_k) s += cat("block_k=", block_k, ", ");
-      break;
-    default: break;
-  }
-  return s + cat("threads=", threads, ")");
-}
-
-void check_applicable(const ConvShape& s, const MethodParams& p) {
-  if (p.method != Method::kWinograd) return;
-  if (s.kernel_h != 3 || s.kernel_w != 3)
-    fail("method: winograd needs a 3x3 kernel, this layer's is ", s.kernel_h, "x", s.kernel_w);
-  if (s.stride_h != 1 || s.stride_w != 1)
-    fail("method: winograd needs stride 1, this layer's is ", s.stride_h, "x", s.stride_w);
-  if (s.dilation_h != 1 || s.dilation_w != 1)
-    fail("method: winograd needs dilation 1, this layer's is ", s.dilation_h, "x", s.dilation_w);
-  if (s.is_depthwise()) {
-    if (p.nonseparable_filter_block_depth || p.nonseparable_channel_depth)
-      fail("nonseparable_filter_block_depth / nonseparable_channel_depth: apply to regular convolutions, "
-           "this layer is depthwise (use separable_block_depth)");
-  } else if (p.separable_block_depth && s.in_c_per_group() != 1) {
-    // (A one-channel layer is depthwise and regular at once; with one channel there is nothing
-    // to block, so separable_block_depth is accepted there.)
-    fail("separable_block_depth: applies to depthwise layers, this layer is a regular convolution");
-  }
+ConvShape ConvShape::from_fields(const Fields& f, Activation activation, const std::string& padding) {
+  ConvShape s;
+  int* fields[] = {&s.batch, &s.in_h, &s.in_w, &s.in_c, &s.out_c, &s.kernel_h, &s.kernel_w, &s.stride_h,
+                   &s.stride_w, &s.dilation_h, &s.dilation_w, &s.pad_top, &s.pad_bottom, &s.pad_left,
+                   &s.pad_right, &s.groups};
+  for (size_t i = 0; i < f.size(); ++i) *fields[i] = f[i];
+  s.activation = activation;
+  if (!padding.empty()) s.set_padding(padding);
+  s.validate();
+  return s;
 }
 
 }  // namespace layertune

@@ -5,6 +5,7 @@
 //   layertune-profiler job --file JOB | --text JOB_TEXT [--warmup W] [--repeats R] [--seed S] [--tolerance REL]
 //       [--flush-bytes N]
 //   layertune-profiler info
+//   layertune-profiler methods      (the method table as JSON)
 //   layertune-profiler peak [--threads N] [--seconds S]
 //   layertune-profiler conv --input NxHxWxC --filters K --kernel KHxKW [--stride SHxSW]
 //       [--dilation DHxDW] [--padding same|valid|T,B,L,R] [--groups G] [--activation A]
@@ -24,6 +25,7 @@
 // median / min / mean / std milliseconds. Bad arguments: one line on stderr, exit code 2.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -37,6 +39,7 @@
 #include "layertune/aligned_buffer.h"
 #include "layertune/conv.h"
 #include "layertune/engine.h"
+#include "layertune/json.h"
 #include "layertune/plan_format.h"
 #include "layertune/measure.h"
 #include "layertune/simd.h"
@@ -47,24 +50,6 @@ using namespace layertune;
 namespace {
 
 constexpr const char* kVersion = "0.1.0";
-
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (char ch : s) {
-    if (ch == '"' || ch == '\\') out += '\\', out += ch;
-    else if (ch == '\n') out += "\\n";
-    else if (static_cast<unsigned char>(ch) < 0x20) out += ' ';
-    else out += ch;
-  }
-  return out + "\"";
-}
-
-std::string json_number(double v) {
-  if (!std::isfinite(v)) return "null";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
-}
 
 int parse_int(const std::string& flag, const std::string& text) {
   try {
@@ -150,6 +135,12 @@ int cmd_info() {
   return 0;
 }
 
+// The method table as JSON: what this build of the profiler can run, and with which parameters.
+int cmd_methods() {
+  std::printf("%s\n", methods_json().c_str());
+  return 0;
+}
+
 int cmd_peak(const Args& a) {
   const int threads = parse_int("--threads", a.get("threads", "1"));
   const double seconds = std::stod(a.get("seconds", "0.5"));
@@ -159,30 +150,22 @@ int cmd_peak(const Args& a) {
 }
 
 int cmd_conv(const Args& a) {
-  ConvShape s;
   auto in = parse_ints("--input", a.require("input"), 'x', 4);
-  s.batch = in[0], s.in_h = in[1], s.in_w = in[2], s.in_c = in[3];
-  s.out_c = parse_int("--filters", a.require("filters"));
   auto k = parse_ints("--kernel", a.require("kernel"), 'x', 2);
-  s.kernel_h = k[0], s.kernel_w = k[1];
   auto st = parse_ints("--stride", a.get("stride", "1x1"), 'x', 2);
-  s.stride_h = st[0], s.stride_w = st[1];
   auto dil = parse_ints("--dilation", a.get("dilation", "1x1"), 'x', 2);
-  s.dilation_h = dil[0], s.dilation_w = dil[1];
-  s.groups = parse_int("--groups", a.get("groups", "1"));
-  s.activation = parse_activation(a.get("activation", "none"));
-  const std::string padding = a.get("padding", "same");
+  ConvShape::Fields f = {in[0], in[1], in[2], in[3], parse_int("--filters", a.require("filters")), k[0], k[1],
+                         st[0], st[1], dil[0], dil[1], 0, 0, 0, 0, parse_int("--groups", a.get("groups", "1"))};
+  std::string padding = a.get("padding", "same");
   if (padding.find(',') != std::string::npos) {
     auto p = parse_ints("--padding", padding, ',', 4);
-    s.pad_top = p[0], s.pad_bottom = p[1], s.pad_left = p[2], s.pad_right = p[3];
-  } else {
-    s.set_padding(padding);
+    std::copy(p.begin(), p.end(), f.begin() + 11);
+    padding.clear();
   }
-  s.validate();
+  const ConvShape s = ConvShape::from_fields(f, parse_activation(a.get("activation", "none")), padding);
 
   MethodParams p;
-  p.method = parse_method(a.require("method"));
-  p.threads = 1;
+  p.method = find_method(a.require("method")).name;
   if (a.flags.count("threads")) p.set("threads", parse_int("--threads", a.flags.at("threads")));
   for (const auto& kv : a.params) {
     auto eq = kv.find('=');
@@ -202,7 +185,7 @@ int cmd_conv(const Args& a) {
   AlignedBuffer out(s.output_size()), ref(s.output_size());
 
   MethodParams ref_params;
-  ref_params.method = Method::kReference;
+  ref_params.method = "reference";
   ref_params.threads = p.threads;
   make_conv_kernel(s, ref_params, weights.data(), bias.data())->run(input.data(), ref.data());
   auto kernel = make_conv_kernel(s, p, weights.data(), bias.data());
@@ -215,7 +198,7 @@ int cmd_conv(const Args& a) {
       "\"median_ms\": %s, \"min_ms\": %s, \"mean_ms\": %s, \"std_ms\": %s, \"repeats\": %d, "
       "\"max_abs_diff\": %s, \"max_abs_ref\": %s, \"error\": %s}\n",
       json_string(s.describe()).c_str(), static_cast<long long>(s.flops()), json_string(p.describe()).c_str(),
-      json_string(method_name(p.method)).c_str(), p.threads, json_number(t.median * ms).c_str(),
+      json_string(p.method).c_str(), p.threads, json_number(t.median * ms).c_str(),
       json_number(t.min * ms).c_str(), json_number(t.mean * ms).c_str(), json_number(t.std * ms).c_str(), t.repeats,
       json_number(c.max_abs_diff).c_str(), json_number(c.max_abs_ref).c_str(),
       ok ? "null" : json_string("wrong-answer").c_str());
@@ -365,18 +348,13 @@ int cmd_job(const Args& a) {
     if (!(in >> kind) || kind[0] == '#') continue;
     in >> key;
     if (kind == "L") {
-      ConvShape s;
+      ConvShape::Fields f;
       std::string act;
-      int* fields[] = {&s.batch, &s.in_h, &s.in_w, &s.in_c, &s.out_c, &s.kernel_h, &s.kernel_w, &s.stride_h,
-                       &s.stride_w, &s.dilation_h, &s.dilation_w, &s.pad_top, &s.pad_bottom, &s.pad_left,
-                       &s.pad_right, &s.groups};
-      for (int* v : fields)
-        if (!(in >> *v)) fail(path, ":", line_no, ": a layer line needs 16 integers and an activation");
+      for (int& v : f)
+        if (!(in >> v)) fail(path, ":", line_no, ": a layer line needs 16 integers and an activation");
       if (!(in >> act)) fail(path, ":", line_no, ": missing activation");
-      s.activation = parse_activation(act);
-      s.validate();
       if (!layers.count(key)) order.push_back(key);
-      layers[key] = s;
+      layers[key] = ConvShape::from_fields(f, parse_activation(act));
     } else if (kind == "V") {
       std::string vkey;
       std::vector<std::string> words;
@@ -398,7 +376,7 @@ int cmd_job(const Args& a) {
     fill_uniform(weights.data(), weights.size(), seed + 1, -1.f, 1.f);
     fill_uniform(bias.data(), bias.size(), seed + 2, -1.f, 1.f);
     MethodParams ref_params;
-    ref_params.method = Method::kReference;
+    ref_params.method = "reference";
     ref_params.threads = cores;
     make_conv_kernel(s, ref_params, weights.data(), bias.data())->run(input.data(), ref.data());
     for (const auto& [vkey, words] : variants[key]) {
@@ -406,7 +384,7 @@ int cmd_job(const Args& a) {
       VariantResult r;
       MethodParams p;
       try {
-        p.method = parse_method(words[0]);
+        p.method = find_method(words[0]).name;
         for (size_t i = 1; i < words.size(); ++i) {
           auto eq = words[i].find('=');
           if (eq == std::string::npos) fail("expected name=value, got '", words[i], "'");
@@ -438,6 +416,7 @@ int cmd_job(const Args& a) {
 int main(int argc, char** argv) {
   const std::map<std::string, std::vector<std::string>> allowed = {
       {"info", {}},
+      {"methods", {}},
       {"run", {"plan", "threads", "warmup", "repeats", "seed", "check", "layers", "tolerance"}},
       {"job", {"file", "text", "warmup", "repeats", "seed", "tolerance", "flush-bytes"}},
       {"peak", {"threads", "seconds"}},
@@ -446,7 +425,7 @@ int main(int argc, char** argv) {
   };
   try {
     if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
-      std::printf("usage: layertune-profiler info | peak [--threads N] | conv --input NxHxWxC --filters K "
+      std::printf("usage: layertune-profiler info | methods | peak [--threads N] | conv --input NxHxWxC --filters K "
                   "--kernel KHxKW --method M [options] | run --plan FILE [options] | job --file JOB [options]\n");
       return 0;
     }
@@ -456,6 +435,7 @@ int main(int argc, char** argv) {
     }
     Args a = parse_args(argc, argv, allowed);
     if (a.command == "info") return cmd_info();
+    if (a.command == "methods") return cmd_methods();
     if (a.command == "peak") return cmd_peak(a);
     if (a.command == "run") return cmd_run(a);
     if (a.command == "job") return cmd_job(a);

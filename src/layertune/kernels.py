@@ -14,6 +14,7 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from layertune import _core
+from layertune.methods import methods
 
 Padding = Union[str, Sequence[Sequence[int]]]
 
@@ -22,8 +23,9 @@ _ACTIVATIONS = {None: "none", "none": "none", "linear": "none", "relu": "relu", 
 
 
 def conv_methods() -> dict[str, tuple[str, ...]]:
-    """The convolution methods and the parameters each accepts (``reference`` is the oracle)."""
-    return {name: tuple(params) for name, params in _core.conv_methods().items()}
+    """The convolution methods and the parameters each accepts (``reference`` is the oracle);
+    the whole table, with ranges and defaults, is ``layertune.methods.methods()``."""
+    return {name: tuple(p.name for p in m.params) for name, m in methods().items()}
 
 
 def peak_gflops(threads: int = 1, seconds: float = 0.5) -> float:

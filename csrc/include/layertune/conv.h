@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "layertune/conv_params.h"
+#include "layertune/methods.h"
 
 namespace layertune {
 
@@ -26,16 +27,10 @@ class ConvKernel {
   MethodParams params_;
 };
 
-// Validates shape and parameters, then prepares the kernel. Weights are HWIO
+// Validates shape and parameters, then prepares the kernel with the method table's factory. Weights are HWIO
 // (kh, kw, in_c / groups, out_c); bias (out_c) may be null.
 std::unique_ptr<ConvKernel> make_conv_kernel(const ConvShape& shape, const MethodParams& params,
                                              const float* weights, const float* bias);
-
-// The per-method factories behind make_conv_kernel (inputs already validated).
-std::unique_ptr<ConvKernel> make_reference_conv(const ConvShape&, const MethodParams&, const float*, const float*);
-std::unique_ptr<ConvKernel> make_simple_conv(const ConvShape&, const MethodParams&, const float*, const float*);
-std::unique_ptr<ConvKernel> make_unrolled_conv(const ConvShape&, const MethodParams&, const float*, const float*);
-std::unique_ptr<ConvKernel> make_winograd_conv(const ConvShape&, const MethodParams&, const float*, const float*);
 
 // Measured fp32 peak of this CPU: a register-resident FMA loop on `threads` threads.
 double measure_peak_gflops(int threads, double seconds);

@@ -1,6 +1,9 @@
-// What a convolution layer is (ConvShape) and how to compute it (MethodParams).
+// What a convolution layer is (ConvShape) and how to compute it (MethodParams; what each method
+// and parameter is lives in the method table, methods.h).
 #pragma once
+#include <array>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -43,35 +46,28 @@ struct ConvShape {
   // Throws InvalidArgument naming the first field that is not a valid layer.
   void validate() const;
   std::string describe() const;  // "1x56x56x64 3x3/1 pad 1,1,1,1 -> 64 ..."
+
+  // The 16 integers of a layer in the order every caller writes them (the profiler's job file,
+  // its command line, the bindings, the engine): batch, in_h, in_w, in_c, out_c, kernel_h,
+  // kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_bottom, pad_left,
+  // pad_right, groups. Validated; a `padding` mode ("SAME" / "VALID") replaces the four pads.
+  using Fields = std::array<int, 16>;
+  static ConvShape from_fields(const Fields& fields, Activation activation, const std::string& padding = "");
 };
 
-enum class Method { kReference, kSimple, kUnrolled, kWinograd };
-
-Method parse_method(const std::string& name);
-const char* method_name(Method m);
-std::vector<std::string> method_names();
-// The tunable parameters a method accepts (names as in options JSON, results and reports).
-std::vector<std::string> method_param_names(Method m);
-
-// How to compute a layer. 0 in a block parameter means "choose from the shape".
+// How to compute a layer: a method of the method table (methods.h) and its parameters.
 struct MethodParams {
-  Method method = Method::kUnrolled;
-  int threads = 1;
-  int winograd_tile = 4;                    // winograd: output tile (2 -> F(2x2,3x3), 4 -> F(4x4,3x3))
-  int separable_block_depth = 0;            // winograd, depthwise: channels per block
-  int nonseparable_filter_block_depth = 0;  // winograd, regular: output filters per block
-  int nonseparable_channel_depth = 0;       // winograd, regular: input channels per block
-  int block_m = 0;                          // unrolled: output pixels per GEMM block
-  int block_k = 0;                          // unrolled: reduction depth per GEMM block
+  std::string method = "unrolled";
+  int threads = 1;                    // every method's parameter, kept apart for the hot path
+  std::map<std::string, int> values;  // the method's parameters that were set explicitly
 
-  // Sets one named parameter; throws InvalidArgument for a name the method does not take or
-  // a value out of range.
+  // The value set for `name`, else the table's default (0 in a block parameter: chosen from
+  // the shape).
+  int get(const std::string& name) const;
+  // Sets one named parameter; InvalidArgument for a name the method does not take or a value
+  // out of the table's range.
   void set(const std::string& name, int value);
   std::string describe() const;  // "winograd(winograd_tile=4, ..., threads=1)"
 };
-
-// Throws InvalidArgument if the method (or one of its explicitly set parameters) cannot
-// compute this layer, e.g. Winograd on a strided or 5x5 layer.
-void check_applicable(const ConvShape& shape, const MethodParams& params);
 
 }  // namespace layertune

@@ -73,4 +73,15 @@ void pack_b(const float* b, ptrdiff_t ldb, int k, int n, float* packed) {
   }
 }
 
+void pack_groups(const float* w, const float* bias, int k, int out_c, int groups, AlignedBuffer& packed,
+                 AlignedBuffer& packed_bias) {
+  const int cog = out_c / groups, panels = ceil_div(cog, kNR);
+  packed.resize(size_t(groups) * packed_b_size(k, cog));
+  packed_bias.resize(size_t(groups) * panels * kNR);
+  for (int g = 0; g < groups; ++g) {
+    pack_b(w + g * cog, out_c, k, cog, packed.data() + size_t(g) * panels * k * kNR);
+    if (bias) std::memcpy(packed_bias.data() + size_t(g) * panels * kNR, bias + g * cog, cog * sizeof(float));
+  }
+}
+
 }  // namespace layertune::gemm

@@ -1,4 +1,5 @@
-// The register-blocked GEMM micro-kernel shared by the unrolled (im2col) and Winograd methods.
+// The register-blocked GEMM micro-kernel (unrolled, Winograd) and the weight-panel packing that
+// simple, unrolled and Winograd share.
 #pragma once
 #include <cstddef>
 
@@ -38,6 +39,14 @@ void micro_kernel(int kc, const float* a, ptrdiff_t lda, const float* b, float* 
 // K x kNR, zero-padded: the layout micro_kernel reads.
 void pack_b(const float* b, ptrdiff_t ldb, int k, int n, float* packed);
 inline size_t packed_b_size(int k, int n) { return size_t((n + kNR - 1) / kNR) * kNR * size_t(k); }
+
+// Grouped HWIO weights as a K x out_c matrix (group g owns columns [g*cog, (g+1)*cog)) packed
+// group by group with pack_b, and the bias (may be null) padded to whole panels per group.
+void pack_groups(const float* w, const float* bias, int k, int out_c, int groups, AlignedBuffer& packed,
+                 AlignedBuffer& packed_bias);
+
+// The working set that blocked loops size their blocks to: 64 Ki floats (256 KiB, within L2).
+inline constexpr int kBlockFloats = 64 * 1024;
 
 inline int round_up(int v, int m) { return (v + m - 1) / m * m; }
 inline int ceil_div(int v, int m) { return (v + m - 1) / m; }

@@ -14,7 +14,7 @@ using ops::fused_activation;
 // The kernel choice stored in the node ("kernel.method", "kernel.<param>").
 MethodParams kernel_choice(const OpContext& ctx) {
   MethodParams p;
-  p.method = ctx.reference_kernels ? Method::kReference : parse_method(ctx.node.str("kernel.method", "unrolled"));
+  p.method = ctx.reference_kernels ? "reference" : ctx.node.str("kernel.method", "unrolled");
   p.threads = ctx.threads;
   if (ctx.reference_kernels) return p;
   for (const auto& [key, attr] : ctx.node.attrs) {
@@ -83,22 +83,18 @@ class ConvOp final : public GemvOrKernelOp {
     ops::expect_rank(ctx, w, 4);
     const auto& xs = ctx.shape(in_);
     const auto& ws = ctx.shape(w);  // HWIO
-    ConvShape s;
-    s.batch = xs[0], s.in_h = xs[1], s.in_w = xs[2], s.in_c = xs[3];
-    s.kernel_h = ws[0], s.kernel_w = ws[1], s.out_c = ws[3];
     auto st = ops::ints_n(ctx, "strides", 2), dil = ops::ints_n(ctx, "dilations", 2), pads = ops::ints_n(ctx, "pads", 4);
-    s.stride_h = int(st[0]), s.stride_w = int(st[1]);
-    s.dilation_h = int(dil[0]), s.dilation_w = int(dil[1]);
-    s.pad_top = int(pads[0]), s.pad_bottom = int(pads[1]), s.pad_left = int(pads[2]), s.pad_right = int(pads[3]);
-    s.groups = int(ctx.node.int_attr("groups", 1));
-    s.activation = parse_activation(ctx.node.str("activation", "none"));
+    const ConvShape::Fields fields = {xs[0], xs[1], xs[2], xs[3], ws[3], ws[0], ws[1], int(st[0]), int(st[1]),
+                                      int(dil[0]), int(dil[1]), int(pads[0]), int(pads[1]), int(pads[2]),
+                                      int(pads[3]), int(ctx.node.int_attr("groups", 1))};
     const float* bias = ctx.has_input(2) ? ctx.constant(ctx.input(2)) : nullptr;
+    ConvShape s;
     try {
-      s.validate();
+      s = ConvShape::from_fields(fields, parse_activation(ctx.node.str("activation", "none")));
       if (ws[2] * s.groups != s.in_c) fail("weights do not match the input channels and groups");
       const MethodParams choice = kernel_choice(ctx);
       rows_ = int64_t(s.batch) * s.out_h() * s.out_w();
-      if (choice.method != Method::kReference && rows_ <= kGemvMaxRows && s.kernel_h == 1 && s.kernel_w == 1 &&
+      if (choice.method != "reference" && rows_ <= kGemvMaxRows && s.kernel_h == 1 && s.kernel_w == 1 &&
           s.groups == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top + s.pad_bottom + s.pad_left + s.pad_right == 0) {
         gemv_.weights = ctx.constant(w);  // HWIO (1, 1, in, out) is the (in, out) matrix
         gemv_.in = s.in_c, gemv_.out = s.out_c;
@@ -137,12 +133,10 @@ class FullyConnectedOp final : public GemvOrKernelOp {
     if (ctx.has_input(2)) std::memcpy(gemv_.bias.data(), ctx.constant(ctx.input(2)), gemv_.out * sizeof(float));
     threads_ = ctx.threads;
     if (rows_ > kGemvMaxRows || ctx.reference_kernels) {
-      ConvShape s;
-      s.batch = int(rows_), s.in_h = s.in_w = 1, s.in_c = int(gemv_.in), s.out_c = int(gemv_.out);
-      s.kernel_h = s.kernel_w = 1;
-      s.activation = parse_activation(ctx.node.str("activation", "none"));
+      const ConvShape s = ConvShape::from_fields({int(rows_), 1, 1, int(gemv_.in), int(gemv_.out), 1, 1, 1, 1, 1, 1,
+                                                  0, 0, 0, 0, 1}, parse_activation(ctx.node.str("activation", "none")));
       MethodParams p;
-      p.method = ctx.reference_kernels ? Method::kReference : Method::kUnrolled;
+      p.method = ctx.reference_kernels ? "reference" : "unrolled";
       p.threads = ctx.threads;
       kernel_ = make_conv_kernel(s, p, gemv_.weights, gemv_.bias.data());
     }

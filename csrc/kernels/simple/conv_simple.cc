@@ -4,8 +4,10 @@
 // vector. Interior pixels run without bounds checks; the border goes one pixel at a time.
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 #include <vector>
 
+#include "../depthwise_layout.h"
 #include "../gemm/gemm.h"
 #include "layertune/conv.h"
 #include "layertune/thread_pool.h"
@@ -32,6 +34,14 @@ inline std::pair<int, int> interior(int in, int out, int k, int stride, int dila
   return {lo, hi};
 }
 
+// The taps [k0, k1) of one axis whose input coordinate origin + k * dilation lies in [0, in).
+inline std::pair<int, int> taps_inside(int origin, int kernel, int dilation, int in) {
+  const int k0 = std::min(kernel, origin >= 0 ? 0 : ceil_div(-origin, dilation));
+  int k1 = 0;
+  while (k1 < kernel && origin + k1 * dilation < in) ++k1;
+  return {k0, std::max(k0, k1)};
+}
+
 class SimpleConv final : public ConvKernel {
  public:
   SimpleConv(const ConvShape& s, const MethodParams& p, const float* w, const float* b) : ConvKernel(s, p) {
@@ -39,12 +49,7 @@ class SimpleConv final : public ConvKernel {
     panels_ = ceil_div(cog, kNR);
     taps_ = s.kernel_h * s.kernel_w;
     // [group][panel][ky][kx][ci][kNR]
-    packed_.resize(size_t(s.groups) * panels_ * taps_ * cig * kNR);
-    bias_.resize(size_t(s.groups) * panels_ * kNR);
-    for (int g = 0; g < s.groups; ++g) {
-      gemm::pack_b(w + g * cog, s.out_c, taps_ * cig, cog, packed_.data() + size_t(g) * panels_ * taps_ * cig * kNR);
-      if (b) std::memcpy(bias_.data() + size_t(g) * panels_ * kNR, b + g * cog, cog * sizeof(float));
-    }
+    gemm::pack_groups(w, b, taps_ * cig, s.out_c, s.groups, packed_, bias_);
   }
 
   void run(const float* in, float* out) override {
@@ -105,10 +110,8 @@ class SimpleConv final : public ConvKernel {
     const int oh = s.out_h(), ow = s.out_w(), cig = s.in_c_per_group(), cog = s.out_c_per_group();
     const int n = row / oh, oy = row % oh;
     const int iy0 = oy * s.stride_h - s.pad_top;
-    // Taps ky with iy0 + ky*dil inside [0, in_h).
-    const int ky0 = std::min(s.kernel_h, iy0 >= 0 ? 0 : ceil_div(-iy0, s.dilation_h));
-    int ky1 = 0;
-    while (ky1 < s.kernel_h && iy0 + ky1 * s.dilation_h < s.in_h) ++ky1;
+    int ky0, ky1;  // (plain ints: the lambdas below capture them)
+    std::tie(ky0, ky1) = taps_inside(iy0, s.kernel_h, s.dilation_h, s.in_h);
     const auto [x_lo, x_hi] = interior(s.in_w, ow, s.kernel_w, s.stride_w, s.dilation_w, s.pad_left);
     const float* in_n = in + int64_t(n) * s.in_h * s.in_w * s.in_c + g * cig;
     float* out_row = out + (int64_t(n) * oh + oy) * ow * s.out_c + g * cog;
@@ -121,11 +124,8 @@ class SimpleConv final : public ConvKernel {
         return in_n + int64_t(iy0) * s.in_w * s.in_c + int64_t(ox * s.stride_w - s.pad_left) * s.in_c;
       };
       auto border_pixel = [&](int ox) {
-        const int ix0 = ox * s.stride_w - s.pad_left;
-        const int kx0 = std::min(s.kernel_w, ix0 >= 0 ? 0 : ceil_div(-ix0, s.dilation_w));
-        int kx1 = 0;
-        while (kx1 < s.kernel_w && ix0 + kx1 * s.dilation_w < s.in_w) ++kx1;
-        tile<1>(origin(ox), ky0, ky1, kx0, std::max(kx0, kx1), w, bias, out_row + int64_t(ox) * s.out_c + p * kNR, nr);
+        const auto [kx0, kx1] = taps_inside(ox * s.stride_w - s.pad_left, s.kernel_w, s.dilation_w, s.in_w);
+        tile<1>(origin(ox), ky0, ky1, kx0, kx1, w, bias, out_row + int64_t(ox) * s.out_c + p * kNR, nr);
       };
       for (int ox = 0; ox < x_lo; ++ox) border_pixel(ox);
       int ox = x_lo;
@@ -154,9 +154,7 @@ class SimpleDepthwise final : public ConvKernel {
     for (int j = 0; j < m; ++j)
       for (int t = 0; t < taps; ++t)
         for (int ch = 0; ch < c; ++ch) weights_[(size_t(j) * taps + t) * c + ch] = w[(size_t(t) * c + ch) * m + j];
-    if (b)
-      for (int j = 0; j < m; ++j)
-        for (int ch = 0; ch < c; ++ch) bias_[size_t(j) * c + ch] = b[ch * m + j];
+    if (b) depthwise::group_by_multiplier(b, c, m, c, bias_.data());
     if (fast_row_) zeros_.resize(size_t((kWidePX - 1) * 2 + 5) * c + kLanes);  // the widest row segment read
   }
 
@@ -195,13 +193,7 @@ class SimpleDepthwise final : public ConvKernel {
           }
         }
         for (int p = 0; p < PX; ++p) {
-          const vf y = simd::clamp(acc[p], lo, hi);
-          float* o = out_row + int64_t(ox + p) * s.out_c;
-          if (m == 1) {
-            simd::store_n(o + c0, y, lanes);
-          } else {
-            for (int l = 0; l < lanes; ++l) o[(c0 + l) * m + j] = y[l];
-          }
+          depthwise::store(out_row + int64_t(ox + p) * s.out_c, c0, j, m, simd::clamp(acc[p], lo, hi), lanes);
         }
       }
     }
@@ -249,8 +241,8 @@ class SimpleDepthwise final : public ConvKernel {
         for (int p = 0; p < PX; ++p) simd::store(out_row + int64_t(ox + p) * c + c0, simd::clamp(acc[p], lo, hi));
       }
       if (c_full < c) {
-        const int ky0 = std::max(0, -iy0), ky1 = std::min(K, s.in_h - iy0);
-        tile<PX>(in_n, iy0, ox, ky0, std::max(ky0, ky1), 0, K, out_row, c_full, c);
+        const auto [ky0, ky1] = taps_inside(iy0, K, 1, s.in_h);
+        tile<PX>(in_n, iy0, ox, ky0, ky1, 0, K, out_row, c_full, c);
       }
     }
     return ox;
@@ -282,18 +274,14 @@ class SimpleDepthwise final : public ConvKernel {
     const int oh = s.out_h(), ow = s.out_w();
     const int n = row / oh, oy = row % oh;
     const int iy0 = oy * s.stride_h - s.pad_top;
-    const int ky0 = std::min(s.kernel_h, iy0 >= 0 ? 0 : ceil_div(-iy0, s.dilation_h));
-    int ky1 = 0;
-    while (ky1 < s.kernel_h && iy0 + ky1 * s.dilation_h < s.in_h) ++ky1;
+    int ky0, ky1;  // (plain ints: the lambdas below capture them)
+    std::tie(ky0, ky1) = taps_inside(iy0, s.kernel_h, s.dilation_h, s.in_h);
     const auto [x_lo, x_hi] = interior(s.in_w, ow, s.kernel_w, s.stride_w, s.dilation_w, s.pad_left);
     const float* in_n = in + int64_t(n) * s.in_h * s.in_w * s.in_c;
     float* out_row = out + (int64_t(n) * oh + oy) * ow * s.out_c;
     auto border_pixel = [&](int ox) {
-      const int ix0 = ox * s.stride_w - s.pad_left;
-      const int kx0 = std::min(s.kernel_w, ix0 >= 0 ? 0 : ceil_div(-ix0, s.dilation_w));
-      int kx1 = 0;
-      while (kx1 < s.kernel_w && ix0 + kx1 * s.dilation_w < s.in_w) ++kx1;
-      tile<1>(in_n, iy0, ox, ky0, ky1, kx0, std::max(kx0, kx1), out_row);
+      const auto [kx0, kx1] = taps_inside(ox * s.stride_w - s.pad_left, s.kernel_w, s.dilation_w, s.in_w);
+      tile<1>(in_n, iy0, ox, ky0, ky1, kx0, kx1, out_row);
     };
     for (int ox = 0; ox < x_lo; ++ox) border_pixel(ox);
     int ox = x_lo;

@@ -27,16 +27,12 @@ class UnrolledConv final : public ConvKernel {
     direct_ = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
               s.pad_bottom == 0 && s.pad_left == 0 && s.pad_right == 0;
     // Weights HWIO = a K x out_c matrix; group g owns columns [g*cog, (g+1)*cog).
-    packed_.resize(size_t(s.groups) * gemm::packed_b_size(k_, cog));
-    bias_.resize(size_t(s.groups) * panels_ * kNR);
-    for (int g = 0; g < s.groups; ++g) {
-      gemm::pack_b(w + g * cog, s.out_c, k_, cog, packed_.data() + size_t(g) * panels_ * k_ * kNR);
-      if (b) std::memcpy(bias_.data() + size_t(g) * panels_ * kNR, b + g * cog, cog * sizeof(float));
-    }
+    gemm::pack_groups(w, b, k_, s.out_c, s.groups, packed_, bias_);
     const int m = s.batch * s.out_h() * s.out_w();
-    block_m_ = p.block_m ? round_up(p.block_m, kMR) : default_block_m();
+    const int block_m = p.get("block_m"), block_k = p.get("block_k");
+    block_m_ = block_m ? round_up(block_m, kMR) : default_block_m();
     block_m_ = std::min(block_m_, round_up(m, kMR));
-    block_k_ = p.block_k ? p.block_k : 256;
+    block_k_ = block_k ? block_k : 256;
     m_blocks_ = ceil_div(m, block_m_);
     // Too few pixel blocks to keep every thread busy: also split the output channels.
     const int64_t blocks = int64_t(m_blocks_) * s.groups;
@@ -58,7 +54,7 @@ class UnrolledConv final : public ConvKernel {
  private:
   int default_block_m() const {
     // Keep the im2col block (block_m x K floats) within about 256 KiB of L2.
-    int rows = (64 * 1024) / std::max(k_, 1);
+    int rows = gemm::kBlockFloats / std::max(k_, 1);
     return std::clamp(rows / kMR * kMR, kMR, 16 * kMR);
   }
 

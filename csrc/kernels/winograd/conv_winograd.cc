@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../depthwise_layout.h"
 #include "../gemm/gemm.h"
 #include "layertune/conv.h"
 #include "layertune/thread_pool.h"
@@ -69,7 +70,7 @@ class WinogradConv final : public ConvKernel {
     tiles_w_ = ceil_div(s.out_w(), M);
     const int tiles = s.batch * tiles_h_ * tiles_w_;
     // Tiles per block: V (E x tiles x cig floats) within about 256 KiB.
-    tile_block_ = std::clamp((64 * 1024) / (E * cig_) / kMR * kMR, kMR, 4 * kMR);
+    tile_block_ = std::clamp(gemm::kBlockFloats / (E * cig_) / kMR * kMR, kMR, 4 * kMR);
     tile_block_ = std::min(tile_block_, round_up(tiles, kMR));
     // Enough tasks to balance the threads: smaller tile blocks first, then split the filters.
     const int wanted_tasks = p.threads > 1 ? 4 * p.threads : 1;
@@ -77,17 +78,19 @@ class WinogradConv final : public ConvKernel {
     tile_blocks_ = ceil_div(tiles, tile_block_);
     // Output filters per block: a multiple of kNR; by default M (E x tiles x filters) <= 256 KiB.
     const int all_filters = panels_ * kNR;
-    int fb = p.nonseparable_filter_block_depth ? round_up(p.nonseparable_filter_block_depth, kNR)
-                                               : std::max(kNR, (64 * 1024) / (E * tile_block_) / kNR * kNR);
+    const int filter_depth = p.get("nonseparable_filter_block_depth");
+    int fb = filter_depth ? round_up(filter_depth, kNR)
+                                               : std::max(kNR, gemm::kBlockFloats / (E * tile_block_) / kNR * kNR);
     filter_block_ = std::min(fb, all_filters);
     const int64_t tasks = int64_t(tile_blocks_) * s.groups;
     if (tasks < wanted_tasks) {
       const int splits = int(ceil_div(wanted_tasks, int(tasks)));
-      if (!p.nonseparable_filter_block_depth)
+      if (!filter_depth)
         filter_block_ = std::min(filter_block_, std::max(kNR, round_up(ceil_div(cog_, splits), kNR)));
       filter_splits_ = std::min(splits, ceil_div(cog_, filter_block_));
     }
-    channel_block_ = std::min(p.nonseparable_channel_depth ? p.nonseparable_channel_depth : 128, cig_);
+    const int channel_depth = p.get("nonseparable_channel_depth");
+    channel_block_ = std::min(channel_depth ? channel_depth : 128, cig_);
     scratch_v_.resize(p.threads);
     scratch_m_.resize(p.threads);
     for (int t = 0; t < p.threads; ++t) {
@@ -204,10 +207,9 @@ class WinogradDepthwise final : public ConvKernel {
         for (int e = 0; e < E; ++e) u_[(size_t(j) * E + e) * stride_ + ch] = tmp[e];
       }
     bias_.resize(size_t(mult) * stride_);
-    if (b)
-      for (int j = 0; j < mult; ++j)
-        for (int ch = 0; ch < c; ++ch) bias_[size_t(j) * stride_ + ch] = b[ch * mult + j];
-    channel_block_ = p.separable_block_depth ? std::min(round_up(p.separable_block_depth, kLanes), stride_) : stride_;
+    if (b) depthwise::group_by_multiplier(b, c, mult, stride_, bias_.data());
+    const int depth = p.get("separable_block_depth");
+    channel_block_ = depth ? std::min(round_up(depth, kLanes), stride_) : stride_;
     channel_blocks_ = ceil_div(stride_, channel_block_);
     tiles_h_ = ceil_div(s.out_h(), M);
     tiles_w_ = ceil_div(s.out_w(), M);
@@ -246,11 +248,7 @@ class WinogradDepthwise final : public ConvKernel {
           for (int a = 0; a < M && oy0 + a < oh; ++a)
             for (int b = 0; b < M && ox0 + b < ow; ++b) {
               const vf r = simd::clamp(y[a * M + b] + bias, lo, hi);
-              float* o = out + ((int64_t(n) * oh + oy0 + a) * ow + ox0 + b) * s.out_c;
-              if (mult == 1)
-                simd::store_n(o + c0, r, lanes);
-              else
-                for (int l = 0; l < lanes; ++l) o[(c0 + l) * mult + j] = r[l];
+              depthwise::store(out + ((int64_t(n) * oh + oy0 + a) * ow + ox0 + b) * s.out_c, c0, j, mult, r, lanes);
             }
         }
       }
@@ -265,11 +263,12 @@ class WinogradDepthwise final : public ConvKernel {
 
 std::unique_ptr<ConvKernel> make_winograd_conv(const ConvShape& s, const MethodParams& p, const float* w,
                                                const float* b) {
+  const int tile = p.get("winograd_tile");
   if (s.is_depthwise()) {
-    if (p.winograd_tile == 2) return std::make_unique<WinogradDepthwise<2>>(s, p, w, b);
+    if (tile == 2) return std::make_unique<WinogradDepthwise<2>>(s, p, w, b);
     return std::make_unique<WinogradDepthwise<4>>(s, p, w, b);
   }
-  if (p.winograd_tile == 2) return std::make_unique<WinogradConv<2>>(s, p, w, b);
+  if (tile == 2) return std::make_unique<WinogradConv<2>>(s, p, w, b);
   return std::make_unique<WinogradConv<4>>(s, p, w, b);
 }
 

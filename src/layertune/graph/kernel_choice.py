@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from layertune.graph.ir import CONV_OPS, Graph, Node
+from layertune.methods import why_not
 
 
 def default_kernel(graph: Graph, node: Node) -> dict[str, Any]:
@@ -29,16 +32,13 @@ def default_kernel(graph: Graph, node: Node) -> dict[str, Any]:
 
 def check_kernel(graph: Graph, node: Node, method: str, params: dict[str, Any]) -> None:
     """ValueError unless the C++ core can compute this convolution with this method and these
-    parameters (the core is the one place that knows what applies)."""
-    from layertune import _core
-
-    info = graph.conv_info(node)
-    try:
-        _core.ConvKernel(info["input"], graph.tensors[node.inputs[1]].data, None, info["strides"], info["dilations"],
-                         info["pads"], info["groups"], info["activation"], method,
-                         {k: int(v) for k, v in params.items()})
-    except TypeError as exc:  # a parameter value that is not an integer
-        raise ValueError(str(exc)) from None
+    parameters (asked of the core's method table: the one place that knows what applies)."""
+    for name, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name}: expected an integer, got {value!r}")
+    reason = why_not(graph.conv_info(node), method, {k: int(v) for k, v in params.items()})
+    if reason:
+        raise ValueError(reason)
 
 
 def apply_default_kernels(graph: Graph, overwrite: bool = False) -> None:

@@ -1,0 +1,66 @@
+// The method table: the one place that says what each convolution method is — its parameters
+// (range, default, which layers they apply to, where an options file gives their values), where
+// it applies, and its factory. The kernel check, the profiler's arguments, the Python variants
+// and the options documentation are all derived from it; a new method is one kernel folder
+// and one row in csrc/kernels/methods.cc.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "layertune/conv_params.h"
+
+namespace layertune {
+
+class ConvKernel;
+
+// Which layers a parameter means something for.
+enum class LayerKind { kAny, kRegular, kDepthwise };
+const char* layer_kind_name(LayerKind k);  // "any", "regular", "depthwise"
+bool layer_is(const ConvShape& s, LayerKind k);
+
+struct ParamSpec {
+  std::string name;
+  std::string doc;
+  std::vector<int> choices;  // the allowed values; empty: any integer in [min, max]
+  int min = 1, max = 1 << 20;
+  int default_value = 0;  // the value when not set; 0 in a block parameter = chosen from the shape
+  LayerKind layers = LayerKind::kAny;
+  // Where an options file lists the values to tune (ELL's and layertune's list keys, e.g.
+  // "winograd_parameters"); empty: only "<method>_parameters": {"<name>": [...]}.
+  std::string options_key;
+  std::vector<int> sweep;  // values tuned when the options file names none (empty: not tuned)
+
+  // "" when `value` is allowed, else why not (naming the parameter).
+  std::string check(int value) const;
+};
+
+using ConvFactory = std::unique_ptr<ConvKernel> (*)(const ConvShape&, const MethodParams&, const float* weights,
+                                                   const float* bias);
+
+struct MethodSpec {
+  std::string name;
+  std::string doc;
+  bool tunable = true;           // false: the reference oracle, never a tuning candidate
+  std::vector<ParamSpec> params;  // "threads" first, then the method's own
+  std::string (*applies)(const ConvShape&) = nullptr;  // "" when the method can compute the layer
+  ConvFactory make = nullptr;
+
+  const ParamSpec* param(const std::string& name) const;
+};
+
+// Every method, in table order.
+const std::vector<MethodSpec>& conv_methods();
+// The method called `name`; InvalidArgument listing the known ones otherwise.
+const MethodSpec& find_method(const std::string& name);
+
+// "" when the method and every explicitly set parameter can compute this layer, else why not.
+std::string why_not_applicable(const ConvShape& shape, const MethodParams& params);
+// The table as JSON (a list of methods with their parameters): what the bindings and the
+// profiler's `methods` command report.
+std::string methods_json();
+
+// InvalidArgument with why_not_applicable's reason.
+void check_applicable(const ConvShape& shape, const MethodParams& params);
+
+}  // namespace layertune

@@ -1,0 +1,225 @@
+// The method table (see methods.h). One row per method; each method's kernels live in a folder
+// of their own and export one factory, declared here beside its row.
+#include "layertune/methods.h"
+
+#include <algorithm>
+
+#include "layertune/conv.h"
+#include "layertune/json.h"
+#include "layertune/status.h"
+
+namespace layertune {
+
+std::unique_ptr<ConvKernel> make_reference_conv(const ConvShape&, const MethodParams&, const float*, const float*);
+std::unique_ptr<ConvKernel> make_simple_conv(const ConvShape&, const MethodParams&, const float*, const float*);
+std::unique_ptr<ConvKernel> make_unrolled_conv(const ConvShape&, const MethodParams&, const float*, const float*);
+std::unique_ptr<ConvKernel> make_winograd_conv(const ConvShape&, const MethodParams&, const float*, const float*);
+
+namespace {
+
+std::string everywhere(const ConvShape&) { return ""; }
+
+std::string winograd_applies(const ConvShape& s) {
+  if (s.kernel_h != 3 || s.kernel_w != 3) return cat("winograd needs a 3x3 kernel, this layer's is ", s.kernel_h, "x", s.kernel_w);
+  if (s.stride_h != 1 || s.stride_w != 1) return cat("winograd needs stride 1, this layer's is ", s.stride_h, "x", s.stride_w);
+  if (s.dilation_h != 1 || s.dilation_w != 1)
+    return cat("winograd needs dilation 1, this layer's is ", s.dilation_h, "x", s.dilation_w);
+  return "";
+}
+
+ParamSpec threads_param() {
+  ParamSpec p;
+  p.name = "threads";
+  p.doc = "threads the kernel runs on";
+  p.max = 1024;
+  p.default_value = 1;
+  p.options_key = "threads";
+  return p;
+}
+
+// A block size: a positive integer, 0 (not set) = chosen from the shape.
+ParamSpec block(const char* name, const char* doc, LayerKind layers, const char* options_key) {
+  ParamSpec p;
+  p.name = name;
+  p.doc = doc;
+  p.layers = layers;
+  p.options_key = options_key;
+  return p;
+}
+
+MethodSpec row(const char* name, const char* doc, bool tunable, std::vector<ParamSpec> own,
+               std::string (*applies)(const ConvShape&), ConvFactory make) {
+  MethodSpec m{name, doc, tunable, {threads_param()}, applies, make};
+  m.params.insert(m.params.end(), own.begin(), own.end());
+  return m;
+}
+
+std::vector<MethodSpec> build_table() {
+  ParamSpec tile;
+  tile.name = "winograd_tile";
+  tile.doc = "output tile: 2 = F(2x2,3x3), 4 = F(4x4,3x3)";
+  tile.choices = {2, 4};
+  tile.default_value = 4;
+  tile.options_key = "winograd_tiles";
+  tile.sweep = {2, 4};
+  return {
+      row("reference", "plain loops with double accumulation: the oracle every variant is checked against", false, {},
+          everywhere, make_reference_conv),
+      row("simple", "direct convolution vectorized over channels (NHWC); the fast path for depthwise and small layers",
+          true, {}, everywhere, make_simple_conv),
+      row("unrolled", "im2col + a blocked GEMM with a register-blocked SIMD micro-kernel", true,
+          {block("block_m", "output pixels per GEMM block", LayerKind::kAny, ""),
+           block("block_k", "reduction depth per GEMM block", LayerKind::kAny, "")},
+          everywhere, make_unrolled_conv),
+      row("winograd", "Winograd F(2x2,3x3) / F(4x4,3x3) for 3x3, stride 1, dilation 1", true,
+          {tile,
+           block("separable_block_depth", "channels per block", LayerKind::kDepthwise, "winograd_parameters"),
+           block("nonseparable_filter_block_depth", "output filters per block", LayerKind::kRegular,
+                 "winograd_parameters"),
+           block("nonseparable_channel_depth", "input channels per block", LayerKind::kRegular, "winograd_parameters")},
+          winograd_applies, make_winograd_conv),
+  };
+}
+
+std::string joined_names(const std::vector<ParamSpec>& params) {
+  std::string out;
+  for (const auto& p : params) out += (out.empty() ? "" : ", ") + p.name;
+  return out;
+}
+
+}  // namespace
+
+const char* layer_kind_name(LayerKind k) {
+  switch (k) {
+    case LayerKind::kRegular: return "regular";
+    case LayerKind::kDepthwise: return "depthwise";
+    case LayerKind::kAny: break;
+  }
+  return "any";
+}
+
+bool layer_is(const ConvShape& s, LayerKind k) {
+  switch (k) {
+    case LayerKind::kRegular: return !s.is_depthwise();
+    case LayerKind::kDepthwise: return s.is_depthwise();
+    case LayerKind::kAny: break;
+  }
+  return true;
+}
+
+std::string ParamSpec::check(int value) const {
+  if (!choices.empty()) {
+    if (std::find(choices.begin(), choices.end(), value) != choices.end()) return "";
+    std::string allowed;
+    for (int c : choices) allowed += (allowed.empty() ? "" : " or ") + std::to_string(c);
+    return cat(name, ": must be ", allowed, ", got ", value);
+  }
+  if (value < min) return cat(name, ": must be a positive integer, got ", value);
+  if (value > max) return cat(name, ": at most ", max, ", got ", value);
+  return "";
+}
+
+const ParamSpec* MethodSpec::param(const std::string& wanted) const {
+  for (const auto& p : params)
+    if (p.name == wanted) return &p;
+  return nullptr;
+}
+
+const std::vector<MethodSpec>& conv_methods() {
+  static const std::vector<MethodSpec> table = build_table();
+  return table;
+}
+
+const MethodSpec& find_method(const std::string& name) {
+  std::string known;
+  for (const auto& m : conv_methods()) {
+    if (m.name == name) return m;
+    known += (known.empty() ? "" : ", ") + m.name;
+  }
+  fail("method: unknown method '", name, "' (expected ", known, ")");
+}
+
+int MethodParams::get(const std::string& name) const {
+  if (name == "threads") return threads;
+  auto it = values.find(name);
+  if (it != values.end()) return it->second;
+  const ParamSpec* p = find_method(method).param(name);
+  return p ? p->default_value : 0;
+}
+
+void MethodParams::set(const std::string& name, int value) {
+  const MethodSpec& m = find_method(method);
+  const ParamSpec* p = m.param(name);
+  if (!p) fail(name, ": not a parameter of method '", method, "' (it accepts: ", joined_names(m.params), ")");
+  std::string why = p->check(value);
+  if (!why.empty()) fail(why);
+  if (name == "threads") threads = value;
+  else values[name] = value;
+}
+
+std::string MethodParams::describe() const {
+  std::string s = method + "(";
+  for (const auto& p : find_method(method).params) {
+    if (p.name == "threads") continue;
+    auto it = values.find(p.name);
+    if (it != values.end()) s += cat(p.name, "=", it->second, ", ");
+    else if (p.default_value) s += cat(p.name, "=", p.default_value, ", ");
+  }
+  return s + cat("threads=", threads, ")");
+}
+
+std::string why_not_applicable(const ConvShape& s, const MethodParams& params) {
+  const MethodSpec& m = find_method(params.method);
+  std::string why = m.applies(s);
+  if (!why.empty()) return "method: " + why;
+  for (const auto& [name, value] : params.values) {
+    const ParamSpec* p = m.param(name);
+    if (!p) return cat(name, ": not a parameter of method '", m.name, "'");
+    if (!layer_is(s, p->layers)) {
+      std::string instead;
+      for (const auto& q : m.params)
+        if (q.layers != LayerKind::kAny && layer_is(s, q.layers)) instead += (instead.empty() ? "" : " / ") + q.name;
+      return cat(name, ": applies to ", layer_kind_name(p->layers), " layers, this layer is ",
+                 s.is_depthwise() ? "depthwise" : "a regular convolution",
+                 instead.empty() ? "" : cat(" (use ", instead, ")"));
+    }
+  }
+  return "";
+}
+
+void check_applicable(const ConvShape& shape, const MethodParams& params) {
+  std::string why = why_not_applicable(shape, params);
+  if (!why.empty()) fail(why);
+}
+
+std::string methods_json() {
+  auto ints = [](const std::vector<int>& v) {
+    std::string out = "[";
+    for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + std::to_string(v[i]);
+    return out + "]";
+  };
+  std::string out = "[";
+  for (const auto& m : conv_methods()) {
+    out += cat(out.size() > 1 ? ", " : "", "{\"name\": ", json_string(m.name), ", \"doc\": ", json_string(m.doc),
+               ", \"tunable\": ", m.tunable ? "true" : "false", ", \"params\": [");
+    for (size_t i = 0; i < m.params.size(); ++i) {
+      const ParamSpec& p = m.params[i];
+      out += cat(i ? ", " : "", "{\"name\": ", json_string(p.name), ", \"doc\": ", json_string(p.doc),
+                 ", \"choices\": ", ints(p.choices), ", \"min\": ", p.min, ", \"max\": ", p.max,
+                 ", \"default\": ", p.default_value, ", \"layers\": ", json_string(layer_kind_name(p.layers)),
+                 ", \"options_key\": ", json_string(p.options_key), ", \"sweep\": ", ints(p.sweep), "}");
+    }
+    out += "]}";
+  }
+  return out + "]";
+}
+
+std::unique_ptr<ConvKernel> make_conv_kernel(const ConvShape& shape, const MethodParams& params,
+                                             const float* weights, const float* bias) {
+  shape.validate();
+  check_applicable(shape, params);
+  if (!weights) fail("weights: missing");
+  return find_method(params.method).make(shape, params, weights, bias);
+}
+
+}  // namespace layertune

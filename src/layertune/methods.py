@@ -1,0 +1,96 @@
+"""The convolution-method table, as the C++ core defines it (csrc/kernels/methods.cc).
+
+Everything in Python that needs to know what a method is — which methods can be tuned, which
+parameters each takes, their ranges, which layers they mean something for, where an options file
+lists their values, whether a method can compute a layer — asks here; nothing restates it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from layertune import _core
+
+
+@dataclass(frozen=True)
+class MethodParam:
+    name: str
+    doc: str
+    choices: tuple[int, ...]  # allowed values; empty: any integer in [min, max]
+    min: int
+    max: int
+    default: int  # 0 in a block parameter: chosen from the layer's shape
+    layers: str  # "any", "regular" or "depthwise"
+    options_key: str  # the options file's list key for its values ("" if none)
+    sweep: tuple[int, ...]  # values tuned when the options file names none
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not allowed (naming the parameter), or None."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{self.name}: expected an integer, got {value!r}"
+        if self.choices and value not in self.choices:
+            return f"{self.name}: must be {' or '.join(map(str, self.choices))}, got {value}"
+        if not self.choices and not self.min <= value <= self.max:
+            return f"{self.name}: must be an integer in [{self.min}, {self.max}], got {value}"
+        return None
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    doc: str
+    tunable: bool
+    params: tuple[MethodParam, ...]  # "threads" first
+
+    def param(self, name: str) -> MethodParam | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+@lru_cache(maxsize=None)
+def methods() -> dict[str, Method]:
+    """Every method of the core, in table order (``reference`` is the oracle, not tunable)."""
+    out = {}
+    for m in json.loads(_core.methods_json()):
+        params = tuple(MethodParam(p["name"], p["doc"], tuple(p["choices"]), p["min"], p["max"], p["default"],
+                                   p["layers"], p["options_key"], tuple(p["sweep"])) for p in m["params"])
+        out[m["name"]] = Method(m["name"], m["doc"], m["tunable"], params)
+    return out
+
+
+def tunable_methods() -> tuple[str, ...]:
+    return tuple(name for name, m in methods().items() if m.tunable)
+
+
+def why_not(conv: dict[str, Any], method: str, params: dict[str, int] | None = None) -> str | None:
+    """Why the core cannot compute this convolution (``Graph.conv_info``) with this method and
+    these parameters, or None when it can. No weights are packed."""
+    kh, kw, _, out_c = conv["weights"]
+    reason = _core.why_not_applicable(tuple(conv["input"]), (kh, kw, out_c), tuple(conv["strides"]),
+                                      tuple(conv["dilations"]), tuple(conv["pads"]), conv["groups"],
+                                      conv["activation"], method, dict(params or {}))
+    return reason or None
+
+
+def options_table() -> str:
+    """The Markdown table of the tunable methods' parameters (profile_options/README.md holds a
+    copy that a test keeps equal to this)."""
+    rows = ["| method | parameter | values | kernel default | layers | options keys | tuned when not named |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+
+    def row(method: str, p: MethodParam, keys: str) -> str:
+        values = " / ".join(map(str, p.choices)) if p.choices else f"{p.min}..{p.max}"
+        default = "chosen from the shape" if p.default == 0 else str(p.default)
+        sweep = ", ".join(map(str, p.sweep)) if p.sweep else "-"
+        return f"| {method} | `{p.name}`: {p.doc} | {values} | {default} | {p.layers} | {keys} | {sweep} |"
+
+    tunable = [m for m in methods().values() if m.tunable]
+    rows.append(row("every method", tunable[0].param("threads"), "`threads`, or `parallel` (true: every core, false: 1)"))
+    for m in tunable:
+        for p in m.params:
+            if p.name != "threads":
+                keys = (f"`{p.options_key}`, " if p.options_key else "") + f"`{m.name}_parameters.{p.name}`"
+                rows.append(row(f"`{m.name}`", p, keys))
+    return "\n".join(rows)
