@@ -19,7 +19,7 @@ import pytest
 
 import layertune
 from conftest import IN_CI, start_sshd, stop_sshd
-from layertune.targets import BUILTIN
+from layertune.tuner.targets import BUILTIN
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_OPTIONS = {"convolution_methods": ["simple", "unrolled", "winograd"], "parallel": [False],

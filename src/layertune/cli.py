@@ -7,16 +7,25 @@ import argparse
 import logging
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from layertune.model import load
+from layertune.runners.devices import devices_from_arguments
+from layertune.search.config import load_config
+from layertune.search.report import write_report
+from layertune.search.runner import run_search
+from layertune.search.scenarios import measure_pipeline, write_scenarios
+from layertune.tuner.driver import RunSettings, find_models, profile_and_optimize
+from layertune.tuner.options import load_options, shipped_options
+from layertune.tuner.targets import resolve_target
 
 log = logging.getLogger("layertune")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from layertune.model import load
-
     model = load(args.model, threads=args.threads)
     if args.input:
         try:
@@ -44,23 +53,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shipped_options(name: str) -> str:
-    """profile_options/<name>: installed with the package, or this checkout's."""
-    from pathlib import Path
-    for folder in (Path(__file__).parent / "profile_options", Path(__file__).resolve().parents[2] / "profile_options"):
-        if (folder / name).is_file():
-            return str(folder / name)
-    raise ValueError(f"profile_options/{name} is missing; reinstall layertune")
-
-
 def _cmd_profile(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
-    from layertune.profile_and_optimize import Device, RunSettings, find_models, load_cluster, profile_and_optimize
-    from layertune.targets import resolve_target
-    from layertune.variants import load_options
-
     if args.apikey or args.ell_root:
         raise ValueError("--apikey and --ell_root are ELL options that do not apply to layertune "
                          "(devices are reached over SSH; there is no ELL installation)")
@@ -70,34 +63,17 @@ def _cmd_profile(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name}: must be {'>= 0' if name == 'warmup' else 'positive'}, got {value}")
     target = resolve_target(args.target, args.targets)
     if args.platform_regex:
-        from dataclasses import replace
         target = replace(target, cpuinfo_regex=args.platform_regex)
-    options_file = args.options or _shipped_options("default.json")
-    options = load_options(options_file)
+    options = load_options(args.options or shipped_options("default.json"))
     models = find_models(args.model_path, args.models)
-    password = args.password or os.environ.get("RPI_PASSWORD")
-    defaults = Device(None, args.username, args.port, args.ssh_key, password, args.known_hosts)
-    if args.cluster:
-        devices = load_cluster(args.cluster, defaults)
-    elif args.ipaddress:
-        devices = [Device(h, args.username, args.port, args.ssh_key, password, args.known_hosts) for h in args.ipaddress]
-    else:
-        devices = [defaults]  # this machine
+    devices = devices_from_arguments(args.ipaddress, args.cluster, args.username, args.port, args.ssh_key,
+                                     args.password, args.known_hosts)
     settings = RunSettings(target, options, Path(args.output_path), devices, warmup=args.warmup, repeats=args.repeats,
                            timeout=args.timeout, parallel_run=args.parallel_run, parallel_build=args.parallel_build,
                            use_cache=not args.no_cache, include_exercise_models=args.include_exercise_models,
                            temp_dir=args.temp_dir, flush_bytes=args.flush_bytes)
-    summaries = profile_and_optimize(models, settings)
-    for name, s in summaries.items():
-        whole = s["whole_model"]
-        if "latency_ms" in whole:
-            lat = whole["latency_ms"]
-            print(f"{name}: optimized {lat['optimized']:.3f} ms, default {lat['default']:.3f} ms "
-                  f"({whole['speedup_over_default']:.2f}x); output check: "
-                  f"{'OK' if whole['check']['error'] is None else whole['check']['error']}; "
-                  f"-> {Path(args.output_path) / name / 'optimized.ltplan'}")
-        else:
-            print(f"{name}: {whole.get('error')}")
+    for result in profile_and_optimize(models, settings).values():
+        print(result.summary_line())
     return 0
 
 
@@ -134,16 +110,8 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_fine_tune(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from layertune.search.config import load_config
-    from layertune.search.runner import run_search
-
-    from layertune.search.report import write_report
-
     cfg = load_config(args.json_cfg)
     if args.generate_scenarios:
-        from layertune.search.scenarios import write_scenarios
         count = write_scenarios(cfg, Path(args.generate_scenarios))
         print(f"wrote {count} scenarios to {args.generate_scenarios}")
     best = run_search(cfg, Path(args.output))
@@ -157,10 +125,6 @@ def _cmd_fine_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_test_pipeline(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from layertune.search.scenarios import measure_pipeline
-
     result, recorded = measure_pipeline(Path(args.pipeline), args.json_cfg and Path(args.json_cfg),
                                         Path(args.measurements), args.cache and Path(args.cache), args.timeout)
     for name, value in sorted(result["metrics"].items()):
@@ -172,10 +136,6 @@ def _cmd_test_pipeline(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from layertune.search.report import write_report
-
     files = write_report([Path(m) for m in args.measurements], Path(args.report_path))
     print("wrote " + ", ".join(str(f) for f in files))
     return 0

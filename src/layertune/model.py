@@ -12,8 +12,10 @@ import numpy as np
 
 from layertune import _core
 from layertune.graph.ir import CONV_OPS, Graph
+from layertune.graph.keras_import import import_keras
 from layertune.graph.kernel_choice import apply_default_kernels, check_kernel
 from layertune.graph.plan import graph_from_plan, plan_bytes, write_plan
+from layertune.graph.tflite_import import import_tflite
 
 MODEL_SUFFIXES = (".tflite", ".keras", ".h5", ".ltplan")
 
@@ -36,10 +38,8 @@ def import_graph(path: str | os.PathLike) -> Graph:
         raise ValueError(f"{path}: no such model file")
     suffix = path.suffix.lower()
     if suffix == ".tflite":
-        from layertune.graph.tflite_import import import_tflite
         return import_tflite(path)
     if suffix in (".keras", ".h5"):
-        from layertune.graph.keras_import import import_keras
         return import_keras(path)
     if suffix == ".ltplan":
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from layertune.runners.transport import DeviceError
-from layertune.targets import Target
+from layertune.tuner.targets import Target
 
 log = logging.getLogger("layertune.device")
 

@@ -4,6 +4,7 @@ device.py, shared by both. Failures raise DeviceError with a kind (connect, time
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import shutil
@@ -24,8 +25,8 @@ class DeviceError(Exception):
 class LocalTransport:
     """This machine as the device."""
 
-    def __init__(self, temp_dir: str | None = None):
-        self.name = "local"
+    def __init__(self, temp_dir: str | None = None, name: str = "local"):
+        self.name = name  # names the device's lease: two local "devices" need two names
         self.temp_dir = temp_dir
 
     def connect(self) -> None:
@@ -147,7 +148,6 @@ class SSHTransport:
             raise DeviceError("connect", f"{self.name}: upload failed: {exc}") from None
 
     def write_text(self, remote: str, text: str) -> None:
-        import io
         try:
             self._conn.put(io.BytesIO(text.encode()), remote)
         except Exception as exc:

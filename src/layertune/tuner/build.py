@@ -13,20 +13,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from layertune.kernels import profiler_path
-from layertune.targets import Target
+from layertune.paths import shipped
+from layertune.tuner.targets import Target
 
 log = logging.getLogger("layertune.build")
 
 
 def source_dir() -> Path:
     """The C++ sources: installed with the package, or this checkout's."""
-    installed = Path(__file__).parent / "_source"
-    if (installed / "CMakeLists.txt").exists():
-        return installed
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "CMakeLists.txt").exists() and (checkout / "csrc").is_dir():
-        return checkout
-    raise FileNotFoundError("the layertune C++ sources are missing; reinstall layertune with `pip install .`")
+    src = shipped("_source", ".", "the layertune C++ sources")
+    if not (src / "CMakeLists.txt").exists() or not (src / "csrc").is_dir():
+        raise FileNotFoundError("the layertune C++ sources are missing; reinstall layertune with `pip install .`")
+    return src
 
 
 def source_hash(src: Path | None = None) -> str:

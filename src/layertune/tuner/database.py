@@ -32,6 +32,14 @@ class Record:
     message: str = ""
     device: str = ""
 
+    @classmethod
+    def from_profiler(cls, layer: str, params: dict[str, Any], target: str, build: str, line: dict[str, Any],
+                      device: str) -> "Record":
+        """A record from one JSON line of `layertune-profiler job`."""
+        return cls(layer, line["variant"], target, build, params, line.get("median_ms"), line.get("min_ms"),
+                   line.get("mean_ms"), line.get("std_ms"), line.get("repeats", 0), line.get("max_abs_diff"),
+                   line.get("max_abs_ref"), line.get("error"), line.get("message", ""), device)
+
     @property
     def key(self) -> tuple[str, str, str, str]:
         return self.layer, self.variant, self.target, self.build

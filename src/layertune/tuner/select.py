@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from layertune.database import Record
+from layertune.tuner.database import Record
 from layertune.graph.ir import CONV_OPS, Graph, Node
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from layertune.jsonfile import write_text_atomic
+from layertune.tuner.result import ModelResult
 
 log = logging.getLogger("layertune.report")
 
@@ -18,48 +19,49 @@ def _fmt_variant(params: dict[str, Any] | None) -> str:
     return f"{params['method']}({rest})"
 
 
-def write_report(out_dir: Path, summary: dict[str, Any]) -> None:
-    lines = [f"# {summary['model']} on {summary['target']}", ""]
-    whole = summary.get("whole_model", {})
-    if "latency_ms" in whole:
-        lat = whole["latency_ms"]
-        lines += ["## Whole model", "", f"Measured on {whole['device']} ({summary['device_cores']} cores), "
+def write_report(out_dir: Path, result: ModelResult) -> None:
+    lines = [f"# {result.model} on {result.target}", ""]
+    whole = result.whole_model
+    if whole.error is None:
+        lat = whole.latency_ms
+        lines += ["## Whole model", "", f"Measured on {whole.device} ({result.device_cores} cores), "
                   "interleaved rounds, median of each round's median.", "",
                   "| plan | latency (ms) | vs default |", "| --- | ---: | ---: |"]
         for name, ms in sorted(lat.items(), key=lambda kv: kv[1]):
             lines.append(f"| {name} | {ms:.3f} | {lat['default'] / ms:.2f}x |")
-        check = whole.get("check", {})
-        lines += ["", f"Optimized output vs the reference kernels: max |diff| {check.get('max_abs_diff')} "
-                  f"(max |output| {check.get('max_abs_ref')}), {'OK' if check.get('error') is None else check.get('error')}.", ""]
+        check = whole.check
+        lines += ["", f"Optimized output vs the reference kernels: max |diff| {check.max_abs_diff} "
+                  f"(max |output| {check.max_abs_ref}), {'OK' if check.error is None else check.error}.", ""]
     else:
-        lines += ["## Whole model", "", f"Not verified: {whole.get('error')}", ""]
-    pool = summary.get("pool", {})
-    lines += [f"Profiling: {pool.get('wall_seconds', 0):.1f} s on {len(pool.get('busy_seconds', {}))} device(s), "
-              f"utilization {pool.get('utilization')}; profiler build {summary.get('build_seconds')} s; "
-              f"failed measurements {summary.get('failed_measurements')}.", "",
+        lines += ["## Whole model", "", f"Not verified: {whole.error}", ""]
+    pool = result.pool
+    lines += [f"Profiling: {pool.wall_seconds:.1f} s on {len(pool.busy_seconds)} device(s), "
+              f"utilization {pool.utilization}; profiler build {result.build_seconds} s; "
+              f"failed measurements {result.failed_measurements}.", "",
               "## Layers", "",
               "Isolated: the fastest variant timed alone (and the default's time alone). In the model: the kernel kept "
               "in optimized.ltplan — per layer, the fastest of the tuned, default and uniform choices timed inside "
               "whole-model runs.", "",
               "| # | op | layer | MFLOP | tuned (isolated) | ms | default | default ms | in the model: kept | ms | default ms | speedup |",
               "| ---: | --- | --- | ---: | --- | ---: | --- | ---: | --- | ---: | ---: | ---: |"]
-    for row in summary["layers"]:
-        t, d = row["time_ms"], row["default_time_ms"]
-        in_model = row.get("in_model_ms") or {}
-        kept = in_model.get(row.get("final_from", ""), None)
-        base = in_model.get("default")
+    for row in result.layers:
+        kept = row.in_model_ms.get(row.final_from)
+        base = row.in_model_ms.get("default")
         speed = f"{base / kept:.2f}x" if kept and base else "-"
-        fmt = lambda v: "-" if v is None else f"{v:.3f}"
-        lines.append(f"| {row['index']} | {row['op']} | {row['signature']} | {row['flops'] / 1e6:.1f} | "
-                     f"{_fmt_variant(row['chosen'])} | {fmt(t)} | {_fmt_variant(row['default'])} | {fmt(d)} | "
-                     f"{_fmt_variant(row.get('final'))} | {fmt(kept)} | {fmt(base)} | {speed} |")
-    plots = _plots(out_dir, summary)
+        lines.append(f"| {row.index} | {row.op} | {row.signature} | {row.flops / 1e6:.1f} | "
+                     f"{_fmt_variant(row.chosen)} | {_ms(row.time_ms)} | {_fmt_variant(row.default)} | "
+                     f"{_ms(row.default_time_ms)} | {_fmt_variant(row.final)} | {_ms(kept)} | {_ms(base)} | {speed} |")
+    plots = _plots(out_dir, result)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     write_text_atomic(out_dir / "report.md", "\n".join(lines) + "\n")
 
 
-def _plots(out_dir: Path, summary: dict[str, Any]) -> list[Path]:
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _plots(out_dir: Path, result: ModelResult) -> list[Path]:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -68,14 +70,14 @@ def _plots(out_dir: Path, summary: dict[str, Any]) -> list[Path]:
         log.info("matplotlib is not installed: report without plots (pip install matplotlib)")
         return []
     paths = []
-    rows = [r for r in summary["layers"] if r.get("in_model_ms")]
+    rows = [r for r in result.layers if r.in_model_ms]
     if rows:
-        plans = list(rows[0]["in_model_ms"])
+        plans = list(rows[0].in_model_ms)
         fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.45), 4))
         width = 0.8 / len(plans)
         for k, plan in enumerate(plans):
-            ax.bar([i + k * width for i in range(len(rows))], [r["in_model_ms"][plan] for r in rows], width, label=plan)
-        ax.set_xticks([i + 0.4 for i in range(len(rows))], [str(r["index"]) for r in rows], fontsize=7)
+            ax.bar([i + k * width for i in range(len(rows))], [r.in_model_ms[plan] for r in rows], width, label=plan)
+        ax.set_xticks([i + 0.4 for i in range(len(rows))], [str(r.index) for r in rows], fontsize=7)
         ax.set_xlabel("layer")
         ax.set_ylabel("ms in the model")
         ax.set_title("per-layer time by method (inside whole-model runs)")
@@ -84,7 +86,7 @@ def _plots(out_dir: Path, summary: dict[str, Any]) -> list[Path]:
         paths.append(out_dir / "layers.png")
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
-    lat = summary.get("whole_model", {}).get("latency_ms")
+    lat = result.whole_model.latency_ms
     if lat:
         fig, ax = plt.subplots(figsize=(6, 3))
         names = sorted(lat, key=lat.get)

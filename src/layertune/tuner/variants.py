@@ -1,0 +1,41 @@
+"""The variants to time for one layer: every tunable method the options name that can compute
+the layer, times the product of the values of each of its parameters that applies to the layer
+(the options' values, else the table's sweep; a parameter with neither is left to the kernel),
+at each thread count. What applies is asked of the core's method table."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from layertune.methods import methods, why_not
+from layertune.tuner.options import ProfileOptions
+
+
+def thread_counts(options: ProfileOptions, device_cores: int) -> tuple[int, ...]:
+    """`threads` if given, else `parallel`: true = every core of the device, false = one."""
+    if options.threads:
+        return options.threads
+    return tuple(dict.fromkeys(device_cores if p else 1 for p in options.parallel))
+
+
+def method_variants(conv: dict[str, Any], method: str, options: ProfileOptions) -> list[dict[str, int]]:
+    """The parameter settings of one method for one convolution (Graph.conv_info), without
+    threads; [] when the method cannot compute it."""
+    if why_not(conv, method):
+        return []
+    axes = []
+    for p in methods()[method].params:
+        values = options.values.get((method, p.name)) or p.sweep
+        if p.name == "threads" or not values or why_not(conv, method, {p.name: values[0]}):
+            continue
+        axes.append([(p.name, v) for v in values])
+    return [dict(combo) for combo in itertools.product(*axes)]
+
+
+def layer_variants(conv: dict[str, Any], options: ProfileOptions, device_cores: int) -> list[dict[str, Any]]:
+    """The variants ({"method": ..., "threads": ..., params...}) that apply to one convolution."""
+    per_method = {m: method_variants(conv, m, options) for m in options.methods}
+    return [{"method": m, "threads": threads, **params}
+            for threads in thread_counts(options, device_cores)
+            for m in options.methods for params in per_method[m]]
