@@ -159,3 +159,28 @@ def test_the_bundled_example_config_stays_valid():
     tuned = [p for p in runnable if any(s.params.get("tuning_trials") for s in p.optimizers)]
     assert len(tuned) == 2 and all(p.runtime.name == "TVMRuntime" for p in tuned)
     assert (root / cfg.model_wrapper.params["model_path"]).is_file()
+
+
+def test_every_class_path_in_the_docs_names_a_real_block_class():
+    import importlib
+    from pathlib import Path
+
+    from layertune.search.block import KINDS, REGISTRY, resolve
+
+    root = Path(__file__).resolve().parent.parent
+    text = "\n".join(p.read_text() for p in [root / "README.md", *(root / "docs").glob("*.md")])
+    paths = set(re.findall(r"(?:layertune|kenning)\.[a-z_.]+\.[A-Z][A-Za-z0-9]+", text))
+    assert {f"layertune.search.blocks.{name}" for name in REGISTRY} <= paths  # every block is documented
+    for path in paths:
+        cls = next((c for kind in KINDS if (c := resolve(path, kind))), None)
+        assert cls is not None, f"{path} names no block"
+        if path.startswith("layertune."):
+            module, name = path.rsplit(".", 1)
+            assert getattr(importlib.import_module(module), name) is cls, path
+
+
+def test_an_unknown_block_type_is_an_error_listing_the_known_ones():
+    data = copy.deepcopy(BASE)
+    data["runtime"] = [{"type": "layertune.search.blocks.OnnxRuntime", "parameters": {}}]
+    with pytest.raises(ConfigError, match=r"'runtime\[0\]\.type': unknown runtime .*known: .*TFLiteRuntime"):
+        parse_config(data, "cfg.json")

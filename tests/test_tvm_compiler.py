@@ -21,11 +21,11 @@ def test_tuning_reaches_every_task_and_keeps_the_outputs(tmp_path):
         require(module)
     from layertune.search import blocks
 
-    info = blocks.load_model_info("TFLiteModel", {"model_path": str(MODEL)})
-    data = blocks.load_data("DigitsDataset", {"num_samples": 16}, info)
+    info = blocks.TFLiteModel({"model_path": str(MODEL)}).info()
+    data = blocks.DigitsDataset({"num_samples": 16}).load(info)
     trials = 6
-    out = blocks.compile_step("TVMCompiler", {"tuning_trials": trials, "tuning_seed": 1}, MODEL, "tflite", data,
-                              tmp_path / "tvm")
+    (tmp_path / "tvm").mkdir()
+    out = blocks.TVMCompiler({"tuning_trials": trials, "tuning_seed": 1}).compile(MODEL, data, tmp_path / "tvm")
 
     db = tmp_path / "tvm" / "meta_schedule"
     workloads = (db / "database_workload.json").read_text().splitlines()
@@ -36,8 +36,8 @@ def test_tuning_reaches_every_task_and_keeps_the_outputs(tmp_path):
     assert {r[0] for r in records} == set(range(len(workloads)))
     assert all(r[1][1] and min(r[1][1]) > 0 for r in records)  # measured run times
 
-    tuned = blocks.make_runtime("TVMRuntime", {"num_threads": 1}, out, "tvm")
-    reference = blocks.make_runtime("TFLiteRuntime", {"num_threads": 1}, MODEL, "tflite")
+    tuned = blocks.TVMRuntime({"num_threads": 1}).load(out)
+    reference = blocks.TFLiteRuntime({"num_threads": 1}).load(MODEL)
     for x in data.x:
         want, got = reference(x[None]), tuned(x[None])
         assert got.shape == want.shape
@@ -52,5 +52,5 @@ def test_tuning_a_cross_target_is_refused_before_any_work(tmp_path):
     other = "x86_64" if platform.machine() == "aarch64" else "aarch64"
     target = {"kind": "llvm", "mtriple": f"{other}-linux-gnu"}
     with pytest.raises(ValueError, match=f"tuning measures candidates on this .* machine; the target is {other}"):
-        blocks.compile_step("TVMCompiler", {"tuning_trials": 4, "target": target}, MODEL, "tflite", None, tmp_path)
+        blocks.TVMCompiler({"tuning_trials": 4, "target": target}).compile(MODEL, None, tmp_path)
     assert not (tmp_path / "meta_schedule").exists()

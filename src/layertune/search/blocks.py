@@ -1,56 +1,76 @@
-"""The blocks of a pipeline: a model, a dataset, optimizers (compilers) and a runtime. Each one
-runs inside a trial's own process (search/trial.py), so a crash or hang costs one trial."""
+"""The blocks layertune implements, one class each: a model, a dataset, optimizers (compilers)
+and runtimes. `layertune.search.blocks.<Name>` is each one's class path in configs; Kenning's
+class paths for the same blocks are aliases (`kenning_paths`). Each block runs inside a trial's
+own process (search/trial.py), so a crash or hang costs one trial."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
+
+from layertune.examples.digits import load_split
+from layertune.model import load
+from layertune.runners.devices import Device
+from layertune.search.block import Data, Dataset, ModelInfo, ModelWrapper, Optimizer, Param, Runtime
+from layertune.search.tvm_compiler import TVMCompiler
+from layertune.tuner.driver import RunSettings, profile_and_optimize
+from layertune.tuner.options import load_options, shipped_options
+from layertune.tuner.targets import resolve_target
+
+__all__ = ["KerasModel", "TFLiteModel", "SyntheticDataset", "DigitsDataset", "ImageFolderDataset", "TFLiteCompiler",
+           "TVMCompiler", "LayerTuneCompiler", "TFLiteRuntime", "TVMRuntime", "LayerTuneRuntime"]
+
+_WRAPPER_PARAMS = {"model_path": Param(str, required=True), "num_classes": Param(int),
+                   "input_scale": Param((int, float), 1.0)}
+_THREADS = Param(int, 1)
+
+
+def _tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    return tf
 
 
 # -- models --------------------------------------------------------------------------------
 
-@dataclass
-class ModelInfo:
-    path: Path
-    format: str  # keras, tflite
-    input_shape: tuple[int, ...]  # with the batch dimension (1, ...)
-    num_classes: int
-    input_scale: float
+class _FileModel(ModelWrapper, abstract=True):
+    params_spec = _WRAPPER_PARAMS
+
+    def _info(self, shape: tuple[int, ...], classes: int) -> ModelInfo:
+        return ModelInfo(self.model_path(), self.output, tuple(int(d) for d in shape),
+                         int(self.params.get("num_classes") or classes), float(self.params["input_scale"]))
+
+    def model_path(self) -> Path:
+        path = Path(self.params["model_path"])
+        if not path.is_file():
+            raise ValueError(f"model_path: {path} does not exist")
+        return path
 
 
-def load_model_info(name: str, params: dict[str, Any]) -> ModelInfo:
-    path = Path(params["model_path"])
-    if not path.is_file():
-        raise ValueError(f"model_path: {path} does not exist")
-    if name == "KerasModel":
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import tensorflow as tf
-        model = tf.keras.models.load_model(path, compile=False)
-        shape = (1, *model.input_shape[1:])
-        classes = int(model.output_shape[-1])
-        fmt = "keras"
-    else:
-        from layertune.model import load
-        m = load(path)
-        shape, classes, fmt = m.input_shapes[0], int(m.output_shapes[0][-1]), "tflite"
-    return ModelInfo(path, fmt, tuple(int(d) for d in shape), int(params.get("num_classes") or classes),
-                     float(params.get("input_scale", 1.0)))
+class KerasModel(_FileModel):
+    """A .keras / .h5 model (its input shape and class count read with TensorFlow)."""
+    output = "keras"
+
+    def info(self) -> ModelInfo:
+        model = _tensorflow().keras.models.load_model(self.model_path(), compile=False)
+        return self._info((1, *model.input_shape[1:]), int(model.output_shape[-1]))
+
+
+class TFLiteModel(_FileModel):
+    """A .tflite model (its shapes read with layertune's importer)."""
+    output = "tflite"
+
+    def info(self) -> ModelInfo:
+        m = load(self.model_path())
+        return self._info(m.input_shapes[0], int(m.output_shapes[0][-1]))
 
 
 # -- datasets ------------------------------------------------------------------------------
-
-@dataclass
-class Data:
-    x: np.ndarray  # (n, *input shape without batch), float32
-    y: np.ndarray | None  # labels, or None (performance metrics only)
-    calibration: np.ndarray  # inputs for int8 calibration
-
 
 def _fit(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """(n, h, w) grey images -> (n, H, W, C): nearest-neighbour resize, channels repeated."""
@@ -62,109 +82,126 @@ def _fit(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.repeat(out[..., None], C, axis=3).astype(np.float32)
 
 
-def load_data(name: str, params: dict[str, Any], model: ModelInfo) -> Data:
-    shape = model.input_shape[1:]
-    n = int(params.get("num_samples") or 0)
-    if name == "SyntheticDataset":
-        rng = np.random.default_rng(params.get("seed", 0))
-        x = rng.uniform(0, 1, (max(n, 1), *shape)).astype(np.float32)
+class SyntheticDataset(Dataset):
+    """Uniform random inputs, no labels (performance metrics only)."""
+    params_spec = {"num_samples": Param(int, 50), "seed": Param(int, 0)}
+    kenning_paths = ("kenning.datasets.random_dataset.RandomizedClassificationDataset",)
+
+    def load(self, model: ModelInfo) -> Data:
+        rng = np.random.default_rng(self.params["seed"])
+        x = rng.uniform(0, 1, (max(int(self.params["num_samples"]), 1), *model.input_shape[1:])).astype(np.float32)
         return Data(x * model.input_scale, None, x[:10] * model.input_scale)
-    if name == "DigitsDataset":
-        from layertune.examples.digits import load_split
-        x_train, _, x_test, y_test = load_split(seed=params.get("seed", 0))
+
+
+class DigitsDataset(Dataset):
+    """scikit-learn's digits, resized to the model's input (its test split; calibration from the train split)."""
+    params_spec = {"num_samples": Param(int, 200), "seed": Param(int, 0), "calibration_samples": Param(int, 100)}
+
+    def load(self, model: ModelInfo) -> Data:
+        shape, n = model.input_shape[1:], int(self.params["num_samples"] or 0)
+        x_train, _, x_test, y_test = load_split(seed=self.params["seed"])
         x = _fit(x_test[..., 0], shape) * model.input_scale
-        cal = _fit(x_train[: params.get("calibration_samples", 100), ..., 0], shape) * model.input_scale
+        cal = _fit(x_train[: self.params["calibration_samples"], ..., 0], shape) * model.input_scale
         return Data(x[:n] if n else x, y_test[:n] if n else y_test, cal)
-    # ImageFolderDataset: one folder per class, classes in sorted order
-    from PIL import Image
-    root = Path(params["dataset_root"])
-    classes = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if not classes:
-        raise ValueError(f"dataset_root: {root} has no class folders")
-    xs, ys = [], []
-    for label, folder in enumerate(classes):
-        for f in sorted(folder.iterdir()):
-            with Image.open(f) as img:
-                img = img.convert("RGB" if shape[-1] == 3 else "L").resize((shape[1], shape[0]))
-                arr = np.asarray(img, np.float32) / 255.0
-            xs.append(arr.reshape(shape))
-            ys.append(label)
-    x, y = np.stack(xs) * model.input_scale, np.array(ys)
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    return Data(x[:n] if n else x, y[:n] if n else y, x[:100])
+
+
+class ImageFolderDataset(Dataset):
+    """One folder of images per class, classes in sorted order."""
+    params_spec = {"dataset_root": Param(str, required=True), "num_samples": Param(int, 0)}
+
+    def load(self, model: ModelInfo) -> Data:
+        from PIL import Image
+
+        shape, n = model.input_shape[1:], int(self.params["num_samples"] or 0)
+        root = Path(self.params["dataset_root"])
+        classes = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        if not classes:
+            raise ValueError(f"dataset_root: {root} has no class folders")
+        xs, ys = [], []
+        for label, folder in enumerate(classes):
+            for f in sorted(folder.iterdir()):
+                with Image.open(f) as img:
+                    img = img.convert("RGB" if shape[-1] == 3 else "L").resize((shape[1], shape[0]))
+                    arr = np.asarray(img, np.float32) / 255.0
+                xs.append(arr.reshape(shape))
+                ys.append(label)
+        x, y = np.stack(xs) * model.input_scale, np.array(ys)
+        order = np.random.default_rng(0).permutation(len(x))
+        x, y = x[order], y[order]
+        return Data(x[:n] if n else x, y[:n] if n else y, x[:100])
 
 
 # -- optimizers ----------------------------------------------------------------------------
 
-def compile_step(name: str, params: dict[str, Any], src: Path, src_format: str, data: Data, out_dir: Path) -> Path:
-    """Runs one optimizer; returns the path of the model it produced."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if name == "TFLiteCompiler":
-        return _tflite_compile(params, src, data, out_dir / "model.tflite")
-    if name == "TVMCompiler":
-        from layertune.search.tvm_compiler import compile_step as tvm_compile_step
-        return tvm_compile_step(params, src, out_dir / "model.so")
-    return _layertune_compile(params, src, out_dir)
+class TFLiteCompiler(Optimizer):
+    """Keras -> TFLite with the TFLite converter (fp32, fp16 weights, or full int8)."""
+    params_spec = {"target": Param(str, "default", ("default", "float16", "int8")),
+                   "inference_input_type": Param(str, "float32", ("float32", "int8", "uint8")),
+                   "inference_output_type": Param(str, "float32", ("float32", "int8", "uint8")),
+                   "compiled_model_path": Param(str)}
+    inputs, output = ("keras",), "tflite"
+    kenning_paths = ("kenning.optimizers.tflite.TFLiteCompiler",)
+
+    def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
+        tf = _tensorflow()
+        out = out_dir / "model.tflite"
+        converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.models.load_model(src, compile=False))
+        target = self.params["target"]
+        if target in ("float16", "int8"):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if target == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if target == "int8":
+            cal = data.calibration
+
+            def representative():
+                for i in range(len(cal)):
+                    yield [cal[i: i + 1]]
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            types = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
+            converter.inference_input_type = types[self.params["inference_input_type"]]
+            converter.inference_output_type = types[self.params["inference_output_type"]]
+        with contextlib.redirect_stdout(io.StringIO()):
+            out.write_bytes(converter.convert())
+        return out
 
 
-def _tflite_compile(params: dict[str, Any], src: Path, data: Data, out: Path) -> Path:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-    converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.models.load_model(src, compile=False))
-    target = params.get("target", "default")
-    if target in ("float16", "int8"):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if target == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if target == "int8":
-        cal = data.calibration
+class LayerTuneCompiler(Optimizer):
+    """Keras / TFLite -> an optimized .ltplan, by profile_and_optimize on this machine."""
+    params_spec = {"options": Param(str, "quick.json"), "repeats": Param(int, 3), "compiled_model_path": Param(str)}
+    inputs, output = ("keras", "tflite"), "ltplan"
 
-        def representative():
-            for i in range(len(cal)):
-                yield [cal[i: i + 1]]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        types = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
-        converter.inference_input_type = types[params.get("inference_input_type", "float32")]
-        converter.inference_output_type = types[params.get("inference_output_type", "float32")]
-    with contextlib.redirect_stdout(io.StringIO()):
-        out.write_bytes(converter.convert())
-    return out
-
-
-def _layertune_compile(params: dict[str, Any], src: Path, out_dir: Path) -> Path:
-    from layertune.cli import _shipped_options
-    from layertune.profile_and_optimize import Device, RunSettings, profile_and_optimize
-    from layertune.targets import resolve_target
-    from layertune.variants import load_options
-
-    options = params.get("options", "quick.json")
-    options_path = options if Path(options).is_file() else _shipped_options(options)
-    settings = RunSettings(resolve_target("host"), load_options(options_path), out_dir / "tuning", [Device(None)],
-                           repeats=int(params.get("repeats", 3)), verify_rounds=1)
-    profile_and_optimize([src], settings)
-    plans = list((out_dir / "tuning").glob("*/optimized.ltplan"))
-    out = out_dir / "model.ltplan"
-    os.replace(plans[0], out)
-    return out
+    def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
+        options = self.params["options"]
+        options_path = options if Path(options).is_file() else shipped_options(options)
+        settings = RunSettings(resolve_target("host"), load_options(options_path), out_dir / "tuning", [Device(None)],
+                               repeats=int(self.params["repeats"]), verify_rounds=1)
+        (result,) = profile_and_optimize([src], settings).values()
+        out = out_dir / "model.ltplan"
+        os.replace(result.plan_path, out)
+        return out
 
 
 # -- runtimes ------------------------------------------------------------------------------
 
-def make_runtime(name: str, params: dict[str, Any], model_path: Path, model_format: str) -> Callable[[np.ndarray], np.ndarray]:
-    """A function: one input batch -> the model's first output as real values."""
-    threads = int(params.get("num_threads", 1))
-    if name == "TFLiteRuntime":
+class TFLiteRuntime(Runtime):
+    """LiteRT's interpreter (XNNPACK unless use_xnnpack is false)."""
+    params_spec = {"num_threads": _THREADS, "use_xnnpack": Param(bool, True)}
+    inputs = ("tflite",)
+    kenning_paths = ("kenning.runtimes.tflite.TFLiteRuntime",)
+
+    def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
         kwargs = {}
-        if not params.get("use_xnnpack", True):
+        if not self.params["use_xnnpack"]:
             kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        it = Interpreter(model_path=str(model_path), num_threads=threads, **kwargs)
+        it = Interpreter(model_path=str(model_path), num_threads=int(self.params["num_threads"]), **kwargs)
         it.allocate_tensors()
         inp, outp = it.get_input_details()[0], it.get_output_details()[0]
 
-        def run_tflite(x: np.ndarray) -> np.ndarray:
+        def run(x: np.ndarray) -> np.ndarray:
             if inp["dtype"] != np.float32:
                 scale, zero = inp["quantization"]
                 info = np.iinfo(inp["dtype"])
@@ -176,14 +213,29 @@ def make_runtime(name: str, params: dict[str, Any], model_path: Path, model_form
                 scale, zero = outp["quantization"]
                 y = (y.astype(np.float32) - zero) * scale
             return y
-        return run_tflite
-    if name == "TVMRuntime":
-        os.environ["TVM_NUM_THREADS"] = str(threads)
+        return run
+
+
+class TVMRuntime(Runtime):
+    """TVM's Relax virtual machine on a library built by TVMCompiler."""
+    params_spec = {"num_threads": _THREADS}
+    inputs = ("tvm",)
+    kenning_paths = ("kenning.runtimes.tvm.TVMRuntime",)
+
+    def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
+        os.environ["TVM_NUM_THREADS"] = str(self.params["num_threads"])
         import tvm
         from tvm import relax
-        vm = relax.VirtualMachine(tvm.runtime.load_module(str(model_path)), tvm.cpu())
-        main = vm["main"]
+
+        main = relax.VirtualMachine(tvm.runtime.load_module(str(model_path)), tvm.cpu())["main"]
         return lambda x: main(tvm.runtime.tensor(np.ascontiguousarray(x, np.float32))).numpy()
-    from layertune.model import load
-    model = load(model_path, threads=threads)
-    return lambda x: np.asarray(model.run(x))
+
+
+class LayerTuneRuntime(Runtime):
+    """layertune's engine on a .ltplan, .tflite or .keras model."""
+    params_spec = {"num_threads": _THREADS}
+    inputs = ("ltplan", "tflite", "keras")
+
+    def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
+        model = load(model_path, threads=int(self.params["num_threads"]))
+        return lambda x: np.asarray(model.run(x))

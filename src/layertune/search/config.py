@@ -7,87 +7,23 @@
      "optimizers": [{"type": ..., "parameters": {"target": ["default", "int8"]}}, ...],
      "runtime": [{"type": ..., "parameters": {"num_threads": [1, 2]}}, ...]}
 
-Block types are layertune's class paths (`layertune.search.blocks.<Name>`) or the Kenning class
-paths accepted as aliases. In a block whose kind is listed in `optimizable`, a list value is a
+Block types are layertune's class paths (`layertune.search.blocks.<Name>`, search/blocks.py) or
+Kenning's class paths for the same blocks; anything else is an error listing the known ones. In a block whose kind is listed in `optimizable`, a list value is a
 set of alternatives to search; elsewhere a list value means its first element. Every error names
 the file and the key.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from layertune.jsonfile import read_json
-
-PREFIX = "layertune.search.blocks."
-
-
-@dataclass(frozen=True)
-class Param:
-    kind: type | tuple[type, ...]
-    default: Any = None
-    choices: tuple | None = None
-    required: bool = False
-    minimum: int | None = None
-
-
-@dataclass(frozen=True)
-class BlockSpec:
-    kind: str  # model_wrapper, dataset, optimizer, runtime
-    name: str
-    params: dict[str, Param]
-    inputs: tuple[str, ...] = ()  # model formats accepted (optimizers, runtimes)
-    output: str | None = None  # the format an optimizer or model wrapper produces
-
-    @property
-    def path(self) -> str:
-        return PREFIX + self.name
-
-
-_THREADS = Param(int, 1)
-SPECS: dict[str, BlockSpec] = {s.name: s for s in [
-    BlockSpec("model_wrapper", "KerasModel", {"model_path": Param(str, required=True),
-                                             "num_classes": Param(int), "input_scale": Param((int, float), 1.0)},
-              output="keras"),
-    BlockSpec("model_wrapper", "TFLiteModel", {"model_path": Param(str, required=True),
-                                              "num_classes": Param(int), "input_scale": Param((int, float), 1.0)},
-              output="tflite"),
-    BlockSpec("dataset", "SyntheticDataset", {"num_samples": Param(int, 50), "seed": Param(int, 0)}),
-    BlockSpec("dataset", "DigitsDataset", {"num_samples": Param(int, 200), "seed": Param(int, 0),
-                                           "calibration_samples": Param(int, 100)}),
-    BlockSpec("dataset", "ImageFolderDataset", {"dataset_root": Param(str, required=True),
-                                                "num_samples": Param(int, 0)}),
-    BlockSpec("optimizer", "TFLiteCompiler",
-              {"target": Param(str, "default", ("default", "float16", "int8")),
-               "inference_input_type": Param(str, "float32", ("float32", "int8", "uint8")),
-               "inference_output_type": Param(str, "float32", ("float32", "int8", "uint8")),
-               "compiled_model_path": Param(str)},
-              inputs=("keras",), output="tflite"),
-    BlockSpec("optimizer", "TVMCompiler",
-              {"target": Param((str, dict), "llvm"), "opt_level": Param(int, 3, (0, 1, 2, 3, 4)),
-               "conv2d_data_layout": Param(str, "NHWC", ("NHWC", "NCHW")), "tuning_trials": Param(int, 0, minimum=0),
-               "tuning_seed": Param(int, 0, minimum=0),
-               "compiled_model_path": Param(str)},
-              inputs=("tflite",), output="tvm"),
-    BlockSpec("optimizer", "LayerTuneCompiler",
-              {"options": Param(str, "quick.json"), "repeats": Param(int, 3), "compiled_model_path": Param(str)},
-              inputs=("keras", "tflite"), output="ltplan"),
-    BlockSpec("runtime", "TFLiteRuntime", {"num_threads": _THREADS, "use_xnnpack": Param(bool, True)},
-              inputs=("tflite",)),
-    BlockSpec("runtime", "TVMRuntime", {"num_threads": _THREADS}, inputs=("tvm",)),
-    BlockSpec("runtime", "LayerTuneRuntime", {"num_threads": _THREADS}, inputs=("ltplan", "tflite", "keras")),
-]}
-
-# Kenning's class paths for the blocks layertune implements.
-ALIASES = {
-    "kenning.optimizers.tflite.TFLiteCompiler": "TFLiteCompiler",
-    "kenning.optimizers.tvm.TVMCompiler": "TVMCompiler",
-    "kenning.runtimes.tflite.TFLiteRuntime": "TFLiteRuntime",
-    "kenning.runtimes.tvm.TVMRuntime": "TVMRuntime",
-    "kenning.datasets.random_dataset.RandomizedClassificationDataset": "SyntheticDataset",
-}
+from layertune.search import blocks  # noqa: F401  (registers every block class)
+from layertune.search.block import Block, known_paths, resolve
 
 METRICS_MIN = ("inferencetime_mean", "inferencetime_std", "inferencetime_median",
                "session_utilization_mem_percent_mean", "session_utilization_mem_percent_std",
@@ -104,19 +40,22 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class Block:
-    spec: BlockSpec
+class BlockConfig:
+    spec: type[Block]  # the block class
     params: dict[str, Any]  # name -> a value, or a list of alternatives (searchable blocks)
 
     def alternatives(self, searchable: bool) -> list[dict[str, Any]]:
         """Every concrete parameter setting (the product of list values when searchable)."""
-        import itertools
         keys = list(self.params)
         lists = [v if isinstance(v, list) else [v] for v in self.params.values()]
         if not searchable:
             lists = [values[:1] for values in lists]
         full = [dict(zip(keys, combo)) for combo in itertools.product(*lists)] if keys else [{}]
-        return [{**{k: p.default for k, p in self.spec.params.items() if p.default is not None}, **c} for c in full]
+        return [{**self.spec.defaults(), **c} for c in full]
+
+    def first(self) -> Block:
+        """The block with the first value of every parameter (a non-searchable block)."""
+        return self.spec(self.alternatives(False)[0])
 
 
 @dataclass
@@ -126,10 +65,10 @@ class SearchConfig:
     optimizable: tuple[str, ...]
     metric: str
     policy: str
-    model_wrapper: Block
-    dataset: Block
-    optimizers: list[Block]
-    runtimes: list[Block]
+    model_wrapper: BlockConfig
+    dataset: BlockConfig
+    optimizers: list[BlockConfig]
+    runtimes: list[BlockConfig]
     n_trials: int | None = None
     seed: int = 0
     timeout_s: float | None = None
@@ -137,28 +76,24 @@ class SearchConfig:
     constraints: list[tuple[str, str, float]] = field(default_factory=list)
 
 
-def _block(source: str, key: str, data: Any, kinds: tuple[str, ...]) -> Block:
+def _block(source: str, key: str, data: Any, kind: str) -> BlockConfig:
     if not isinstance(data, dict) or "type" not in data:
         raise ConfigError(f"{source}: '{key}' must be an object with 'type' and 'parameters'")
     extra = set(data) - {"type", "parameters"}
     if extra:
         raise ConfigError(f"{source}: '{key}': unknown key '{sorted(extra)[0]}'")
-    type_name = data["type"]
-    name = ALIASES.get(type_name, type_name[len(PREFIX):] if str(type_name).startswith(PREFIX) else None)
-    spec = SPECS.get(name) if name else None
-    if spec is None or spec.kind not in kinds:
-        known = [s.path for s in SPECS.values() if s.kind in kinds]
-        known += [a for a, n in ALIASES.items() if SPECS[n].kind in kinds]
-        raise ConfigError(f"{source}: '{key}.type': unknown {kinds[0].replace('_', ' ')} '{type_name}' "
-                          f"(known: {', '.join(known)})")
+    spec = resolve(data["type"], kind)
+    if spec is None:
+        raise ConfigError(f"{source}: '{key}.type': unknown {kind.replace('_', ' ')} '{data['type']}' "
+                          f"(known: {', '.join(known_paths(kind))})")
     params = data.get("parameters", {})
     if not isinstance(params, dict):
         raise ConfigError(f"{source}: '{key}.parameters' must be an object")
     for pname, value in params.items():
-        if pname not in spec.params:
+        if pname not in spec.params_spec:
             raise ConfigError(f"{source}: '{key}.parameters.{pname}': not a parameter of {spec.name} "
-                              f"(known: {', '.join(spec.params)})")
-        p = spec.params[pname]
+                              f"(known: {', '.join(spec.params_spec)})")
+        p = spec.params_spec[pname]
         values = value if isinstance(value, list) else [value]
         if isinstance(value, list) and not value:
             raise ConfigError(f"{source}: '{key}.parameters.{pname}': an empty list")
@@ -169,14 +104,13 @@ def _block(source: str, key: str, data: Any, kinds: tuple[str, ...]) -> Block:
                 raise ConfigError(f"{source}: '{key}.parameters.{pname}': {v!r} is not one of {list(p.choices)}")
             if p.minimum is not None and v < p.minimum:
                 raise ConfigError(f"{source}: '{key}.parameters.{pname}': {v!r} is below the minimum {p.minimum}")
-    for pname, p in spec.params.items():
+    for pname, p in spec.params_spec.items():
         if p.required and pname not in params:
             raise ConfigError(f"{source}: '{key}.parameters.{pname}' is required for {spec.name}")
-    return Block(spec, dict(params))
+    return BlockConfig(spec, dict(params))
 
 
 def _constraint(source: str, text: Any) -> tuple[str, str, float]:
-    import re
     m = re.fullmatch(r"\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*", text) if isinstance(text, str) else None
     if not m or m.group(1) not in METRICS:
         raise ConfigError(f"{source}: 'constraints': expected 'metric <= value' with a known metric, got {text!r}")
@@ -227,10 +161,10 @@ def parse_config(data: Any, source: str = "config") -> SearchConfig:
         raise ConfigError(f"{source}: 'constraints' must be a list")
     return SearchConfig(
         source=source, strategy=strategy, optimizable=tuple(optimizable), metric=metric, policy=policy,
-        model_wrapper=_block(source, "model_wrapper", data["model_wrapper"], ("model_wrapper",)),
-        dataset=_block(source, "dataset", data["dataset"], ("dataset",)),
-        optimizers=[_block(source, f"optimizers[{i}]", b, ("optimizer",)) for i, b in enumerate(optimizers)],
-        runtimes=[_block(source, f"runtime[{i}]", b, ("runtime",)) for i, b in enumerate(runtimes)],
+        model_wrapper=_block(source, "model_wrapper", data["model_wrapper"], "model_wrapper"),
+        dataset=_block(source, "dataset", data["dataset"], "dataset"),
+        optimizers=[_block(source, f"optimizers[{i}]", b, "optimizer") for i, b in enumerate(optimizers)],
+        runtimes=[_block(source, f"runtime[{i}]", b, "runtime") for i, b in enumerate(runtimes)],
         n_trials=n_trials, seed=int(op.get("seed", 0)), timeout_s=op.get("timeout_s"),
         trial_timeout_s=float(op.get("trial_timeout_s", 600.0)),
         constraints=[_constraint(source, c) for c in constraints])

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from layertune.jsonfile import write_text_atomic
 
 QUALITY = ("accuracy", "mean_precision", "mean_sensitivity", "g_mean", "top_5_accuracy")
@@ -48,7 +50,6 @@ def _plots(runs: list[dict[str, Any]], report_path: Path) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     stem, out = report_path.stem, []
 

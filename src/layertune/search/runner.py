@@ -7,11 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import operator
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +15,7 @@ from layertune.jsonfile import write_json
 from layertune.search.config import METRICS_MAX, SearchConfig
 from layertune.search.space import Pipeline, enumerate_space, incompatibility
 from layertune.search.strategies import make_strategy
+from layertune.search.trial import run_trial_process, trial_spec
 
 log = logging.getLogger("layertune.search")
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt}
@@ -32,50 +28,6 @@ def _output_paths(output: Path) -> tuple[Path, Path, Path]:
 
 def run_file(output: Path, pipeline: Pipeline) -> Path:
     return Path(f"{output.with_suffix('')}_{pipeline.id}.json")
-
-
-def trial_spec(cfg: SearchConfig, pipeline: Pipeline, cache: Path) -> dict[str, Any]:
-    """What a trial process needs: the model wrapper, the dataset, the pipeline, the compile cache."""
-    return {"model_wrapper": {"name": cfg.model_wrapper.spec.name, "parameters": cfg.model_wrapper.alternatives(False)[0]},
-            "dataset": {"name": cfg.dataset.spec.name, "parameters": cfg.dataset.alternatives(False)[0]},
-            "pipeline": pipeline.to_json(), "cache": str(cache)}
-
-
-def _kill_session(proc: subprocess.Popen) -> None:
-    """Kills every process left in the trial's session (none, after a clean exit)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.communicate()
-
-
-def run_trial_process(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """Runs one trial in its own process (search/trial.py); a crash, an exception or a timeout
-    comes back as {"status": "failed", "reason": ...}, never as an exception."""
-    with tempfile.TemporaryDirectory() as tmp:
-        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "run.json"
-        spec_path.write_text(json.dumps(spec))
-        started = time.monotonic()
-        # A session of its own, killed as a whole after a timeout or Ctrl-C. (TVM's tuning workers
-        # were measured to exit by themselves once a killed trial's pipes close; this also covers
-        # a child that does not watch its pipes.)
-        proc = subprocess.Popen([sys.executable, "-m", "layertune.search.trial", str(spec_path), str(out_path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            _, stderr = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            return {"status": "failed", "reason": f"timeout: no result within {timeout_s:g} s"}
-        finally:
-            _kill_session(proc)
-        if proc.returncode != 0 or not out_path.exists():
-            lines = [line for line in stderr.strip().splitlines() if line.strip()]
-            why = lines[-1] if lines else f"exit code {proc.returncode}"
-            kind = "crash" if proc.returncode < 0 else "error"
-            return {"status": "failed", "reason": f"{kind}: {why[:300]}"}
-        result = json.loads(out_path.read_text())
-        result.update({"status": "ok", "reason": "", "seconds": time.monotonic() - started})
-        return result
 
 
 def _trial(cfg: SearchConfig, pipeline: Pipeline, output: Path) -> dict[str, Any]:
@@ -103,11 +55,10 @@ def _pareto(entries: list[dict[str, Any]]) -> None:
 
 def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
     """Runs the search; writes OUT.json, OUT_all_results.json and OUT_<run id>.json."""
-    from layertune.search.blocks import load_model_info
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     best_path, all_path, _ = _output_paths(output)
-    model_format = load_model_info(cfg.model_wrapper.spec.name, cfg.model_wrapper.alternatives(False)[0]).format
+    model_format = cfg.model_wrapper.spec.output  # the config says it: no model is loaded here
     strategy = make_strategy(cfg)
     entries: list[dict[str, Any]] = []
     started = time.monotonic()

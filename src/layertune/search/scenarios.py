@@ -10,16 +10,14 @@ from typing import Any
 
 from layertune.jsonfile import read_json, write_json
 from layertune.search.config import ConfigError, SearchConfig, parse_config
-from layertune.search.runner import run_trial_process, trial_spec
+from layertune.search.trial import run_trial_process, trial_spec
 from layertune.search.space import Pipeline, enumerate_space, incompatibility
 
 
 def write_scenarios(cfg: SearchConfig, folder: Path) -> int:
-    from layertune.search.blocks import load_model_info
-
     folder.mkdir(parents=True, exist_ok=True)
     wrapper = cfg.model_wrapper.alternatives(False)[0]
-    model_format = load_model_info(cfg.model_wrapper.spec.name, wrapper).format
+    model_format = cfg.model_wrapper.spec.output
     count = 0
     for pipeline in enumerate_space(cfg):
         scenario = {
@@ -61,17 +59,13 @@ def load_pipeline(path: Path, search_config: Path | None = None) -> tuple[Search
     return cfg, pipeline, recorded
 
 
-
 def measure_pipeline(path: Path, search_config: Path | None, measurements: Path, cache: Path | None,
                      timeout_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """Runs one pipeline alone, in a trial process as the search does, and writes its measurements
     (the format of a search's run file, so `layertune report` reads it). Returns (the new result,
     the metrics recorded by the search or {}). Without `cache` everything is compiled afresh."""
-    from layertune.search.blocks import load_model_info
-
     cfg, pipeline, recorded = load_pipeline(path, search_config)
-    model_format = load_model_info(cfg.model_wrapper.spec.name, cfg.model_wrapper.alternatives(False)[0]).format
-    reason = incompatibility(pipeline, model_format)
+    reason = incompatibility(pipeline, cfg.model_wrapper.spec.output)
     if reason:
         raise ConfigError(f"{path}: the pipeline cannot run: {reason}")
     with tempfile.TemporaryDirectory() as fresh:

@@ -15,12 +15,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from layertune.search.config import SPECS, Block, SearchConfig
+from layertune.search.block import REGISTRY
+from layertune.search.config import BlockConfig, SearchConfig
 
 
 @dataclass(frozen=True)
 class Step:
-    name: str  # a BlockSpec name
+    name: str  # a block class's name
     params_json: str  # the parameters, canonical JSON (hashable)
 
     @property
@@ -38,8 +39,8 @@ class Pipeline:
     runtime: Step
 
     def to_json(self) -> dict[str, Any]:
-        return {"optimizers": [{"type": SPECS[s.name].path, "parameters": s.params} for s in self.optimizers],
-                "runtime": {"type": SPECS[self.runtime.name].path, "parameters": self.runtime.params}}
+        return {"optimizers": [{"type": REGISTRY[s.name].path, "parameters": s.params} for s in self.optimizers],
+                "runtime": {"type": REGISTRY[self.runtime.name].path, "parameters": self.runtime.params}}
 
     @property
     def id(self) -> str:
@@ -65,7 +66,7 @@ def chains(cfg: SearchConfig) -> list[tuple[int, ...]]:
     return [p for k in range(1, n + 1) for p in itertools.permutations(range(n), k)]
 
 
-def step_alternatives(block: Block, searchable: bool) -> list[Step]:
+def step_alternatives(block: BlockConfig, searchable: bool) -> list[Step]:
     return [Step.of(block.spec.name, params) for params in block.alternatives(searchable)]
 
 
@@ -85,11 +86,11 @@ def incompatibility(pipeline: Pipeline, model_format: str) -> str | None:
     """Why the pipeline cannot work (None if it can): checked before anything is compiled."""
     fmt = model_format
     for step in pipeline.optimizers:
-        spec = SPECS[step.name]
+        spec = REGISTRY[step.name]
         if fmt not in spec.inputs:
             return f"{step.name} takes {'/'.join(spec.inputs)} models, the chain gives it {fmt}"
         fmt = spec.output
-    spec = SPECS[pipeline.runtime.name]
+    spec = REGISTRY[pipeline.runtime.name]
     if fmt not in spec.inputs:
         return f"{pipeline.runtime.name} runs {'/'.join(spec.inputs)} models, the chain produces {fmt}"
     return None

@@ -1,10 +1,12 @@
-"""One trial, in its own process: compile the pipeline's optimizer chain (reusing cached
-prefixes), run the runtime over the dataset, measure, and write the run's JSON.
+"""The trial protocol, both sides: what a trial needs (trial_spec), the parent's runner that
+starts the trial in a process of its own with a timeout (run_trial_process), and the child that
+compiles the pipeline's optimizer chain (reusing cached prefixes), runs the runtime over the
+dataset, measures, and writes the run's JSON:
 
     python -m layertune.search.trial SPEC.json OUT.json
 
-The search (search/runner.py) treats a non-zero exit, a signal or a timeout as a failed trial
-with its reason; this process never has to be well-behaved for the search to go on."""
+A non-zero exit, a signal or a timeout comes back as a failed trial with its reason; the child
+never has to be well-behaved for the search to go on."""
 
 from __future__ import annotations
 
@@ -12,19 +14,75 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from layertune.jsonfile import write_json
-from layertune.search import blocks
+from layertune.search import blocks  # noqa: F401  (registers every block class)
+from layertune.search.block import REGISTRY, Data, ModelInfo
 from layertune.search.metrics import classification_metrics
 
+if TYPE_CHECKING:
+    from layertune.search.config import SearchConfig
+    from layertune.search.space import Pipeline
+
+
+# -- the parent's side ---------------------------------------------------------------------
+
+def trial_spec(cfg: "SearchConfig", pipeline: "Pipeline", cache: Path) -> dict[str, Any]:
+    """What a trial process needs: the model wrapper, the dataset, the pipeline, the compile cache."""
+    return {"model_wrapper": {"name": cfg.model_wrapper.spec.name, "parameters": cfg.model_wrapper.alternatives(False)[0]},
+            "dataset": {"name": cfg.dataset.spec.name, "parameters": cfg.dataset.alternatives(False)[0]},
+            "pipeline": pipeline.to_json(), "cache": str(cache)}
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    """Kills every process left in the trial's session (none, after a clean exit)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.communicate()
+
+
+def run_trial_process(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Runs one trial in its own process (search/trial.py); a crash, an exception or a timeout
+    comes back as {"status": "failed", "reason": ...}, never as an exception."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "run.json"
+        spec_path.write_text(json.dumps(spec))
+        started = time.monotonic()
+        # A session of its own, killed as a whole after a timeout or Ctrl-C. (TVM's tuning workers
+        # were measured to exit by themselves once a killed trial's pipes close; this also covers
+        # a child that does not watch its pipes.)
+        proc = subprocess.Popen([sys.executable, "-m", "layertune.search.trial", str(spec_path), str(out_path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return {"status": "failed", "reason": f"timeout: no result within {timeout_s:g} s"}
+        finally:
+            _kill_session(proc)
+        if proc.returncode != 0 or not out_path.exists():
+            lines = [line for line in stderr.strip().splitlines() if line.strip()]
+            why = lines[-1] if lines else f"exit code {proc.returncode}"
+            kind = "crash" if proc.returncode < 0 else "error"
+            return {"status": "failed", "reason": f"{kind}: {why[:300]}"}
+        result = json.loads(out_path.read_text())
+        result.update({"status": "ok", "reason": "", "seconds": time.monotonic() - started})
+        return result
+
+
+# -- the child's side ----------------------------------------------------------------------
 
 class ResourceSampler:
     """CPU and memory of this process, sampled in a background thread during inference. CPU % is
@@ -78,12 +136,17 @@ def _stats(prefix: str, values: list[float]) -> dict[str, float]:
             f"{prefix}_median": float(statistics.median(values))}
 
 
-def compile_chain(spec: dict[str, Any], model: blocks.ModelInfo, data: blocks.Data, cache: Path) -> tuple[Path, str]:
+def _block(step: dict[str, Any]):
+    """The block object of a spec entry {"name" or "type": ..., "parameters": ...}."""
+    name = step.get("name") or step["type"].rsplit(".", 1)[-1]
+    return REGISTRY[name](step["parameters"])
+
+
+def compile_chain(spec: dict[str, Any], model: ModelInfo, data: Data, cache: Path) -> tuple[Path, str]:
     """Each optimizer prefix is compiled once and kept in the cache (keyed by the chain so far)."""
     path, fmt = model.path, model.format
     chain_key = hashlib.sha1(str(model.path.resolve()).encode()).hexdigest()[:8]
     for step in spec["optimizers"]:
-        name = step["type"].rsplit(".", 1)[-1]
         chain_key = hashlib.sha1((chain_key + json.dumps(step, sort_keys=True)).encode()).hexdigest()[:12]
         step_dir = cache / chain_key
         done = step_dir / "done.json"
@@ -93,9 +156,10 @@ def compile_chain(spec: dict[str, Any], model: blocks.ModelInfo, data: blocks.Da
             continue
         tmp = cache / f".{chain_key}.{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        produced = blocks.compile_step(name, step["parameters"], path, fmt, data, tmp)
-        from layertune.search.config import SPECS
-        fmt = SPECS[name].output
+        tmp.mkdir(parents=True)
+        optimizer = _block(step)
+        produced = optimizer.compile(path, data, tmp)
+        fmt = optimizer.output
         shutil.rmtree(step_dir, ignore_errors=True)
         os.replace(tmp, step_dir)
         path = step_dir / produced.name
@@ -104,11 +168,10 @@ def compile_chain(spec: dict[str, Any], model: blocks.ModelInfo, data: blocks.Da
 
 
 def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
-    model = blocks.load_model_info(spec["model_wrapper"]["name"], spec["model_wrapper"]["parameters"])
-    data = blocks.load_data(spec["dataset"]["name"], spec["dataset"]["parameters"], model)
+    model = _block(spec["model_wrapper"]).info()
+    data = _block(spec["dataset"]).load(model)
     compiled, fmt = compile_chain(spec["pipeline"], model, data, Path(spec["cache"]))
-    runtime = spec["pipeline"]["runtime"]
-    run = blocks.make_runtime(runtime["type"].rsplit(".", 1)[-1], runtime["parameters"], compiled, fmt)
+    run = _block(spec["pipeline"]["runtime"]).load(compiled)
     for i in range(min(3, len(data.x))):  # warm-up
         run(data.x[i: i + 1])
     times, outputs = [], []

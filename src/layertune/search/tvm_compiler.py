@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from layertune.search.block import Data, Optimizer, Param
+
 log = logging.getLogger(__name__)
 
 
@@ -130,18 +132,27 @@ def compile_tflite(params: dict[str, Any], src: Path, out: Path) -> Path:
     return out
 
 
-def compile_step(params: dict[str, Any], src: Path, out: Path) -> Path:
-    """compile_tflite, in a process of its own when it tunes (see the module doc). The child is
-    in the caller's session, so a trial's timeout ends it too."""
-    if not params.get("tuning_trials"):
-        return compile_tflite(params, src, out)
-    check_runs_here(tvm_target(params))  # a clear error now rather than from the child
-    proc = subprocess.run([sys.executable, "-m", __name__, str(src), str(out), json.dumps(params)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0 or not out.exists():
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        raise RuntimeError(f"TVMCompiler: tuning failed: {lines[-1] if lines else f'exit code {proc.returncode}'}")
-    return out
+class TVMCompiler(Optimizer):
+    """TFLite -> a TVM 0.27 Relax library, optionally tuned by meta_schedule (`tuning_trials`)."""
+    params_spec = {"target": Param((str, dict), "llvm"), "opt_level": Param(int, 3, (0, 1, 2, 3, 4)),
+                   "conv2d_data_layout": Param(str, "NHWC", ("NHWC", "NCHW")), "tuning_trials": Param(int, 0, minimum=0),
+                   "tuning_seed": Param(int, 0, minimum=0), "compiled_model_path": Param(str)}
+    inputs, output = ("tflite",), "tvm"
+    kenning_paths = ("kenning.optimizers.tvm.TVMCompiler",)
+
+    def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
+        """compile_tflite, in a process of its own when it tunes (see the module doc). The child
+        is in the caller's session, so a trial's timeout ends it too."""
+        out = out_dir / "model.so"
+        if not self.params.get("tuning_trials"):
+            return compile_tflite(self.params, src, out)
+        check_runs_here(tvm_target(self.params))  # a clear error now rather than from the child
+        proc = subprocess.run([sys.executable, "-m", __name__, str(src), str(out), json.dumps(self.params)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0 or not out.exists():
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            raise RuntimeError(f"TVMCompiler: tuning failed: {lines[-1] if lines else f'exit code {proc.returncode}'}")
+        return out
 
 
 def main(argv: list[str]) -> int:
