@@ -10,6 +10,13 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Tests never read or write the user's cache (~/.cache/layertune): the whole session, and
+    every process it starts, uses a cache of its own."""
+    os.environ["LAYERTUNE_CACHE"] = str(tmp_path_factory.mktemp("layertune-cache"))
+
+
 def require(module: str):
     """Import `module`, or skip the test when it is absent — except in CI, where it must be there."""
     try:

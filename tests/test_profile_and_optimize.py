@@ -55,6 +55,18 @@ def check_outputs(out: Path, model: str = "digits_cnn") -> dict:
     return summary
 
 
+def assert_never_slower(whole: dict) -> None:
+    """The written plan is measured faster than (or within noise of) every layertune baseline, and
+    is the tuned plan only when it beat the strongest baseline beyond noise."""
+    for name, r in whole["ratios"].items():
+        if not name.startswith("litert"):
+            assert r["lo"] <= 1.0, f"the written plan was measured slower than {name}: {r}"
+    if whole["written"].startswith("confirmed"):
+        assert whole["ratios"][whole["strongest_baseline"]]["hi"] < 1.0
+    else:
+        assert whole["written"] == whole["strongest_baseline"]
+
+
 def leftovers() -> list[str]:
     return sorted(p.name for p in Path("/tmp").glob("layertune-lease-*")) + \
         sorted(p.name for p in Path("/tmp").glob("layertune-run-*"))
@@ -68,18 +80,44 @@ def test_host_run_then_resume(workspace):
     proc = run_cli(args, workspace / "cache")
     assert proc.returncode == 0, proc.stderr
     summary = check_outputs(out)
-    assert set(summary["whole_model"]["latency_ms"]) == {"optimized", "default", "uniform-simple", "uniform-unrolled",
-                                                        "uniform-winograd"}
+    whole = summary["whole_model"]
+    baselines = {f"{plan}@1" for plan in ("default", "uniform-simple", "uniform-unrolled", "uniform-winograd")}
+    assert baselines <= set(whole["latency_ms"]) and {"tuned", "litert@1"} <= set(whole["latency_ms"])
+    assert set(whole["ratios"]) == set(whole["latency_ms"]) - {whole["written"]}
+    assert whole["strongest_baseline"] in baselines
+    assert_never_slower(whole)
     lines = (out / "results.jsonl").read_text().splitlines()
     assert len(lines) >= 4 * 3 and all(json.loads(line)["target"] == "host" for line in lines)
     report = (out / "digits_cnn" / "report.md").read_text()
     assert "| # | op |" in report and "speedup" in report
+    assert all(f"| {name} |" in report for name in whole["latency_ms"])  # every baseline, with its ratio
     # the same command again: nothing is measured twice
     proc = run_cli(args, workspace / "cache")
     assert proc.returncode == 0, proc.stderr
     assert "already measured" in proc.stderr
     assert (out / "results.jsonl").read_text().splitlines() == lines
     assert leftovers() == before
+
+
+def test_a_variant_much_slower_in_the_model_is_never_kept(tmp_path):
+    """Only `unrolled` in the options: on MobileNetV2's depthwise layers it is far slower than the
+    default (`simple`); neither the uniform-unrolled plan nor unrolled on a depthwise layer is kept."""
+    from model_zoo import application_tflite
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "mobilenet_v2.tflite").write_bytes(application_tflite("MobileNetV2", 32))
+    (tmp_path / "unrolled.json").write_text(json.dumps({"convolution_methods": ["unrolled"], "parallel": [False]}))
+    out = tmp_path / "out"
+    proc = run_cli(["--model_path", str(models), "--options", str(tmp_path / "unrolled.json"), "--output_path", str(out),
+                    "--repeats", "2"], tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "mobilenet_v2" / "summary.json").read_text())
+    whole = summary["whole_model"]
+    assert whole["ratios"]["uniform-unrolled@1"]["hi"] < 1.0  # measured, and much slower than what was written
+    depthwise = [r for r in summary["layers"] if r["op"] == "DEPTHWISE_CONV_2D"]
+    assert depthwise and all(r["final"]["method"] != "unrolled" for r in depthwise)
+    assert_never_slower(whole)
+    assert "strongest baseline" in proc.stdout and "uniform-unrolled@1" in proc.stdout
 
 
 def ssh_args(sshd, hosts=("127.0.0.1",)) -> list[str]:

@@ -21,6 +21,7 @@ from layertune.runners.pool import Job, run_pool
 from layertune.runners.transport import DeviceError, LocalTransport
 from layertune.tuner.database import Record, ResultsStore
 from layertune.tuner.options import OptionsError, parse_options, shipped_options
+from layertune.tuner.protocol import Settings, measure_until_narrow, median_interval, ratio_ci
 from layertune.tuner.select import best_records, layer_line, layer_signature, variant_key
 from layertune.tuner.targets import BUILTIN
 from layertune.tuner.variants import layer_variants, thread_counts
@@ -91,6 +92,8 @@ def test_variants_follow_ell_semantics():
     strided = layer_variants(STRIDED, opts, 2)
     assert {v["method"] for v in strided} == {"simple", "unrolled"}
     assert {v["threads"] for v in regular} == {1, 2}
+    assert thread_counts(opts, 4) == (1, 2, 3, 4)  # parallel true and false: every count, per layer
+    assert thread_counts(options(parallel=[True]), 4) == (4,)
 
 
 def test_every_generated_variant_is_accepted_by_the_core():
@@ -133,9 +136,9 @@ def test_the_shipped_options_parse():
 
 # -- results store and selection ---------------------------------------------------------
 
-def record(layer, variant, median, error=None, target="host", build="b1"):
+def record(layer, variant, median, error=None, target="host", build="b1", settings="s1"):
     return Record(layer, variant, target, build, {"method": variant}, median_ms=median if error is None else None,
-                  error=error, repeats=5)
+                  error=error, repeats=5, settings=settings)
 
 
 def test_store_resumes_and_a_success_overrides_a_failure(tmp_path):
@@ -147,20 +150,23 @@ def test_store_resumes_and_a_success_overrides_a_failure(tmp_path):
     with open(path, "a") as f:
         f.write('{"layer": "L1", "variant": "winograd", "ta')  # a line torn by a power loss
     again = ResultsStore(path)
-    assert again.measured(("L1", "simple", "host", "b1"))
-    assert not again.measured(("L1", "unrolled", "host", "b1"))
-    assert again.get(("L1", "winograd", "host", "b1")) is None
-    # the user-level cache alone serves another output folder
+    assert again.measured(("L1", "simple", "host", "b1", "s1"))
+    assert not again.measured(("L1", "unrolled", "host", "b1", "s1"))
+    assert again.get(("L1", "winograd", "host", "b1", "s1")) is None
+    # the user-level cache alone serves another output folder, under the same settings only
     other = ResultsStore(tmp_path / "other.jsonl", cache)
-    assert other.measured(("L1", "simple", "host", "b1"))
+    assert other.measured(("L1", "simple", "host", "b1", "s1"))
+    assert not other.measured(("L1", "simple", "host", "b1", "other-settings"))
 
 
 def test_selection_takes_the_fastest_correct_variant_of_this_target_and_build():
     records = [record("L1", "simple", 3.0), record("L1", "unrolled", 2.0), record("L1", "winograd", 1.0, error="wrong-answer"),
                record("L1", "fast-elsewhere", 0.5, target="pi3"), record("L1", "old-build", 0.5, build="b0"),
-               record("L2", "simple", 4.0)]
-    best = best_records(records, "host", "b1")
+               record("L1", "fewer-repeats", 0.5, settings="s0"), record("L2", "simple", 4.0)]
+    best = best_records(records, "host", "b1", "s1")
     assert best["L1"].variant == "unrolled" and best["L2"].variant == "simple"
+    # only among this run's variants: another run's options left "unrolled" in the store
+    assert best_records(records, "host", "b1", "s1", {"L1": {"simple", "winograd"}})["L1"].variant == "simple"
 
 
 def test_variant_keys_and_signatures_are_stable():
@@ -172,6 +178,60 @@ def test_variant_keys_and_signatures_are_stable():
     assert layer_signature(graph, convs[0]) == sig
     line = layer_line(graph, convs[0], sig).split()
     assert line[0] == "L" and line[1] == sig and len(line) == 2 + 16 + 1  # 16 integers and the activation
+
+
+# -- the measurement protocol's decisions ------------------------------------------------
+
+def series(seed: int, n: int, factor: float, noise: float, base: list[float] | None = None) -> list[float]:
+    """Round times: `base` (or a drifting machine) times `factor`, with multiplicative noise."""
+    import random
+    rng = random.Random(seed)
+    base = base or [10.0 * (1 + 0.2 * (i % 7) / 7) for i in range(n)]  # the machine drifts by 20%
+    return [b * factor * (1 + rng.gauss(0, noise)) for b in base]
+
+
+def test_a_real_five_percent_gain_is_kept_despite_drift():
+    base = series(1, 24, 1.0, 0.02)
+    faster = series(2, 24, 0.95, 0.02, base)
+    ci = ratio_ci(faster, base)
+    assert ci.faster and 0.93 < ci.ratio < 0.97 and ci.hi < 1
+
+
+def test_a_change_within_noise_is_no_change():
+    base = series(3, 24, 1.0, 0.05)
+    for seed in range(4, 14):
+        same = series(seed, 24, 1.0, 0.05, base)
+        ci = ratio_ci(same, base)
+        assert not ci.faster and not ci.slower, (seed, ci)
+
+
+def test_the_median_interval_covers_as_documented():
+    assert median_interval([5.0, 1.0, 3.0]) == (3.0, 1.0, 5.0)  # too few rounds for 95%: min and max
+    _, lo, hi = median_interval(list(map(float, range(20))))
+    assert (lo, hi) == (5.0, 14.0)  # the 6th and 15th of 20 (binomial coverage >= 95%)
+
+
+def test_rounds_are_added_until_the_interval_is_narrow_and_hopeless_candidates_leave():
+    calls: list[list[str]] = []
+
+    def chunk(noise):
+        def measure(rounds, racing):
+            calls.append(list(racing))
+            k = len(calls)
+            base = series(k, rounds, 1.0, 0.01)
+            out = {"base": base, "cand": series(100 + k, rounds, 0.9, noise, base),
+                   "hopeless": series(200 + k, rounds, 3.0, 0.01, base)}
+            return {n: out[n] for n in racing}
+        return measure
+
+    names = ["base", "cand", "hopeless"]
+    quiet = measure_until_narrow(chunk(0.001), names, "base", Settings(chunk=4, min_rounds=8, max_rounds=40, ci_width=0.05))
+    assert len(quiet["base"]) == len(quiet["cand"]) == 8  # narrow at the minimum
+    assert len(quiet["hopeless"]) == 4 and "hopeless" not in calls[1]  # out of the race after one chunk
+    assert ratio_ci(quiet["hopeless"], quiet["base"]).slower  # ... with its rounds kept
+    calls.clear()
+    noisy = measure_until_narrow(chunk(0.3), names, "base", Settings(chunk=4, min_rounds=8, max_rounds=20, ci_width=0.01))
+    assert len(noisy["base"]) == 20  # never narrow: stops at max_rounds
 
 
 # -- the device pool on two local devices --------------------------------------------------
@@ -203,10 +263,10 @@ def run_local_pool(transports, tmp_path):
 
     def on_record(job, line, device):
         seen.append((line["variant"], device))
-        store.add(Record.from_profiler(job.layer, dict(job.variants)[line["variant"]], "host", "b", line, device))
+        store.add(Record.from_profiler(job.layer, dict(job.variants)[line["variant"]], "host", "b", "s", line, device))
 
     stats = run_pool(sessions, jobs, lambda job: [(k, p) for k, p in job.variants
-                                                  if not store.measured(("L1", k, "host", "b"))],
+                                                  if not store.measured(("L1", k, "host", "b", "s"))],
                      on_record, lambda *a: pytest.fail(f"gave up on {a}"), ["--repeats", "2", "--warmup", "1"],
                      parallel_run=2, timeout=120)
     return stats, planned, seen, store
@@ -232,12 +292,26 @@ def test_pool_requeues_the_job_of_a_device_that_dies(tmp_path):
     assert not list(Path("/tmp").glob("layertune-lease-dev-*"))
 
 
+def test_a_lease_held_by_another_run_is_waited_for(tmp_path):
+    import threading
+    holder = DeviceSession(LocalTransport(str(tmp_path), "dev-wait"), BUILTIN["host"], profiler_path())
+    holder.open()
+    threading.Timer(1.0, holder.close).start()
+    waiter = DeviceSession(LocalTransport(str(tmp_path), "dev-wait"), BUILTIN["host"], profiler_path(), lease_wait=30)
+    try:
+        waiter.open()  # succeeds once the holder releases it
+    finally:
+        waiter.close()
+    assert not list(Path("/tmp").glob("layertune-lease-dev-wait"))
+
+
 def test_a_device_leased_by_another_run_is_busy(tmp_path):
     holder = DeviceSession(LocalTransport(str(tmp_path), "dev-held"), BUILTIN["host"], profiler_path())
     holder.open()
     try:
         other = DeviceSession(LocalTransport(str(tmp_path), "dev-held"), BUILTIN["host"], profiler_path())
-        with pytest.raises(DeviceError, match="leased by another run"):
+        with pytest.raises(DeviceError, match="leased by another run .*waited 1 s"):
+            other.lease_wait = 1.0
             other.open()
         other.close()
     finally:
@@ -289,9 +363,14 @@ HEAVY_OPTIONAL = {"tensorflow", "tvm", "tflite", "optuna", "matplotlib", "parami
                   "ai_edge_litert", "psutil", "sklearn"}
 
 
+DEVICE_SCRIPTS = {"runners/litert_timer.py"}  # run on the device: any import may be missing there (a reason)
+
+
 def test_function_local_imports_are_only_heavy_optional_dependencies():
     found = []
     for path in SRC.rglob("*.py"):
+        if str(path.relative_to(SRC)) in DEVICE_SCRIPTS:
+            continue
         tree = ast.parse(path.read_text())
         top = {id(n) for n in tree.body}
         guarded = {id(n) for node in tree.body if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)

@@ -2,8 +2,10 @@
 //
 //   layertune-profiler run --plan FILE [--threads N] [--warmup W] [--repeats R] [--seed S]
 //       [--check 0|1] [--layers 0|1] [--tolerance REL]
-//   layertune-profiler job --file JOB | --text JOB_TEXT [--warmup W] [--repeats R] [--seed S] [--tolerance REL]
-//       [--flush-bytes N]
+//   layertune-profiler job --file JOB | --text JOB_TEXT [--warmup W] [--rounds N] [--repeats R] [--seed S]
+//       [--tolerance REL] [--flush-bytes N] [--memory-mib M]
+//   layertune-profiler compare --plans A,B,... [--threads T | TA,TB,...] [--warmup W] [--rounds N]
+//       [--repeats R] [--seed S] [--layers 0|1]
 //   layertune-profiler info
 //   layertune-profiler methods      (the method table as JSON)
 //   layertune-profiler peak [--threads N] [--seconds S]
@@ -13,7 +15,10 @@
 //       [--seed S] [--tolerance REL]
 //
 // `job` times many (layer, variant) pairs from a job file, one JSON line per pair as it is
-// measured (flushed, so a runner can stream them):
+// measured (flushed, so a runner can stream them). A layer's first variant is its baseline: the
+// others are timed in interleaved rounds with it, and each line carries both round series
+// (`rounds_ms`, `baseline_rounds_ms`) for the host's ratio statistics. `compare` does the same
+// for whole plans. The lines:
 //   L <layer key> n h w c out_c kh kw sh sw dh dw pad_t pad_b pad_l pad_r groups activation
 //   V <layer key> <variant key> <method> [name=value ...]
 // --flush-bytes N writes N bytes before every timed run, so that weights are as cold as inside
@@ -296,26 +301,24 @@ int cmd_run(const Args& a) {
   return ok ? 0 : 3;
 }
 
-// Times one variant on prepared data: warm-up, then `repeats` runs, each optionally preceded by
-// writing a buffer larger than the caches.
-struct VariantResult {
-  TimingStats t;
-  Comparison c;
-};
-VariantResult measure_variant(ConvKernel& kernel, const AlignedBuffer& input, AlignedBuffer& out, const AlignedBuffer& ref,
-                              int warmup, int repeats, AlignedBuffer& flush) {
-  for (int i = 0; i < warmup; ++i) kernel.run(input.data(), out.data());
-  std::vector<double> seconds;
-  for (int i = 0; i < repeats; ++i) {
-    if (flush.size()) {
-      volatile float* p = flush.data();
-      for (size_t j = 0; j < flush.size(); j += 16) p[j] = p[j] + 1.f;
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    kernel.run(input.data(), out.data());
-    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+std::vector<std::string> split(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  std::string item;
+  std::istringstream in(text);
+  while (std::getline(in, item, sep)) out.push_back(item);
+  return out;
+}
+
+// A job's variant line after the keys: <method> [name=value ...].
+MethodParams parse_variant(const std::vector<std::string>& words) {
+  MethodParams p;
+  p.method = find_method(words[0]).name;
+  for (size_t i = 1; i < words.size(); ++i) {
+    auto eq = words[i].find('=');
+    if (eq == std::string::npos) fail("expected name=value, got '", words[i], "'");
+    p.set(words[i].substr(0, eq), parse_int(words[i].substr(0, eq), words[i].substr(eq + 1)));
   }
-  return {summarize(seconds), compare(out.data(), ref.data(), out.size())};
+  return p;
 }
 
 int cmd_job(const Args& a) {
@@ -323,10 +326,12 @@ int cmd_job(const Args& a) {
   const bool inline_text = a.flags.count("text") != 0;
   const std::string path = inline_text ? std::string("--text") : a.require("file");
   const int warmup = parse_int("--warmup", a.get("warmup", "2"));
-  const int repeats = parse_int("--repeats", a.get("repeats", "10"));
-  if (warmup < 0 || repeats < 1) fail("--warmup must be >= 0 and --repeats >= 1");
+  const int repeats = parse_int("--repeats", a.get("repeats", "3"));
+  const int rounds = parse_int("--rounds", a.get("rounds", "3"));
+  if (warmup < 0 || repeats < 1 || rounds < 1) fail("--warmup must be >= 0, --repeats and --rounds >= 1");
   const uint32_t seed = uint32_t(parse_int("--seed", a.get("seed", "0")));
   const double tolerance = std::stod(a.get("tolerance", "1e-3"));
+  const double memory_bytes = std::stod(a.get("memory-mib", "256")) * 1024 * 1024;
   AlignedBuffer flush(size_t(std::stoll(a.get("flush-bytes", "0"))) / sizeof(float));
   std::ifstream file;
   std::istringstream text(inline_text ? a.flags.at("text") : std::string());
@@ -379,35 +384,147 @@ int cmd_job(const Args& a) {
     ref_params.method = "reference";
     ref_params.threads = cores;
     make_conv_kernel(s, ref_params, weights.data(), bias.data())->run(input.data(), ref.data());
-    for (const auto& [vkey, words] : variants[key]) {
-      std::string error = "null", message;
-      VariantResult r;
-      MethodParams p;
-      try {
-        p.method = find_method(words[0]).name;
-        for (size_t i = 1; i < words.size(); ++i) {
-          auto eq = words[i].find('=');
-          if (eq == std::string::npos) fail("expected name=value, got '", words[i], "'");
-          p.set(words[i].substr(0, eq), parse_int(words[i].substr(0, eq), words[i].substr(eq + 1)));
+    // The layer's first variant is its baseline: every group of variants is timed interleaved
+    // with it (time_interleaved), at most as many at once as `memory-mib` holds (a prepared
+    // kernel is assumed to take up to 4x the weights: Winograd F(4x4)'s transformed filters).
+    const auto& vs = variants[key];
+    if (vs.empty()) continue;
+    const size_t per_group = std::max<size_t>(1, size_t(memory_bytes / std::max(1.0, 16.0 * s.weight_size())));
+    std::unique_ptr<ConvKernel> baseline;
+    std::string baseline_error;
+    try {
+      baseline = make_conv_kernel(s, parse_variant(vs[0].second), weights.data(), bias.data());
+    } catch (const InvalidArgument& e) {
+      baseline_error = e.what();
+    }
+    for (size_t g = 0; g < vs.size(); g += per_group) {
+      struct Entry {
+        std::string vkey, method, error = "null", message;
+        int threads = 0;
+        std::unique_ptr<ConvKernel> kernel;
+        Comparison c;
+      };
+      std::vector<Entry> group;
+      for (size_t i = g; i < std::min(vs.size(), g + per_group); ++i) {
+        Entry e;
+        e.vkey = vs[i].first;
+        e.method = vs[i].second[0];
+        try {
+          const MethodParams p = parse_variant(vs[i].second);
+          e.threads = p.threads;
+          e.kernel = make_conv_kernel(s, p, weights.data(), bias.data());
+          e.kernel->run(input.data(), out.data());
+          e.c = compare(out.data(), ref.data(), out.size());
+          if (!e.c.within(tolerance)) e.error = json_string("wrong-answer");
+        } catch (const InvalidArgument& ex) {
+          e.error = json_string("invalid");
+          e.message = ex.what();
+          e.kernel.reset();
         }
-        auto kernel = make_conv_kernel(s, p, weights.data(), bias.data());
-        r = measure_variant(*kernel, input, out, ref, warmup, repeats, flush);
-        if (!r.c.within(tolerance)) error = json_string("wrong-answer");
-      } catch (const InvalidArgument& e) {
-        error = json_string("invalid");
-        message = e.what();
+        group.push_back(std::move(e));
       }
-      std::printf(
-          "{\"layer\": %s, \"variant\": %s, \"method\": %s, \"threads\": %d, \"median_ms\": %s, \"min_ms\": %s, "
-          "\"mean_ms\": %s, \"std_ms\": %s, \"repeats\": %d, \"max_abs_diff\": %s, \"max_abs_ref\": %s, "
-          "\"error\": %s, \"message\": %s}\n",
-          json_string(key).c_str(), json_string(vkey).c_str(), json_string(words[0]).c_str(), p.threads,
-          json_number(r.t.median * 1e3).c_str(), json_number(r.t.min * 1e3).c_str(), json_number(r.t.mean * 1e3).c_str(),
-          json_number(r.t.std * 1e3).c_str(), r.t.repeats, json_number(r.c.max_abs_diff).c_str(),
-          json_number(r.c.max_abs_ref).c_str(), error.c_str(), json_string(message).c_str());
-      std::fflush(stdout);
+      std::vector<std::function<void()>> runs;
+      if (baseline) runs.push_back([&] { baseline->run(input.data(), out.data()); });
+      std::vector<Entry*> timed;
+      for (auto& e : group)
+        if (e.kernel && e.error == "null") {
+          runs.push_back([&, k = e.kernel.get()] { k->run(input.data(), out.data()); });
+          timed.push_back(&e);
+        }
+      const auto flush_caches = [&] {
+        volatile float* p = flush.data();
+        for (size_t j = 0; j < flush.size(); j += 16) p[j] = p[j] + 1.f;
+      };
+      const auto series = baseline && !timed.empty()
+                              ? time_interleaved(runs, warmup, rounds, repeats,
+                                                 flush.size() ? std::function<void()>(flush_caches) : nullptr)
+                              : std::vector<std::vector<double>>();
+      for (auto& e : group) {
+        auto it = std::find(timed.begin(), timed.end(), &e);
+        std::string rounds_ms = "null", base_ms = "null";
+        TimingStats t;
+        if (it != timed.end()) {
+          const auto& mine = series[1 + (it - timed.begin())];
+          t = summarize(mine);
+          rounds_ms = json_doubles(mine, 1e3);
+          base_ms = json_doubles(series[0], 1e3);
+        } else if (e.error == "null") {
+          e.error = json_string("invalid");
+          e.message = "the layer's baseline variant cannot run: " + baseline_error;
+        }
+        std::printf(
+            "{\"layer\": %s, \"variant\": %s, \"method\": %s, \"threads\": %d, \"median_ms\": %s, \"min_ms\": %s, "
+            "\"mean_ms\": %s, \"std_ms\": %s, \"repeats\": %d, \"rounds_ms\": %s, \"baseline\": %s, "
+            "\"baseline_rounds_ms\": %s, \"max_abs_diff\": %s, \"max_abs_ref\": %s, \"error\": %s, \"message\": %s}\n",
+            json_string(key).c_str(), json_string(e.vkey).c_str(), json_string(e.method).c_str(), e.threads,
+            json_number(t.median * 1e3).c_str(), json_number(t.min * 1e3).c_str(), json_number(t.mean * 1e3).c_str(),
+            json_number(t.std * 1e3).c_str(), t.repeats * repeats, rounds_ms.c_str(), json_string(vs[0].first).c_str(),
+            base_ms.c_str(), json_number(e.c.max_abs_diff).c_str(), json_number(e.c.max_abs_ref).c_str(), e.error.c_str(),
+            json_string(e.message).c_str());
+        std::fflush(stdout);
+      }
     }
   }
+  return 0;
+}
+
+// Whole plans compared in interleaved rounds on seeded random inputs (the protocol of
+// time_interleaved); with --layers 1 each node's median time inside the runs is reported too.
+int cmd_compare(const Args& a) {
+  const auto paths = split(a.require("plans"), ',');
+  const auto thread_words = split(a.get("threads", "1"), ',');
+  if (thread_words.size() != paths.size() && thread_words.size() != 1)
+    fail("--threads: one count, or one per plan (", paths.size(), ")");
+  const int warmup = parse_int("--warmup", a.get("warmup", "2"));
+  const int repeats = parse_int("--repeats", a.get("repeats", "3"));
+  const int rounds = parse_int("--rounds", a.get("rounds", "5"));
+  if (warmup < 0 || repeats < 1 || rounds < 1) fail("--warmup must be >= 0, --repeats and --rounds >= 1");
+  const uint32_t seed = uint32_t(parse_int("--seed", a.get("seed", "0")));
+  const bool layers = parse_int("--layers", a.get("layers", "0")) != 0;
+  std::vector<std::unique_ptr<Engine>> engines;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const int threads = parse_int("--threads", thread_words[thread_words.size() == 1 ? 0 : i]);
+    if (threads < 1) fail("--threads must be >= 1");
+    engines.push_back(std::make_unique<Engine>(load_plan(paths[i]), threads));
+  }
+  std::vector<std::vector<AlignedBuffer>> inputs(engines.size()), outputs(engines.size());
+  std::vector<std::vector<const float*>> in(engines.size());
+  std::vector<std::vector<float*>> out(engines.size());
+  std::vector<std::vector<std::vector<double>>> node_times(engines.size());
+  std::vector<std::function<void()>> runs;
+  for (size_t e = 0; e < engines.size(); ++e) {
+    const Plan& plan = engines[e]->plan();
+    for (size_t i = 0; i < plan.inputs.size(); ++i) {
+      inputs[e].emplace_back(plan.tensors[plan.inputs[i]].elements());
+      fill_uniform(inputs[e].back().data(), inputs[e].back().size(), seed + uint32_t(i), -1.f, 1.f);
+      in[e].push_back(inputs[e].back().data());
+    }
+    for (int o : plan.outputs) {
+      outputs[e].emplace_back(plan.tensors[o].elements());
+      out[e].push_back(outputs[e].back().data());
+    }
+    node_times[e].resize(plan.nodes.size());
+    runs.push_back([&, e] {
+      if (!layers) return engines[e]->run(in[e], out[e]);
+      const auto s = engines[e]->run_profiled(in[e], out[e]);
+      for (size_t i = 0; i < s.size(); ++i) node_times[e][i].push_back(s[i]);
+    });
+  }
+  const auto series = time_interleaved(runs, warmup, rounds, repeats);
+  std::string plans = "[";
+  for (size_t e = 0; e < engines.size(); ++e) {
+    std::string extra;
+    if (layers) {
+      std::vector<double> medians;
+      for (auto& v : node_times[e]) medians.push_back(summarize(v).median);
+      extra = ", \"layer_median_ms\": " + json_doubles(medians, 1e3);
+    }
+    plans += cat(e ? ", " : "", "{\"plan\": ", json_string(paths[e]), ", \"threads\": ", engines[e]->threads(),
+                 ", \"median_ms\": ", json_number(summarize(series[e]).median * 1e3), ", \"rounds_ms\": ",
+                 json_doubles(series[e], 1e3), extra, "}");
+  }
+  std::printf("{\"plans\": %s], \"rounds\": %d, \"repeats\": %d, \"peak_rss_bytes\": %lld}\n", plans.c_str(), rounds,
+              repeats, peak_rss_bytes());
   return 0;
 }
 
@@ -418,7 +535,8 @@ int main(int argc, char** argv) {
       {"info", {}},
       {"methods", {}},
       {"run", {"plan", "threads", "warmup", "repeats", "seed", "check", "layers", "tolerance"}},
-      {"job", {"file", "text", "warmup", "repeats", "seed", "tolerance", "flush-bytes"}},
+      {"job", {"file", "text", "warmup", "repeats", "rounds", "seed", "tolerance", "flush-bytes", "memory-mib"}},
+      {"compare", {"plans", "threads", "warmup", "repeats", "rounds", "seed", "layers"}},
       {"peak", {"threads", "seconds"}},
       {"conv", {"input", "filters", "kernel", "stride", "dilation", "padding", "groups", "activation", "method",
                 "threads", "param", "warmup", "repeats", "seed", "tolerance"}},
@@ -439,6 +557,7 @@ int main(int argc, char** argv) {
     if (a.command == "peak") return cmd_peak(a);
     if (a.command == "run") return cmd_run(a);
     if (a.command == "job") return cmd_job(a);
+    if (a.command == "compare") return cmd_compare(a);
     return cmd_conv(a);
   } catch (const InvalidArgument& e) {
     std::fprintf(stderr, "layertune-profiler: error: %s\n", e.what());

@@ -23,6 +23,26 @@ TimingStats summarize(std::vector<double> s) {
   return t;
 }
 
+std::vector<std::vector<double>> time_interleaved(const std::vector<std::function<void()>>& candidates, int warmup,
+                                                  int rounds, int repeats, const std::function<void()>& before) {
+  for (const auto& run : candidates)
+    for (int i = 0; i < warmup; ++i) run();
+  std::vector<std::vector<double>> out(candidates.size());
+  std::vector<double> runs(repeats);
+  for (int r = 0; r < rounds; ++r) {
+    for (size_t c = 0; c < candidates.size(); ++c) {
+      for (int i = 0; i < repeats; ++i) {
+        if (before) before();
+        const auto t0 = std::chrono::steady_clock::now();
+        candidates[c]();
+        runs[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
+      out[c].push_back(summarize(runs).median);
+    }
+  }
+  return out;
+}
+
 Comparison compare(const float* out, const float* ref, size_t n) {
   Comparison c;
   for (size_t i = 0; i < n; ++i) {

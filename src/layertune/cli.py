@@ -20,6 +20,7 @@ from layertune.search.runner import run_search
 from layertune.search.scenarios import measure_pipeline, write_scenarios
 from layertune.tuner.driver import RunSettings, find_models, profile_and_optimize
 from layertune.tuner.options import load_options, shipped_options
+from layertune.tuner.protocol import Settings
 from layertune.tuner.targets import resolve_target
 
 log = logging.getLogger("layertune")
@@ -57,21 +58,26 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if args.apikey or args.ell_root:
         raise ValueError("--apikey and --ell_root are ELL options that do not apply to layertune "
                          "(devices are reached over SSH; there is no ELL installation)")
-    for name in ("repeats", "warmup", "parallel_run", "parallel_build", "concurrent_models", "port"):
+    for name in ("repeats", "rounds", "warmup", "parallel_run", "parallel_build", "concurrent_models", "port"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
             raise ValueError(f"--{name}: must be {'>= 0' if name == 'warmup' else 'positive'}, got {value}")
     target = resolve_target(args.target, args.targets)
+    if not target.is_host:
+        target.check_compiler()  # before any model is imported: a missing package is said at once
     if args.platform_regex:
         target = replace(target, cpuinfo_regex=args.platform_regex)
     options = load_options(args.options or shipped_options("default.json"))
     models = find_models(args.model_path, args.models)
     devices = devices_from_arguments(args.ipaddress, args.cluster, args.username, args.port, args.ssh_key,
                                      args.password, args.known_hosts)
+    if args.ci_width <= 0 or args.verify_budget <= 0 or args.lease_wait < 0:
+        raise ValueError("--ci_width and --verify_budget must be positive, --lease_wait >= 0")
+    whole_model = Settings(warmup=args.warmup, repeats=args.repeats, ci_width=args.ci_width, budget_s=args.verify_budget)
     settings = RunSettings(target, options, Path(args.output_path), devices, warmup=args.warmup, repeats=args.repeats,
-                           timeout=args.timeout, parallel_run=args.parallel_run, parallel_build=args.parallel_build,
-                           use_cache=not args.no_cache, include_exercise_models=args.include_exercise_models,
-                           temp_dir=args.temp_dir, flush_bytes=args.flush_bytes)
+                           rounds=args.rounds, timeout=args.timeout, parallel_run=args.parallel_run,
+                           parallel_build=args.parallel_build, use_cache=not args.no_cache, temp_dir=args.temp_dir,
+                           flush_bytes=args.flush_bytes, lease_wait=args.lease_wait, whole_model=whole_model)
     for result in profile_and_optimize(models, settings).values():
         print(result.summary_line())
     return 0
@@ -89,7 +95,7 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrent_models", type=int, default=1, help="(accepted for ELL compatibility; models share one job queue)")
     p.add_argument("--parallel_build", type=int, default=1, help="profiler builds at once")
     p.add_argument("--include_exercise_models", action="store_true",
-                   help="also time whole models with each uniform method, for comparison")
+                   help="(accepted for ELL compatibility: each uniform-method plan is always timed as a baseline)")
     p.add_argument("--platform_regex", help="override the target's /proc/cpuinfo regex")
     p.add_argument("--parallel_run", type=int, default=1, help="devices used at once")
     p.add_argument("--cluster", help="a file listing devices, one [user@]host[:port] per line")
@@ -99,8 +105,15 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssh_key", help="SSH private key file (default: your SSH agent-free default keys)")
     p.add_argument("--port", type=int, default=22, help="SSH port")
     p.add_argument("--known_hosts", help="a known_hosts file to check host keys against (besides ~/.ssh/known_hosts)")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per variant")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs per variant first")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each candidate per interleaved round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per layer variant (with the layer's default)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed runs of each candidate first")
+    p.add_argument("--ci_width", type=float, default=0.04,
+                   help="whole-model rounds are added until every ratio's 95%% interval is narrower than this")
+    p.add_argument("--verify_budget", type=float, default=60.0,
+                   help="seconds each whole-model comparison may take at most")
+    p.add_argument("--lease_wait", type=float, default=0.0,
+                   help="seconds to wait for a device another run has leased (default: do not wait)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a device may take for one job")
     p.add_argument("--flush-bytes", type=int, default=0,
                    help="write this many bytes before each timed run (cold caches, as inside a model)")

@@ -5,6 +5,7 @@ attributes, constants as float32 numpy arrays. Convolution weights are HWIO
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,15 @@ class Graph:
     nodes: list[Node]
     inputs: list[int]
     outputs: list[int]
+
+    def copy(self) -> "Graph":
+        """A copy whose nodes (and their attributes, e.g. kernel choices) can be changed without
+        touching this graph; tensors and weights are shared."""
+        g = copy.copy(self)
+        g.nodes = [copy.copy(n) for n in self.nodes]
+        for n in g.nodes:
+            n.attrs = dict(n.attrs)
+        return g
 
     def add_tensor(self, tensor: Tensor) -> int:
         self.tensors.append(tensor)

@@ -32,14 +32,15 @@ _RELEASE = 'd={dir}; [ "$(cat "$d/owner" 2>/dev/null)" = {token} ] && rm -rf "$d
 
 
 class DeviceSession:
-    def __init__(self, transport, target: Target, profiler: Path, lease_seconds: int = 900):
+    def __init__(self, transport, target: Target, profiler: Path, lease_seconds: int = 900, lease_wait: float = 0.0):
         self.transport, self.target, self.profiler = transport, target, profiler
-        self.lease_seconds = lease_seconds
+        self.lease_seconds, self.lease_wait = lease_seconds, lease_wait
         self.name = transport.name
         self._lease_dir = "/tmp/layertune-lease-" + re.sub(r"[^A-Za-z0-9_.-]", "_", transport.name)
         self._token = secrets.token_hex(8)
         self._leased = False
         self.workdir: str | None = None
+        self._litert_script: str | None = None
         self.remote_profiler: str | None = None
         self.cores = 1
 
@@ -51,9 +52,20 @@ class DeviceSession:
     def open(self) -> None:
         """Connect, lease, upload the profiler, check the device is of the target's kind."""
         self.transport.connect()
-        code, out = self._sh(_LEASE.format(dir=shlex.quote(self._lease_dir), token=self._token, seconds=self.lease_seconds))
-        if "LEASED" not in out:
-            raise DeviceError("busy", f"{self.name}: leased by another run ({self._lease_dir})")
+        waited, started = False, time.monotonic()
+        while True:
+            code, out = self._sh(_LEASE.format(dir=shlex.quote(self._lease_dir), token=self._token,
+                                               seconds=self.lease_seconds))
+            if "LEASED" in out:
+                break
+            if time.monotonic() - started >= self.lease_wait:
+                raise DeviceError("busy", f"{self.name}: leased by another run ({self._lease_dir})"
+                                          + (f"; waited {self.lease_wait:.0f} s" if self.lease_wait else ""))
+            if not waited:
+                log.info("%s: leased by another run; waiting up to %.0f s for it (--lease_wait)", self.name,
+                         self.lease_wait)
+                waited = True
+            time.sleep(min(2.0, max(0.1, self.lease_wait / 20)))
         self._leased = True
         self._renewed = time.monotonic()
         self.workdir = self.transport.make_dir("layertune-run-")
@@ -84,7 +96,7 @@ class DeviceSession:
                     self.transport.connect()
                 if self.workdir:
                     self.transport.remove_dir(self.workdir)
-                    self.workdir = None
+                    self.workdir = self._litert_script = None
                 if self._leased:
                     self._sh(_RELEASE.format(dir=shlex.quote(self._lease_dir), token=self._token))
                     self._leased = False
@@ -126,6 +138,28 @@ class DeviceSession:
         code, err = self.transport.run(self.command(["job", *source, *options]), on_line, timeout)
         if code != 0:
             raise DeviceError("crash", f"{self.name}: profiler job exited with {code}: {err.strip()[-300:]}")
+
+    def compare(self, plans: list[tuple[str, int]], rounds: int, warmup: int, repeats: int, layers: bool,
+                timeout: float) -> dict:
+        """`layertune-profiler compare` on uploaded plans [(remote path, threads)]."""
+        return self.profiler_json(["compare", "--plans", ",".join(p for p, _ in plans), "--threads",
+                                   ",".join(str(t) for _, t in plans), "--rounds", str(rounds), "--warmup", str(warmup),
+                                   "--repeats", str(repeats), "--layers", "1" if layers else "0"], timeout)
+
+    def litert(self, remote_model: str, threads: list[int], rounds: int, warmup: int, repeats: int,
+               timeout: float) -> dict:
+        """LiteRT on the device (runners/litert_timer.py with the device's Python): {"series": ...}
+        or {"error": why not}."""
+        if self._litert_script is None:
+            self._litert_script = self.upload(Path(__file__).with_name("litert_timer.py"), "litert_timer.py")
+        lines: list[str] = []
+        code, err = self.transport.run([self.transport.python, self._litert_script, remote_model, "--threads",
+                                        ",".join(map(str, threads)), "--rounds", str(rounds), "--warmup", str(warmup),
+                                        "--repeats", str(repeats)], lines.append, timeout)
+        try:
+            return json.loads(lines[-1])
+        except (IndexError, json.JSONDecodeError):
+            return {"error": f"no Python on the device can run LiteRT ({err.strip()[-200:] or f'exit code {code}'})"}
 
     def upload(self, local: Path, name: str) -> str:
         remote = f"{self.workdir}/{name}"

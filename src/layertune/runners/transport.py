@@ -9,6 +9,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +28,7 @@ class LocalTransport:
 
     def __init__(self, temp_dir: str | None = None, name: str = "local"):
         self.name = name  # names the device's lease: two local "devices" need two names
+        self.python = sys.executable  # runs the device-side Python helpers (litert_timer.py)
         self.temp_dir = temp_dir
 
     def connect(self) -> None:
@@ -81,6 +83,7 @@ class SSHTransport:
                  password: str | None = None, known_hosts: str | None = None, connect_timeout: float = 10.0):
         self.host, self.user, self.port = host, user, port
         self.name = f"{user + '@' if user else ''}{host}:{port}"
+        self.python = "python3"
         self._key_file, self._password, self._known_hosts = key_file, password, known_hosts
         self._connect_timeout = connect_timeout
         self._conn = None

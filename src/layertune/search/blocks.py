@@ -20,6 +20,7 @@ from layertune.search.block import Data, Dataset, ModelInfo, ModelWrapper, Optim
 from layertune.search.tvm_compiler import TVMCompiler
 from layertune.tuner.driver import RunSettings, profile_and_optimize
 from layertune.tuner.options import load_options, shipped_options
+from layertune.tuner.protocol import Settings
 from layertune.tuner.targets import resolve_target
 
 __all__ = ["KerasModel", "TFLiteModel", "SyntheticDataset", "DigitsDataset", "ImageFolderDataset", "TFLiteCompiler",
@@ -176,7 +177,8 @@ class LayerTuneCompiler(Optimizer):
         options = self.params["options"]
         options_path = options if Path(options).is_file() else shipped_options(options)
         settings = RunSettings(resolve_target("host"), load_options(options_path), out_dir / "tuning", [Device(None)],
-                               repeats=int(self.params["repeats"]), verify_rounds=1)
+                               repeats=int(self.params["repeats"]),
+                               whole_model=Settings(min_rounds=4, max_rounds=12, budget_s=20.0))
         (result,) = profile_and_optimize([src], settings).values()
         out = out_dir / "model.ltplan"
         os.replace(result.plan_path, out)

@@ -1,5 +1,5 @@
 """The results store: append-only JSON lines, one record per (layer, variant) measurement or
-failure, keyed by (layer signature, variant, target, profiler build). Records are written as
+failure, keyed by (layer signature, variant, target, profiler build, measurement settings). Records are written as
 they arrive and flushed, so an interrupted run loses nothing; re-running reads them back and
 measures only what is missing. A user-level cache file lets later runs (and other models with
 the same layer shapes) reuse measurements."""
@@ -13,6 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from layertune.tuner.protocol import RatioCI, ratio_ci
+
+
+Key = tuple[str, str, str, str, str]  # (layer, variant, target, build, settings)
+
 
 @dataclass
 class Record:
@@ -21,7 +26,7 @@ class Record:
     target: str
     build: str  # profiler build hash
     params: dict[str, Any] = field(default_factory=dict)  # {"method": ..., params...}
-    median_ms: float | None = None
+    median_ms: float | None = None  # the median of the round times
     min_ms: float | None = None
     mean_ms: float | None = None
     std_ms: float | None = None
@@ -31,22 +36,33 @@ class Record:
     error: str | None = None  # None, or: build, connect, timeout, crash, wrong-answer, invalid
     message: str = ""
     device: str = ""
+    settings: str = ""  # every measurement setting (protocol version, warm-up, rounds, repeats, flush)
+    rounds_ms: list[float] | None = None  # the variant's time per interleaved round
+    baseline: str = ""  # the variant it was timed with (the layer's default choice)
+    baseline_rounds_ms: list[float] | None = None
 
     @classmethod
-    def from_profiler(cls, layer: str, params: dict[str, Any], target: str, build: str, line: dict[str, Any],
-                      device: str) -> "Record":
+    def from_profiler(cls, layer: str, params: dict[str, Any], target: str, build: str, settings: str,
+                      line: dict[str, Any], device: str) -> "Record":
         """A record from one JSON line of `layertune-profiler job`."""
         return cls(layer, line["variant"], target, build, params, line.get("median_ms"), line.get("min_ms"),
                    line.get("mean_ms"), line.get("std_ms"), line.get("repeats", 0), line.get("max_abs_diff"),
-                   line.get("max_abs_ref"), line.get("error"), line.get("message", ""), device)
+                   line.get("max_abs_ref"), line.get("error"), line.get("message", ""), device, settings,
+                   line.get("rounds_ms"), line.get("baseline", ""), line.get("baseline_rounds_ms"))
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        return self.layer, self.variant, self.target, self.build
+    def key(self) -> Key:
+        return self.layer, self.variant, self.target, self.build, self.settings
 
     @property
     def ok(self) -> bool:
         return self.error is None and self.median_ms is not None
+
+    def ratio_to_baseline(self) -> RatioCI | None:
+        """Its time over its baseline's, from the rounds they were timed in together."""
+        if not self.ok or not self.rounds_ms or not self.baseline_rounds_ms:
+            return None
+        return ratio_ci(self.rounds_ms, self.baseline_rounds_ms)
 
 
 class ResultsStore:
@@ -56,7 +72,7 @@ class ResultsStore:
         self.path = Path(path)
         self.cache = Path(cache) if cache else None
         self._lock = threading.Lock()
-        self._records: dict[tuple[str, str, str, str], Record] = {}
+        self._records: dict[Key, Record] = {}
         for source in [p for p in (self.cache, self.path) if p]:
             for record in self._read(source):
                 if record.ok or record.key not in self._records:  # a success overrides a failure
@@ -78,11 +94,11 @@ class ResultsStore:
                     out.append(Record(**{k: v for k, v in data.items() if k in known}))
         return out
 
-    def get(self, key: tuple[str, str, str, str]) -> Record | None:
+    def get(self, key: Key) -> Record | None:
         with self._lock:
             return self._records.get(key)
 
-    def measured(self, key: tuple[str, str, str, str]) -> bool:
+    def measured(self, key: Key) -> bool:
         r = self.get(key)
         return r is not None and r.ok
 

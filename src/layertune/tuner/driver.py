@@ -1,35 +1,37 @@
 """profile_and_optimize: time every variant of every unique convolution layer on the target's
-devices, pick the fastest correct one per layer, write the optimized plan, and verify it end to
-end on a device against the default choice (and each uniform method)."""
+devices (interleaved with the layer's default choice), then choose, confirm and verify the plan
+to write on whole-model runs against layertune's baselines and LiteRT (tuner/confirm.py)."""
 
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
 import tempfile
 import time
-from copy import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from layertune.graph.ir import Graph, Node
+from layertune.graph.keras_import import keras_to_tflite
 from layertune.graph.kernel_choice import apply_default_kernels, check_kernel, default_kernel
 from layertune.graph.plan import write_plan
+from layertune.graph.tflite_import import import_tflite_bytes
 from layertune.jsonfile import write_json
-from layertune.model import MODEL_SUFFIXES, import_graph
+from layertune.model import MODEL_SUFFIXES
 from layertune.runners.device import DeviceSequence, DeviceSession
 from layertune.runners.devices import Device
 from layertune.runners.pool import Job, PoolStats, run_pool
 from layertune.tuner.build import build_profiler, cache_root
+from layertune.tuner.confirm import Bench, Outcome, PlanCandidate, pinned, select_plan
 from layertune.tuner.database import Record, ResultsStore
 from layertune.tuner.options import ProfileOptions
+from layertune.tuner.protocol import PROTOCOL_VERSION, Settings
 from layertune.tuner.report import write_report
 from layertune.tuner.result import LayerRow, ModelResult, OutputCheck, PoolSummary, Verification
 from layertune.tuner.select import best_records, conv_nodes, layer_line, layer_signature, variant_key
 from layertune.tuner.targets import Target
-from layertune.tuner.variants import layer_variants
+from layertune.tuner.variants import layer_variants, thread_counts
 
 log = logging.getLogger("layertune")
 JOBS_PER_DEVICE = 12  # enough jobs to balance a pool, few enough that per-job overhead stays small
@@ -55,15 +57,21 @@ class RunSettings:
     output: Path
     devices: list[Device]
     warmup: int = 2
-    repeats: int = 5
+    repeats: int = 3  # timed runs per candidate per round
+    rounds: int = 3  # interleaved rounds per layer variant
     timeout: float = 600.0
     parallel_run: int = 1
     parallel_build: int = 1
     use_cache: bool = True
-    include_exercise_models: bool = False
     temp_dir: str | None = None
     flush_bytes: int = 0
-    verify_rounds: int = 3
+    lease_wait: float = 0.0
+    whole_model: Settings = field(default_factory=Settings)  # the protocol of the whole-model decisions
+
+    def measurement_key(self) -> str:
+        """Every setting that changes a per-layer measurement: part of each record's key, so a
+        cached measurement is reused only under the same protocol."""
+        return f"p{PROTOCOL_VERSION}-w{self.warmup}-r{self.rounds}x{self.repeats}-f{self.flush_bytes}"
 
 
 class Progress:
@@ -102,9 +110,10 @@ class Progress:
 def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict[str, ModelResult]:
     """The whole run; returns each model's result (also written as summary.json and report.md)."""
     # 1. Import everything first: a bad model stops the run before any work.
-    graphs = {}
+    graphs, tflites = {}, {}
     for path in model_files:
-        graphs[path] = import_graph(path)
+        tflites[path] = path.read_bytes() if path.suffix.lower() == ".tflite" else keras_to_tflite(path)
+        graphs[path] = import_tflite_bytes(tflites[path], path.stem, str(path))
         log.info("imported %s: %d layers, %d convolutions", path.name, len(graphs[path].nodes),
                  len(conv_nodes(graphs[path])))
     # 2. Unique layer signatures.
@@ -119,35 +128,50 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
     settings.output.mkdir(parents=True, exist_ok=True)
     store = ResultsStore(settings.output / "results.jsonl",
                          cache_root() / "results.jsonl" if settings.use_cache else None)
-    sessions = [(lambda d=d: DeviceSession(d.transport(settings.temp_dir), settings.target, profiler))
-                for d in settings.devices]
+    sessions = [(lambda d=d: DeviceSession(d.transport(settings.temp_dir), settings.target, profiler,
+                                           lease_wait=settings.lease_wait)) for d in settings.devices]
     with DeviceSequence(sessions) as first:  # released before the pool leases every device
         device_cores = first.run(lambda session: session.cores)
     if device_cores is None:
         raise ValueError(f"no usable device: {'; '.join(first.errors)}")
     # 4. Variants per layer (the default choice is a candidate too), then profile what is missing.
     variants: dict[str, list[tuple[str, dict]]] = {}
+    baselines: dict[str, tuple[str, dict]] = {}
     for sig, (graph, node) in layers.items():
-        candidates = layer_variants(graph.conv_info(node), settings.options, device_cores)
-        candidates.append(_default_variant(graph, node, device_cores))
+        default = _default_variant(graph, node, max(thread_counts(settings.options, device_cores)))
+        baselines[sig] = (variant_key(default), default)
+        candidates = [default, *layer_variants(graph.conv_info(node), settings.options, device_cores)]
         variants[sig] = list({variant_key(v): v for v in candidates}.items())
     total = sum(len(v) for v in variants.values())
     log.info("%d unique convolution layers, %d variants on target %s (%d cores)", len(layers), total,
              settings.target.name, device_cores)
-    stats = _profile(layers, variants, store, settings, sessions, build, total)
+    stats = _profile(layers, variants, baselines, store, settings, sessions, build, total)
     # 5. Select, assemble, verify, report.
-    best = best_records(store.records(), settings.target.name, build)
-    failed = sum(1 for r in store.records() if not r.ok and r.target == settings.target.name and r.build == build)
+    best = best_records(store.records(), settings.target.name, build, settings.measurement_key(),
+                        {sig: {k for k, _ in vs} for sig, vs in variants.items()})
+    failed = sum(1 for r in store.records() if not r.ok and r.target == settings.target.name and r.build == build
+                 and r.settings == settings.measurement_key())
     pool = PoolSummary(stats.busy_seconds, stats.setup_seconds, stats.cleanup_seconds, stats.wall_seconds,
                        round(stats.utilization, 3), stats.failed_devices) if stats else PoolSummary()
     results = {}
     names = model_names(list(graphs))
-    with DeviceSequence(sessions) as device:  # one device, opened once, for every model
+    with DeviceSequence(sessions) as device, tempfile.TemporaryDirectory() as tmp:  # one device for every model
         for path, graph in graphs.items():
-            optimized, rows, verification = _assemble_and_verify(graph, best, store, settings, device, build,
-                                                                 device_cores)
             out_dir = settings.output / names[path]
             out_dir.mkdir(parents=True, exist_ok=True)
+            (Path(tmp) / names[path]).mkdir()
+            tflite = Path(tmp) / names[path] / "model.tflite"
+            tflite.write_bytes(tflites[path])
+            rows, candidates = _candidates(graph, best, store, settings, build, device_cores)
+            verification, outcome = _choose_on_device(candidates, device, settings, Path(tmp) / names[path], tflite,
+                                                      thread_counts(settings.options, device_cores))
+            if outcome is not None:
+                _fill_rows(rows, outcome, candidates)
+                optimized = outcome.graph
+                strongest = candidates[outcome.strongest]  # what the user would get without tuning
+                write_plan(pinned(strongest.graph, strongest.threads), out_dir / "strongest_baseline.ltplan")
+            else:  # no device could measure the model: the default choice, unconfirmed
+                optimized = candidates[f"default@{min(thread_counts(settings.options, device_cores))}"].graph
             write_plan(optimized, out_dir / "optimized.ltplan")
             result = ModelResult(path.name, names[path], settings.target.name, out_dir / "optimized.ltplan", build,
                                  device_cores, rows, verification, pool, round(build_seconds, 2), failed)
@@ -158,21 +182,24 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
 
 
 def _profile(layers: dict[str, tuple[Graph, Node]], variants: dict[str, list[tuple[str, dict]]],
-             store: ResultsStore, settings: RunSettings, sessions: list, build: str, total: int) -> PoolStats | None:
+             baselines: dict[str, tuple[str, dict]], store: ResultsStore, settings: RunSettings, sessions: list, build: str, total: int) -> PoolStats | None:
     """Measures every (layer, variant) the store does not hold yet on the device pool; each
     measurement lands in the store as it arrives (a re-run resumes here)."""
     def key(sig: str, vkey: str) -> tuple[str, str, str, str]:
-        return sig, vkey, settings.target.name, build
+        return sig, vkey, settings.target.name, build, settings.measurement_key()
 
     def missing(job: Job) -> list[tuple[str, dict]]:
-        return [(k, p) for k, p in job.variants if not store.measured(key(job.layer, k))]
+        """What the job still has to measure, behind the layer's baseline (timed with it)."""
+        left = [(k, p) for k, p in job.variants if not store.measured(key(job.layer, k))]
+        return _with_baseline(baselines[job.layer], left) if left else []
 
     # Jobs in chunks sized to the pool, longest first (layer FLOPs x variants): the run ends on
     # small jobs, so no device idles while another finishes a big one.
     todo = {sig: [(k, p) for k, p in vs if not store.measured(key(sig, k))] for sig, vs in variants.items()}
     todo_total = sum(len(v) for v in todo.values())
     per_job = max(2, min(64, -(-todo_total // (JOBS_PER_DEVICE * max(1, len(settings.devices))))))
-    jobs = [Job(sig, layer_line(*layers[sig], sig), vs[i: i + per_job])
+    # Every job starts with the layer's default variant: the baseline its variants are timed with.
+    jobs = [Job(sig, layer_line(*layers[sig], sig), _with_baseline(baselines[sig], vs[i: i + per_job]))
             for sig, vs in todo.items() for i in range(0, len(vs), per_job)]
     jobs.sort(key=lambda j: -layers[j.layer][0].flops(layers[j.layer][1]) * len(j.variants))
     if total - todo_total:
@@ -183,16 +210,18 @@ def _profile(layers: dict[str, tuple[Graph, Node]], variants: dict[str, list[tup
     progress = Progress(len(jobs), todo_total, len(settings.devices))
 
     def on_record(job: Job, line: dict, device: str) -> None:
+        if not store.measured(key(job.layer, line["variant"])):  # a baseline line repeats in each job
+            progress.variant_done()
         store.add(Record.from_profiler(job.layer, dict(job.variants).get(line["variant"], {}), settings.target.name,
-                                       build, line, device))
-        progress.variant_done()
+                                       build, settings.measurement_key(), line, device))
 
     def on_failure(job: Job, left: list[tuple[str, dict]], kind: str, message: str) -> None:
         for vkey, params in left:
-            store.add(Record(job.layer, vkey, settings.target.name, build, params, error=kind, message=message))
+            store.add(Record(job.layer, vkey, settings.target.name, build, params, error=kind, message=message,
+                             settings=settings.measurement_key()))
 
-    options = ["--warmup", str(settings.warmup), "--repeats", str(settings.repeats), "--flush-bytes",
-               str(settings.flush_bytes)]
+    options = ["--warmup", str(settings.warmup), "--repeats", str(settings.repeats), "--rounds", str(settings.rounds),
+               "--flush-bytes", str(settings.flush_bytes)]
     stats = run_pool(sessions, jobs, missing, on_record, on_failure, options, settings.parallel_run,
                      settings.timeout, progress=progress.job_done)
     for name, why in stats.failed_devices.items():
@@ -206,120 +235,90 @@ def model_names(paths: list[Path]) -> dict[Path, str]:
     return {p: p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix.lstrip('.')}" for p in paths}
 
 
-def _default_variant(graph: Graph, node: Node, cores: int) -> dict[str, Any]:
-    return {**default_kernel(graph, node), "threads": cores}
+def _default_variant(graph: Graph, node: Node, threads: int) -> dict[str, Any]:
+    """The layer's default kernel at the most threads the options allow: the baseline its
+    variants are timed with."""
+    return {**default_kernel(graph, node), "threads": threads}
 
 
-def _assemble_and_verify(graph: Graph, best: dict[str, Record], store: ResultsStore, settings: RunSettings,
-                         device: DeviceSequence, build: str, cores: int
-                         ) -> tuple[Graph, list[LayerRow], Verification]:
-    """Candidate plans (tuned = the fastest variant timed alone per layer, default, each uniform
-    method), per layer the candidate's choice that is fastest inside whole-model runs, then the
-    result verified against the default on the device."""
-    default = _copy_graph(graph)
+def _with_baseline(baseline: tuple[str, dict], variants: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    return [baseline] + [v for v in variants if v[0] != baseline[0]]
+
+
+def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, settings: RunSettings, build: str,
+                cores: int) -> tuple[list[LayerRow], dict[str, PlanCandidate]]:
+    """The per-layer rows and the whole-model candidates: layertune's baselines (the default
+    choice and each uniform method, at every allowed thread count) and the tuned plan (each
+    layer's fastest variant timed alone, with its own thread count)."""
+    default = graph.copy()
     apply_default_kernels(default, overwrite=True)
-    tuned = _copy_graph(default)
+    tuned = default.copy()
     rows = []
     for index, node in conv_nodes(tuned):
         sig = layer_signature(tuned, node)
         chosen = best.get(sig)
-        default_rec = store.get((sig, variant_key(_default_variant(default, default.nodes[index], cores)),
-                                 settings.target.name, build))
+        default_rec = store.get((sig, variant_key(_default_variant(default, default.nodes[index],
+                                                                   max(thread_counts(settings.options, cores)))),
+                                 settings.target.name, build, settings.measurement_key()))
         if chosen:
             params = dict(chosen.params)
             node.set_kernel(params.pop("method"), params)
         rows.append(LayerRow(index, node.name, node.op, sig, tuned.flops(node), chosen.params if chosen else None,
                              chosen.median_ms if chosen else None, default.nodes[index].kernel,
                              default_rec.median_ms if default_rec and default_rec.ok else None))
-    candidates = {"tuned": tuned, "default": default}
-    for method in settings.options.methods:
-        candidates[f"uniform-{method}"] = _uniform(default, method)
-    with tempfile.TemporaryDirectory() as tmp:
-        files = _write_plans(candidates, Path(tmp))
-        # Isolated timings miss what a layer costs inside the model (cold weights, thread
-        # wake-ups): per layer, keep the candidate plan's choice that is fastest in the model.
-        in_model = _layer_times_in_model(files, device, settings, cores)
-        optimized = _copy_graph(default)
-        for row in rows:
-            best_plan = min(in_model, key=lambda plan: in_model[plan][row.index]) if in_model else "tuned"
-            params = dict(candidates[best_plan].nodes[row.index].kernel)
-            optimized.nodes[row.index].set_kernel(params.pop("method"), params)
-            row.in_model_ms = {plan: times[row.index] for plan, times in in_model.items()}
-            row.final, row.final_from = candidates[best_plan].nodes[row.index].kernel, best_plan
-        plans = {"optimized": optimized, "default": default}
-        if settings.include_exercise_models:
-            plans.update({k: v for k, v in candidates.items() if k.startswith("uniform-")})
-        verification = _verify_on_device(_write_plans(plans, Path(tmp)), device, settings, cores)
-    return optimized, rows, verification
+    threads = thread_counts(settings.options, cores)
+    candidates = {f"default@{t}": PlanCandidate(default, t, baseline=True, simplicity=i)
+                  for i, t in enumerate(sorted(threads))}
+    for m, method in enumerate(settings.options.methods):
+        uniform = _uniform(default, method)
+        for i, t in enumerate(sorted(threads)):
+            candidates[f"uniform-{method}@{t}"] = PlanCandidate(uniform, t, baseline=True,
+                                                                simplicity=100 * (m + 1) + i)
+    candidates["tuned"] = PlanCandidate(tuned, max(threads), baseline=False)
+    return rows, candidates
 
 
-def _write_plans(graphs: dict[str, Graph], folder: Path) -> dict[str, Path]:
-    files = {name: folder / f"{name}.ltplan" for name in graphs}
-    for name, g in graphs.items():
-        write_plan(g, files[name])
-    return files
-
-
-def _timed_rounds(session: DeviceSession, remote: dict[str, str], settings: RunSettings, cores: int,
-                  extra: list[str], pick: str) -> dict[str, list[Any]]:
-    """`verify_rounds` interleaved rounds: each plan once per round; field `pick` of each run."""
-    out: dict[str, list[Any]] = {name: [] for name in remote}
-    for _ in range(settings.verify_rounds):
-        for name, path in remote.items():
-            r = session.profiler_json(["run", "--plan", path, "--threads", str(cores), "--repeats",
-                                       str(settings.repeats), "--warmup", str(settings.warmup), *extra],
-                                      settings.timeout)
-            out[name].append(r[pick])
-    return out
-
-
-def _layer_times_in_model(files: dict[str, Path], device: DeviceSequence, settings: RunSettings,
-                          cores: int) -> dict[str, list[float]]:
-    """Per plan, each node's median time inside whole-model runs (interleaved rounds on one device)."""
-    def measure(session: DeviceSession) -> dict[str, list[float]]:
-        remote = {name: session.upload(f, f.name) for name, f in files.items()}
-        rounds = _timed_rounds(session, remote, settings, cores, ["--layers", "1"], "layer_median_ms")
-        return {name: [statistics.median(v) for v in zip(*per_round)] for name, per_round in rounds.items()}
-
-    times = device.run(measure)
-    if times is None:
-        log.warning("per-layer timing in the model failed: %s", "; ".join(device.errors))
-    return times or {}
-
-
-def _verify_on_device(files: dict[str, Path], device: DeviceSequence, settings: RunSettings,
-                      cores: int) -> Verification:
-    """Whole-model latency of every plan, interleaved in rounds on one device, and the optimized
-    plan's output checked against the reference kernels."""
-    def verify(session: DeviceSession) -> Verification:
-        remote = {name: session.upload(f, f.name) for name, f in files.items()}
-        check = session.profiler_json(["run", "--plan", remote["optimized"], "--threads", str(cores), "--repeats", "1",
+def _choose_on_device(candidates: dict[str, PlanCandidate], device: DeviceSequence, settings: RunSettings,
+                      folder: Path, tflite: Path, threads: tuple[int, ...]) -> tuple[Verification, Outcome | None]:
+    """select_plan on one device, then the written plan's output checked against the reference."""
+    def step(session: DeviceSession) -> tuple[Verification, Outcome]:
+        bench = Bench(session, folder, settings.whole_model, settings.timeout, tflite, tuple(sorted(threads)))
+        reference = f"default@{max(threads)}"
+        outcome = select_plan(dict(candidates), bench, reference)
+        write_plan(outcome.graph, folder / "written.ltplan")
+        remote = session.upload(folder / "written.ltplan", "written.ltplan")
+        check = session.profiler_json(["run", "--plan", remote, "--threads", str(outcome.threads), "--repeats", "1",
                                        "--check", "1"], settings.timeout)
-        rounds = _timed_rounds(session, remote, settings, cores, [], "median_ms")
-        return Verification(session.name, {name: statistics.median(v) for name, v in rounds.items()},
-                            OutputCheck(check.get("max_abs_diff"), check.get("max_abs_ref"), check.get("error")),
-                            check.get("arena_bytes"), check.get("peak_rss_bytes"))
+        return Verification(
+            session.name, outcome.written, outcome.threads, outcome.strongest,
+            {k: round(v, 4) for k, v in outcome.latency_ms.items()},
+            {k: v.to_json() for k, v in outcome.ratios.items()},
+            OutputCheck(check.get("max_abs_diff"), check.get("max_abs_ref"), check.get("error")),
+            check.get("arena_bytes"), check.get("peak_rss_bytes"), outcome.litert_error,
+            outcome.confirm_tries), outcome
 
-    result = device.run(verify)
-    return result if result is not None else Verification(
-        error="no device could verify the model: " + "; ".join(device.errors))
+    result = device.run(step)
+    if result is None:
+        return Verification(error="no device could verify the model: " + "; ".join(device.errors)), None
+    return result
+
+
+def _fill_rows(rows: list[LayerRow], outcome: Outcome, candidates: dict[str, PlanCandidate]) -> None:
+    changed = dict(outcome.changes)
+    base = outcome.written if outcome.written in candidates else outcome.strongest
+    for row in rows:
+        row.in_model_ms = {plan: round(times[row.index], 4) for plan, times in outcome.screen_node_ms.items()}
+        row.final = outcome.graph.nodes[row.index].kernel
+        row.final_from = changed.get(row.index, base)
 
 
 def _uniform(graph: Graph, method: str) -> Graph:
     """Every convolution on `method` where it applies, the default elsewhere."""
-    g = _copy_graph(graph)
+    g = graph.copy()
     for _, node in conv_nodes(g):
         try:
             check_kernel(g, node, method, {})
             node.set_kernel(method, {})
         except ValueError:
             pass  # the method does not apply here: keep the default
-    return g
-
-
-def _copy_graph(graph: Graph) -> Graph:
-    g = copy(graph)
-    g.nodes = [copy(n) for n in graph.nodes]
-    for n in g.nodes:
-        n.attrs = dict(n.attrs)
     return g

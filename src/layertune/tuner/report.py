@@ -24,14 +24,29 @@ def write_report(out_dir: Path, result: ModelResult) -> None:
     whole = result.whole_model
     if whole.error is None:
         lat = whole.latency_ms
-        lines += ["## Whole model", "", f"Measured on {whole.device} ({result.device_cores} cores), "
-                  "interleaved rounds, median of each round's median.", "",
-                  "| plan | latency (ms) | vs default |", "| --- | ---: | ---: |"]
+        lines += ["## Whole model", "",
+                  f"Measured on {whole.device} ({result.device_cores} cores): every plan in the same interleaved "
+                  "rounds (LiteRT in alternating chunks of rounds), median of the round times; the ratio is the "
+                  "written plan's time over the plan's, with its 95% interval (an interval that holds 1 is no "
+                  "difference). The written plan is the tuned one only when it is faster than the strongest "
+                  "layertune baseline beyond noise (docs: src/layertune/tuner/confirm.py).", "",
+                  f"Written as optimized.ltplan: **{whole.written}** (run with --threads {whole.threads}); strongest "
+                  f"layertune baseline: **{whole.strongest_baseline}**.", "",
+                  "| plan | latency (ms) | written / plan | 95% interval |", "| --- | ---: | ---: | --- |"]
         for name, ms in sorted(lat.items(), key=lambda kv: kv[1]):
-            lines.append(f"| {name} | {ms:.3f} | {lat['default'] / ms:.2f}x |")
+            r = whole.ratios.get(name)
+            interval = f"[{r['lo']:.3f}, {r['hi']:.3f}] ({r['rounds']} rounds)" if r else "(written)"
+            lines.append(f"| {name} | {ms:.3f} | {r['ratio']:.3f} | {interval} |" if r else
+                         f"| {name} | {ms:.3f} | 1 | {interval} |")
+        if whole.litert_error:
+            lines += ["", f"LiteRT was not measured: {whole.litert_error}."]
         check = whole.check
-        lines += ["", f"Optimized output vs the reference kernels: max |diff| {check.max_abs_diff} "
+        lines += ["", f"Written plan's output vs the reference kernels: max |diff| {check.max_abs_diff} "
                   f"(max |output| {check.max_abs_ref}), {'OK' if check.error is None else check.error}.", ""]
+        for i, t in enumerate(whole.confirm_tries, 1):
+            lines.append(f"Confirmation {i}: {t['changes']} per-layer change(s), whole model {t['ratio']['ratio']:.3f}x "
+                         f"[{t['ratio']['lo']:.3f}, {t['ratio']['hi']:.3f}]: {'kept' if t['kept'] else 'not kept'}.")
+        lines.append("")
     else:
         lines += ["## Whole model", "", f"Not verified: {whole.error}", ""]
     pool = result.pool
@@ -39,18 +54,21 @@ def write_report(out_dir: Path, result: ModelResult) -> None:
               f"utilization {pool.utilization}; profiler build {result.build_seconds} s; "
               f"failed measurements {result.failed_measurements}.", "",
               "## Layers", "",
-              "Isolated: the fastest variant timed alone (and the default's time alone). In the model: the kernel kept "
-              "in optimized.ltplan — per layer, the fastest of the tuned, default and uniform choices timed inside "
-              "whole-model runs.", "",
-              "| # | op | layer | MFLOP | tuned (isolated) | ms | default | default ms | in the model: kept | ms | default ms | speedup |",
-              "| ---: | --- | --- | ---: | --- | ---: | --- | ---: | --- | ---: | ---: | ---: |"]
+              "Isolated: the fastest variant timed alone (and the default's time alone). In the model: the kernel in "
+              "optimized.ltplan, the plan it comes from, and its time inside the screening's whole-model runs beside "
+              f"the strongest baseline's ({result.whole_model.strongest_baseline}); a speed-up only where the kernel "
+              "changed.", "",
+              "| # | op | layer | MFLOP | tuned (isolated) | ms | default | default ms | in the model: kept | from | ms | baseline ms | speedup |",
+              "| ---: | --- | --- | ---: | --- | ---: | --- | ---: | --- | --- | ---: | ---: | ---: |"]
+    strongest = result.whole_model.strongest_baseline
     for row in result.layers:
         kept = row.in_model_ms.get(row.final_from)
-        base = row.in_model_ms.get("default")
-        speed = f"{base / kept:.2f}x" if kept and base else "-"
+        base = row.in_model_ms.get(strongest)
+        speed = f"{base / kept:.2f}x" if kept and base and row.final_from != strongest else "-"
         lines.append(f"| {row.index} | {row.op} | {row.signature} | {row.flops / 1e6:.1f} | "
                      f"{_fmt_variant(row.chosen)} | {_ms(row.time_ms)} | {_fmt_variant(row.default)} | "
-                     f"{_ms(row.default_time_ms)} | {_fmt_variant(row.final)} | {_ms(kept)} | {_ms(base)} | {speed} |")
+                     f"{_ms(row.default_time_ms)} | {_fmt_variant(row.final)} | {row.final_from} | {_ms(kept)} | {_ms(base)} | "
+                     f"{speed} |")
     plots = _plots(out_dir, result)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
@@ -72,7 +90,8 @@ def _plots(out_dir: Path, result: ModelResult) -> list[Path]:
     paths = []
     rows = [r for r in result.layers if r.in_model_ms]
     if rows:
-        plans = list(rows[0].in_model_ms)
+        shown = [result.whole_model.strongest_baseline, "tuned", *(r.final_from for r in rows)]
+        plans = [p for p in dict.fromkeys(shown) if p in rows[0].in_model_ms]
         fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.45), 4))
         width = 0.8 / len(plans)
         for k, plan in enumerate(plans):

@@ -18,19 +18,28 @@ class OutputCheck:
 
 @dataclass
 class Verification:
-    """Whole-model latency of each plan, timed interleaved on one device; `error` when no device
-    could verify the model (then the other fields are empty)."""
+    """The whole-model decision on one device (tuner/confirm.py): every plan timed in the same
+    interleaved rounds; `error` when no device could measure the model."""
     device: str = ""
-    latency_ms: dict[str, float] = field(default_factory=dict)
+    written: str = ""  # which plan optimized.ltplan is: "confirmed-N" (the tuned changes), or a baseline
+    threads: int = 0  # the engine thread count it was measured with (every convolution names its own)
+    strongest_baseline: str = ""  # the fastest layertune baseline (the simpler one within noise)
+    latency_ms: dict[str, float] = field(default_factory=dict)  # median per plan (and litert@T)
+    ratios: dict[str, dict[str, float]] = field(default_factory=dict)  # written / other: ratio, lo, hi, rounds
     check: OutputCheck = field(default_factory=OutputCheck)
     arena_bytes: int | None = None
     peak_rss_bytes: int | None = None
+    litert_error: str | None = None  # why LiteRT was not measured beside, if it was not
+    confirm_tries: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
     @property
-    def speedup_over_default(self) -> float | None:
-        lat = self.latency_ms
-        return lat["default"] / lat["optimized"] if "default" in lat and "optimized" in lat else None
+    def speedup_over_strongest(self) -> float | None:
+        """The strongest baseline's time over the written plan's (1.0 when it is that baseline)."""
+        if self.written == self.strongest_baseline:
+            return 1.0
+        r = self.ratios.get(self.strongest_baseline)
+        return 1 / r["ratio"] if r else None
 
 
 @dataclass
@@ -80,18 +89,21 @@ class ModelResult:
         data["plan_path"] = str(self.plan_path)
         whole = data["whole_model"]
         if self.whole_model.error is None:
-            whole["speedup_over_default"] = self.whole_model.speedup_over_default
+            whole["speedup_over_strongest_baseline"] = self.whole_model.speedup_over_strongest
         else:
             whole = {"error": self.whole_model.error}
         data["whole_model"] = whole
         return data
 
     def summary_line(self) -> str:
-        """The CLI's line for this model."""
+        """The CLI's line for this model: what was written, and its ratio to each baseline."""
         whole = self.whole_model
         if whole.error is not None:
             return f"{self.name}: {whole.error}"
-        lat = whole.latency_ms
-        return (f"{self.name}: optimized {lat['optimized']:.3f} ms, default {lat['default']:.3f} ms "
-                f"({whole.speedup_over_default:.2f}x); output check: "
-                f"{'OK' if whole.check.error is None else whole.check.error}; -> {self.plan_path}")
+        what = ("the tuned plan" if whole.written.startswith("confirmed") else
+                f"baseline {whole.written} (no tuned change was faster beyond noise)")
+        ratios = ", ".join(f"{name} {r['ratio']:.2f}x [{r['lo']:.2f}, {r['hi']:.2f}]"
+                           for name, r in sorted(whole.ratios.items()))
+        return (f"{self.name}: wrote {what}, {whole.latency_ms[whole.written]:.3f} ms at --threads {whole.threads}; "
+                f"time over each plan (95% interval): {ratios}; strongest baseline {whole.strongest_baseline}; "
+                f"output check {'OK' if whole.check.error is None else whole.check.error}; -> {self.plan_path}")

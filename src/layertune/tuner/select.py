@@ -34,11 +34,16 @@ def conv_nodes(graph: Graph) -> list[tuple[int, Node]]:
     return [(i, n) for i, n in enumerate(graph.nodes) if n.op in CONV_OPS]
 
 
-def best_records(records: list[Record], target: str, build: str) -> dict[str, Record]:
-    """Per layer signature, the variant with the lowest median among those that passed the check."""
+def best_records(records: list[Record], target: str, build: str, settings: str,
+                 wanted: dict[str, set[str]] | None = None) -> dict[str, Record]:
+    """Per layer signature, the variant with the lowest median among those that passed the check
+    (a candidate only: tuner/confirm.py decides on whole-model runs); with `wanted`, only among
+    each layer's variants of this run (a store also holds other runs' options)."""
     best: dict[str, Record] = {}
     for r in records:
-        if r.target != target or r.build != build or not r.ok:
+        if r.target != target or r.build != build or r.settings != settings or not r.ok:
+            continue
+        if wanted is not None and r.variant not in wanted.get(r.layer, ()):
             continue
         if r.layer not in best or r.median_ms < best[r.layer].median_ms:
             best[r.layer] = r

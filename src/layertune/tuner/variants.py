@@ -13,9 +13,12 @@ from layertune.tuner.options import ProfileOptions
 
 
 def thread_counts(options: ProfileOptions, device_cores: int) -> tuple[int, ...]:
-    """`threads` if given, else `parallel`: true = every core of the device, false = one."""
+    """`threads` if given, else `parallel`: true = every core of the device, false = one, both =
+    every count from 1 to the device's cores (threads per layer are a tuning dimension)."""
     if options.threads:
         return options.threads
+    if set(options.parallel) == {True, False}:
+        return tuple(range(1, device_cores + 1))
     return tuple(dict.fromkeys(device_cores if p else 1 for p in options.parallel))
 
 

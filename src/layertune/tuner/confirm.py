@@ -1,0 +1,208 @@
+"""From per-layer candidates to the plan that is written, confirmed on whole-model runs.
+
+Per-layer timings alone mislead (a layer timed alone finds its weights in cache; inside a model
+its neighbours and the thread count change it), so every decision here is taken on whole-model
+runs on the device, by the protocol of tuner/protocol.py (interleaved rounds, ratios with
+intervals, a difference within noise is no difference and the simpler plan wins):
+
+1. **Screen.** Time, interleaved and with per-node times, layertune's baselines — the default
+   kernel choice at every thread count the options allow, and each uniform-method plan at each
+   of them — and the tuned plan (every layer's fastest variant timed alone, with its own thread
+   count).
+2. **Strongest baseline.** The simplest baseline (the default before uniform plans, fewer threads
+   before more) that no other baseline beats beyond noise.
+3. **Confirm per-layer changes, heaviest layers first.** Starting from the strongest baseline, a
+   layer's change is proposed when another screened plan ran that layer faster inside the model,
+   beyond noise (per-node interval below 1), taking that plan's kernel and its thread count.
+   All proposals are applied together and the result is timed against the current plan; kept
+   only if the whole model is faster beyond noise, otherwise the heaviest half is tried, and so
+   on, for a bounded number of tries.
+4. **Verify.** The result is timed against every baseline (and LiteRT on the same .tflite where
+   the device has it). The written plan is the result only if it is faster than the strongest
+   baseline beyond noise in these rounds and no baseline beats it beyond noise; otherwise the
+   strongest baseline is written. So the written plan is never one measured slower than a
+   layertune baseline.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from layertune.graph.ir import CONV_OPS, Graph
+from layertune.graph.plan import write_plan
+from layertune.runners.device import DeviceSession
+from layertune.tuner.protocol import RatioCI, Settings, measure_until_narrow, ratio_ci
+
+log = logging.getLogger("layertune")
+
+
+@dataclass
+class PlanCandidate:
+    graph: Graph
+    threads: int  # the engine's thread count (ops without their own; every convolution has its own)
+    baseline: bool
+    simplicity: int = 0  # lower is simpler: wins a tie within noise
+
+
+@dataclass
+class Outcome:
+    written: str  # the name of the plan written as optimized.ltplan
+    graph: Graph
+    threads: int
+    strongest: str  # the strongest layertune baseline in the verification rounds
+    latency_ms: dict[str, float]  # median per plan (and LiteRT) in the verification rounds
+    ratios: dict[str, RatioCI]  # the written plan's time over each other plan's
+    screen_node_ms: dict[str, list[float]]  # per plan, each node's median time in the screening
+    changes: list[tuple[int, str]] = field(default_factory=list)  # (node index, source plan) kept
+    litert_error: str | None = None
+    confirm_tries: list[dict] = field(default_factory=list)
+
+
+def pinned(graph: Graph, threads: int) -> Graph:
+    """A copy in which every convolution names its thread count (its own, else `threads`)."""
+    g = graph.copy()
+    for node in g.nodes:
+        if node.op in CONV_OPS:
+            params = dict(node.kernel)
+            params.setdefault("threads", threads)
+            node.set_kernel(params.pop("method"), params)
+    return g
+
+
+class Bench:
+    """Whole plans timed on one device session: each plan uploaded once; LiteRT beside them."""
+
+    def __init__(self, session: DeviceSession, folder: Path, settings: Settings, timeout: float,
+                 tflite: Path | None = None, litert_threads: tuple[int, ...] = ()):
+        self.session, self.folder, self.settings, self.timeout = session, folder, settings, timeout
+        self.remote: dict[str, tuple[str, int]] = {}
+        self.tflite_remote = session.upload(tflite, "model.tflite") if tflite else None
+        self.litert_threads = litert_threads
+        self.litert_error: str | None = None if tflite else "no .tflite of the model"
+
+    def add(self, name: str, candidate: PlanCandidate) -> None:
+        path = self.folder / f"{name.replace('@', '_t')}.ltplan"
+        write_plan(candidate.graph, path)
+        self.remote[name] = (self.session.upload(path, path.name), candidate.threads)
+
+    def measure(self, names: list[str], baseline: str, layers: bool = False, litert: bool = False,
+                keep: tuple[str, ...] = ()) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+        """Round series per plan (and per LiteRT thread count) by the protocol's race until each
+        ratio to `baseline` is narrow; and, with layers, each node's median time per plan."""
+        node_times: dict[str, list[list[float]]] = {n: [] for n in names}
+        seen: set[str] = set()
+
+        def chunk(rounds: int, racing: list[str]) -> dict[str, list[float]]:
+            s = self.settings
+            plans = [n for n in racing if n in self.remote]
+            r = self.session.compare([self.remote[n] for n in plans], rounds, s.warmup, s.repeats, layers, self.timeout)
+            out = {n: p["rounds_ms"] for n, p in zip(plans, r["plans"])}
+            if layers:
+                for n, p in zip(plans, r["plans"]):
+                    node_times[n].append(p["layer_median_ms"])
+            # LiteRT in the chunk's wake: every thread count at first, then those still racing
+            threads = [t for t in self.litert_threads if f"litert@{t}" in racing or f"litert@{t}" not in seen]
+            if litert and threads and self.tflite_remote is not None and self.litert_error is None:
+                lr = self.session.litert(self.tflite_remote, threads, rounds, s.warmup, s.repeats, self.timeout)
+                if lr.get("error"):
+                    self.litert_error = lr["error"]
+                    log.info("LiteRT is not measured on %s: %s", self.session.name, lr["error"])
+                else:
+                    out.update(lr["series"])
+            seen.update(out)
+            return out
+
+        series = measure_until_narrow(chunk, names, baseline, self.settings, keep)
+        nodes = {n: [statistics.median(col) for col in zip(*chunks)] for n, chunks in node_times.items() if chunks}
+        return series, nodes
+
+
+def _strongest(series: dict[str, list[float]], candidates: dict[str, PlanCandidate]) -> str:
+    """The simplest baseline that no other baseline beats beyond noise."""
+    baselines = sorted((n for n in candidates if candidates[n].baseline and n in series),
+                       key=lambda n: candidates[n].simplicity)
+    for name in baselines:
+        if not any(ratio_ci(series[other], series[name]).faster for other in baselines if other != name):
+            return name
+    return min(baselines, key=lambda n: statistics.median(series[n]))
+
+
+def _proposals(nodes: dict[str, list[float]], base: str, candidates: dict[str, PlanCandidate],
+               margin: float = 0.05) -> list[tuple[int, str]]:
+    """(node index, plan) for each convolution some plan ran faster inside the model than `base`
+    by more than `margin`, heaviest node of `base` first."""
+    graph = candidates[base].graph
+    out = []
+    for index, node in enumerate(graph.nodes):
+        if node.op not in CONV_OPS:
+            continue
+        own = nodes[base][index]
+        best = min(nodes, key=lambda n: nodes[n][index])
+        kernel = pinned(candidates[best].graph, candidates[best].threads).nodes[index].kernel
+        mine = pinned(graph, candidates[base].threads).nodes[index].kernel
+        if best != base and nodes[best][index] < own * (1 - margin) and kernel != mine:
+            out.append((index, best))
+    return sorted(out, key=lambda c: -nodes[base][c[0]])
+
+
+def _apply(base: PlanCandidate, changes: list[tuple[int, str]], candidates: dict[str, PlanCandidate]) -> PlanCandidate:
+    g = pinned(base.graph, base.threads)
+    for index, source in changes:
+        src = pinned(candidates[source].graph, candidates[source].threads)
+        g.nodes[index].attrs = dict(src.nodes[index].attrs)
+    return PlanCandidate(g, base.threads, baseline=False)
+
+
+def select_plan(candidates: dict[str, PlanCandidate], bench: Bench, reference: str,
+                max_tries: int = 4, progress: Callable[[str], None] = log.info) -> Outcome:
+    """The algorithm of this module's docstring. `reference` names the baseline the screening's
+    intervals are taken against (the default plan)."""
+    names = list(candidates)
+    for name in names:
+        bench.add(name, candidates[name])
+    progress(f"screening {len(names)} plans on {bench.session.name}")
+    series, nodes = bench.measure(names, reference, layers=True)
+    strongest = _strongest(series, candidates)
+    current, current_name, kept = candidates[strongest], strongest, []
+    proposals = _proposals(nodes, strongest, candidates)
+    tries: list[dict] = []
+    batch = proposals
+    while batch and len(tries) < max_tries:
+        trial = _apply(current, kept + batch, candidates)
+        bench.add("proposal", trial)
+        progress(f"confirming {len(batch)} per-layer change(s) on the whole model")
+        s, _ = bench.measure([current_name, "proposal"], current_name, keep=("proposal",))
+        ci = ratio_ci(s["proposal"], s[current_name])
+        tries.append({"changes": len(batch), "ratio": ci.to_json(), "kept": ci.faster})
+        if ci.faster:
+            kept += batch
+            current, current_name = trial, f"confirmed-{len(tries)}"
+            candidates_with = {**candidates, current_name: current}
+            bench.add(current_name, current)
+            candidates = candidates_with
+            break
+        batch = batch[: len(batch) // 2]
+    # Verification: the result against every baseline and LiteRT, in the same rounds.
+    final_names = [n for n in names if candidates[n].baseline]
+    if current_name not in final_names:
+        final_names.append(current_name)
+    if "tuned" in candidates and "tuned" not in final_names:
+        final_names.append("tuned")
+    progress(f"verifying against {len([n for n in final_names if candidates[n].baseline])} baselines"
+             + (" and LiteRT" if bench.tflite_remote else ""))
+    series, _ = bench.measure(final_names, strongest, litert=True, keep=(current_name,))
+    final_strongest = _strongest(series, {n: candidates[n] for n in final_names})
+    written = current_name
+    baselines = [n for n in final_names if candidates[n].baseline]
+    if current_name != final_strongest and (
+            not ratio_ci(series[current_name], series[final_strongest]).faster
+            or any(ratio_ci(series[b], series[current_name]).faster for b in baselines)):
+        written = final_strongest  # not confirmed faster than every baseline: write the strongest
+    ratios = {n: ratio_ci(series[written], series[n]) for n in series if n != written}
+    return Outcome(written, pinned(candidates[written].graph, candidates[written].threads), candidates[written].threads,
+                   final_strongest, {n: statistics.median(v) for n, v in series.items()}, ratios, nodes,
+                   kept if written == current_name else [], bench.litert_error, tries)
