@@ -75,8 +75,8 @@ def independent(folder: Path, whole: dict, flatbuffer: bytes, rounds: int) -> di
              benchlib.Measurement("litert", benchlib.litert_timer(benchlib.litert_interpreter(flatbuffer, litert_threads),
                                                                   [x]))]
     per_round = {m.label: [] for m in items}
-    for _ in range(rounds):
-        benchlib.measure_interleaved(items, 1, 2, 3)
+    for r in range(rounds):  # each round starts one system later: no position favours anyone
+        benchlib.measure_interleaved(items[r % 3:] + items[:r % 3], 1, 2, 3)
         for m in items:
             per_round[m.label].append(float(np.median(m.times[-3:])))
     return {"vs_baseline": ratio_ci(per_round["written"], per_round["baseline"]),

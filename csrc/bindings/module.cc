@@ -235,6 +235,16 @@ PYBIND11_MODULE(_core, m) {
         },
         py::arg("input_shape"), py::arg("kernel"), py::arg("strides"), py::arg("dilations"), py::arg("pads"),
         py::arg("groups"), py::arg("activation"), py::arg("method"), py::arg("params"));
+  m.def("meaningful_params",
+        [](std::tuple<int, int, int, int> input, std::tuple<int, int, int> kernel, std::tuple<int, int> strides,
+           std::tuple<int, int> dilations, std::tuple<int, int, int, int> pads, int groups,
+           const std::string& activation, const std::string& method) {
+          const auto [kh, kw, out_c] = kernel;
+          return meaningful_params(conv_shape(input, kh, kw, out_c, strides, dilations, pads, groups, activation),
+                                   method);
+        },
+        py::arg("input_shape"), py::arg("kernel"), py::arg("strides"), py::arg("dilations"), py::arg("pads"),
+        py::arg("groups"), py::arg("activation"), py::arg("method"));
   m.def("same_padding", [](int in, int kernel, int stride, int dilation) {
     const ConvShape s = ConvShape::from_fields({1, in, in, 1, 1, kernel, kernel, stride, stride, dilation, dilation,
                                                 0, 0, 0, 0, 1}, Activation::kNone, "SAME");

@@ -175,7 +175,10 @@ std::string why_not_applicable(const ConvShape& s, const MethodParams& params) {
   for (const auto& [name, value] : params.values) {
     const ParamSpec* p = m.param(name);
     if (!p) return cat(name, ": not a parameter of method '", m.name, "'");
-    if (!layer_is(s, p->layers)) {
+    // (A one-channel layer is depthwise and regular at once: a depthwise block depth is accepted
+    // there, with nothing to block; meaningful_params leaves it out of the variants.)
+    const bool one_channel = p->layers == LayerKind::kDepthwise && s.in_c_per_group() == 1;
+    if (!layer_is(s, p->layers) && !one_channel) {
       std::string instead;
       for (const auto& q : m.params)
         if (q.layers != LayerKind::kAny && layer_is(s, q.layers)) instead += (instead.empty() ? "" : " / ") + q.name;
@@ -185,6 +188,13 @@ std::string why_not_applicable(const ConvShape& s, const MethodParams& params) {
     }
   }
   return "";
+}
+
+std::vector<std::string> meaningful_params(const ConvShape& s, const std::string& method) {
+  std::vector<std::string> out;
+  for (const auto& p : find_method(method).params)
+    if (layer_is(s, p.layers)) out.push_back(p.name);
+  return out;
 }
 
 void check_applicable(const ConvShape& shape, const MethodParams& params) {

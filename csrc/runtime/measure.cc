@@ -24,13 +24,18 @@ TimingStats summarize(std::vector<double> s) {
 }
 
 std::vector<std::vector<double>> time_interleaved(const std::vector<std::function<void()>>& candidates, int warmup,
-                                                  int rounds, int repeats, const std::function<void()>& before) {
+                                                  int rounds, int repeats, const std::function<void()>& before,
+                                                  int first_round) {
   for (const auto& run : candidates)
     for (int i = 0; i < warmup; ++i) run();
   std::vector<std::vector<double>> out(candidates.size());
   std::vector<double> runs(repeats);
+  const size_t n = candidates.size();
   for (int r = 0; r < rounds; ++r) {
-    for (size_t c = 0; c < candidates.size(); ++c) {
+    // Each round starts one candidate later: no candidate always runs right after the same one
+    // (a position in the round can favour what runs there: caches, clock boost, thread wake-up).
+    for (size_t k = 0; k < n; ++k) {
+      const size_t c = (k + size_t(r + first_round)) % n;
       for (int i = 0; i < repeats; ++i) {
         if (before) before();
         const auto t0 = std::chrono::steady_clock::now();

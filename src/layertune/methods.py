@@ -67,11 +67,19 @@ def tunable_methods() -> tuple[str, ...]:
 def why_not(conv: dict[str, Any], method: str, params: dict[str, int] | None = None) -> str | None:
     """Why the core cannot compute this convolution (``Graph.conv_info``) with this method and
     these parameters, or None when it can. No weights are packed."""
+    return _core.why_not_applicable(*_layer_args(conv), method, dict(params or {})) or None
+
+
+def _layer_args(conv: dict[str, Any]) -> tuple:
     kh, kw, _, out_c = conv["weights"]
-    reason = _core.why_not_applicable(tuple(conv["input"]), (kh, kw, out_c), tuple(conv["strides"]),
-                                      tuple(conv["dilations"]), tuple(conv["pads"]), conv["groups"],
-                                      conv["activation"], method, dict(params or {}))
-    return reason or None
+    return (tuple(conv["input"]), (kh, kw, out_c), tuple(conv["strides"]), tuple(conv["dilations"]),
+            tuple(conv["pads"]), conv["groups"], conv["activation"])
+
+
+def meaningful_params(conv: dict[str, Any], method: str) -> tuple[str, ...]:
+    """The method's parameters that mean something for this convolution (their layer kind
+    matches): the ones its variants vary."""
+    return tuple(_core.meaningful_params(*_layer_args(conv), method))
 
 
 def options_table() -> str:

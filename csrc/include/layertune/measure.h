@@ -33,12 +33,15 @@ TimingStats summarize(std::vector<double> seconds);
 // The one measurement protocol for candidates that are compared (a layer's variants, whole
 // plans): each candidate runs `warmup` times untimed, then `rounds` rounds in which every
 // candidate in turn runs `repeats` timed times (round-robin, so drift and noise hit all of them
-// alike); a candidate's time in a round is the median of its runs there. `before` (may be empty)
+// alike; each round starts one candidate later, so no position in the round favours anyone); a
+// candidate's time in a round is the median of its runs there. `before` (may be empty)
 // runs untimed before every timed run (e.g. a cache flush). Returns [candidate][round] seconds.
 // The statistics on these series (ratios to a baseline with confidence intervals, when to stop
 // adding rounds, which candidate wins) are the host's: layertune/tuner/protocol.py.
+// `first_round` numbers the first round (the rotation goes on across calls that continue a series).
 std::vector<std::vector<double>> time_interleaved(const std::vector<std::function<void()>>& candidates, int warmup,
-                                                  int rounds, int repeats, const std::function<void()>& before = {});
+                                                  int rounds, int repeats, const std::function<void()>& before = {},
+                                                  int first_round = 0);
 
 struct Comparison {
   double max_abs_diff = 0;  // max |out - ref|; infinity if out has a NaN where ref has none

@@ -60,6 +60,10 @@ std::string why_not_applicable(const ConvShape& shape, const MethodParams& param
 // profiler's `methods` command report.
 std::string methods_json();
 
+// The method's parameters that mean something for this layer (its layer kind): what variants are
+// made of.
+std::vector<std::string> meaningful_params(const ConvShape& shape, const std::string& method);
+
 // InvalidArgument with why_not_applicable's reason.
 void check_applicable(const ConvShape& shape, const MethodParams& params);
 

@@ -95,11 +95,14 @@ class Bench:
         ratio to `baseline` is narrow; and, with layers, each node's median time per plan."""
         node_times: dict[str, list[list[float]]] = {n: [] for n in names}
         seen: set[str] = set()
+        done = [0]  # rounds so far: the rotation of the order goes on from there
 
         def chunk(rounds: int, racing: list[str]) -> dict[str, list[float]]:
             s = self.settings
             plans = [n for n in racing if n in self.remote]
-            r = self.session.compare([self.remote[n] for n in plans], rounds, s.warmup, s.repeats, layers, self.timeout)
+            r = self.session.compare([self.remote[n] for n in plans], rounds, s.warmup, s.repeats, layers, self.timeout,
+                                     first_round=done[0])
+            done[0] += rounds
             out = {n: p["rounds_ms"] for n, p in zip(plans, r["plans"])}
             if layers:
                 for n, p in zip(plans, r["plans"]):
@@ -167,37 +170,28 @@ def select_plan(candidates: dict[str, PlanCandidate], bench: Bench, reference: s
     progress(f"screening {len(names)} plans on {bench.session.name}")
     series, nodes = bench.measure(names, reference, layers=True)
     strongest = _strongest(series, candidates)
-    current, current_name, kept = candidates[strongest], strongest, []
-    proposals = _proposals(nodes, strongest, candidates)
-    tries: list[dict] = []
-    batch = proposals
+    current_name, kept = strongest, []
+    batch, tries = _proposals(nodes, strongest, candidates), []
     while batch and len(tries) < max_tries:
-        trial = _apply(current, kept + batch, candidates)
+        trial = _apply(candidates[strongest], batch, candidates)
         bench.add("proposal", trial)
         progress(f"confirming {len(batch)} per-layer change(s) on the whole model")
-        s, _ = bench.measure([current_name, "proposal"], current_name, keep=("proposal",))
-        ci = ratio_ci(s["proposal"], s[current_name])
+        s, _ = bench.measure([strongest, "proposal"], strongest, keep=("proposal",))
+        ci = ratio_ci(s["proposal"], s[strongest])
         tries.append({"changes": len(batch), "ratio": ci.to_json(), "kept": ci.faster})
         if ci.faster:
-            kept += batch
-            current, current_name = trial, f"confirmed-{len(tries)}"
-            candidates_with = {**candidates, current_name: current}
-            bench.add(current_name, current)
-            candidates = candidates_with
+            kept, current_name = batch, f"confirmed-{len(tries)}"
+            candidates = {**candidates, current_name: trial}
+            bench.remote[current_name] = bench.remote.pop("proposal")  # already on the device
             break
-        batch = batch[: len(batch) // 2]
+        batch = batch[: len(batch) // 2]  # the heaviest half
     # Verification: the result against every baseline and LiteRT, in the same rounds.
-    final_names = [n for n in names if candidates[n].baseline]
-    if current_name not in final_names:
-        final_names.append(current_name)
-    if "tuned" in candidates and "tuned" not in final_names:
-        final_names.append("tuned")
-    progress(f"verifying against {len([n for n in final_names if candidates[n].baseline])} baselines"
-             + (" and LiteRT" if bench.tflite_remote else ""))
+    baselines = [n for n in names if candidates[n].baseline]
+    final_names = list(dict.fromkeys([*baselines, current_name, *(n for n in names if not candidates[n].baseline)]))
+    progress(f"verifying against {len(baselines)} baselines" + (" and LiteRT" if bench.tflite_remote else ""))
     series, _ = bench.measure(final_names, strongest, litert=True, keep=(current_name,))
     final_strongest = _strongest(series, {n: candidates[n] for n in final_names})
     written = current_name
-    baselines = [n for n in final_names if candidates[n].baseline]
     if current_name != final_strongest and (
             not ratio_ci(series[current_name], series[final_strongest]).faster
             or any(ratio_ci(series[b], series[current_name]).faster for b in baselines)):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from layertune.methods import methods, why_not
+from layertune.methods import meaningful_params, methods, why_not
 from layertune.tuner.options import ProfileOptions
 
 
@@ -28,11 +28,11 @@ def method_variants(conv: dict[str, Any], method: str, options: ProfileOptions) 
     if why_not(conv, method):
         return []
     axes = []
+    meaningful = meaningful_params(conv, method)
     for p in methods()[method].params:
         values = options.values.get((method, p.name)) or p.sweep
-        if p.name == "threads" or not values or why_not(conv, method, {p.name: values[0]}):
-            continue
-        axes.append([(p.name, v) for v in values])
+        if p.name != "threads" and values and p.name in meaningful:
+            axes.append([(p.name, v) for v in values])
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
