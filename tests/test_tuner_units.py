@@ -68,6 +68,14 @@ def test_applicability_comes_from_the_core():
         why_not(REGULAR, "fastest")
 
 
+def test_a_one_channel_layer_accepts_a_depthwise_depth_but_varies_only_what_it_uses():
+    one_channel = conv((1, 8, 8, 1), (3, 3, 1, 16))
+    assert why_not(one_channel, "winograd", {"separable_block_depth": 8}) is None  # nothing to block: accepted
+    variants = layer_variants(one_channel, options(winograd_parameters=[8, 16]), 1)
+    assert all("separable_block_depth" not in v for v in variants)
+    assert any("nonseparable_channel_depth" in v for v in variants)
+
+
 def test_options_readme_holds_the_generated_table():
     readme = (ROOT / "profile_options" / "README.md").read_text()
     start, end = "<!-- methods table: generated -->\n", "\n<!-- end of methods table -->"
@@ -150,6 +158,9 @@ def test_store_resumes_and_a_success_overrides_a_failure(tmp_path):
     with open(path, "a") as f:
         f.write('{"layer": "L1", "variant": "winograd", "ta')  # a line torn by a power loss
     again = ResultsStore(path)
+    again.add(record("L1", "fresh", 1.5))  # appended after the torn line: must not be lost with it
+    again = ResultsStore(path)
+    assert again.measured(("L1", "fresh", "host", "b1", "s1"))
     assert again.measured(("L1", "simple", "host", "b1", "s1"))
     assert not again.measured(("L1", "unrolled", "host", "b1", "s1"))
     assert again.get(("L1", "winograd", "host", "b1", "s1")) is None

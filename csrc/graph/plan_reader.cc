@@ -28,6 +28,32 @@ class Reader {
     p_ += n;
     return s;
   }
+  // A name (of the model, a tensor, a node, an op): valid UTF-8 without control characters,
+  // whatever the file holds, so that every message quoting it is one printable line. Each byte
+  // that breaks that becomes '?'.
+  std::string name() {
+    std::string raw = str(), out;
+    for (size_t i = 0; i < raw.size();) {
+      const unsigned char c = raw[i];
+      const int len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 && c >= 0xC2 ? 2 : (c & 0xF0) == 0xE0 ? 3
+                      : (c & 0xF8) == 0xF0 && c <= 0xF4 ? 4 : 0;
+      bool ok = len > 0 && i + len <= raw.size() && !(len == 1 && (c < 0x20 || c == 0x7F));
+      for (int k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(raw[i + k]) & 0xC0) == 0x80;
+      if (ok && len >= 3) {  // no overlong forms, surrogates or code points past U+10FFFF
+        const unsigned char d = raw[i + 1];
+        ok = !(c == 0xE0 && d < 0xA0) && !(c == 0xED && d >= 0xA0) && !(c == 0xF0 && d < 0x90) &&
+             !(c == 0xF4 && d >= 0x90);
+      }
+      if (ok) {
+        out.append(raw, i, len);
+        i += len;
+      } else {
+        out += '?';
+        ++i;
+      }
+    }
+    return out;
+  }
   uint32_t count(size_t min_item_bytes) {  // an element count that cannot exceed the data left
     uint32_t n = get<uint32_t>();
     if (min_item_bytes && uint64_t(n) * min_item_bytes > uint64_t(end_ - p_)) fail("plan is truncated or corrupt (count ", n, ")");
@@ -93,16 +119,21 @@ Plan parse_plan(const uint8_t* data, size_t size) {
     fail("plan is corrupt (sections out of range)");
 
   Reader r(data + meta_offset, meta_size);
-  plan.name = r.str();
+  plan.name = r.name();
   const uint32_t n_tensors = r.count(25);
   plan.tensors.resize(n_tensors);
   for (auto& t : plan.tensors) {
-    t.name = r.str();
+    t.name = r.name();
     const uint32_t rank = r.count(4);
     if (rank > 8) fail("plan: tensor '", t.name, "' has rank ", rank, " (at most 8)");
+    int64_t elements = 1;
     for (uint32_t i = 0; i < rank; ++i) {
       int d = r.get<int32_t>();
       if (d < 0) fail("plan: tensor '", t.name, "' has a negative dimension");
+      // Every tensor has fewer than 2^31 elements (as the kernels require): checked as the
+      // dimensions come, so that no product overflows.
+      elements *= d;
+      if (elements >= (int64_t(1) << 31)) fail("plan: tensor '", t.name, "' is too large (2^31 elements or more)");
       t.shape.push_back(d);
     }
     t.constant = r.get<uint8_t>() != 0;
@@ -120,12 +151,12 @@ Plan parse_plan(const uint8_t* data, size_t size) {
   const uint32_t n_nodes = r.count(20);
   plan.nodes.resize(n_nodes);
   for (auto& n : plan.nodes) {
-    n.op = r.str();
-    n.name = r.str();
+    n.op = r.name();
+    n.name = r.name();
     for (uint32_t i = 0, c = r.count(4); i < c; ++i) n.inputs.push_back(tensor_id(r.get<int32_t>(), true));
     for (uint32_t i = 0, c = r.count(4); i < c; ++i) n.outputs.push_back(tensor_id(r.get<int32_t>(), false));
     for (uint32_t i = 0, c = r.count(9); i < c; ++i) {
-      std::string key = r.str();
+      std::string key = r.name();
       PlanAttr a;
       const uint8_t kind = r.get<uint8_t>();
       if (kind == PlanAttr::kInts) {

@@ -1,6 +1,7 @@
 #include "layertune/conv_params.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <limits>
 #include <tuple>
 
@@ -37,10 +38,12 @@ std::pair<float, float> activation_range(Activation a) {
   return {-inf, inf};
 }
 
+// In 64 bits: a layer read from a corrupt file may hold any int in every field (validate()
+// refuses what does not fit; this must not overflow before it gets there).
 static int out_size(int in, int pad_before, int pad_after, int kernel, int stride, int dilation) {
-  int effective = (kernel - 1) * dilation + 1;
-  int span = in + pad_before + pad_after - effective;
-  return span < 0 ? 0 : span / stride + 1;
+  const int64_t effective = (int64_t(kernel) - 1) * dilation + 1;
+  const int64_t span = int64_t(in) + pad_before + pad_after - effective;
+  return span < 0 || stride <= 0 ? 0 : int(std::min<int64_t>(span / stride + 1, INT32_MAX));
 }
 
 int ConvShape::out_h() const { return out_size(in_h, pad_top, pad_bottom, kernel_h, stride_h, dilation_h); }
@@ -88,13 +91,19 @@ void ConvShape::validate() const {
   positive(dilation_w, "dilations");
   positive(groups, "groups");
   if (pad_top < 0 || pad_bottom < 0 || pad_left < 0 || pad_right < 0) fail("padding must not be negative");
+  const int field_limit = 1 << 20;  // no real layer comes near it
+  for (int v : {kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_bottom, pad_left, pad_right})
+    if (v > field_limit) fail("kernel size, strides, dilations and pads must be at most ", field_limit, ", got ", v);
   if (in_c % groups != 0) fail("groups: input channels (", in_c, ") are not divisible by groups (", groups, ")");
   if (out_c % groups != 0) fail("groups: output channels (", out_c, ") are not divisible by groups (", groups, ")");
   if (out_h() <= 0 || out_w() <= 0)
     fail("the kernel (", kernel_h, "x", kernel_w, ", dilation ", dilation_h, "x", dilation_w,
          ") does not fit in the padded input (", in_h, "x", in_w, ")");
   const int64_t limit = int64_t(1) << 31;
-  if (input_size() >= limit || output_size() >= limit || weight_size() >= limit)
+  // (the products in double first: in 64-bit integers four 31-bit factors could overflow)
+  const double in_elems = double(batch) * in_h * in_w * in_c, out_elems = double(batch) * out_h() * out_w() * out_c;
+  const double w_elems = double(kernel_h) * kernel_w * in_c_per_group() * out_c;
+  if (in_elems >= double(limit) || out_elems >= double(limit) || w_elems >= double(limit))
     fail("tensor too large: every tensor must have fewer than 2^31 elements");
 }
 

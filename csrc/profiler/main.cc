@@ -5,7 +5,7 @@
 //   layertune-profiler job --file JOB | --text JOB_TEXT [--warmup W] [--rounds N] [--repeats R] [--seed S]
 //       [--tolerance REL] [--flush-bytes N] [--memory-mib M]
 //   layertune-profiler compare --plans A,B,... [--threads T | TA,TB,...] [--warmup W] [--rounds N]
-//       [--repeats R] [--seed S] [--layers 0|1]
+//       [--repeats R] [--seed S] [--layers 0|1] [--first-round K]
 //   layertune-profiler info
 //   layertune-profiler methods      (the method table as JSON)
 //   layertune-profiler peak [--threads N] [--seconds S]
@@ -301,6 +301,13 @@ int cmd_run(const Args& a) {
   return ok ? 0 : 3;
 }
 
+// An error message as one printable line, whatever bad input it quotes.
+std::string one_line(std::string message) {
+  for (char& ch : message)
+    if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7F) ch = '?';
+  return message;
+}
+
 std::vector<std::string> split(const std::string& text, char sep) {
   std::vector<std::string> out;
   std::string item;
@@ -427,7 +434,7 @@ int cmd_job(const Args& a) {
       if (baseline) runs.push_back([&] { baseline->run(input.data(), out.data()); });
       std::vector<Entry*> timed;
       for (auto& e : group)
-        if (e.kernel && e.error == "null") {
+        if (baseline && e.kernel && e.error == "null") {
           runs.push_back([&, k = e.kernel.get()] { k->run(input.data(), out.data()); });
           timed.push_back(&e);
         }
@@ -435,10 +442,9 @@ int cmd_job(const Args& a) {
         volatile float* p = flush.data();
         for (size_t j = 0; j < flush.size(); j += 16) p[j] = p[j] + 1.f;
       };
-      const auto series = baseline && !timed.empty()
-                              ? time_interleaved(runs, warmup, rounds, repeats,
-                                                 flush.size() ? std::function<void()>(flush_caches) : nullptr)
-                              : std::vector<std::vector<double>>();
+      const auto series = timed.empty() ? std::vector<std::vector<double>>()
+                                        : time_interleaved(runs, warmup, rounds, repeats,
+                                                           flush.size() ? std::function<void()>(flush_caches) : nullptr);
       for (auto& e : group) {
         auto it = std::find(timed.begin(), timed.end(), &e);
         std::string rounds_ms = "null", base_ms = "null";
@@ -481,6 +487,7 @@ int cmd_compare(const Args& a) {
   if (warmup < 0 || repeats < 1 || rounds < 1) fail("--warmup must be >= 0, --repeats and --rounds >= 1");
   const uint32_t seed = uint32_t(parse_int("--seed", a.get("seed", "0")));
   const bool layers = parse_int("--layers", a.get("layers", "0")) != 0;
+  const int first_round = parse_int("--first-round", a.get("first-round", "0"));
   std::vector<std::unique_ptr<Engine>> engines;
   for (size_t i = 0; i < paths.size(); ++i) {
     const int threads = parse_int("--threads", thread_words[thread_words.size() == 1 ? 0 : i]);
@@ -510,7 +517,7 @@ int cmd_compare(const Args& a) {
       for (size_t i = 0; i < s.size(); ++i) node_times[e][i].push_back(s[i]);
     });
   }
-  const auto series = time_interleaved(runs, warmup, rounds, repeats);
+  const auto series = time_interleaved(runs, warmup, rounds, repeats, {}, first_round);
   std::string plans = "[";
   for (size_t e = 0; e < engines.size(); ++e) {
     std::string extra;
@@ -536,7 +543,7 @@ int main(int argc, char** argv) {
       {"methods", {}},
       {"run", {"plan", "threads", "warmup", "repeats", "seed", "check", "layers", "tolerance"}},
       {"job", {"file", "text", "warmup", "repeats", "rounds", "seed", "tolerance", "flush-bytes", "memory-mib"}},
-      {"compare", {"plans", "threads", "warmup", "repeats", "rounds", "seed", "layers"}},
+      {"compare", {"plans", "threads", "warmup", "repeats", "rounds", "seed", "layers", "first-round"}},
       {"peak", {"threads", "seconds"}},
       {"conv", {"input", "filters", "kernel", "stride", "dilation", "padding", "groups", "activation", "method",
                 "threads", "param", "warmup", "repeats", "seed", "tolerance"}},
@@ -560,10 +567,10 @@ int main(int argc, char** argv) {
     if (a.command == "compare") return cmd_compare(a);
     return cmd_conv(a);
   } catch (const InvalidArgument& e) {
-    std::fprintf(stderr, "layertune-profiler: error: %s\n", e.what());
+    std::fprintf(stderr, "layertune-profiler: error: %s\n", one_line(e.what()).c_str());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "layertune-profiler: error: %s\n", e.what());
+    std::fprintf(stderr, "layertune-profiler: error: %s\n", one_line(e.what()).c_str());
     return 1;
   }
 }

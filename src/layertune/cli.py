@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.verbosity, format="%(levelname)s: %(message)s")
+    # TensorFlow's logger has a handler of its own: without this its lines are printed twice.
+    logging.getLogger("tensorflow").propagate = False
     if getattr(args, "silence", False):
         logging.getLogger().setLevel(logging.ERROR)
     if getattr(args, "logfile", None):

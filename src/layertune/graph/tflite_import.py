@@ -50,6 +50,8 @@ def _options(op, cls):
 
 
 def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    if stride < 1 or dilation < 1:
+        raise ValueError(f"strides and dilations must be positive, got {stride} and {dilation}")
     out = -(-size // stride)
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
@@ -430,4 +432,5 @@ def import_tflite_bytes(data: bytes, name: str = "model", source: str = "model")
     except (IndexError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OverflowError, ValueError,
             struct.error) as exc:
         # a flatbuffer cut or damaged where the reader trips over it
-        raise ImportError_(f"{source}: corrupt TFLite model ({exc.__class__.__name__}: {str(exc)[:120]})") from None
+        why = " ".join(str(exc).split())[:120]  # one line, whatever the damaged file made the reader say
+        raise ImportError_(f"{source}: corrupt TFLite model ({exc.__class__.__name__}: {why})") from None

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import secrets
 import shlex
+import socket
 import time
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -17,18 +19,20 @@ from layertune.tuner.targets import Target
 
 log = logging.getLogger("layertune.device")
 
-# mkdir is atomic: the lease is a directory with an owner token and an expiry, so a crashed run
-# does not hold the device forever and a release never removes someone else's lease.
+# mkdir is atomic: the lease is a directory with an owner token, the owning run (host and pid of
+# the driver) and an expiry, so a crashed run does not hold the device forever and a release
+# never removes someone else's lease. BUSY reports the holder, so that a run on the same host can
+# see that the holder is dead (a killed driver) and break its lease at once.
 _LEASE = r"""
 d={dir}; now=$(date +%s)
-take() {{ mkdir "$d" 2>/dev/null || return 1; echo {token} > "$d/owner"; echo $((now + {seconds})) > "$d/expires"; echo LEASED; exit 0; }}
+take() {{ mkdir "$d" 2>/dev/null || return 1; echo {token} > "$d/owner"; echo {holder} > "$d/holder"; echo $((now + {seconds})) > "$d/expires"; echo LEASED; exit 0; }}
 take
 exp=$(cat "$d/expires" 2>/dev/null || echo 0)
 if [ "$now" -gt "$exp" ]; then rm -rf "$d"; take; fi
-echo BUSY
+echo "BUSY $(cat "$d/owner" 2>/dev/null) $(cat "$d/holder" 2>/dev/null)"
 """
+_BREAK = 'd={dir}; [ "$(cat "$d/owner" 2>/dev/null)" = {token} ] && rm -rf "$d"; true'
 _RENEW = 'd={dir}; [ "$(cat "$d/owner" 2>/dev/null)" = {token} ] && echo $(($(date +%s) + {seconds})) > "$d/expires"'
-_RELEASE = 'd={dir}; [ "$(cat "$d/owner" 2>/dev/null)" = {token} ] && rm -rf "$d"; true'
 
 
 class DeviceSession:
@@ -53,11 +57,14 @@ class DeviceSession:
         """Connect, lease, upload the profiler, check the device is of the target's kind."""
         self.transport.connect()
         waited, started = False, time.monotonic()
+        holder = shlex.quote(f"{socket.gethostname()}:{os.getpid()}")
         while True:
-            code, out = self._sh(_LEASE.format(dir=shlex.quote(self._lease_dir), token=self._token,
+            code, out = self._sh(_LEASE.format(dir=shlex.quote(self._lease_dir), token=self._token, holder=holder,
                                                seconds=self.lease_seconds))
             if "LEASED" in out:
                 break
+            if self._break_if_dead(out):
+                continue
             if time.monotonic() - started >= self.lease_wait:
                 raise DeviceError("busy", f"{self.name}: leased by another run ({self._lease_dir})"
                                           + (f"; waited {self.lease_wait:.0f} s" if self.lease_wait else ""))
@@ -79,6 +86,19 @@ class DeviceSession:
         self.cores = int(info.get("cores", 1))
         log.info("%s: leased, profiler uploaded (%s, %d cores)", self.name, info.get("isa"), self.cores)
 
+    def _break_if_dead(self, busy: str) -> bool:
+        """Breaks the lease of a run of this host whose driver no longer exists (killed); True if
+        it did. A holder on another host is left to its expiry: its process cannot be seen here."""
+        words = busy.split()
+        if len(words) < 3 or words[0] != "BUSY":
+            return False
+        token, (host, _, pid) = words[1], words[2].rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            return False
+        log.info("%s: the run holding its lease (pid %s on this host) is gone: lease broken", self.name, pid)
+        self._sh(_BREAK.format(dir=shlex.quote(self._lease_dir), token=shlex.quote(token)))
+        return True
+
     def renew(self) -> None:
         """Extends the lease once a third of it has passed (each renewal is a round trip)."""
         if self._leased and time.monotonic() - self._renewed > self.lease_seconds / 3:
@@ -98,7 +118,7 @@ class DeviceSession:
                     self.transport.remove_dir(self.workdir)
                     self.workdir = self._litert_script = None
                 if self._leased:
-                    self._sh(_RELEASE.format(dir=shlex.quote(self._lease_dir), token=self._token))
+                    self._sh(_BREAK.format(dir=shlex.quote(self._lease_dir), token=self._token))
                     self._leased = False
                 break
             except DeviceError as exc:
@@ -140,11 +160,12 @@ class DeviceSession:
             raise DeviceError("crash", f"{self.name}: profiler job exited with {code}: {err.strip()[-300:]}")
 
     def compare(self, plans: list[tuple[str, int]], rounds: int, warmup: int, repeats: int, layers: bool,
-                timeout: float) -> dict:
+                timeout: float, first_round: int = 0) -> dict:
         """`layertune-profiler compare` on uploaded plans [(remote path, threads)]."""
         return self.profiler_json(["compare", "--plans", ",".join(p for p, _ in plans), "--threads",
                                    ",".join(str(t) for _, t in plans), "--rounds", str(rounds), "--warmup", str(warmup),
-                                   "--repeats", str(repeats), "--layers", "1" if layers else "0"], timeout)
+                                   "--repeats", str(repeats), "--layers", "1" if layers else "0",
+                                   "--first-round", str(first_round)], timeout)
 
     def litert(self, remote_model: str, threads: list[int], rounds: int, warmup: int, repeats: int,
                timeout: float) -> dict:
@@ -165,6 +186,16 @@ class DeviceSession:
         remote = f"{self.workdir}/{name}"
         self.transport.put(local, remote)
         return remote
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 T = TypeVar("T")

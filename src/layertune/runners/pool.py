@@ -38,6 +38,7 @@ class PoolStats:
     wall_seconds: float = 0.0
     failed_devices: dict[str, str] = field(default_factory=dict)
     jobs_failed: int = 0
+    job_intervals: list[tuple[str, float, float]] = field(default_factory=list)  # (device, start, end), wall clock
 
     @property
     def utilization(self) -> float:
@@ -110,7 +111,7 @@ def run_pool(sessions: list[Callable[[], DeviceSession]], jobs: list[Job],
                 if not todo:
                     finish_job()
                     continue
-                t0 = time.monotonic()
+                t0, wall0 = time.monotonic(), time.time()
                 try:
                     session.run_job(job_text(job, todo), lambda r, j=job: on_record(j, r, session.name),
                                     profiler_options, timeout)
@@ -128,6 +129,7 @@ def run_pool(sessions: list[Callable[[], DeviceSession]], jobs: list[Job],
                     log.warning("device %s failed (%s); its job is re-queued", session.name, exc)
                     return
                 stats.busy_seconds[session.name] += time.monotonic() - t0
+                stats.job_intervals.append((session.name, wall0, time.time()))
                 finish_job()
                 session.renew()
         finally:

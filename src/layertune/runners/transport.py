@@ -110,6 +110,11 @@ class SSHTransport:
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         try:
             conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise DeviceError("connect", f"{self.name}: the host key changed: {exc.key.get_name()} "
+                                         f"{exc.key.get_fingerprint().hex()} is not the key known_hosts holds for it "
+                                         "(refused: if the device was reinstalled, remove its old key with "
+                                         f"ssh-keygen -R {self.host if self.port == 22 else f'[{self.host}]:{self.port}'})") from None
         except paramiko.AuthenticationException:
             raise DeviceError("connect", f"{self.name}: authentication failed (check --username, --ssh_key or the password)") from None
         except paramiko.SSHException as exc:

@@ -6,6 +6,7 @@ the same layer shapes) reuse measurements."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -108,12 +109,28 @@ class ResultsStore:
             if record.ok or record.key not in self._records or not self._records[record.key].ok:
                 self._records[record.key] = record
             for path in [p for p in (self.path, self.cache) if p]:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "a") as f:
-                    f.write(line)
-                    f.flush()
-                    os.fsync(f.fileno())
+                _append_line(path, line)
 
     def records(self) -> list[Record]:
         with self._lock:
             return list(self._records.values())
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Appends one whole line, durably, under an exclusive lock (another run may share the
+    cache). A line left torn at the end by a killed run is closed first, so that it costs only
+    its own measurement, never the next one's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            if f.tell() > 0:
+                with open(path, "rb") as r:
+                    r.seek(-1, os.SEEK_END)
+                    if r.read(1) != b"\n":
+                        f.write(b"\n")
+            f.write(line.encode())
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -24,7 +24,7 @@ from layertune.runners.devices import Device
 from layertune.runners.pool import Job, PoolStats, run_pool
 from layertune.tuner.build import build_profiler, cache_root
 from layertune.tuner.confirm import Bench, Outcome, PlanCandidate, pinned, select_plan
-from layertune.tuner.database import Record, ResultsStore
+from layertune.tuner.database import Key, Record, ResultsStore
 from layertune.tuner.options import ProfileOptions
 from layertune.tuner.protocol import PROTOCOL_VERSION, Settings
 from layertune.tuner.report import write_report
@@ -135,10 +135,11 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
     if device_cores is None:
         raise ValueError(f"no usable device: {'; '.join(first.errors)}")
     # 4. Variants per layer (the default choice is a candidate too), then profile what is missing.
+    threads = thread_counts(settings.options, device_cores)
     variants: dict[str, list[tuple[str, dict]]] = {}
     baselines: dict[str, tuple[str, dict]] = {}
     for sig, (graph, node) in layers.items():
-        default = _default_variant(graph, node, max(thread_counts(settings.options, device_cores)))
+        default = _default_variant(graph, node, max(threads))
         baselines[sig] = (variant_key(default), default)
         candidates = [default, *layer_variants(graph.conv_info(node), settings.options, device_cores)]
         variants[sig] = list({variant_key(v): v for v in candidates}.items())
@@ -152,7 +153,7 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
     failed = sum(1 for r in store.records() if not r.ok and r.target == settings.target.name and r.build == build
                  and r.settings == settings.measurement_key())
     pool = PoolSummary(stats.busy_seconds, stats.setup_seconds, stats.cleanup_seconds, stats.wall_seconds,
-                       round(stats.utilization, 3), stats.failed_devices) if stats else PoolSummary()
+                       round(stats.utilization, 3), stats.failed_devices, stats.job_intervals) if stats else PoolSummary()
     results = {}
     names = model_names(list(graphs))
     with DeviceSequence(sessions) as device, tempfile.TemporaryDirectory() as tmp:  # one device for every model
@@ -162,16 +163,16 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
             (Path(tmp) / names[path]).mkdir()
             tflite = Path(tmp) / names[path] / "model.tflite"
             tflite.write_bytes(tflites[path])
-            rows, candidates = _candidates(graph, best, store, settings, build, device_cores)
+            rows, candidates = _candidates(graph, best, store, settings, build, threads)
             verification, outcome = _choose_on_device(candidates, device, settings, Path(tmp) / names[path], tflite,
-                                                      thread_counts(settings.options, device_cores))
+                                                      threads)
             if outcome is not None:
                 _fill_rows(rows, outcome, candidates)
                 optimized = outcome.graph
                 strongest = candidates[outcome.strongest]  # what the user would get without tuning
                 write_plan(pinned(strongest.graph, strongest.threads), out_dir / "strongest_baseline.ltplan")
             else:  # no device could measure the model: the default choice, unconfirmed
-                optimized = candidates[f"default@{min(thread_counts(settings.options, device_cores))}"].graph
+                optimized = candidates[f"default@{min(threads)}"].graph
             write_plan(optimized, out_dir / "optimized.ltplan")
             result = ModelResult(path.name, names[path], settings.target.name, out_dir / "optimized.ltplan", build,
                                  device_cores, rows, verification, pool, round(build_seconds, 2), failed)
@@ -182,10 +183,11 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
 
 
 def _profile(layers: dict[str, tuple[Graph, Node]], variants: dict[str, list[tuple[str, dict]]],
-             baselines: dict[str, tuple[str, dict]], store: ResultsStore, settings: RunSettings, sessions: list, build: str, total: int) -> PoolStats | None:
+             baselines: dict[str, tuple[str, dict]], store: ResultsStore, settings: RunSettings, sessions: list,
+             build: str, total: int) -> PoolStats | None:
     """Measures every (layer, variant) the store does not hold yet on the device pool; each
     measurement lands in the store as it arrives (a re-run resumes here)."""
-    def key(sig: str, vkey: str) -> tuple[str, str, str, str]:
+    def key(sig: str, vkey: str) -> Key:
         return sig, vkey, settings.target.name, build, settings.measurement_key()
 
     def missing(job: Job) -> list[tuple[str, dict]]:
@@ -210,8 +212,9 @@ def _profile(layers: dict[str, tuple[Graph, Node]], variants: dict[str, list[tup
     progress = Progress(len(jobs), todo_total, len(settings.devices))
 
     def on_record(job: Job, line: dict, device: str) -> None:
-        if not store.measured(key(job.layer, line["variant"])):  # a baseline line repeats in each job
-            progress.variant_done()
+        if store.measured(key(job.layer, line["variant"])):  # the layer's baseline, timed again as the reference
+            return
+        progress.variant_done()
         store.add(Record.from_profiler(job.layer, dict(job.variants).get(line["variant"], {}), settings.target.name,
                                        build, settings.measurement_key(), line, device))
 
@@ -246,7 +249,7 @@ def _with_baseline(baseline: tuple[str, dict], variants: list[tuple[str, dict]])
 
 
 def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, settings: RunSettings, build: str,
-                cores: int) -> tuple[list[LayerRow], dict[str, PlanCandidate]]:
+                threads: tuple[int, ...]) -> tuple[list[LayerRow], dict[str, PlanCandidate]]:
     """The per-layer rows and the whole-model candidates: layertune's baselines (the default
     choice and each uniform method, at every allowed thread count) and the tuned plan (each
     layer's fastest variant timed alone, with its own thread count)."""
@@ -257,8 +260,7 @@ def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, sett
     for index, node in conv_nodes(tuned):
         sig = layer_signature(tuned, node)
         chosen = best.get(sig)
-        default_rec = store.get((sig, variant_key(_default_variant(default, default.nodes[index],
-                                                                   max(thread_counts(settings.options, cores)))),
+        default_rec = store.get((sig, variant_key(_default_variant(default, default.nodes[index], max(threads))),
                                  settings.target.name, build, settings.measurement_key()))
         if chosen:
             params = dict(chosen.params)
@@ -266,7 +268,6 @@ def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, sett
         rows.append(LayerRow(index, node.name, node.op, sig, tuned.flops(node), chosen.params if chosen else None,
                              chosen.median_ms if chosen else None, default.nodes[index].kernel,
                              default_rec.median_ms if default_rec and default_rec.ok else None))
-    threads = thread_counts(settings.options, cores)
     candidates = {f"default@{t}": PlanCandidate(default, t, baseline=True, simplicity=i)
                   for i, t in enumerate(sorted(threads))}
     for m, method in enumerate(settings.options.methods):

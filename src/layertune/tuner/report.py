@@ -10,6 +10,7 @@ from layertune.jsonfile import write_text_atomic
 from layertune.tuner.result import ModelResult
 
 log = logging.getLogger("layertune.report")
+LAYERS_PLOTTED = 20
 
 
 def _fmt_variant(params: dict[str, Any] | None) -> str:
@@ -75,6 +76,13 @@ def write_report(out_dir: Path, result: ModelResult) -> None:
     write_text_atomic(out_dir / "report.md", "\n".join(lines) + "\n")
 
 
+def _short_name(name: str) -> str:
+    """A layer's name without the model's prefix and the converter's op suffixes
+    ("model/conv4_block1_2_bn_1/batchnorm/sub1" -> "conv4_block1_2_bn_1")."""
+    parts = [p for p in name.split("/") if p]
+    return (parts[1] if len(parts) > 1 else parts[0] if parts else name)[:32]
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -88,30 +96,40 @@ def _plots(out_dir: Path, result: ModelResult) -> list[Path]:
         log.info("matplotlib is not installed: report without plots (pip install matplotlib)")
         return []
     paths = []
-    rows = [r for r in result.layers if r.in_model_ms]
+    strongest = result.whole_model.strongest_baseline
+    rows = [r for r in result.layers if strongest in r.in_model_ms]
     if rows:
-        shown = [result.whole_model.strongest_baseline, "tuned", *(r.final_from for r in rows)]
+        # The layers that matter: the heaviest inside the model, named, with the plans that decided.
+        rows = sorted(rows, key=lambda r: -r.in_model_ms[strongest])[:LAYERS_PLOTTED]
+        shown = [strongest, "tuned", *(r.final_from for r in rows)]
         plans = [p for p in dict.fromkeys(shown) if p in rows[0].in_model_ms]
-        fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.45), 4))
-        width = 0.8 / len(plans)
+        fig, ax = plt.subplots(figsize=(9, 1.2 + 0.32 * len(rows)))
+        height = 0.8 / len(plans)
         for k, plan in enumerate(plans):
-            ax.bar([i + k * width for i in range(len(rows))], [r.in_model_ms[plan] for r in rows], width, label=plan)
-        ax.set_xticks([i + 0.4 for i in range(len(rows))], [str(r.index) for r in rows], fontsize=7)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("ms in the model")
-        ax.set_title("per-layer time by method (inside whole-model runs)")
-        ax.legend(fontsize=7)
+            ax.barh([i + k * height for i in range(len(rows))], [r.in_model_ms[plan] for r in rows], height, label=plan)
+        labels = [f"#{r.index} {_short_name(r.name)}" + (" *" if r.final_from != strongest else "") for r in rows]
+        ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))], labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("ms inside whole-model runs (screening)")
+        ax.set_title(f"the {len(rows)} heaviest convolutions (* = kernel changed from {strongest})", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
         paths.append(out_dir / "layers.png")
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
     lat = result.whole_model.latency_ms
     if lat:
-        fig, ax = plt.subplots(figsize=(6, 3))
+        written = result.whole_model.written
+        fig, ax = plt.subplots(figsize=(7, 1.2 + 0.3 * len(lat)))
         names = sorted(lat, key=lat.get)
-        ax.barh(names, [lat[n] for n in names])
-        ax.set_xlabel("ms")
-        ax.set_title("whole-model latency")
+        colors = ["tab:green" if n == written else "tab:orange" if n.startswith("litert") else "tab:blue" for n in names]
+        ax.barh(names, [lat[n] for n in names], color=colors)
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=8)
+        if max(lat.values()) > 10 * min(lat.values()):
+            ax.set_xscale("log")
+        ax.set_xlabel("ms (median of the verification rounds)")
+        ax.set_title(f"whole-model latency: written = {written} (green), LiteRT (orange)", fontsize=9)
         fig.tight_layout()
         paths.append(out_dir / "whole_model.png")
         fig.savefig(paths[-1], dpi=100)

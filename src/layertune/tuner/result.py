@@ -67,7 +67,7 @@ class PoolSummary:
     wall_seconds: float = 0.0
     utilization: float | None = None
     failed_devices: dict[str, str] = field(default_factory=dict)
-
+    job_intervals: list[tuple[str, float, float]] = field(default_factory=list)  # (device, start, end) per job
 
 @dataclass
 class ModelResult:
