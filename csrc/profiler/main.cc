@@ -233,6 +233,23 @@ std::string json_doubles(const std::vector<double>& v, double scale) {
   return s + "]";
 }
 
+// A plan's inputs (seeded random values, the same for every plan of a model) and outputs.
+struct PlanIO {
+  std::vector<AlignedBuffer> inputs, outputs;
+  std::vector<const float*> in;
+  std::vector<float*> out;
+
+  PlanIO(const Plan& plan, uint32_t seed) {
+    for (size_t i = 0; i < plan.inputs.size(); ++i) {
+      inputs.emplace_back(plan.tensors[plan.inputs[i]].elements());
+      fill_uniform(inputs.back().data(), inputs.back().size(), seed + uint32_t(i), -1.f, 1.f);
+    }
+    for (int o : plan.outputs) outputs.emplace_back(plan.tensors[o].elements());
+    for (auto& b : inputs) in.push_back(b.data());
+    for (auto& b : outputs) out.push_back(b.data());
+  }
+};
+
 int cmd_run(const Args& a) {
   const std::string path = a.require("plan");
   const int threads = parse_int("--threads", a.get("threads", "1"));
@@ -246,18 +263,9 @@ int cmd_run(const Args& a) {
 
   Engine engine(load_plan(path), threads);
   const Plan& plan = engine.plan();
-  std::vector<AlignedBuffer> inputs, outputs;
-  std::vector<const float*> in;
-  std::vector<float*> out;
-  for (size_t i = 0; i < plan.inputs.size(); ++i) {
-    inputs.emplace_back(plan.tensors[plan.inputs[i]].elements());
-    fill_uniform(inputs.back().data(), inputs.back().size(), seed + uint32_t(i), -1.f, 1.f);
-    in.push_back(inputs.back().data());
-  }
-  for (int o : plan.outputs) {
-    outputs.emplace_back(plan.tensors[o].elements());
-    out.push_back(outputs.back().data());
-  }
+  PlanIO io(plan, seed);
+  const auto& in = io.in;
+  const auto& out = io.out;
   TimingStats t = summarize(time_repeated([&] { engine.run(in, out); }, warmup, repeats));
   std::string extra;
   if (layers) {
@@ -494,26 +502,16 @@ int cmd_compare(const Args& a) {
     if (threads < 1) fail("--threads must be >= 1");
     engines.push_back(std::make_unique<Engine>(load_plan(paths[i]), threads));
   }
-  std::vector<std::vector<AlignedBuffer>> inputs(engines.size()), outputs(engines.size());
-  std::vector<std::vector<const float*>> in(engines.size());
-  std::vector<std::vector<float*>> out(engines.size());
+  std::vector<std::unique_ptr<PlanIO>> io;
   std::vector<std::vector<std::vector<double>>> node_times(engines.size());
   std::vector<std::function<void()>> runs;
   for (size_t e = 0; e < engines.size(); ++e) {
     const Plan& plan = engines[e]->plan();
-    for (size_t i = 0; i < plan.inputs.size(); ++i) {
-      inputs[e].emplace_back(plan.tensors[plan.inputs[i]].elements());
-      fill_uniform(inputs[e].back().data(), inputs[e].back().size(), seed + uint32_t(i), -1.f, 1.f);
-      in[e].push_back(inputs[e].back().data());
-    }
-    for (int o : plan.outputs) {
-      outputs[e].emplace_back(plan.tensors[o].elements());
-      out[e].push_back(outputs[e].back().data());
-    }
+    io.push_back(std::make_unique<PlanIO>(plan, seed));
     node_times[e].resize(plan.nodes.size());
     runs.push_back([&, e] {
-      if (!layers) return engines[e]->run(in[e], out[e]);
-      const auto s = engines[e]->run_profiled(in[e], out[e]);
+      if (!layers) return engines[e]->run(io[e]->in, io[e]->out);
+      const auto s = engines[e]->run_profiled(io[e]->in, io[e]->out);
       for (size_t i = 0; i < s.size(); ++i) node_times[e][i].push_back(s[i]);
     });
   }
