@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import layertune
+import layertune.methods
 import numpy_conv
 
 # Relative to max |reference output|. Measured worst cases (uniform(-1, 1) data): direct methods
@@ -66,11 +67,16 @@ LAYERS = [
 ]
 
 
+GEMM_TILES = [t for t in layertune.methods.methods()["unrolled"].param("gemm_tile").choices if t]
+
+
 def variants(layer: Layer) -> list[tuple[str, dict]]:
     """Every method that applies to the layer, with parameter settings that exercise odd blockings."""
     out: list[tuple[str, dict]] = [("simple", {}), ("simple", {"threads": 2})]
     out += [("unrolled", {}), ("unrolled", {"block_m": 13, "block_k": 7, "threads": 2}),
             ("unrolled", {"block_m": 1, "block_k": 5000})]
+    # every register tile, with blockings that leave partial tiles in both directions
+    out += [("unrolled", {"gemm_tile": t, "block_m": 7, "block_k": 9}) for t in GEMM_TILES]
     if layer.winograd_ok:
         blockings = ([{}, {"separable_block_depth": 1}, {"separable_block_depth": 17, "threads": 2}]
                      if layer.depthwise else

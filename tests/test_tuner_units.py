@@ -125,7 +125,7 @@ def test_threads_make_parallel_optional_and_the_sweep_fills_unnamed_parameters()
     ({"convolution_methods": ["reference"], "parallel": [False]}, "'convolution_methods' must be"),
     ({"convolution_methods": ["simple"], "parallel": [False], "winograd_tiles": [3]}, "winograd_tile: must be 2 or 4"),
     ({"convolution_methods": ["simple"], "parallel": [False], "unrolled_parameters": {"block_n": [1]}},
-     "unknown key 'unrolled_parameters.block_n' (known: block_m, block_k)"),
+     "unknown key 'unrolled_parameters.block_n' (known: gemm_tile, block_m, block_k)"),
     ({"convolution_methods": ["simple"], "parallel": [False], "simple_parameters": {"threads": [2]}},
      "unknown key 'simple_parameters.threads'"),
     ({"convolution_methods": ["simple"], "threads": [0]}, "'threads': threads: must be an integer in [1, 1024]"),

@@ -8,12 +8,13 @@
 #   g++-arm-linux-gnueabi
 #   qemu-user                        running those ARM builds on this machine
 #   openssh-server                   a real sshd on 127.0.0.1 for the remote-device tests
+#   llvm-14                          llvm-mca, the core model tools/arm_codegen.py reports the ARM loops with
 # Debian packages that are missing are installed with apt-get (as root, or through sudo).
 # Arguments go to pytest. pytest's exit code 5 (no test ran) fails the run like any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(g++ cmake g++-arm-linux-gnueabihf g++-aarch64-linux-gnu g++-arm-linux-gnueabi qemu-user openssh-server)
+packages=(g++ cmake g++-arm-linux-gnueabihf g++-aarch64-linux-gnu g++-arm-linux-gnueabi qemu-user openssh-server llvm-14)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "gemm/gemm.h"
 #include "layertune/conv.h"
 #include "layertune/json.h"
 #include "layertune/status.h"
@@ -62,13 +63,19 @@ std::vector<MethodSpec> build_table() {
   tile.default_value = 4;
   tile.options_key = "winograd_tiles";
   tile.sweep = {2, 4};
+  ParamSpec gemm_tile;
+  gemm_tile.name = "gemm_tile";
+  gemm_tile.doc = "GEMM register tile, rows*10 + vectors (62 = 6 rows x 2 SIMD vectors); 0 = this ISA's default";
+  gemm_tile.choices = {0};
+  for (int code : gemm::kTileCodes) gemm_tile.choices.push_back(code);
+  gemm_tile.options_key = "gemm_tiles";
   return {
       row("reference", "plain loops with double accumulation: the oracle every variant is checked against", false, {},
           everywhere, make_reference_conv),
       row("simple", "direct convolution vectorized over channels (NHWC); the fast path for depthwise and small layers",
           true, {}, everywhere, make_simple_conv),
       row("unrolled", "im2col + a blocked GEMM with a register-blocked SIMD micro-kernel", true,
-          {block("block_m", "output pixels per GEMM block", LayerKind::kAny, ""),
+          {gemm_tile, block("block_m", "output pixels per GEMM block", LayerKind::kAny, ""),
            block("block_k", "reduction depth per GEMM block", LayerKind::kAny, "")},
           everywhere, make_unrolled_conv),
       row("winograd", "Winograd F(2x2,3x3) / F(4x4,3x3) for 3x3, stride 1, dilation 1", true,

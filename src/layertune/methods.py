@@ -90,7 +90,7 @@ def options_table() -> str:
 
     def row(method: str, p: MethodParam, keys: str) -> str:
         values = " / ".join(map(str, p.choices)) if p.choices else f"{p.min}..{p.max}"
-        default = "chosen from the shape" if p.default == 0 else str(p.default)
+        default = str(p.default) if p.default else ("the ISA's" if 0 in p.choices else "chosen from the shape")
         sweep = ", ".join(map(str, p.sweep)) if p.sweep else "-"
         return f"| {method} | `{p.name}`: {p.doc} | {values} | {default} | {p.layers} | {keys} | {sweep} |"
 

@@ -2,43 +2,85 @@
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
+#include <utility>
+
+#include "layertune/status.h"
+
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 namespace layertune::gemm {
 
 using simd::kLanes;
 using simd::vf;
 
-void micro_kernel(int kc, const float* __restrict a, ptrdiff_t lda, const float* __restrict b, float* c,
-                  ptrdiff_t ldc, int mr, int nr, bool accumulate, const Epilogue* epilogue) {
-  alignas(64) float tmp[kMR * kNR];
-  const bool full = mr == kMR && nr == kNR;
+namespace {
+
+#if defined(__aarch64__)
+// acc[r][v] += lane L of av[r] * b[v]: fmla by element, A's value never leaves its vector.
+template <int MR, int NRV, int L>
+inline void fma_lane(vf (&acc)[MR][NRV], const float32x4_t (&av)[MR], const float* b) {
+  float32x4_t bv[NRV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NRV; ++v) bv[v] = vld1q_f32(b + v * kLanes);
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NRV; ++v) acc[r][v] = vf(vfmaq_laneq_f32(float32x4_t(acc[r][v]), bv[v], av[r], L));
+}
+#endif
+
+template <int MR, int NRV>
+void tile_kernel(int kc, const float* __restrict a, ptrdiff_t lda, const float* __restrict b, float* c,
+                 ptrdiff_t ldc, int mr, int nr, bool accumulate, const Epilogue* epilogue) {
+  constexpr int NR = NRV * kLanes;
+  alignas(64) float tmp[MR * NR];
+  const bool full = mr == MR && nr == NR;
   float* cp = c;
   ptrdiff_t ldcp = ldc;
   if (!full) {  // partial tile: work on a full-size copy, write back the valid part
     cp = tmp;
-    ldcp = kNR;
+    ldcp = NR;
     if (accumulate) {
       std::memset(tmp, 0, sizeof tmp);
-      for (int r = 0; r < mr; ++r) std::memcpy(tmp + r * kNR, c + r * ldc, nr * sizeof(float));
+      for (int r = 0; r < mr; ++r) std::memcpy(tmp + r * NR, c + r * ldc, nr * sizeof(float));
     }
   }
 
-  vf acc[kMR][kNRV];
+  vf acc[MR][NRV];
 #pragma GCC unroll 16
-  for (int r = 0; r < kMR; ++r)
+  for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < kNRV; ++v) acc[r][v] = accumulate ? simd::load(cp + r * ldcp + v * kLanes) : vf{};
+    for (int v = 0; v < NRV; ++v) acc[r][v] = accumulate ? simd::load(cp + r * ldcp + v * kLanes) : vf{};
 
-  for (int k = 0; k < kc; ++k) {
-    vf bv[kNRV];
-#pragma GCC unroll 4
-    for (int v = 0; v < kNRV; ++v) bv[v] = simd::load(b + v * kLanes);
-    b += kNR;
+  int k = 0;
+#if defined(__aarch64__)
+  // Four k at a time: one vector load brings four k of a row, and each FMA takes its lane
+  // (fmla by element), so A costs MR loads per 4 * MR * NRV FMAs instead of one per row and k.
+  for (; k + kLanes <= kc; k += kLanes) {
+    float32x4_t av[MR];
 #pragma GCC unroll 16
-    for (int r = 0; r < kMR; ++r) {
+    for (int r = 0; r < MR; ++r) av[r] = vld1q_f32(a + r * lda);
+    fma_lane<MR, NRV, 0>(acc, av, b);
+    fma_lane<MR, NRV, 1>(acc, av, b + NR);
+    fma_lane<MR, NRV, 2>(acc, av, b + 2 * NR);
+    fma_lane<MR, NRV, 3>(acc, av, b + 3 * NR);
+    b += kLanes * NR;
+    a += kLanes;
+  }
+#endif
+  for (; k < kc; ++k) {
+    vf bv[NRV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NRV; ++v) bv[v] = simd::load(b + v * kLanes);
+    b += NR;
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
       const vf x = simd::splat(a[r * lda]);
 #pragma GCC unroll 4
-      for (int v = 0; v < kNRV; ++v) acc[r][v] += x * bv[v];
+      for (int v = 0; v < NRV; ++v) acc[r][v] += x * bv[v];
     }
     ++a;
   }
@@ -46,41 +88,67 @@ void micro_kernel(int kc, const float* __restrict a, ptrdiff_t lda, const float*
   if (epilogue) {
     const vf lo = simd::splat(epilogue->lo), hi = simd::splat(epilogue->hi);
 #pragma GCC unroll 4
-    for (int v = 0; v < kNRV; ++v) {
+    for (int v = 0; v < NRV; ++v) {
       const vf bias = simd::load(epilogue->bias + v * kLanes);
 #pragma GCC unroll 16
-      for (int r = 0; r < kMR; ++r) acc[r][v] = simd::clamp(acc[r][v] + bias, lo, hi);
+      for (int r = 0; r < MR; ++r) acc[r][v] = simd::clamp(acc[r][v] + bias, lo, hi);
     }
   }
 #pragma GCC unroll 16
-  for (int r = 0; r < kMR; ++r)
+  for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < kNRV; ++v) simd::store(cp + r * ldcp + v * kLanes, acc[r][v]);
+    for (int v = 0; v < NRV; ++v) simd::store(cp + r * ldcp + v * kLanes, acc[r][v]);
 
   if (!full)
-    for (int r = 0; r < mr; ++r) std::memcpy(c + r * ldc, tmp + r * kNR, nr * sizeof(float));
+    for (int r = 0; r < mr; ++r) std::memcpy(c + r * ldc, tmp + r * NR, nr * sizeof(float));
 }
 
-void pack_b(const float* b, ptrdiff_t ldb, int k, int n, float* packed) {
-  const int panels = ceil_div(n, kNR);
+template <int Code>
+MicroKernel tile_entry() {
+  return {Code / 10, Code % 10 * kLanes, &tile_kernel<Code / 10, Code % 10>};
+}
+
+template <size_t... I>
+MicroKernel lookup(int code, std::index_sequence<I...>) {
+  MicroKernel found;
+  ((kTileCodes[I] == code ? (void)(found = tile_entry<kTileCodes[I]>()) : (void)0), ...);
+  return found;
+}
+
+}  // namespace
+
+MicroKernel micro_kernel_for(int tile_code) {
+  const int code = tile_code ? tile_code : kDefaultTile;
+  MicroKernel k = lookup(code, std::make_index_sequence<std::size(kTileCodes)>{});
+  if (!k.run) fail("gemm_tile: no register tile ", tile_code);
+  return k;
+}
+
+void micro_kernel(int kc, const float* a, ptrdiff_t lda, const float* b, float* c, ptrdiff_t ldc, int mr, int nr,
+                  bool accumulate, const Epilogue* epilogue) {
+  tile_kernel<kMR, kNRV>(kc, a, lda, b, c, ldc, mr, nr, accumulate, epilogue);
+}
+
+void pack_b(const float* b, ptrdiff_t ldb, int k, int n, int nr, float* packed) {
+  const int panels = ceil_div(n, nr);
   for (int p = 0; p < panels; ++p) {
-    const int cols = std::min(kNR, n - p * kNR);
+    const int cols = std::min(nr, n - p * nr);
     for (int kk = 0; kk < k; ++kk) {
-      float* dst = packed + (size_t(p) * k + kk) * kNR;
-      std::memcpy(dst, b + kk * ldb + p * kNR, cols * sizeof(float));
-      std::memset(dst + cols, 0, (kNR - cols) * sizeof(float));
+      float* dst = packed + (size_t(p) * k + kk) * nr;
+      std::memcpy(dst, b + kk * ldb + p * nr, cols * sizeof(float));
+      std::memset(dst + cols, 0, (nr - cols) * sizeof(float));
     }
   }
 }
 
-void pack_groups(const float* w, const float* bias, int k, int out_c, int groups, AlignedBuffer& packed,
+void pack_groups(const float* w, const float* bias, int k, int out_c, int groups, int nr, AlignedBuffer& packed,
                  AlignedBuffer& packed_bias) {
-  const int cog = out_c / groups, panels = ceil_div(cog, kNR);
-  packed.resize(size_t(groups) * packed_b_size(k, cog));
-  packed_bias.resize(size_t(groups) * panels * kNR);
+  const int cog = out_c / groups, panels = ceil_div(cog, nr);
+  packed.resize(size_t(groups) * packed_b_size(k, cog, nr));
+  packed_bias.resize(size_t(groups) * panels * nr);
   for (int g = 0; g < groups; ++g) {
-    pack_b(w + g * cog, out_c, k, cog, packed.data() + size_t(g) * panels * k * kNR);
-    if (bias) std::memcpy(packed_bias.data() + size_t(g) * panels * kNR, bias + g * cog, cog * sizeof(float));
+    pack_b(w + g * cog, out_c, k, cog, nr, packed.data() + size_t(g) * panels * k * nr);
+    if (bias) std::memcpy(packed_bias.data() + size_t(g) * panels * nr, bias + g * cog, cog * sizeof(float));
   }
 }
 

@@ -49,7 +49,7 @@ class SimpleConv final : public ConvKernel {
     panels_ = ceil_div(cog, kNR);
     taps_ = s.kernel_h * s.kernel_w;
     // [group][panel][ky][kx][ci][kNR]
-    gemm::pack_groups(w, b, taps_ * cig, s.out_c, s.groups, packed_, bias_);
+    gemm::pack_groups(w, b, taps_ * cig, s.out_c, s.groups, kNR, packed_, bias_);
   }
 
   void run(const float* in, float* out) override {

@@ -14,8 +14,6 @@ namespace layertune {
 namespace {
 
 using gemm::ceil_div;
-using gemm::kMR;
-using gemm::kNR;
 using gemm::round_up;
 
 class UnrolledConv final : public ConvKernel {
@@ -23,22 +21,24 @@ class UnrolledConv final : public ConvKernel {
   UnrolledConv(const ConvShape& s, const MethodParams& p, const float* w, const float* b) : ConvKernel(s, p) {
     const int cig = s.in_c_per_group(), cog = s.out_c_per_group();
     k_ = s.kernel_h * s.kernel_w * cig;
-    panels_ = ceil_div(cog, kNR);
+    tile_ = gemm::micro_kernel_for(p.get("gemm_tile"));
+    const int tile_m = tile_.mr, tile_n = tile_.nr;
+    panels_ = ceil_div(cog, tile_n);
     direct_ = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
               s.pad_bottom == 0 && s.pad_left == 0 && s.pad_right == 0;
     // Weights HWIO = a K x out_c matrix; group g owns columns [g*cog, (g+1)*cog).
-    gemm::pack_groups(w, b, k_, s.out_c, s.groups, packed_, bias_);
+    gemm::pack_groups(w, b, k_, s.out_c, s.groups, tile_n, packed_, bias_);
     const int m = s.batch * s.out_h() * s.out_w();
     const int block_m = p.get("block_m"), block_k = p.get("block_k");
-    block_m_ = block_m ? round_up(block_m, kMR) : default_block_m();
-    block_m_ = std::min(block_m_, round_up(m, kMR));
+    block_m_ = block_m ? round_up(block_m, tile_m) : default_block_m();
+    block_m_ = std::min(block_m_, round_up(m, tile_m));
     block_k_ = block_k ? block_k : 256;
     m_blocks_ = ceil_div(m, block_m_);
     // Too few pixel blocks to keep every thread busy: also split the output channels.
     const int64_t blocks = int64_t(m_blocks_) * s.groups;
     col_chunks_ = blocks >= 4 * p.threads ? 1 : int(std::min<int64_t>(panels_, ceil_div(4 * p.threads, int(blocks))));
     scratch_.resize(p.threads);
-    for (auto& buf : scratch_) buf.resize(direct_ ? size_t(kMR) * k_ : size_t(block_m_) * k_);
+    for (auto& buf : scratch_) buf.resize(direct_ ? size_t(tile_m) * k_ : size_t(block_m_) * k_);
   }
 
   void run(const float* in, float* out) override {
@@ -54,8 +54,8 @@ class UnrolledConv final : public ConvKernel {
  private:
   int default_block_m() const {
     // Keep the im2col block (block_m x K floats) within about 256 KiB of L2.
-    int rows = gemm::kBlockFloats / std::max(k_, 1);
-    return std::clamp(rows / kMR * kMR, kMR, 16 * kMR);
+    const int tile_m = tile_.mr, rows = gemm::kBlockFloats / std::max(k_, 1);
+    return std::clamp(rows / tile_m * tile_m, tile_m, 16 * tile_m);
   }
 
   void run_block(const float* in, float* out, int g, int mb, int chunk, float* scratch) const {
@@ -65,6 +65,7 @@ class UnrolledConv final : public ConvKernel {
     const int m0 = mb * block_m_, mc = std::min(block_m_, m_total - m0);
     const int p_begin = chunk * panels_ / col_chunks_, p_end = (chunk + 1) * panels_ / col_chunks_;
     const auto [lo, hi] = activation_range(s.activation);
+    const int tile_m = tile_.mr, tile_n = tile_.nr;
 
     const float* a;
     ptrdiff_t lda;
@@ -76,37 +77,37 @@ class UnrolledConv final : public ConvKernel {
       a = scratch;
       lda = k_;
     }
-    const float* packed = packed_.data() + size_t(g) * panels_ * k_ * kNR;
+    const float* packed = packed_.data() + size_t(g) * panels_ * k_ * tile_n;
     for (int k0 = 0; k0 < k_; k0 += block_k_) {
       const int kc = std::min(block_k_, k_ - k0);
       const bool last = k0 + kc == k_;
-      // Micro-rows outer, weight panels inner: the kMR x kc slice of A stays in L1 while the
+      // Micro-rows outer, weight panels inner: the tile-rows x kc slice of A stays in L1 while the
       // panels stream from L2.
-      for (int i = 0; i < mc; i += kMR) {
-        const int mr = std::min(kMR, mc - i);
+      for (int i = 0; i < mc; i += tile_m) {
+        const int mr = std::min(tile_m, mc - i);
         const float* arow = a + i * lda;
         ptrdiff_t arow_ld = lda;
-        if (mr < kMR && direct_) {  // the input has no readable rows past the end: copy the tail
+        if (mr < tile_m && direct_) {  // the input has no readable rows past the end: copy the tail
           if (k0 == 0) copy_tail_rows(a + i * lda, lda, mr, scratch);
           arow = scratch;
           arow_ld = k_;
         }
         for (int p = p_begin; p < p_end; ++p) {
-          const gemm::Epilogue ep{bias_.data() + (size_t(g) * panels_ + p) * kNR, lo, hi};
-          gemm::micro_kernel(kc, arow + k0, arow_ld, packed + (size_t(p) * k_ + k0) * kNR,
-                             out + int64_t(m0 + i) * s.out_c + g * cog + p * kNR, s.out_c, mr,
-                             std::min(kNR, cog - p * kNR), k0 > 0, last ? &ep : nullptr);
+          const gemm::Epilogue ep{bias_.data() + (size_t(g) * panels_ + p) * tile_n, lo, hi};
+          tile_.run(kc, arow + k0, arow_ld, packed + (size_t(p) * k_ + k0) * tile_n,
+                    out + int64_t(m0 + i) * s.out_c + g * cog + p * tile_n, s.out_c, mr,
+                    std::min(tile_n, cog - p * tile_n), k0 > 0, last ? &ep : nullptr);
         }
       }
     }
   }
 
   void copy_tail_rows(const float* a, ptrdiff_t lda, int rows, float* dst) const {
-    std::memset(dst, 0, size_t(kMR) * k_ * sizeof(float));
+    std::memset(dst, 0, size_t(tile_.mr) * k_ * sizeof(float));
     for (int r = 0; r < rows; ++r) std::memcpy(dst + size_t(r) * k_, a + r * lda, k_ * sizeof(float));
   }
 
-  // Rows m0..m0+mc of the im2col matrix of group g; rows up to the next multiple of kMR are zero.
+  // Rows m0..m0+mc of the im2col matrix of group g; rows up to the next multiple of the tile's rows are zero.
   void im2col(const float* in, int g, int m0, int mc, float* dst) const {
     const ConvShape& s = shape_;
     const int cig = s.in_c_per_group(), oh = s.out_h(), ow = s.out_w();
@@ -136,10 +137,11 @@ class UnrolledConv final : public ConvKernel {
         }
       }
     }
-    const int padded = std::min(round_up(mc, kMR), block_m_);
+    const int padded = std::min(round_up(mc, tile_.mr), block_m_);
     if (padded > mc) std::memset(dst + size_t(mc) * k_, 0, size_t(padded - mc) * k_ * sizeof(float));
   }
 
+  gemm::MicroKernel tile_;
   int k_ = 0, panels_ = 0, block_m_ = 0, block_k_ = 0, m_blocks_ = 0, col_chunks_ = 1;
   bool direct_ = false;
   AlignedBuffer packed_, bias_;

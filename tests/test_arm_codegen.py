@@ -1,0 +1,103 @@
+"""ARM code: every GEMM register tile computes the right answer in the cross-built profilers (under
+qemu), and tools/arm_codegen.py reports what the hot loops compile to — the compiled-in default
+tile is the one its report picks, and it does not spill."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import layertune.methods
+from layertune.tuner.build import build_profiler
+from layertune.tuner.targets import BUILTIN
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+QEMU = {"pi3_64": ["qemu-aarch64"], "pi3": ["qemu-arm", "-cpu", "max"], "pi0": ["qemu-arm", "-cpu", "arm1176"]}
+TILES = [t for t in layertune.methods.methods()["unrolled"].param("gemm_tile").choices if t]
+sys.path.insert(0, str(ROOT / "tools"))
+import arm_codegen  # noqa: E402
+
+
+def need(*tools: str) -> None:
+    for tool in tools:
+        if shutil.which(tool) is None:
+            if IN_CI:
+                pytest.fail(f"{tool} is required in CI (tools/test_all.sh installs it)")
+            pytest.skip(f"{tool} is not installed")
+
+
+@pytest.mark.parametrize("base", list(QEMU))
+def test_every_gemm_tile_is_right_on_arm(base):
+    need(QEMU[base][0], BUILTIN[base].compiler)
+    profiler, _ = build_profiler(BUILTIN[base])
+    # odd sizes: partial tiles in rows and columns, a k that is not a multiple of four, blocks of 5 x 7
+    for layer in (["--input", "2x7x9x13", "--filters", "19", "--kernel", "3x3"],
+                  ["--input", "1x5x6x6", "--filters", "5", "--kernel", "1x1"]):
+        for tile in TILES:
+            proc = subprocess.run([*QEMU[base], str(profiler), "conv", *layer, "--method", "unrolled",
+                                   "--param", f"gemm_tile={tile}", "--param", "block_m=5", "--param", "block_k=7",
+                                   "--repeats", "1", "--warmup", "0"], capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            line = json.loads(proc.stdout)
+            assert line["error"] is None, (base, tile, line)
+            assert line["max_abs_diff"] <= 1e-4 * line["max_abs_ref"], (base, tile, line)
+
+
+@pytest.fixture(scope="module")
+def report():
+    need("llvm-mca-14", *(BUILTIN[t].compiler for t in ("pi3_64", "pi3", "pi0")))
+    rows = {}
+    for name in ("pi3_64", "pi3", "pi0"):
+        rows[name] = arm_codegen.analyse(arm_codegen.TARGETS[name], tuple(arm_codegen.TILE_CODES))
+    return rows
+
+
+def test_the_default_tile_is_the_reports_pick_and_does_not_spill(report):
+    defaults = arm_codegen.default_tiles()
+    for name in ("pi3_64", "pi3"):
+        assert defaults[name] == arm_codegen.best_tile(report[name]), name
+        (row,) = [r for r in report[name] if r.tile == defaults[name]]
+        assert row.spills == 0, row
+        rows_, vectors = divmod(row.tile, 10)
+        assert row.fma > 0 and row.fma % (rows_ * vectors) == 0, row  # a whole number of k steps
+        assert 0 < row.percent_of_peak <= 100, row
+
+
+def test_the_report_covers_every_hot_loop_and_says_what_limits_it(report):
+    wanted = {"depthwise 3x3 s1", "depthwise 3x3 s2", "winograd input F2", "winograd input F4",
+              "winograd output F2", "winograd output F4", "im2col"}
+    for name, rows in report.items():
+        assert wanted <= {r.loop for r in rows}, name
+        assert {r.tile for r in rows if r.tile} == set(arm_codegen.TILE_CODES)
+        for r in rows:
+            assert r.limit
+            if name == "pi0":  # no LLVM model for ARMv6: the static mix alone
+                assert r.cycles_per_iteration is None and r.limit.startswith("static mix")
+            else:
+                assert r.cycles_per_iteration > 0
+        # the loops that compute: multiply-accumulates (depthwise) or other FP arithmetic (transforms)
+        by_loop = {r.loop: r for r in rows}
+        assert by_loop["depthwise 3x3 s1"].fma > 0
+        assert by_loop["winograd input F2"].fp_other + by_loop["winograd input F2"].fma > 0
+    # NEON on armv7: the GEMM's FMAs are vector FMAs on q registers, not scalar VFP
+    text = "\n".join(i.text for i in _default_gemm_loop("pi3"))
+    assert "vfma.f32\tq" in text or "vmla.f32\tq" in text, text
+
+
+def _default_gemm_loop(name: str):
+    import tempfile
+    target = arm_codegen.TARGETS[name]
+    tile = arm_codegen.default_tiles()[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        commands = arm_codegen.compile_commands(target, Path(tmp) / "build")
+        src = (ROOT / "csrc/kernels/gemm/gemm.cc").resolve()
+        funcs = arm_codegen.functions(arm_codegen.assembly(commands[str(src)], src, Path(tmp) / "gemm.s"))
+    (body,) = [b for n, b in funcs.items() if f"tile_kernel<{tile // 10}, {tile % 10}>" in n]
+    return arm_codegen.pick_loop(body, "most_fma")
