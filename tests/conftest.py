@@ -73,3 +73,27 @@ def sshd(tmp_path_factory):
     server = start_sshd(tmp_path_factory.mktemp("sshd"))
     yield server
     stop_sshd(server)
+
+
+def served_by(root: int) -> dict[int, str]:
+    """Every live process descended from `root` (an sshd: what a device is running), pid -> command
+    line, read straight from /proc (fast enough to catch the short commands a run sends)."""
+    from pathlib import Path
+    children: dict[int, list[int]] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = {}, [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            out[pid] = commands.get(pid, "")
+            todo.append(pid)
+    return out

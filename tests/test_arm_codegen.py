@@ -61,13 +61,14 @@ def report():
 
 def test_the_default_tile_is_the_reports_pick_and_does_not_spill(report):
     defaults = arm_codegen.default_tiles()
-    for name in ("pi3_64", "pi3"):
+    for name in ("pi3_64", "pi3", "pi0"):
         assert defaults[name] == arm_codegen.best_tile(report[name]), name
         (row,) = [r for r in report[name] if r.tile == defaults[name]]
         assert row.spills == 0, row
         rows_, vectors = divmod(row.tile, 10)
         assert row.fma > 0 and row.fma % (rows_ * vectors) == 0, row  # a whole number of k steps
-        assert 0 < row.percent_of_peak <= 100, row
+        if name != "pi0":  # pi0: no model, the static mix only
+            assert 0 < row.percent_of_peak <= 100, row
 
 
 def test_the_report_covers_every_hot_loop_and_says_what_limits_it(report):

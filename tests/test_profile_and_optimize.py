@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import layertune
-from conftest import IN_CI, start_sshd, stop_sshd
+from conftest import IN_CI, served_by, start_sshd, stop_sshd
 from layertune.tuner.targets import BUILTIN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,33 +190,26 @@ def test_pool_survives_a_device_killed_mid_run(workspace, sshd, tmp_path):
         out = workspace / "out"
         killed = threading.Event()
 
-        def descendants(root: int) -> dict[int, str]:
-            table = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,args="], capture_output=True, text=True).stdout
-            children: dict[int, list[tuple[int, str]]] = {}
-            for line in table.splitlines():
-                pid, ppid, args = line.strip().split(None, 2) + [""] * (3 - len(line.strip().split(None, 2)))
-                children.setdefault(int(ppid), []).append((int(pid), args))
-            out, todo = {}, [root]
-            while todo:
-                for pid, args in children.get(todo.pop(), []):
-                    out[pid] = args
-                    todo.append(pid)
-            return out
-
         def kill_second_device():
-            """Once device 2 is running a profiling job, kill every process its sshd serves."""
+            """Once device 2 is running a profiling job, kill every process its sshd serves (once:
+            the pool must notice and move the job; cleanup may reconnect). A sighting whose job
+            ended before the kill reached it does not count: watch for the next one."""
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                tree = descendants(second.pid)
-                if any("layertune-profiler job" in args for args in tree.values()):
+                tree = served_by(second.pid)
+                jobs = [pid for pid, args in tree.items() if "layertune-profiler job" in args]
+                if jobs:
+                    hit = set()
                     for pid in tree:
                         try:
                             os.kill(pid, signal.SIGKILL)
+                            hit.add(pid)
                         except ProcessLookupError:
                             pass
-                    killed.set()
-                    return
-                time.sleep(0.01)
+                    if hit & set(jobs):
+                        killed.set()
+                        return
+                time.sleep(0.005)
 
         killer = threading.Thread(target=kill_second_device)
         killer.start()

@@ -43,8 +43,8 @@ def sanitized(tmp_path_factory) -> Path:
         pytest.skip("cmake is not installed")
     target = tmp_path_factory.mktemp("asan")
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                           "--target", str(target), "-C", "cmake.define.LAYERTUNE_SANITIZE=ON",
-                           "-C", "cmake.build-type=RelWithDebInfo", str(ROOT)],
+                           "--target", str(target), "--config-settings=cmake.define.LAYERTUNE_SANITIZE=ON",
+                           "--config-settings=cmake.build-type=RelWithDebInfo", str(ROOT)],
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return target

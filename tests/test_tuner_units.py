@@ -112,6 +112,16 @@ def test_every_generated_variant_is_accepted_by_the_core():
             assert why_not(layer, v["method"], params) is None, v
 
 
+def test_gemm_tiles_are_a_tuning_dimension_of_unrolled_only():
+    opts = options(gemm_tiles=[62, 43])
+    variants = layer_variants(REGULAR, opts, 1)
+    assert sorted(v["gemm_tile"] for v in variants if v["method"] == "unrolled") == [43, 62]
+    assert all("gemm_tile" not in v for v in variants if v["method"] != "unrolled")
+    assert all("gemm_tile" not in v for v in layer_variants(REGULAR, options(), 1))  # default: the ISA's tile
+    with pytest.raises(OptionsError, match="gemm_tile: must be"):
+        options(gemm_tiles=[63])
+
+
 def test_threads_make_parallel_optional_and_the_sweep_fills_unnamed_parameters():
     opts = parse_options({"convolution_methods": ["winograd"], "threads": [1, 3]})
     assert thread_counts(opts, 8) == (1, 3)

@@ -109,7 +109,10 @@ def assembly(args: list[str], source: Path, out: Path) -> str:
             continue
         cmd.append(a)
     cmd += ["-S", "-o", str(out), str(source)]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        errors = [line for line in proc.stderr.splitlines() if "error" in line][:3]
+        raise SystemExit(f"arm_codegen: {cmd[0]} failed on {source.name}: " + " | ".join(errors))
     return out.read_text()
 
 

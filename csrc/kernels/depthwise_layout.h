@@ -21,7 +21,7 @@ inline void store(float* o, int c0, int j, int mult, simd::vf y, int lanes) {
   if (mult == 1) {
     simd::store_n(o + c0, y, lanes);
   } else {
-    for (int l = 0; l < lanes; ++l) o[(c0 + l) * mult + j] = y[l];
+    for (int l = 0; l < lanes; ++l) o[(c0 + l) * mult + j] = simd::lane(y, l);
   }
 }
 

@@ -47,7 +47,7 @@ __attribute__((noinline)) float fma_loop(long iters, float seed) {
   vf sum = vf{};
   for (int i = 0; i < kChains; ++i) sum += acc[i];
   float s = 0;
-  for (int l = 0; l < simd::kLanes; ++l) s += sum[l];
+  for (int l = 0; l < simd::kLanes; ++l) s += simd::lane(sum, l);
   return s;
 }
 

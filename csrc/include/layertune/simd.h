@@ -9,13 +9,30 @@ namespace layertune::simd {
 inline constexpr int kBytes = 64;
 #elif defined(__AVX__)
 inline constexpr int kBytes = 32;
+#elif defined(__arm__) && !defined(__ARM_NEON)
+// ARM without NEON (ARMv6, VFP): one float per "vector". GCC lowers wider generic vectors through
+// the stack there (tools/arm_codegen.py counted the spills); scalars stay in VFP registers.
+inline constexpr int kBytes = 4;
 #else
 inline constexpr int kBytes = 16;
 #endif
 inline constexpr int kLanes = kBytes / 4;
 
+#if defined(__arm__) && !defined(__ARM_NEON)
+// One lane: plain scalars. (A one-element GCC vector has no machine mode on ARMv6 and lives in
+// memory; a float lives in a VFP register.)
+using vf = float;
+using vi = int;
+template <class To, class From>
+inline To convert(From v) { return static_cast<To>(v); }
+inline float lane(vf v, int) { return v; }
+#else
 typedef float vf __attribute__((vector_size(kBytes)));
 typedef int vi __attribute__((vector_size(kBytes)));
+template <class To, class From>
+inline To convert(From v) { return __builtin_convertvector(v, To); }
+inline float lane(vf v, int l) { return v[l]; }
+#endif
 
 inline vf load(const float* p) {
   vf v;
@@ -49,11 +66,11 @@ inline vf clamp(vf v, vf lo, vf hi) {
 inline vf exp(vf x) {
   x = clamp(x, splat(-87.3365f), splat(88.7228f));
   vf fx = x * 1.44269504088896341f;
-  vi n = __builtin_convertvector(fx, vi);  // truncates toward zero: make it round to nearest
-  fx = fx - __builtin_convertvector(n, vf);
+  vi n = convert<vi>(fx);  // truncates toward zero: make it round to nearest
+  fx = fx - convert<vf>(n);
   n += (fx > 0.5f) ? vi{} + 1 : vi{};
   n -= (fx < -0.5f) ? vi{} + 1 : vi{};
-  const vf nf = __builtin_convertvector(n, vf);
+  const vf nf = convert<vf>(n);
   const vf r = x - nf * 0.693359375f - nf * -2.12194440e-4f;
   vf p = splat(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;

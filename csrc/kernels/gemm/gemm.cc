@@ -19,12 +19,9 @@ using simd::vf;
 namespace {
 
 #if defined(__aarch64__)
-// acc[r][v] += lane L of av[r] * b[v]: fmla by element, A's value never leaves its vector.
+// acc[r][v] += lane L of av[r] * bv[v]: fmla by element, A's value never leaves its vector.
 template <int MR, int NRV, int L>
-inline void fma_lane(vf (&acc)[MR][NRV], const float32x4_t (&av)[MR], const float* b) {
-  float32x4_t bv[NRV];
-#pragma GCC unroll 4
-  for (int v = 0; v < NRV; ++v) bv[v] = vld1q_f32(b + v * kLanes);
+inline void fma_lane(vf (&acc)[MR][NRV], const float32x4_t (&av)[MR], const float32x4_t* bv) {
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
@@ -60,15 +57,21 @@ void tile_kernel(int kc, const float* __restrict a, ptrdiff_t lda, const float* 
   // Four k at a time: one vector load brings four k of a row, and each FMA takes its lane
   // (fmla by element), so A costs MR loads per 4 * MR * NRV FMAs instead of one per row and k.
   for (; k + kLanes <= kc; k += kLanes) {
-    float32x4_t av[MR];
+    float32x4_t av[MR], bv[kLanes * NRV];
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) av[r] = vld1q_f32(a + r * lda);
-    fma_lane<MR, NRV, 0>(acc, av, b);
-    fma_lane<MR, NRV, 1>(acc, av, b + NR);
-    fma_lane<MR, NRV, 2>(acc, av, b + 2 * NR);
-    fma_lane<MR, NRV, 3>(acc, av, b + 3 * NR);
-    b += kLanes * NR;
+#pragma GCC unroll 16
+    for (int v = 0; v < kLanes * NRV; ++v) bv[v] = vld1q_f32(b + v * kLanes);
+    // Every load and pointer step before the first FMA: an in-order core (Cortex-A53) stalls an
+    // instruction issued behind a long-latency FMA until it would finish after it, so the compiler
+    // must not interleave them (the empty asm is the fence; it emits nothing).
     a += kLanes;
+    b += kLanes * NR;
+    asm volatile("" : "+r"(a), "+r"(b) : : "memory");
+    fma_lane<MR, NRV, 0>(acc, av, bv);
+    fma_lane<MR, NRV, 1>(acc, av, bv + NRV);
+    fma_lane<MR, NRV, 2>(acc, av, bv + 2 * NRV);
+    fma_lane<MR, NRV, 3>(acc, av, bv + 3 * NRV);
   }
 #endif
   for (; k < kc; ++k) {

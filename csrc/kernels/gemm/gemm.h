@@ -19,13 +19,13 @@ inline constexpr int kMR = 12, kNRV = 2;  // 24 accumulators of 32 zmm
 #elif defined(__AVX__)
 inline constexpr int kMR = 6, kNRV = 2;  // 12 of 16 ymm
 #elif defined(__aarch64__)
-inline constexpr int kMR = 4, kNRV = 3;  // arm_codegen: 8x3 spilled; 4x3 has the best cortex-a53 figure
+inline constexpr int kMR = 4, kNRV = 3;  // arm_codegen's pick (8x3 spilled)
 #elif defined(__ARM_NEON)
-inline constexpr int kMR = 4, kNRV = 3;  // arm_codegen: 6x2 spilled; 4x3 has the best figure
+inline constexpr int kMR = 4, kNRV = 3;  // arm_codegen's pick (6x2 spilled)
 #elif defined(__SSE2__)
 inline constexpr int kMR = 6, kNRV = 2;  // 12 of 16 xmm
 #else
-inline constexpr int kMR = 6, kNRV = 1;  // VFP: 24 of 32 single-precision registers
+inline constexpr int kMR = 8, kNRV = 2;  // VFP, one float a vector: 16 of 32 s registers (arm_codegen's pick)
 #endif
 inline constexpr int kNR = kNRV * simd::kLanes;
 inline constexpr int kDefaultTile = kMR * 10 + kNRV;
