@@ -7,7 +7,7 @@
 
 #include "layertune/status.h"
 
-#if defined(__aarch64__)
+#if defined(__ARM_NEON)
 #include <arm_neon.h>
 #endif
 
@@ -18,14 +18,33 @@ using simd::vf;
 
 namespace {
 
+#if defined(__ARM_NEON)
+// acc[r][v] += lane L of av[r] * bv[v], A's value never leaving its vector: fmla by element on
+// aarch64; on armv7, which has no fused multiply-add by scalar, vmla by scalar (a d-register lane).
+template <int L>
+inline float32x4_t mla_lane(float32x4_t acc, float32x4_t b, float32x4_t a) {
 #if defined(__aarch64__)
-// acc[r][v] += lane L of av[r] * bv[v]: fmla by element, A's value never leaves its vector.
+  return vfmaq_laneq_f32(acc, b, a, L);
+#else
+  return L < 2 ? vmlaq_lane_f32(acc, b, vget_low_f32(a), L & 1) : vmlaq_lane_f32(acc, b, vget_high_f32(a), L & 1);
+#endif
+}
+
 template <int MR, int NRV, int L>
 inline void fma_lane(vf (&acc)[MR][NRV], const float32x4_t (&av)[MR], const float32x4_t* bv) {
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < NRV; ++v) acc[r][v] = vf(vfmaq_laneq_f32(float32x4_t(acc[r][v]), bv[v], av[r], L));
+    for (int v = 0; v < NRV; ++v) acc[r][v] = vf(mla_lane<L>(float32x4_t(acc[r][v]), bv[v], av[r]));
+}
+
+// One k: its NRV vectors of B loaded, then lane L of A.
+template <int MR, int NRV, int L>
+inline void step_lane(vf (&acc)[MR][NRV], const float32x4_t (&av)[MR], const float* b) {
+  float32x4_t bv[NRV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NRV; ++v) bv[v] = vld1q_f32(b + v * kLanes);
+  fma_lane<MR, NRV, L>(acc, av, bv);
 }
 #endif
 
@@ -53,18 +72,20 @@ void tile_kernel(int kc, const float* __restrict a, ptrdiff_t lda, const float* 
     for (int v = 0; v < NRV; ++v) acc[r][v] = accumulate ? simd::load(cp + r * ldcp + v * kLanes) : vf{};
 
   int k = 0;
-#if defined(__aarch64__)
-  // Four k at a time: one vector load brings four k of a row, and each FMA takes its lane
-  // (fmla by element), so A costs MR loads per 4 * MR * NRV FMAs instead of one per row and k.
+#if defined(__ARM_NEON)
+  // Four k at a time: one vector load brings four k of a row, and each multiply-accumulate takes
+  // its lane, so A costs MR loads per 4 * MR * NRV of them instead of one load per row and k.
   for (; k + kLanes <= kc; k += kLanes) {
-    float32x4_t av[MR], bv[kLanes * NRV];
+    float32x4_t av[MR];
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) av[r] = vld1q_f32(a + r * lda);
+#if defined(__aarch64__)
+    float32x4_t bv[kLanes * NRV];
 #pragma GCC unroll 16
     for (int v = 0; v < kLanes * NRV; ++v) bv[v] = vld1q_f32(b + v * kLanes);
     // Every load and pointer step before the first FMA: an in-order core (Cortex-A53) stalls an
     // instruction issued behind a long-latency FMA until it would finish after it, so the compiler
-    // must not interleave them (the empty asm is the fence; it emits nothing).
+    // must not interleave them (the empty asm is the fence; it emits nothing). 32 registers hold it.
     a += kLanes;
     b += kLanes * NR;
     asm volatile("" : "+r"(a), "+r"(b) : : "memory");
@@ -72,6 +93,15 @@ void tile_kernel(int kc, const float* __restrict a, ptrdiff_t lda, const float* 
     fma_lane<MR, NRV, 1>(acc, av, bv + NRV);
     fma_lane<MR, NRV, 2>(acc, av, bv + 2 * NRV);
     fma_lane<MR, NRV, 3>(acc, av, bv + 3 * NRV);
+#else
+    // armv7 has 16 q registers: B one k at a time.
+    step_lane<MR, NRV, 0>(acc, av, b);
+    step_lane<MR, NRV, 1>(acc, av, b + NR);
+    step_lane<MR, NRV, 2>(acc, av, b + 2 * NR);
+    step_lane<MR, NRV, 3>(acc, av, b + 3 * NR);
+    a += kLanes;
+    b += kLanes * NR;
+#endif
   }
 #endif
   for (; k < kc; ++k) {

@@ -21,7 +21,7 @@ inline constexpr int kMR = 6, kNRV = 2;  // 12 of 16 ymm
 #elif defined(__aarch64__)
 inline constexpr int kMR = 4, kNRV = 3;  // arm_codegen's pick (8x3 spilled)
 #elif defined(__ARM_NEON)
-inline constexpr int kMR = 4, kNRV = 3;  // arm_codegen's pick (6x2 spilled)
+inline constexpr int kMR = 6, kNRV = 1;  // arm_codegen's pick: 16 q registers (6x2 spilled)
 #elif defined(__SSE2__)
 inline constexpr int kMR = 6, kNRV = 2;  // 12 of 16 xmm
 #else
