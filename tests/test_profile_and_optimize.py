@@ -185,7 +185,10 @@ def test_pool_survives_a_device_killed_mid_run(workspace, sshd, tmp_path):
         cluster.write_text(f"root@127.0.0.1:{sshd.port}\nroot@localhost:{second.port}\n")
         known = workspace / "known_hosts"
         known.write_text(Path(sshd.known_hosts).read_text() + Path(second.known_hosts).read_text())
-        options = dict(SMALL_OPTIONS, winograd_parameters=[8, 16, 32], winograd_tiles=[2, 4], parallel=[True, False])
+        # jobs many and long enough (here and in --rounds) that device 2 gets some however slow
+        # its set-up, and is still busy when the killer looks
+        options = dict(SMALL_OPTIONS, winograd_parameters=[8, 16, 32], winograd_tiles=[2, 4], parallel=[True, False],
+                       gemm_tiles=[62, 42, 43, 81])
         (workspace / "pool.json").write_text(json.dumps(options))
         out = workspace / "out"
         killed = threading.Event()
@@ -215,10 +218,11 @@ def test_pool_survives_a_device_killed_mid_run(workspace, sshd, tmp_path):
         killer.start()
         before = leftovers()
         proc = run_cli(["--model_path", str(workspace / "models"), "--options", str(workspace / "pool.json"),
-                        "--output_path", str(out), "--repeats", "20", "--cluster", str(cluster), "--username", "root",
+                        "--output_path", str(out), "--repeats", "20", "--rounds", "6",
+                        "--cluster", str(cluster), "--username", "root",
                         "--ssh_key", sshd.key, "--known_hosts", str(known), "--parallel_run", "2"], workspace / "cache")
         killer.join()
-        assert killed.is_set(), "the second device was never seen running a job"
+        assert killed.is_set(), f"the second device was never seen running a job:\n{proc.stderr[-3000:]}"
         assert proc.returncode == 0, proc.stderr
         summary = check_outputs(out)
         failed = summary["pool"]["failed_devices"]
