@@ -20,8 +20,9 @@ intervals, a difference within noise is no difference and the simpler plan wins)
 4. **Verify.** The result is timed against every baseline (and LiteRT on the same .tflite where
    the device has it). The written plan is the result only if it is faster than the strongest
    baseline beyond noise in these rounds and no baseline beats it beyond noise; otherwise the
-   strongest baseline is written. So the written plan is never one measured slower than a
-   layertune baseline.
+   strongest baseline is written — unless another screened plan (the per-layer composite) is
+   faster than that choice beyond noise and no baseline beats it. So the written plan is never
+   one measured slower than a layertune baseline or a plan the tuner had in hand.
 """
 
 from __future__ import annotations
@@ -196,6 +197,14 @@ def select_plan(candidates: dict[str, PlanCandidate], bench: Bench, reference: s
             not ratio_ci(series[current_name], series[final_strongest]).faster
             or any(ratio_ci(series[b], series[current_name]).faster for b in baselines)):
         written = final_strongest  # not confirmed faster than every baseline: write the strongest
+    # A screened plan that is not a baseline (the per-layer composite) measured faster than the
+    # choice beyond noise, and beaten by no baseline, is written instead: the written plan is never
+    # measured slower than a plan the tuner had in hand.
+    for name in final_names:
+        if (name != written and not candidates[name].baseline
+                and ratio_ci(series[name], series[written]).faster
+                and not any(ratio_ci(series[b], series[name]).faster for b in baselines)):
+            written = name
     ratios = {n: ratio_ci(series[written], series[n]) for n in series if n != written}
     return Outcome(written, pinned(candidates[written].graph, candidates[written].threads), candidates[written].threads,
                    final_strongest, {n: statistics.median(v) for n, v in series.items()}, ratios, nodes,

@@ -100,7 +100,7 @@ class ModelResult:
         whole = self.whole_model
         if whole.error is not None:
             return f"{self.name}: {whole.error}"
-        what = ("the tuned plan" if whole.written.startswith("confirmed") else
+        what = ("the tuned plan" if whole.written.startswith("confirmed") or whole.written == "tuned" else
                 f"baseline {whole.written} (no tuned change was faster beyond noise)")
         ratios = ", ".join(f"{name} {r['ratio']:.2f}x [{r['lo']:.2f}, {r['hi']:.2f}]"
                            for name, r in sorted(whole.ratios.items()))
