@@ -388,12 +388,13 @@ def analyse(target: ArmTarget, tiles: tuple[int, ...]) -> list[LoopReport]:
             body = max(funcs.values(), key=len)
             insns = pick_loop(body, spec.pick)
             m = mix(insns)
+            row = (target.name, target.model_note, spec.name, spec.tile, m.instructions, m.fma, m.fp_other, m.loads,
+                   m.stores, m.shuffles, m.spills)  # the fields both kinds of row share
             if target.triple:
                 p = predict(target, insns, m)
                 pct = 100 * p.ideal / p.cycles if p.cycles else None
-                reports.append(LoopReport(target.name, target.model_note, spec.name, spec.tile, m.instructions, m.fma,
-                                          m.fp_other, m.loads, m.stores, m.shuffles, m.spills, round(p.cycles, 2),
-                                          round(p.ideal, 2), round(pct, 1) if pct is not None else None, p.limit))
+                reports.append(LoopReport(*row, round(p.cycles, 2), round(p.ideal, 2),
+                                          round(pct, 1) if pct is not None else None, p.limit))
             else:
                 share = 100 * (m.fma + m.fp_other) / max(m.instructions, 1)
                 limit = f"static mix: FP arithmetic is {share:.0f}% of the loop's instructions"
@@ -401,8 +402,7 @@ def analyse(target: ArmTarget, tiles: tuple[int, ...]) -> list[LoopReport]:
                     limit += f"; {m.spills} spill accesses"
                 if m.calls:
                     limit += f"; calls {', '.join(sorted(set(m.calls)))}"
-                reports.append(LoopReport(target.name, target.model_note, spec.name, spec.tile, m.instructions, m.fma,
-                                          m.fp_other, m.loads, m.stores, m.shuffles, m.spills, None, None, None, limit))
+                reports.append(LoopReport(*row, None, None, None, limit))
     return reports
 
 
