@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 
 import numpy as np
 
@@ -15,6 +17,22 @@ APPLICATIONS = ["MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Larg
 
 @functools.lru_cache(maxsize=None)
 def application_tflite(name: str, size: int = 96) -> bytes:
+    return convert_keras(calibrated_application(name, size))
+
+
+@functools.lru_cache(maxsize=None)
+def application_onnx(name: str, size: int = 96) -> bytes:
+    """The application converted by tf2onnx (NHWC input, as Keras has it; opset 17)."""
+    tf = require("tensorflow")
+    tf2onnx = require("tf2onnx")
+    spec = (tf.TensorSpec((1, size, size, 3), tf.float32, name="input"),)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        proto, _ = tf2onnx.convert.from_keras(calibrated_application(name, size), input_signature=spec, opset=17)
+    return proto.SerializeToString()
+
+
+@functools.lru_cache(maxsize=None)
+def calibrated_application(name: str, size: int = 96):
     """tf.keras.applications.<name> with random weights and batch-norm statistics calibrated on
     one random batch (momentum 0, one training-mode call): without that, random weights make
     the outputs collapse and a comparison says little."""
@@ -26,7 +44,7 @@ def application_tflite(name: str, size: int = 96) -> bytes:
             layer.momentum = 0.0
     batch = np.random.default_rng(0).uniform(-1, 1, (4, size, size, 3)).astype(np.float32)
     model(batch, training=True)
-    return convert_keras(model)
+    return model
 
 
 @functools.lru_cache(maxsize=None)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import layertune
-from conftest import IN_CI, served_by, start_sshd, stop_sshd
+from conftest import IN_CI, require, served_by, start_sshd, stop_sshd
 from layertune.tuner.targets import BUILTIN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,3 +274,36 @@ def test_unreachable_devices_give_one_line_errors(workspace, sshd, tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
     _fails(["--model_path", models, "--options", small, *ssh_args(sshd)[:-4], "--ssh_key", str(tmp_path / "stranger"),
             "--known_hosts", sshd.known_hosts], workspace, "authentication failed")
+
+
+def test_onnx_model_with_a_dynamic_batch_is_tuned(tmp_path):
+    """An ONNX export (the bundled digits CNN through tf2onnx, batch left dynamic) is tuned like a
+    TFLite model once --input_shape fixes the batch, and the written plan gives onnxruntime's answer."""
+    tf = require("tensorflow")
+    tf2onnx = require("tf2onnx")
+    ort = require("onnxruntime")
+    models = tmp_path / "models"
+    models.mkdir()
+    keras_model = tf.keras.models.load_model(ROOT / "examples" / "digits" / "digits_cnn.keras", compile=False)
+    spec = (tf.TensorSpec((None, 8, 8, 1), tf.float32, name="pixels"),)
+    # (from_function: tf2onnx's from_keras cannot name the outputs of a reloaded Keras 3 model)
+    tf2onnx.convert.from_function(tf.function(lambda x: keras_model(x)), input_signature=spec, opset=13,
+                                  output_path=str(models / "digits.onnx"))
+    out = tmp_path / "out"
+    args = ["--model_path", str(models), "--options", str(tmp_path / "small.json"), "--output_path", str(out),
+            "--repeats", "2"]
+    (tmp_path / "small.json").write_text(json.dumps(SMALL_OPTIONS))
+    proc = run_cli(args, tmp_path / "cache")
+    assert proc.returncode != 0 and "input 'pixels' has dynamic dimensions 0" in proc.stderr
+    assert "--input_shape pixels=Nx8x8x1" in proc.stderr and not out.exists()
+    proc = run_cli([*args, "--input_shape", "pixels=1x8x8x1"], tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "digits" / "summary.json").read_text())
+    assert summary["whole_model"]["check"]["error"] is None
+    assert len(summary["layers"]) >= 2 and all(row["chosen"] for row in summary["layers"])
+    assert_never_slower(summary["whole_model"])
+    x = np.random.default_rng(0).uniform(0, 1, (1, 8, 8, 1)).astype(np.float32)
+    sess = ort.InferenceSession(str(models / "digits.onnx"), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"pixels": x})[0]
+    got = layertune.load(out / "digits" / "optimized.ltplan", threads=2).run(x)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())

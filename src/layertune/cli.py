@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from layertune.model import load
+from layertune.model import load, parse_input_shape
 from layertune.runners.devices import devices_from_arguments
 from layertune.search.config import load_config
 from layertune.search.report import write_report
@@ -27,7 +27,7 @@ log = logging.getLogger("layertune")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    model = load(args.model, threads=args.threads)
+    model = load(args.model, threads=args.threads, input_shapes=dict(args.input_shape or []) or None)
     if args.input:
         try:
             x = np.load(args.input)
@@ -77,16 +77,31 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     settings = RunSettings(target, options, Path(args.output_path), devices, warmup=args.warmup, repeats=args.repeats,
                            rounds=args.rounds, timeout=args.timeout, parallel_run=args.parallel_run,
                            parallel_build=args.parallel_build, use_cache=not args.no_cache, temp_dir=args.temp_dir,
-                           flush_bytes=args.flush_bytes, lease_wait=args.lease_wait, whole_model=whole_model)
+                           flush_bytes=args.flush_bytes, lease_wait=args.lease_wait, whole_model=whole_model,
+                           input_shapes=dict(args.input_shape or []))
     for result in profile_and_optimize(models, settings).values():
         print(result.summary_line())
     return 0
 
 
+def add_input_shape_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input_shape", action="append", type=_input_shape, metavar="NAME=DxDx...",
+                   help="fix an ONNX input's dynamic dimensions, e.g. images=1x3x640x640 (repeat for several inputs)")
+
+
+def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    try:
+        return parse_input_shape(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--input_shape {text!r}: ")) from None
+
+
 def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     """ELL's profile_and_optimize.py options (those that apply) and layertune's additions."""
     p.add_argument("--options", help="options JSON (default: profile_options/default.json shipped with layertune)")
-    p.add_argument("--model_path", required=True, help="a model file, or a folder searched for *.tflite, *.keras, *.h5")
+    p.add_argument("--model_path", required=True,
+                   help="a model file, or a folder searched for *.tflite, *.onnx, *.keras, *.h5")
+    add_input_shape_argument(p)
     p.add_argument("--models", nargs="+", help="only these models (file stems)")
     p.add_argument("--target", default="host", help="host, pi3, pi3_64, pi0, aarch64, or a target from --targets")
     p.add_argument("--targets", help="a JSON file of user-defined targets")
@@ -162,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--logfile", help="also write the log to this file")
     parser.add_argument("--logmode", choices=["a", "w"], default="a", help="append to or overwrite --logfile")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a model (.tflite, .keras, .h5, .ltplan) and print its latency")
+    run = sub.add_parser("run", help="run a model (.tflite, .onnx, .keras, .h5, .ltplan) and print its latency")
     run.add_argument("model", help="the model file")
+    add_input_shape_argument(run)
     run.add_argument("--threads", type=int, default=1)
     run.add_argument("--repeat", type=int, default=10, help="timed runs")
     run.add_argument("--warmup", type=int, default=3, help="untimed runs first")

@@ -1,4 +1,4 @@
-"""A whole model on layertune's engine: load (.tflite, .keras / .h5, .ltplan), run, inspect the
+"""A whole model on layertune's engine: load (.tflite, .onnx, .keras / .h5, .ltplan), run, inspect the
 layers and their kernel choices, change a choice, save the plan."""
 
 from __future__ import annotations
@@ -14,10 +14,25 @@ from layertune import _core
 from layertune.graph.ir import CONV_OPS, Graph
 from layertune.graph.keras_import import import_keras
 from layertune.graph.kernel_choice import apply_default_kernels, check_kernel
+from layertune.graph.onnx_import import import_onnx
 from layertune.graph.plan import graph_from_plan, plan_bytes, write_plan
 from layertune.graph.tflite_import import import_tflite
 
-MODEL_SUFFIXES = (".tflite", ".keras", ".h5", ".ltplan")
+SOURCE_SUFFIXES = (".tflite", ".onnx", ".keras", ".h5")  # what the tuner reads; plans are its output
+MODEL_SUFFIXES = (*SOURCE_SUFFIXES, ".ltplan")
+InputShapes = dict[str, tuple[int, ...]]
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """'images=1x3x640x640' -> ('images', (1, 3, 640, 640)), the --input_shape flag's value."""
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or min(shape) < 1:
+        raise ValueError(f"--input_shape {text!r}: expected NAME=DxDx... with positive dimensions, e.g. images=1x3x640x640")
+    return name, shape
 
 
 @dataclass(frozen=True)
@@ -31,12 +46,17 @@ class Layer:
     kernel: dict[str, Any] | None  # convolutions: {"method": ..., parameters...}
 
 
-def import_graph(path: str | os.PathLike) -> Graph:
-    """The graph of a .tflite, .keras / .h5 or .ltplan file; ValueError with one line if it cannot be read."""
+def import_graph(path: str | os.PathLike, input_shapes: InputShapes | None = None) -> Graph:
+    """The graph of a .tflite, .onnx, .keras / .h5 or .ltplan file; ValueError with one line if it
+    cannot be read. `input_shapes` fixes an ONNX model's dynamic input dimensions by input name."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such model file")
     suffix = path.suffix.lower()
+    if input_shapes and suffix != ".onnx":
+        raise ValueError(f"{path}: input shapes can be set for ONNX models only (their dimensions may be dynamic)")
+    if suffix == ".onnx":
+        return import_onnx(path, input_shapes)
     if suffix == ".tflite":
         return import_tflite(path)
     if suffix in (".keras", ".h5"):
@@ -151,6 +171,7 @@ class Model:
         write_plan(self.graph, path)
 
 
-def load(path: str | os.PathLike, threads: int = 1) -> Model:
-    """A model from .tflite, .keras / .h5 (needs TensorFlow) or .ltplan."""
-    return Model(import_graph(path), threads)
+def load(path: str | os.PathLike, threads: int = 1, input_shapes: InputShapes | None = None) -> Model:
+    """A model from .tflite, .onnx (needs onnx; `input_shapes` fixes dynamic dimensions, e.g.
+    ``{"images": (1, 3, 640, 640)}``), .keras / .h5 (needs TensorFlow) or .ltplan."""
+    return Model(import_graph(path, input_shapes), threads)

@@ -18,7 +18,8 @@ from layertune.graph.kernel_choice import apply_default_kernels, check_kernel, d
 from layertune.graph.plan import write_plan
 from layertune.graph.tflite_import import import_tflite_bytes
 from layertune.jsonfile import write_json
-from layertune.model import MODEL_SUFFIXES
+from layertune.graph.onnx_import import import_onnx
+from layertune.model import SOURCE_SUFFIXES
 from layertune.runners.device import DeviceSequence, DeviceSession
 from layertune.runners.devices import Device
 from layertune.runners.pool import Job, PoolStats, run_pool
@@ -41,12 +42,12 @@ def find_models(model_path: str | Path, names: list[str] | None) -> list[Path]:
     root = Path(model_path)
     if not root.exists():
         raise ValueError(f"--model_path: {root} does not exist")
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in MODEL_SUFFIXES[:3])
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in SOURCE_SUFFIXES)
     if names:
         files = [p for p in files if p.stem in names]
     if not files:
         wanted = f" named {', '.join(names)}" if names else ""
-        raise ValueError(f"--model_path: no models{wanted} (*.tflite, *.keras, *.h5) under {root}")
+        raise ValueError(f"--model_path: no models{wanted} ({', '.join('*' + s for s in SOURCE_SUFFIXES)}) under {root}")
     return files
 
 
@@ -67,6 +68,7 @@ class RunSettings:
     flush_bytes: int = 0
     lease_wait: float = 0.0
     whole_model: Settings = field(default_factory=Settings)  # the protocol of the whole-model decisions
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # ONNX inputs' dynamic dimensions fixed
 
     def measurement_key(self) -> str:
         """Every setting that changes a per-layer measurement: part of each record's key, so a
@@ -110,12 +112,21 @@ class Progress:
 def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict[str, ModelResult]:
     """The whole run; returns each model's result (also written as summary.json and report.md)."""
     # 1. Import everything first: a bad model stops the run before any work.
-    graphs, tflites = {}, {}
+    graphs: dict[Path, Graph] = {}
+    tflites: dict[Path, bytes | None] = {}  # what LiteRT runs beside the plans (none for ONNX models)
     for path in model_files:
-        tflites[path] = path.read_bytes() if path.suffix.lower() == ".tflite" else keras_to_tflite(path)
-        graphs[path] = import_tflite_bytes(tflites[path], path.stem, str(path))
+        if path.suffix.lower() == ".onnx":
+            tflites[path] = None
+            graphs[path] = import_onnx(path, settings.input_shapes, other_inputs_ok=True)
+        else:
+            tflites[path] = path.read_bytes() if path.suffix.lower() == ".tflite" else keras_to_tflite(path)
+            graphs[path] = import_tflite_bytes(tflites[path], path.stem, str(path))
         log.info("imported %s: %d layers, %d convolutions", path.name, len(graphs[path].nodes),
                  len(conv_nodes(graphs[path])))
+    named = {g.tensors[t].name for p, g in graphs.items() if p.suffix.lower() == ".onnx" for t in g.inputs}
+    if set(settings.input_shapes) - named:
+        raise ValueError(f"--input_shape: no ONNX model has an input named "
+                         f"{', '.join(sorted(set(settings.input_shapes) - named))}")
     # 2. Unique layer signatures.
     layers: dict[str, tuple[Graph, Node]] = {}
     for graph in graphs.values():
@@ -161,8 +172,9 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
             out_dir = settings.output / names[path]
             out_dir.mkdir(parents=True, exist_ok=True)
             (Path(tmp) / names[path]).mkdir()
-            tflite = Path(tmp) / names[path] / "model.tflite"
-            tflite.write_bytes(tflites[path])
+            tflite = Path(tmp) / names[path] / "model.tflite" if tflites[path] is not None else None
+            if tflite is not None:
+                tflite.write_bytes(tflites[path])
             rows, candidates = _candidates(graph, best, store, settings, build, threads)
             verification, outcome = _choose_on_device(candidates, device, settings, Path(tmp) / names[path], tflite,
                                                       threads)
@@ -280,7 +292,7 @@ def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, sett
 
 
 def _choose_on_device(candidates: dict[str, PlanCandidate], device: DeviceSequence, settings: RunSettings,
-                      folder: Path, tflite: Path, threads: tuple[int, ...]) -> tuple[Verification, Outcome | None]:
+                      folder: Path, tflite: Path | None, threads: tuple[int, ...]) -> tuple[Verification, Outcome | None]:
     """select_plan on one device, then the written plan's output checked against the reference."""
     def step(session: DeviceSession) -> tuple[Verification, Outcome]:
         bench = Bench(session, folder, settings.whole_model, settings.timeout, tflite, tuple(sorted(threads)))
