@@ -57,7 +57,7 @@ def test_grid_space_is_kennings_grid_and_compatibility_has_reasons():
     assert all(d.startswith("TFLiteCompiler") for d in descriptions)
     assert any("TVMCompiler" in d and "TVMRuntime" in d for d in descriptions)  # keras -> tflite -> tvm
     reasons = {incompatibility(p, "keras") for p in space} - {None}
-    assert "TVMCompiler takes tflite models, the chain gives it keras" in reasons
+    assert "TVMCompiler takes tflite/onnx models, the chain gives it keras" in reasons
     assert any(r.startswith("TFLiteRuntime runs tflite models") for r in reasons)
 
 

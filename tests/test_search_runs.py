@@ -190,3 +190,37 @@ def test_layertune_compiler_chain_and_the_report(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = (tmp_path / "build" / "report.md").read_text()
     assert text.count("LayerTune") >= 2 and (tmp_path / "build" / "report_time_vs_quality.png").is_file()
+
+
+def test_kennings_onnx_and_tflite_config_runs(tmp_path):
+    """Kenning's ONNX + TFLite search (TFLiteCompiler and ONNXCompiler; ONNXRuntime with two
+    provider lists, TFLiteRuntime), the model and dataset swapped for local blocks: the CUDA
+    provider is skipped with the reason, every other compatible pipeline runs, and the ONNX ones
+    classify like the TFLite ones."""
+    require("onnxruntime")
+    require("tf2onnx")
+    cfg = search_config(
+        optimization_parameters={"optimizable": ["optimizers", "runtime"]},
+        optimizers=[{"type": "kenning.optimizers.tflite.TFLiteCompiler",
+                     "parameters": {"target": "default", "inference_input_type": "float32",
+                                    "inference_output_type": "float32"}},
+                    {"type": "kenning.optimizers.onnx.ONNXCompiler", "parameters": {}}],
+        runtime=[{"type": "kenning.runtimes.onnx.ONNXRuntime",
+                  "parameters": {"execution_providers": [["CPUExecutionProvider"], ["CUDAExecutionProvider"]]}},
+                 {"type": "kenning.runtimes.tflite.TFLiteRuntime", "parameters": {"num_threads": 1}},
+                 {"type": "layertune.search.blocks.LayerTuneRuntime", "parameters": {"num_threads": 1}}])
+    proc, out = run(cfg, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    entries = json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
+    assert len(entries) == 4 * 4  # chains: [T], [O], [T, O], [O, T] x 4 runtimes
+    status = {e["description"]: e for e in entries}
+    ok = {d: e for d, e in status.items() if e["status"] == "ok"}
+    cuda = [e for d, e in status.items() if "CUDAExecutionProvider" in d and "ONNXCompiler(" in d.split("=>")[0].split("->")[-1]]
+    assert cuda and all(e["status"] == "skipped" and "CUDAExecutionProvider is not available" in e["reason"]
+                        for e in cuda)
+    onnx_cpu = [e for d, e in ok.items() if "ONNXRuntime" in d]
+    assert len(onnx_cpu) == 2  # Keras -> ONNX and Keras -> TFLite -> ONNX, on the CPU provider
+    assert any("ONNXCompiler" in d and "LayerTuneRuntime" in d for d in ok)  # layertune runs the ONNX model too
+    assert not [e for e in entries if e["status"] == "failed"]
+    accuracies = [e["metrics"]["accuracy"] for e in ok.values()]
+    assert min(accuracies) >= 0.9 and max(accuracies) - min(accuracies) <= 0.02

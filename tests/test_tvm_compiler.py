@@ -54,3 +54,35 @@ def test_tuning_a_cross_target_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match=f"tuning measures candidates on this .* machine; the target is {other}"):
         blocks.TVMCompiler({"tuning_trials": 4, "target": target}).compile(MODEL, None, tmp_path)
     assert not (tmp_path / "meta_schedule").exists()
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_onnx_models_compile_and_match_onnxruntime(tmp_path, layout):
+    """ONNXCompiler (tf2onnx) -> TVMCompiler from ONNX in either conv layout -> TVMRuntime, against
+    onnxruntime on the same .onnx; the ONNX model block reads the model's shapes."""
+    for module in ("tvm", "tf2onnx", "onnxruntime", "tensorflow", "sklearn"):
+        require(module)
+    from layertune.search import blocks
+
+    keras = ROOT / "examples" / "digits" / "digits_cnn.keras"
+    (tmp_path / "onnx").mkdir()
+    onnx_path = blocks.ONNXCompiler({}).compile(keras, None, tmp_path / "onnx")
+    info = blocks.ONNXModel({"model_path": str(onnx_path)}).info()
+    assert info.format == "onnx" and info.input_shape == (1, 8, 8, 1) and info.num_classes == 10
+    data = blocks.DigitsDataset({"num_samples": 8}).load(info)
+    (tmp_path / "tvm").mkdir()
+    lib = blocks.TVMCompiler({"conv2d_data_layout": layout}).compile(onnx_path, data, tmp_path / "tvm")
+    run_tvm = blocks.TVMRuntime({"num_threads": 1}).load(lib)
+    run_ort = blocks.ONNXRuntime({}).load(onnx_path)
+    for x in data.x:
+        want = run_ort(x[None])
+        np.testing.assert_allclose(run_tvm(x[None]), want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def test_channels_first_models_get_channels_first_data():
+    from layertune.search.blocks import DigitsDataset
+    from layertune.search.block import ModelInfo
+
+    data = DigitsDataset({"num_samples": 4}).load(ModelInfo(Path("m.onnx"), "onnx", (1, 3, 16, 12), 10, 1.0))
+    assert data.x.shape == (4, 3, 16, 12)
+    np.testing.assert_array_equal(data.x[:, 0], data.x[:, 2])  # grey images, channels repeated

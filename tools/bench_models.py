@@ -85,11 +85,11 @@ TVM_CHILD = """
 import json, os, sys, time, numpy as np, tvm
 from pathlib import Path
 from tvm import relax
-from layertune.search.tvm_compiler import compile_tflite
+from layertune.search.tvm_compiler import compile_model
 path, repeats, warmup, trials, lib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[6]), sys.argv[7]
 if not os.path.exists(lib):  # compile (and tune) once; every thread count reuses the library
     started = time.perf_counter()
-    compile_tflite({"tuning_trials": trials}, Path(path), Path(lib))
+    compile_model({"tuning_trials": trials}, Path(path), Path(lib))
     print(f"TVM compile{f' + tuning ({trials} trials)' if trials else ''}: {time.perf_counter() - started:.0f} s",
           file=sys.stderr)
 vm = relax.VirtualMachine(tvm.runtime.load_module(lib), tvm.cpu())

@@ -27,7 +27,7 @@ class Param:
 @dataclass
 class ModelInfo:
     path: Path
-    format: str  # keras, tflite
+    format: str  # keras, tflite, onnx
     input_shape: tuple[int, ...]  # with the batch dimension (1, ...)
     num_classes: int
     input_scale: float
@@ -38,6 +38,11 @@ class Data:
     x: np.ndarray  # (n, *input shape without batch), float32
     y: np.ndarray | None  # labels, or None (performance metrics only)
     calibration: np.ndarray  # inputs for int8 calibration
+
+
+class Unavailable(RuntimeError):
+    """A block that cannot run on this machine (a missing execution provider, ...): the trial is
+    skipped with this reason rather than failed."""
 
 
 REGISTRY: dict[str, type["Block"]] = {}  # class name -> block class

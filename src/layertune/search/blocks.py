@@ -16,15 +16,16 @@ import numpy as np
 from layertune.examples.digits import load_split
 from layertune.model import load
 from layertune.runners.devices import Device
-from layertune.search.block import Data, Dataset, ModelInfo, ModelWrapper, Optimizer, Param, Runtime
+from layertune.search.block import Data, Dataset, ModelInfo, ModelWrapper, Optimizer, Param, Runtime, Unavailable
 from layertune.search.tvm_compiler import TVMCompiler
 from layertune.tuner.driver import RunSettings, profile_and_optimize
 from layertune.tuner.options import load_options, shipped_options
 from layertune.tuner.protocol import Settings
 from layertune.tuner.targets import resolve_target
 
-__all__ = ["KerasModel", "TFLiteModel", "SyntheticDataset", "DigitsDataset", "ImageFolderDataset", "TFLiteCompiler",
-           "TVMCompiler", "LayerTuneCompiler", "TFLiteRuntime", "TVMRuntime", "LayerTuneRuntime"]
+__all__ = ["KerasModel", "TFLiteModel", "ONNXModel", "SyntheticDataset", "DigitsDataset", "ImageFolderDataset",
+           "TFLiteCompiler", "ONNXCompiler", "TVMCompiler", "LayerTuneCompiler", "TFLiteRuntime", "ONNXRuntime",
+           "TVMRuntime", "LayerTuneRuntime"]
 
 _WRAPPER_PARAMS = {"model_path": Param(str, required=True), "num_classes": Param(int),
                    "input_scale": Param((int, float), 1.0)}
@@ -71,10 +72,23 @@ class TFLiteModel(_FileModel):
         return self._info(m.input_shapes[0], int(m.output_shapes[0][-1]))
 
 
+class ONNXModel(_FileModel):
+    """An .onnx model with static input shapes (read with layertune's importer). NCHW inputs are
+    fine: the datasets fill the model's input shape as it is."""
+    output = "onnx"
+
+    def info(self) -> ModelInfo:
+        m = load(self.model_path())
+        return self._info(m.input_shapes[0], int(m.output_shapes[0][-1]))
+
+
 # -- datasets ------------------------------------------------------------------------------
 
 def _fit(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """(n, h, w) grey images -> (n, H, W, C): nearest-neighbour resize, channels repeated."""
+    """(n, h, w) grey images -> (n, H, W, C): nearest-neighbour resize, channels repeated; a
+    channels-first shape (C, H, W) with C of 1 or 3 and a last dimension that is not gets (n, C, H, W)."""
+    if shape[0] in (1, 3) and shape[2] not in (1, 3):
+        return np.ascontiguousarray(np.moveaxis(_fit(images, (shape[1], shape[2], shape[0])), 3, 1))
     n, h, w = images.shape
     H, W, C = shape
     rows = (np.arange(H) * h // H).clip(0, h - 1)
@@ -168,10 +182,51 @@ class TFLiteCompiler(Optimizer):
         return out
 
 
+class ONNXCompiler(Optimizer):
+    """Keras / TFLite -> ONNX with tf2onnx (Kenning's ONNXCompiler; torch models are not supported here)."""
+    params_spec = {"model_framework": Param(str, "any", ("any", "keras", "tflite")), "opset": Param(int, 17, minimum=11),
+                   "compiled_model_path": Param(str)}
+    inputs, output = ("keras", "tflite"), "onnx"
+    kenning_paths = ("kenning.optimizers.onnx.ONNXCompiler", "kenning.compilers.onnx.ONNXCompiler")
+
+    def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
+        tf = _tensorflow()
+        import tf2onnx
+
+        framework = "tflite" if src.suffix == ".tflite" else "keras"
+        if self.params["model_framework"] not in ("any", framework):
+            raise ValueError(f"ONNXCompiler: model_framework is {self.params['model_framework']}, the model is {framework}")
+        out, opset = out_dir / "model.onnx", int(self.params["opset"])
+        with contextlib.redirect_stdout(io.StringIO()):
+            if framework == "tflite":
+                tf2onnx.convert.from_tflite(str(src), opset=opset, output_path=str(out))
+            else:  # from_function: from_keras cannot name the outputs of a reloaded Keras 3 model
+                model = tf.keras.models.load_model(src, compile=False)
+                spec = (tf.TensorSpec((1, *model.input_shape[1:]), tf.float32, name="input"),)
+                tf2onnx.convert.from_function(tf.function(lambda x: model(x)), input_signature=spec, opset=opset,
+                                              output_path=str(out))
+        _fix_batch(out)
+        return out
+
+
+def _fix_batch(path: Path) -> None:
+    """A dynamic batch dimension of the model's inputs set to 1 (what every trial runs), so that
+    the importers downstream see static shapes (tf2onnx keeps a TFLite model's dynamic batch)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for inp in model.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].Clear()
+            dims[0].dim_value = 1
+    onnx.save(model, str(path))
+
+
 class LayerTuneCompiler(Optimizer):
-    """Keras / TFLite -> an optimized .ltplan, by profile_and_optimize on this machine."""
+    """Keras / TFLite / ONNX -> an optimized .ltplan, by profile_and_optimize on this machine."""
     params_spec = {"options": Param(str, "quick.json"), "repeats": Param(int, 3), "compiled_model_path": Param(str)}
-    inputs, output = ("keras", "tflite"), "ltplan"
+    inputs, output = ("keras", "tflite", "onnx"), "ltplan"
 
     def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
         options = self.params["options"]
@@ -218,6 +273,28 @@ class TFLiteRuntime(Runtime):
         return run
 
 
+class ONNXRuntime(Runtime):
+    """onnxruntime. `execution_providers` is a list in priority order, as in Kenning (in a searched
+    runtime, a list of such lists); a provider this onnxruntime does not have skips the trial."""
+    params_spec = {"execution_providers": Param(list, ["CPUExecutionProvider"]), "num_threads": Param(int, 0, minimum=0)}
+    inputs = ("onnx",)
+    kenning_paths = ("kenning.runtimes.onnx.ONNXRuntime",)
+
+    def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
+        import onnxruntime as ort
+
+        wanted, have = list(self.params["execution_providers"]), ort.get_available_providers()
+        missing = [p for p in wanted if p not in have]
+        if missing or not wanted:
+            raise Unavailable(f"ONNXRuntime: {', '.join(missing) or 'no execution provider'} is not available in this "
+                              f"onnxruntime (available: {', '.join(have)})")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(self.params["num_threads"])  # 0: onnxruntime's default
+        sess = ort.InferenceSession(str(model_path), options, providers=wanted)
+        name = sess.get_inputs()[0].name
+        return lambda x: sess.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+
+
 class TVMRuntime(Runtime):
     """TVM's Relax virtual machine on a library built by TVMCompiler."""
     params_spec = {"num_threads": _THREADS}
@@ -234,9 +311,9 @@ class TVMRuntime(Runtime):
 
 
 class LayerTuneRuntime(Runtime):
-    """layertune's engine on a .ltplan, .tflite or .keras model."""
+    """layertune's engine on a .ltplan, .tflite, .onnx or .keras model."""
     params_spec = {"num_threads": _THREADS}
-    inputs = ("ltplan", "tflite", "keras")
+    inputs = ("ltplan", "tflite", "onnx", "keras")
 
     def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
         model = load(model_path, threads=int(self.params["num_threads"]))

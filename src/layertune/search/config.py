@@ -89,11 +89,14 @@ def _block(source: str, key: str, data: Any, kind: str) -> BlockConfig:
     params = data.get("parameters", {})
     if not isinstance(params, dict):
         raise ConfigError(f"{source}: '{key}.parameters' must be an object")
+    params = dict(params)
     for pname, value in params.items():
         if pname not in spec.params_spec:
             raise ConfigError(f"{source}: '{key}.parameters.{pname}': not a parameter of {spec.name} "
                               f"(known: {', '.join(spec.params_spec)})")
         p = spec.params_spec[pname]
+        if p.kind is list and isinstance(value, list) and not any(isinstance(v, list) for v in value):
+            value = params[pname] = [value]  # one list value (a list of them are alternatives)
         values = value if isinstance(value, list) else [value]
         if isinstance(value, list) and not value:
             raise ConfigError(f"{source}: '{key}.parameters.{pname}': an empty list")

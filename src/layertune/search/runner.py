@@ -83,6 +83,8 @@ def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
                 write_json(previous, {**result, "pipeline": pipeline.to_json(), "id": pipeline.id})
                 log.info("trial %d/%s done in %.0f s: %s = %.6g", len(entries) + 1, total, result["seconds"],
                          cfg.metric, result["metrics"].get(cfg.metric, float("nan")))
+            elif result["status"] == "skipped":
+                log.info("trial skipped: %s", result["reason"])
             else:
                 log.warning("trial failed: %s", result["reason"])
         entry["satisfies_constraints"] = entry["status"] == "ok" and _satisfies(cfg, entry["metrics"])

@@ -71,7 +71,8 @@ def measure_pipeline(path: Path, search_config: Path | None, measurements: Path,
     with tempfile.TemporaryDirectory() as fresh:
         result = run_trial_process(trial_spec(cfg, pipeline, cache or Path(fresh)), timeout_s)
     if result["status"] != "ok":
-        raise RuntimeError(f"{path}: the pipeline failed: {result['reason']}")
+        raise RuntimeError(f"{path}: the pipeline {'was skipped' if result['status'] == 'skipped' else 'failed'}: "
+                           f"{result['reason']}")
     measurements.parent.mkdir(parents=True, exist_ok=True)
     write_json(measurements, {**result, "pipeline": pipeline.to_json(), "id": pipeline.id})
     return result, recorded

@@ -28,7 +28,7 @@ import numpy as np
 
 from layertune.jsonfile import write_json
 from layertune.search import blocks  # noqa: F401  (registers every block class)
-from layertune.search.block import REGISTRY, Data, ModelInfo
+from layertune.search.block import REGISTRY, Data, ModelInfo, Unavailable
 from layertune.search.metrics import classification_metrics
 
 if TYPE_CHECKING:
@@ -78,6 +78,8 @@ def run_trial_process(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
             kind = "crash" if proc.returncode < 0 else "error"
             return {"status": "failed", "reason": f"{kind}: {why[:300]}"}
         result = json.loads(out_path.read_text())
+        if result.get("status") == "skipped":
+            return result
         result.update({"status": "ok", "reason": "", "seconds": time.monotonic() - started})
         return result
 
@@ -196,7 +198,10 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
-    result = run_trial(spec)
+    try:
+        result = run_trial(spec)
+    except Unavailable as exc:
+        result = {"status": "skipped", "reason": str(exc)}
     write_json(argv[1], result)
     return 0
 

@@ -1,4 +1,4 @@
-"""The TVMCompiler block: a TFLite model through TVM 0.27's Relax frontend to a compiled library,
+"""The TVMCompiler block: a TFLite or ONNX model through TVM 0.27's Relax frontends to a compiled library,
 optionally tuned by meta_schedule with a trial budget (the fused TIR functions get the best
 schedules found; functions not tuned keep TVM's default schedules).
 
@@ -110,17 +110,25 @@ def tvm_target(params: dict[str, Any]) -> Any:
     return tvm.target.Target(target)
 
 
-def compile_tflite(params: dict[str, Any], src: Path, out: Path) -> Path:
+def compile_model(params: dict[str, Any], src: Path, out: Path) -> Path:
     """The TVMCompiler block: `params` as in the config (target, opt_level, conv2d_data_layout,
     tuning_trials, tuning_seed); writes the library to `out`, tuning records beside it."""
-    import tflite
     import tvm
     from tvm import relax
-    from tvm.relax.frontend.tflite import from_tflite
 
-    mod = from_tflite(tflite.Model.GetRootAsModel(src.read_bytes(), 0))
-    if params.get("conv2d_data_layout", "NHWC") == "NCHW":
-        mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NCHW", "OIHW"]})(mod)
+    if src.suffix == ".onnx":
+        import onnx
+        from tvm.relax.frontend.onnx import from_onnx
+
+        mod = from_onnx(onnx.load(str(src)), keep_params_in_input=False)
+    else:
+        import tflite
+        from tvm.relax.frontend.tflite import from_tflite
+
+        mod = from_tflite(tflite.Model.GetRootAsModel(src.read_bytes(), 0))
+    layout = params.get("conv2d_data_layout", "NHWC")
+    if layout != ("NCHW" if src.suffix == ".onnx" else "NHWC"):  # ONNX models come NCHW, TFLite ones NHWC
+        mod = relax.transform.ConvertLayout({"relax.nn.conv2d": [layout, "OIHW" if layout == "NCHW" else "HWIO"]})(mod)
     target, opt_level, trials = tvm_target(params), int(params.get("opt_level", 3)), int(params.get("tuning_trials") or 0)
     if trials:
         executable = tune_and_compile(mod, target, trials, out.parent / "meta_schedule",
@@ -133,19 +141,19 @@ def compile_tflite(params: dict[str, Any], src: Path, out: Path) -> Path:
 
 
 class TVMCompiler(Optimizer):
-    """TFLite -> a TVM 0.27 Relax library, optionally tuned by meta_schedule (`tuning_trials`)."""
+    """TFLite / ONNX -> a TVM 0.27 Relax library, optionally tuned by meta_schedule (`tuning_trials`)."""
     params_spec = {"target": Param((str, dict), "llvm"), "opt_level": Param(int, 3, (0, 1, 2, 3, 4)),
                    "conv2d_data_layout": Param(str, "NHWC", ("NHWC", "NCHW")), "tuning_trials": Param(int, 0, minimum=0),
                    "tuning_seed": Param(int, 0, minimum=0), "compiled_model_path": Param(str)}
-    inputs, output = ("tflite",), "tvm"
+    inputs, output = ("tflite", "onnx"), "tvm"
     kenning_paths = ("kenning.optimizers.tvm.TVMCompiler",)
 
     def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
-        """compile_tflite, in a process of its own when it tunes (see the module doc). The child
+        """compile_model, in a process of its own when it tunes (see the module doc). The child
         is in the caller's session, so a trial's timeout ends it too."""
         out = out_dir / "model.so"
         if not self.params.get("tuning_trials"):
-            return compile_tflite(self.params, src, out)
+            return compile_model(self.params, src, out)
         check_runs_here(tvm_target(self.params))  # a clear error now rather than from the child
         proc = subprocess.run([sys.executable, "-m", __name__, str(src), str(out), json.dumps(self.params)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -156,7 +164,7 @@ class TVMCompiler(Optimizer):
 
 
 def main(argv: list[str]) -> int:
-    compile_tflite(json.loads(argv[2]), Path(argv[0]), Path(argv[1]))
+    compile_model(json.loads(argv[2]), Path(argv[0]), Path(argv[1]))
     return 0
 
 
