@@ -66,3 +66,41 @@ def test_fp16_weights_are_dequantized_at_import(tmp_path):
     lt = layertune.load(tmp_path / "fp16.tflite")
     assert "DEQUANTIZE" not in [layer.op for layer in lt.layers]  # folded into float32 constants
     assert_matches(lt.run(x_test[:1]), litert_run(flatbuffer, [x_test[:1]])[0], what="fp16 weights")
+
+
+def _pruned(model, rng, block: int = 1):
+    """Zeroes ~80% of every layer's kernel (a dense layer's in runs of `block` along its input
+    axis), so that the converter stores them sparse."""
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            w = weights[0]
+            run = block if w.ndim == 2 else 1
+            keep = np.repeat(rng.uniform(size=(w.shape[0] // run, *w.shape[1:])) >= 0.8, run, axis=0)
+            layer.set_weights([w * keep, *weights[1:]])
+    return model
+
+
+@pytest.mark.parametrize("block", [1, 4])
+def test_sparse_weights_are_densified(block, tmp_path):
+    """Weights stored sparse by the converter (TFLite's `sparsity` field: CSR levels, with 1x4
+    blocks for the fully-connected layer, which then reads them sparse without a DENSIFY op) give
+    LiteRT's and Keras's answer."""
+    tf = require("tensorflow")
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((8, 8, 4))
+    x = tf.keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    x = tf.keras.layers.Dense(12)(tf.keras.layers.Flatten()(x))
+    model = _pruned(tf.keras.Model(inp, x), np.random.default_rng(block), block)
+    flatbuffer = convert_keras(model, optimizations=[tf.lite.Optimize.EXPERIMENTAL_SPARSITY])
+    import tflite
+    sg = tflite.Model.GetRootAsModel(flatbuffer, 0).Subgraphs(0)
+    assert sum(sg.Tensors(i).Sparsity() is not None for i in range(sg.TensorsLength())) == 2
+    assert op_names(flatbuffer).count("DENSIFY") == (2 if block == 1 else 1)
+    path = tmp_path / "sparse.tflite"
+    path.write_bytes(flatbuffer)
+    x = np.random.default_rng(3).uniform(-1, 1, (2, 8, 8, 4)).astype(np.float32)[:1]
+    lt = layertune.load(path)
+    assert "DENSIFY" not in {n.op for n in lt.graph.nodes}  # folded at import
+    assert_matches(lt.run(x), litert_run(flatbuffer, [x])[0], what="sparse model vs LiteRT")
+    assert_matches(lt.run(x), model.predict(x, verbose=0), what="sparse model vs Keras")

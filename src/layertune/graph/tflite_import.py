@@ -30,7 +30,7 @@ _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 
            9: np.int8, 10: np.float64}
 _ACTIVATIONS = {0: "none", 1: "relu", 2: "relu_n1_to_1", 3: "relu6"}
 _FOLDABLE = {"SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "CAST",
-             "DEQUANTIZE", "QUANTIZE", "ADD", "SUB", "MUL", "DIV", "TRANSPOSE", "GATHER"}
+             "DEQUANTIZE", "QUANTIZE", "ADD", "SUB", "MUL", "DIV", "TRANSPOSE", "GATHER", "DENSIFY"}
 
 # What the engine runs; SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND only around a convolution (folded).
 SUPPORTED_OPS = sorted(_core.supported_ops())
@@ -38,6 +38,51 @@ SUPPORTED_OPS = sorted(_core.supported_ops())
 
 class ImportError_(ValueError):
     """A model layertune cannot import (its message is the one line to show)."""
+
+
+def _index_vector(kind: int, table) -> np.ndarray:
+    """A DimensionMetadata's array_segments / array_indices (a union of int32 / uint16 / uint8 vectors)."""
+    cls = {1: tflite.Int32Vector, 2: tflite.Uint16Vector, 3: tflite.Uint8Vector}.get(kind)
+    if cls is None or table is None:
+        raise ValueError(f"sparse index vector of type {kind}")
+    vec = cls()
+    vec.Init(table.Bytes, table.Pos)
+    return vec.ValuesAsNumpy().astype(np.int64) if vec.ValuesLength() else np.zeros(0, np.int64)
+
+
+def _densify(sparsity, values: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
+    """A tensor stored in TFLite's sparse format (traversal order over the dimensions and their
+    blocks, each level dense or CSR) -> the dense array. Vectorized: every level maps the parents'
+    positions to their children's, as TFLite's format converter walks it one element at a time."""
+    order = [int(d) for d in sparsity.TraversalOrderAsNumpy()]
+    block_map = [int(d) for d in sparsity.BlockMapAsNumpy()] if sparsity.BlockMapLength() else []
+    rank = len(shape)
+    pos = np.zeros(1, np.int64)  # where each partial path points into the next level
+    coords: list[np.ndarray] = []  # per level, the coordinate of every partial path
+    block_size = {}
+    for level, dim in enumerate(order):
+        meta = sparsity.DimMetadata(level)
+        if meta.Format() == 0:  # DENSE
+            size = int(meta.DenseSize())
+            coords = [np.repeat(c, size) for c in coords] + [np.tile(np.arange(size), len(pos))]
+            pos = (pos[:, None] * size + np.arange(size)).ravel()
+            if dim >= rank:
+                block_size[block_map[dim - rank]] = size
+        else:  # SPARSE_CSR
+            segments = _index_vector(meta.ArraySegmentsType(), meta.ArraySegments())
+            indices = _index_vector(meta.ArrayIndicesType(), meta.ArrayIndices())
+            start, count = segments[pos], segments[pos + 1] - segments[pos]
+            child = np.repeat(start - np.concatenate(([0], np.cumsum(count)[:-1])), count) + np.arange(count.sum())
+            coords = [np.repeat(c, count) for c in coords] + [indices[child]]
+            pos = child
+    if len(pos) != len(values):
+        raise ImportError_(f"{where}: its sparse format describes {len(pos)} values, the buffer holds {len(values)}")
+    by_dim = dict(zip(order, coords))
+    index = tuple(by_dim[d] * block_size[d] + by_dim[rank + block_map.index(d)] if d in block_size else by_dim[d]
+                  for d in range(rank))
+    dense = np.zeros(shape, values.dtype)
+    dense[index] = values
+    return dense
 
 
 def _options(op, cls):
@@ -94,7 +139,8 @@ class TFLiteImporter:
             if data is not None and len(data):
                 if dtype is None:
                     raise ImportError_(f"{self.source}: constant tensor '{name}' has unsupported type {t.Type()}")
-                arr = np.frombuffer(data, dtype=dtype).reshape(shape)
+                arr = np.frombuffer(data, dtype=dtype)
+                arr = _densify(t.Sparsity(), arr, shape, f"{self.source}: tensor '{name}'") if t.Sparsity() else arr.reshape(shape)
                 tensor.data = self._dequantize(arr, quant) if quant else (
                     arr.astype(np.float32) if arr.dtype.kind == "f" else arr.copy())
             elif quant and dtype in (np.int8, np.uint8, np.int16) and len(quant[0]) == 1:
@@ -250,6 +296,7 @@ class TFLiteImporter:
             "SQUEEZE": lambda: vals[0].reshape(out_shape),
             "EXPAND_DIMS": lambda: vals[0].reshape(out_shape),
             "CAST": lambda: vals[0],
+            "DENSIFY": lambda: vals[0],  # the sparse constant was made dense when it was read
             "DEQUANTIZE": lambda: vals[0].astype(np.float32),
             "QUANTIZE": lambda: vals[0].astype(np.float32),
             "ADD": lambda: vals[0] + vals[1],
