@@ -104,3 +104,22 @@ def test_sparse_weights_are_densified(block, tmp_path):
     assert "DENSIFY" not in {n.op for n in lt.graph.nodes}  # folded at import
     assert_matches(lt.run(x), litert_run(flatbuffer, [x])[0], what="sparse model vs LiteRT")
     assert_matches(lt.run(x), model.predict(x, verbose=0), what="sparse model vs Keras")
+
+
+@pytest.mark.parametrize("size", [(8, 10), (7, 9)])
+def test_mediapipe_custom_ops_match_litert(size, tmp_path):
+    """Convolution2DTransposeBias, MaxPoolingWithArgmax2D and MaxUnpooling2D (the custom ops XNNPACK
+    runs for published segmentation models) against LiteRT with XNNPACK, on even sizes and on odd
+    ones (SAME padding in the pooling)."""
+    from tflite_helpers import mediapipe_custom_ops_model
+    flatbuffer = mediapipe_custom_ops_model(size)
+    path = tmp_path / "segmenter.tflite"
+    path.write_bytes(flatbuffer)
+    x = np.random.default_rng(5).uniform(-1, 1, (1, *size, 3)).astype(np.float32)
+    want = litert_run(flatbuffer, [x])[0]
+    lt = layertune.load(path)
+    assert {"TRANSPOSE_CONV", "MAX_POOL_WITH_ARGMAX_2D", "MAX_UNPOOLING_2D"} <= {n.op for n in lt.graph.nodes}
+    for threads in (1, 2):
+        assert_matches(layertune.load(path, threads=threads).run(x), want, what=f"custom ops, {threads} thread(s)")
+    lt.save(tmp_path / "segmenter.ltplan")
+    assert_matches(layertune.load(tmp_path / "segmenter.ltplan").run(x), want, what="custom ops from the plan")

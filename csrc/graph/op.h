@@ -48,5 +48,7 @@ std::unique_ptr<Op> make_strided_slice_op(const OpContext&);   // STRIDED_SLICE,
 std::unique_ptr<Op> make_transpose_op(const OpContext&);
 std::unique_ptr<Op> make_space_depth_op(const OpContext&);     // DEPTH_TO_SPACE, SPACE_TO_DEPTH
 std::unique_ptr<Op> make_resize_op(const OpContext&);          // RESIZE_BILINEAR, RESIZE_NEAREST_NEIGHBOR
+std::unique_ptr<Op> make_argmax_pool_op(const OpContext&);     // MAX_POOL_WITH_ARGMAX_2D
+std::unique_ptr<Op> make_max_unpool_op(const OpContext&);      // MAX_UNPOOLING_2D
 
 }  // namespace layertune

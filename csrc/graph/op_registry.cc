@@ -51,6 +51,8 @@ const std::map<std::string, Factory>& registry() {
       {"SPACE_TO_DEPTH", make_space_depth_op},
       {"RESIZE_BILINEAR", make_resize_op},
       {"RESIZE_NEAREST_NEIGHBOR", make_resize_op},
+      {"MAX_POOL_WITH_ARGMAX_2D", make_argmax_pool_op},
+      {"MAX_UNPOOLING_2D", make_max_unpool_op},
   };
   return ops;
 }

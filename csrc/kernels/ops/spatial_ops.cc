@@ -1,5 +1,6 @@
 // NHWC spatial ops: AVERAGE_POOL_2D, MAX_POOL_2D, MEAN, RESIZE_BILINEAR,
-// RESIZE_NEAREST_NEIGHBOR, DEPTH_TO_SPACE, SPACE_TO_DEPTH.
+// RESIZE_NEAREST_NEIGHBOR, DEPTH_TO_SPACE, SPACE_TO_DEPTH, and the argmax pooling / unpooling pair
+// of segmentation models (MediaPipe's MaxPoolingWithArgmax2D / MaxUnpooling2D custom ops).
 #include <cmath>
 #include <cstring>
 
@@ -214,8 +215,88 @@ class SpaceDepthOp final : public Op {
   bool to_space_ = true;
 };
 
+// MAX_POOL_WITH_ARGMAX_2D: outputs the window maxima and, as floats, where in the window each
+// was: ky * filter_w + kx (the first maximum; window positions in the padding are skipped).
+class ArgmaxPoolOp final : public Op {
+ public:
+  explicit ArgmaxPoolOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)), index_(ctx.output(1)) {
+    ops::expect_nhwc_pair(ctx, in_, out_);
+    ops::expect_nhwc_pair(ctx, in_, index_);
+    xs_ = ctx.shape(in_), os_ = ctx.shape(out_);
+    if (ctx.shape(index_) != os_) fail(ctx.node.where(), ": the index output's shape differs from the values'");
+    auto f = ops::ints_n(ctx, "filter", 2), st = ops::ints_n(ctx, "strides", 2), pads = ops::ints_n(ctx, "pads", 4);
+    fh_ = int(f[0]), fw_ = int(f[1]), sh_ = int(st[0]), sw_ = int(st[1]), pt_ = int(pads[0]), pl_ = int(pads[2]);
+    if (fh_ <= 0 || fw_ <= 0 || sh_ <= 0 || sw_ <= 0) fail(ctx.node.where(), ": filter and strides must be positive");
+  }
+
+  void run(float* const* b) override {
+    const int c = xs_[3];
+    for (int n = 0; n < os_[0]; ++n)
+      for (int oy = 0; oy < os_[1]; ++oy)
+        for (int ox = 0; ox < os_[2]; ++ox) {
+          const int64_t o = ((int64_t(n) * os_[1] + oy) * os_[2] + ox) * c;
+          float* value = b[out_] + o;
+          float* where = b[index_] + o;
+          bool first = true;
+          for (int ky = 0; ky < fh_; ++ky)
+            for (int kx = 0; kx < fw_; ++kx) {
+              const int y = oy * sh_ - pt_ + ky, x = ox * sw_ - pl_ + kx;
+              if (y < 0 || y >= xs_[1] || x < 0 || x >= xs_[2]) continue;
+              const float* p = b[in_] + ((int64_t(n) * xs_[1] + y) * xs_[2] + x) * c;
+              const float k = float(ky * fw_ + kx);
+              for (int i = 0; i < c; ++i)
+                if (first || p[i] > value[i]) value[i] = p[i], where[i] = k;
+              first = false;
+            }
+        }
+  }
+
+ private:
+  int in_, out_, index_;
+  std::vector<int> xs_, os_;
+  int fh_ = 1, fw_ = 1, sh_ = 1, sw_ = 1, pt_ = 0, pl_ = 0;
+};
+
+// MAX_UNPOOLING_2D: each value goes back to where in its window the index input says (the
+// inverse of MAX_POOL_WITH_ARGMAX_2D with strides equal to the filter); the rest is zero.
+class MaxUnpoolOp final : public Op {
+ public:
+  explicit MaxUnpoolOp(const OpContext& ctx) : in_(ctx.input(0)), index_(ctx.input(1)), out_(ctx.output(0)) {
+    ops::expect_nhwc_pair(ctx, in_, out_);
+    xs_ = ctx.shape(in_), os_ = ctx.shape(out_);
+    if (ctx.shape(index_) != xs_) fail(ctx.node.where(), ": the index input's shape differs from the values'");
+    auto f = ops::ints_n(ctx, "filter", 2);
+    fh_ = int(f[0]), fw_ = int(f[1]);
+    if (fh_ <= 0 || fw_ <= 0 || os_[1] < xs_[1] * fh_ || os_[2] < xs_[2] * fw_ || os_[3] != xs_[3])
+      fail(ctx.node.where(), ": the output does not hold every window of the filter");
+  }
+
+  void run(float* const* b) override {
+    const int c = xs_[3];
+    float* y = b[out_];
+    std::fill(y, y + int64_t(os_[0]) * os_[1] * os_[2] * c, 0.f);
+    for (int n = 0; n < xs_[0]; ++n)
+      for (int iy = 0; iy < xs_[1]; ++iy)
+        for (int ix = 0; ix < xs_[2]; ++ix) {
+          const int64_t i = ((int64_t(n) * xs_[1] + iy) * xs_[2] + ix) * c;
+          for (int ch = 0; ch < c; ++ch) {
+            const int k = std::min(std::max(int(b[index_][i + ch]), 0), fh_ * fw_ - 1);
+            const int oy = iy * fh_ + k / fw_, ox = ix * fw_ + k % fw_;
+            y[((int64_t(n) * os_[1] + oy) * os_[2] + ox) * c + ch] = b[in_][i + ch];
+          }
+        }
+  }
+
+ private:
+  int in_, index_, out_;
+  std::vector<int> xs_, os_;
+  int fh_ = 1, fw_ = 1;
+};
+
 }  // namespace
 
+std::unique_ptr<Op> make_argmax_pool_op(const OpContext& ctx) { return std::make_unique<ArgmaxPoolOp>(ctx); }
+std::unique_ptr<Op> make_max_unpool_op(const OpContext& ctx) { return std::make_unique<MaxUnpoolOp>(ctx); }
 std::unique_ptr<Op> make_pool_op(const OpContext& ctx) { return std::make_unique<PoolOp>(ctx); }
 std::unique_ptr<Op> make_mean_op(const OpContext& ctx) { return std::make_unique<MeanOp>(ctx); }
 std::unique_ptr<Op> make_resize_op(const OpContext& ctx) { return std::make_unique<ResizeOp>(ctx); }

@@ -33,7 +33,11 @@ _FOLDABLE = {"SHAPE", "STRIDED_SLICE", "PACK", "CONCATENATION", "RESHAPE", "SQUE
              "DEQUANTIZE", "QUANTIZE", "ADD", "SUB", "MUL", "DIV", "TRANSPOSE", "GATHER", "DENSIFY"}
 
 # What the engine runs; SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND only around a convolution (folded).
-SUPPORTED_OPS = sorted(_core.supported_ops())
+SUPPORTED_OPS = sorted(set(_core.supported_ops()) - {"MAX_POOL_WITH_ARGMAX_2D", "MAX_UNPOOLING_2D"})
+# The custom ops of published segmentation models that XNNPACK implements (MediaPipe's), and the
+# engine op each becomes. Their options are C structs: TfLiteTransposeConvParams / TfLitePoolParams.
+CUSTOM_OPS = {"Convolution2DTransposeBias": "TRANSPOSE_CONV", "MaxPoolingWithArgmax2D": "MAX_POOL_WITH_ARGMAX_2D",
+              "MaxUnpooling2D": "MAX_UNPOOLING_2D"}
 
 
 class ImportError_(ValueError):
@@ -202,8 +206,11 @@ class TFLiteImporter:
             name = _OP_NAMES.get(builtin, f"builtin {builtin}")
             if name == "CUSTOM":
                 custom = code.CustomCode().decode(errors="replace") if code.CustomCode() else "?"
-                raise ImportError_(f"{self.source}: op {i} is the custom op '{custom}'; layertune supports only "
-                                   f"builtin ops: {', '.join(SUPPORTED_OPS)}")
+                if custom not in CUSTOM_OPS:
+                    raise ImportError_(f"{self.source}: op {i} is the custom op '{custom}'; layertune supports the "
+                                       f"builtin ops {', '.join(SUPPORTED_OPS)} and the custom ops "
+                                       f"{', '.join(CUSTOM_OPS)}")
+                name = custom
             ins = [int(v) for v in op.InputsAsNumpy()] if op.InputsLength() else []
             outs = [int(v) for v in op.OutputsAsNumpy()] if op.OutputsLength() else []
             ops.append((i, name, op, ins, outs))
@@ -211,7 +218,8 @@ class TFLiteImporter:
         skipped = {j for chain in dilated.values() for j in chain[:2]}
         # Refuse unsupported ops before converting anything.
         for i, name, _, ins, _ in ops:
-            if i in skipped or name in _FOLDABLE or name in SUPPORTED_OPS or name in ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND"):
+            if (i in skipped or name in _FOLDABLE or name in SUPPORTED_OPS or name in CUSTOM_OPS
+                    or name in ("SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND")):
                 continue
             raise ImportError_(f"{self.source}: op {i} ({name}) is not supported; supported ops: "
                                f"{', '.join(SUPPORTED_OPS)}")
@@ -220,7 +228,7 @@ class TFLiteImporter:
                 continue
             if self._fold(i, name, op, ins, outs):
                 continue
-            if name not in SUPPORTED_OPS:
+            if name not in SUPPORTED_OPS and name not in CUSTOM_OPS:
                 raise ImportError_(f"{self.source}: op {i} ({name}) is not supported here (only on constant inputs, "
                                    f"or SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND around a convolution); supported ops: "
                                    f"{', '.join(SUPPORTED_OPS)}")
@@ -354,8 +362,44 @@ class TFLiteImporter:
         return [*_same_pads(x_shape[1], kernel[0], strides[0], dilations[0]),
                 *_same_pads(x_shape[2], kernel[1], strides[1], dilations[1])]
 
+    def _custom_params(self, op, i: int, name: str, count: int) -> list[int]:
+        """The first `count` int32 fields of a custom op's C-struct options (missing ones 0)."""
+        raw = op.CustomOptionsAsNumpy().tobytes() if op.CustomOptionsLength() else b""
+        raw = (raw + bytes(4 * count))[: 4 * count]
+        values = list(struct.unpack(f"<{count}i", raw))
+        if values[0] not in (1, 2):
+            raise ImportError_(f"{self.source}: op {i} ({name}): padding {values[0]} is neither SAME (1) nor VALID (2)")
+        return values
+
+    def _convert_custom(self, i: int, name: str, op, ins: list[int], outs: list[int]) -> None:
+        T = self.tensors
+        if name == "Convolution2DTransposeBias":  # input, OHWI weights, bias
+            padding, stride_w, stride_h = self._custom_params(op, i, name, 3)
+            w = self._const(ins[1], "the weights", i, name)
+            kernel = np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0)), np.float32)
+            T[ins[1]].data, T[ins[1]].shape = kernel, kernel.shape
+            out_shape = T[outs[0]].shape
+            pads = [0, 0] if padding == 2 else [_same_pads(out_shape[1], w.shape[1], stride_h, 1)[0],
+                                                _same_pads(out_shape[2], w.shape[2], stride_w, 1)[0]]
+            bias = ins[2] if len(ins) > 2 and ins[2] >= 0 else -1
+            self._node("TRANSPOSE_CONV", i, [ins[0], ins[1], bias], outs, strides=[stride_h, stride_w], pads=pads,
+                       activation="none")
+            return
+        padding, stride_w, stride_h, filter_w, filter_h, act = self._custom_params(op, i, name, 6)
+        if act:
+            raise ImportError_(f"{self.source}: op {i} ({name}): a fused activation is not supported")
+        if name == "MaxPoolingWithArgmax2D":
+            kernel, strides = (filter_h, filter_w), (stride_h, stride_w)
+            self._node("MAX_POOL_WITH_ARGMAX_2D", i, [ins[0]], outs[:2], filter=list(kernel), strides=list(strides),
+                       pads=self._pads(0 if padding == 1 else 1, T[ins[0]].shape, kernel, strides, (1, 1)))
+        else:  # MaxUnpooling2D: values, indices
+            self._node("MAX_UNPOOLING_2D", i, ins[:2], outs, filter=[filter_h, filter_w])
+
     def _convert(self, i: int, name: str, op, ins: list[int], outs: list[int], dilated) -> None:
         T = self.tensors
+        if name in CUSTOM_OPS:
+            self._convert_custom(i, name, op, ins, outs)
+            return
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             depthwise = name == "DEPTHWISE_CONV_2D"
             opts = _options(op, tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions)
