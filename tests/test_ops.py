@@ -122,6 +122,9 @@ def _keras_cases():
         "depthwise_dilated": (L.DepthwiseConv2D(3, padding="same", dilation_rate=2), (10, 10, 6), None),
         "transpose_conv_same": (L.Conv2DTranspose(6, 3, 2, "same"), (5, 4, 3), "TRANSPOSE_CONV"),
         "transpose_conv_valid": (L.Conv2DTranspose(4, 3, 2, "valid", use_bias=False), (4, 5, 3), "TRANSPOSE_CONV"),
+        "transpose_conv_k4_relu": (L.Conv2DTranspose(5, 4, 2, "same", activation="relu"), (6, 5, 3), "TRANSPOSE_CONV"),
+        "transpose_conv_s3": (L.Conv2DTranspose(4, 5, 3, "valid"), (4, 3, 2), "TRANSPOSE_CONV"),
+        "transpose_conv_unequal_strides": (L.Conv2DTranspose(4, 3, (2, 1), "same"), (4, 5, 3), "TRANSPOSE_CONV"),
         "dense_relu": (L.Dense(7, activation="relu"), (12,), "FULLY_CONNECTED"),
         "dense_rank3": (L.Dense(5), (3, 8), "FULLY_CONNECTED"),
         "prelu": (L.PReLU(shared_axes=[1, 2]), (5, 6, 4), "PRELU"),
@@ -131,7 +134,8 @@ def _keras_cases():
 @pytest.mark.parametrize("case_id", ["conv_same_stride2_relu6", "conv_valid_5x5", "conv_1x1_relu", "conv_grouped",
                                      "conv_dilated", "conv_dilated_valid", "winograd_sized_conv", "depthwise",
                                      "depthwise_mult2_stride2", "depthwise_dilated", "transpose_conv_same",
-                                     "transpose_conv_valid", "dense_relu", "dense_rank3", "prelu"])
+                                     "transpose_conv_valid", "transpose_conv_k4_relu", "transpose_conv_s3",
+                                     "transpose_conv_unequal_strides", "dense_relu", "dense_rank3", "prelu"])
 def test_layer_matches_litert(case_id, tmp_path):
     tf = require("tensorflow")
     layer, shape, op = _keras_cases()[case_id]
@@ -149,6 +153,11 @@ def test_layer_matches_litert(case_id, tmp_path):
     want = litert_run(flatbuffer, [x])[0]
     lt = layertune.load(path)
     assert "SPACE_TO_BATCH_ND" not in [layer.op for layer in lt.layers]  # dilated convs are folded
+    if case_id.startswith("transpose_conv"):  # equal strides: s*s tunable stride-1 phase convolutions
+        lowered = case_id != "transpose_conv_unequal_strides"
+        assert ("TRANSPOSE_CONV" in [layer.op for layer in lt.layers]) != lowered
+        stride = layer.strides[0]
+        assert [layer.op for layer in lt.layers].count("CONV_2D") == (stride * stride if lowered else 0)
     assert_matches(lt.run(x), want, what=case_id)
     # every method that applies to each convolution gives the same answer
     for layer_info in lt.layers:

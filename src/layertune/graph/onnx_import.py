@@ -26,6 +26,7 @@ import numpy as np
 
 from layertune.graph.ir import Graph, Node, Tensor
 from layertune.graph.tflite_import import ImportError_
+from layertune.graph.transposed_conv import lower_transposed_convs
 
 NHWC = (0, 2, 3, 1)
 
@@ -228,6 +229,7 @@ class OnnxImporter:
             self.tensors[tid].name = o.name
             outputs.append(tid)
         graph = Graph(self.name, self.tensors, self.nodes, inputs, outputs)
+        lower_transposed_convs(graph)
         _fold_pads(graph)
         _fold_reshapes(graph)
         _fuse_activations(graph)

@@ -24,6 +24,7 @@ import tflite
 
 from layertune import _core
 from layertune.graph.ir import Graph, Node, Quantization, Tensor
+from layertune.graph.transposed_conv import lower_transposed_convs
 
 _OP_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
 _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 6: np.bool_, 7: np.int16,
@@ -239,6 +240,7 @@ class TFLiteImporter:
             if self.tensors[t].constant:
                 raise ImportError_(f"{self.source}: output '{self.tensors[t].name}' is a constant")
         graph = Graph(self.name, self.tensors, self.nodes, inputs, outputs)
+        lower_transposed_convs(graph)
         graph.prune()
         for t in graph.tensors:
             if t.constant and t.data.dtype != np.float32:
