@@ -21,13 +21,13 @@ def application_tflite(name: str, size: int = 96) -> bytes:
 
 
 @functools.lru_cache(maxsize=None)
-def application_onnx(name: str, size: int = 96) -> bytes:
-    """The application converted by tf2onnx (NHWC input, as Keras has it; opset 17)."""
+def application_onnx(name: str, size: int = 96, opset: int = 17) -> bytes:
+    """The application converted by tf2onnx (NHWC input, as Keras has it)."""
     tf = require("tensorflow")
     tf2onnx = require("tf2onnx")
     spec = (tf.TensorSpec((1, size, size, 3), tf.float32, name="input"),)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        proto, _ = tf2onnx.convert.from_keras(calibrated_application(name, size), input_signature=spec, opset=17)
+        proto, _ = tf2onnx.convert.from_keras(calibrated_application(name, size), input_signature=spec, opset=opset)
     return proto.SerializeToString()
 
 

@@ -268,6 +268,20 @@ def test_keras_application_via_tf2onnx(name: str, tmp_path: Path, monkeypatch) -
     assert "TRANSPOSE" not in ops  # the NHWC input's Transpose and the squeeze-excite reshapes cost nothing
 
 
+@pytest.mark.parametrize("opset", [11, 13, 15, 18, 21])
+def test_opsets_11_to_21(opset: int, tmp_path: Path) -> None:
+    """MobileNetV2 by tf2onnx at opsets 11 and 13, and the opset-13 export upgraded by onnx's
+    version converter to 15, 18 and 21 (Clip, Pad, Squeeze, ReduceMean change form on the way)."""
+    from onnx import version_converter
+
+    from model_zoo import application_onnx
+    model = onnx.load_from_string(application_onnx("MobileNetV2", 96, opset=min(opset, 13)))
+    if opset > 13:
+        model = version_converter.convert_version(model, opset)
+    assert model.opset_import[0].version == opset
+    compare(model, tmp_path, feeds={"input": np.random.default_rng(1).uniform(-1, 1, (1, 96, 96, 3)).astype(np.float32)})
+
+
 def dynamic_model():
     node = helper.make_node("Relu", ["images"], ["y"], name="act")
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, "H", "W"])],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -184,3 +185,22 @@ def test_an_unknown_block_type_is_an_error_listing_the_known_ones():
     data["runtime"] = [{"type": "layertune.search.blocks.OnnxRuntime", "parameters": {}}]
     with pytest.raises(ConfigError, match=r"'runtime\[0\]\.type': unknown runtime .*known: .*TFLiteRuntime"):
         parse_config(data, "cfg.json")
+
+
+def test_a_runtime_loads_only_the_chains_last_artifact():
+    """Kenning's save_model_path: a runtime whose file is not the last optimizer's
+    compiled_model_path cannot run that chain, and says which files they are."""
+    cfg = parse_config(config(
+        optimizers=[{"type": "kenning.compilers.tflite.TFLiteCompiler",
+                     "parameters": {"compiled_model_path": ["build/a.tflite", "build/b.tflite"]}}],
+        runtime=[{"type": "kenning.runtimes.tflite.TFLiteRuntime", "parameters": {"save_model_path": "./build/a.tflite"}}]))
+    reasons = {p.optimizers[0].params["compiled_model_path"]: incompatibility(p, "keras") for p in enumerate_space(cfg)}
+    assert reasons["build/a.tflite"] is None  # the same file, written differently
+    assert reasons["build/b.tflite"] == ("TFLiteRuntime loads ./build/a.tflite (save_model_path), the chain's last "
+                                         "artifact is build/b.tflite (TFLiteCompiler's compiled_model_path)")
+
+
+def test_run_artifacts_are_prefixed_with_the_run_index():
+    from layertune.search.trial import artifact_path
+    assert artifact_path("build/compiled_model.tar", 7) == Path("build/7_compiled_model.tar")
+    assert artifact_path("./m.onnx", None) == Path("m.onnx")

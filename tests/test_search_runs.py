@@ -34,14 +34,14 @@ def search_config(**overrides) -> dict:
     return cfg
 
 
-def run(cfg: dict, tmp: Path, name: str = "out") -> tuple[subprocess.CompletedProcess, Path]:
+def run(cfg: dict, tmp: Path, name: str = "out", cwd: Path = ROOT) -> tuple[subprocess.CompletedProcess, Path]:
     for module in ("tensorflow", "ai_edge_litert", "optuna", "tvm", "sklearn"):
         require(module)
     (tmp / f"{name}_cfg.json").write_text(json.dumps(cfg))
     out = tmp / f"{name}.json"
     proc = subprocess.run([sys.executable, "-m", "layertune.cli", "fine-tune-optimizers", "--json-cfg",
                            str(tmp / f"{name}_cfg.json"), "--output", str(out)], capture_output=True, text=True,
-                          timeout=1200, cwd=ROOT)
+                          timeout=1200, cwd=cwd)
     return proc, out
 
 
@@ -192,35 +192,48 @@ def test_layertune_compiler_chain_and_the_report(tmp_path):
     assert text.count("LayerTune") >= 2 and (tmp_path / "build" / "report_time_vs_quality.png").is_file()
 
 
+# Kenning's scripts/optimizationconfigs/onnx-tflite-tensorflow-pet-dataset.json, but for its
+# model_wrapper (a Keras MobileNetV2 trained on the pet dataset) and dataset (the pet dataset).
+KENNING_ONNX_TFLITE = {
+    "optimization_parameters": {"strategy": "grid_search", "optimizable": ["optimizers", "runtime"],
+                                "metric": "inferencetime_mean", "policy": "min"},
+    "optimizers": [
+        {"type": "kenning.compilers.tflite.TFLiteCompiler",
+         "parameters": {"target": ["default"], "compiled_model_path": ["./build/compiled_model.tflite"]}},
+        {"type": "kenning.compilers.onnx.ONNXCompiler",
+         "parameters": {"compiled_model_path": ["./build/compiled_model.onnx"]}}],
+    "runtime": [
+        {"type": "kenning.runtimes.onnx.ONNXRuntime",
+         "parameters": {"save_model_path": ["./build/compiled_model.onnx"],
+                        "execution_providers": [["CPUExecutionProvider"], ["CUDAExecutionProvider"]]}},
+        {"type": "kenning.runtimes.tflite.TFLiteRuntime",
+         "parameters": {"save_model_path": ["./build/compiled_model.tflite"]}}],
+}
+
+
 def test_kennings_onnx_and_tflite_config_runs(tmp_path):
-    """Kenning's ONNX + TFLite search (TFLiteCompiler and ONNXCompiler; ONNXRuntime with two
-    provider lists, TFLiteRuntime), the model and dataset swapped for local blocks: the CUDA
-    provider is skipped with the reason, every other compatible pipeline runs, and the ONNX ones
-    classify like the TFLite ones."""
+    """Kenning's ONNX + TFLite search as Kenning ships it, model and dataset swapped for local
+    blocks: the runtime runs only the artifact its save_model_path names, the CUDA provider is
+    skipped with the reason, each run's artifact lands at compiled_model_path with the run index
+    prefixed, and the ONNX pipelines classify like the TFLite one."""
     require("onnxruntime")
     require("tf2onnx")
-    cfg = search_config(
-        optimization_parameters={"optimizable": ["optimizers", "runtime"]},
-        optimizers=[{"type": "kenning.optimizers.tflite.TFLiteCompiler",
-                     "parameters": {"target": "default", "inference_input_type": "float32",
-                                    "inference_output_type": "float32"}},
-                    {"type": "kenning.optimizers.onnx.ONNXCompiler", "parameters": {}}],
-        runtime=[{"type": "kenning.runtimes.onnx.ONNXRuntime",
-                  "parameters": {"execution_providers": [["CPUExecutionProvider"], ["CUDAExecutionProvider"]]}},
-                 {"type": "kenning.runtimes.tflite.TFLiteRuntime", "parameters": {"num_threads": 1}},
-                 {"type": "layertune.search.blocks.LayerTuneRuntime", "parameters": {"num_threads": 1}}])
-    proc, out = run(cfg, tmp_path)
+    cfg = {**KENNING_ONNX_TFLITE,
+           "model_wrapper": {"type": "layertune.search.blocks.KerasModel", "parameters": {"model_path": MODEL}},
+           "dataset": {"type": "layertune.search.blocks.DigitsDataset", "parameters": {"num_samples": 120}}}
+    proc, out = run(cfg, tmp_path, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     entries = json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
-    assert len(entries) == 4 * 4  # chains: [T], [O], [T, O], [O, T] x 4 runtimes
-    status = {e["description"]: e for e in entries}
-    ok = {d: e for d, e in status.items() if e["status"] == "ok"}
-    cuda = [e for d, e in status.items() if "CUDAExecutionProvider" in d and "ONNXCompiler(" in d.split("=>")[0].split("->")[-1]]
-    assert cuda and all(e["status"] == "skipped" and "CUDAExecutionProvider is not available" in e["reason"]
-                        for e in cuda)
-    onnx_cpu = [e for d, e in ok.items() if "ONNXRuntime" in d]
-    assert len(onnx_cpu) == 2  # Keras -> ONNX and Keras -> TFLite -> ONNX, on the CPU provider
-    assert any("ONNXCompiler" in d and "LayerTuneRuntime" in d for d in ok)  # layertune runs the ONNX model too
+    assert len(entries) == 4 * 3  # chains [T], [O], [T, O], [O, T] x 3 runtimes
     assert not [e for e in entries if e["status"] == "failed"]
+    ok = {i: e for i, e in enumerate(entries) if e["status"] == "ok"}
+    described = sorted(e["description"].split(" => ")[0].count("->") for e in ok.values())
+    assert described == [0, 0, 1]  # TFLite => TFLiteRuntime, ONNX => ONNXRuntime, TFLite -> ONNX => ONNXRuntime
+    cuda = [e for e in entries if "CUDAExecutionProvider" in e["description"] and e["status"] != "skipped"]
+    assert not cuda
+    assert any("CUDAExecutionProvider is not available" in e["reason"] for e in entries)
+    for i, e in ok.items():  # each run's artifact, the run index prefixed
+        suffix = ".tflite" if "TFLiteRuntime" in e["description"] else ".onnx"
+        assert (tmp_path / "build" / f"{i}_compiled_model{suffix}").is_file()
     accuracies = [e["metrics"]["accuracy"] for e in ok.values()]
     assert min(accuracies) >= 0.9 and max(accuracies) - min(accuracies) <= 0.02

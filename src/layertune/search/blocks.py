@@ -30,6 +30,8 @@ __all__ = ["KerasModel", "TFLiteModel", "ONNXModel", "SyntheticDataset", "Digits
 _WRAPPER_PARAMS = {"model_path": Param(str, required=True), "num_classes": Param(int),
                    "input_scale": Param((int, float), 1.0)}
 _THREADS = Param(int, 1)
+# Kenning's: the file the runtime loads; it must be the chain's last artifact (search/space.py)
+_SAVE_MODEL_PATH = Param(str)
 
 
 def _tensorflow():
@@ -155,7 +157,7 @@ class TFLiteCompiler(Optimizer):
                    "inference_output_type": Param(str, "float32", ("float32", "int8", "uint8")),
                    "compiled_model_path": Param(str)}
     inputs, output = ("keras",), "tflite"
-    kenning_paths = ("kenning.optimizers.tflite.TFLiteCompiler",)
+    kenning_paths = ("kenning.optimizers.tflite.TFLiteCompiler", "kenning.compilers.tflite.TFLiteCompiler")
 
     def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
         tf = _tensorflow()
@@ -244,7 +246,7 @@ class LayerTuneCompiler(Optimizer):
 
 class TFLiteRuntime(Runtime):
     """LiteRT's interpreter (XNNPACK unless use_xnnpack is false)."""
-    params_spec = {"num_threads": _THREADS, "use_xnnpack": Param(bool, True)}
+    params_spec = {"num_threads": _THREADS, "use_xnnpack": Param(bool, True), "save_model_path": _SAVE_MODEL_PATH}
     inputs = ("tflite",)
     kenning_paths = ("kenning.runtimes.tflite.TFLiteRuntime",)
 
@@ -276,7 +278,8 @@ class TFLiteRuntime(Runtime):
 class ONNXRuntime(Runtime):
     """onnxruntime. `execution_providers` is a list in priority order, as in Kenning (in a searched
     runtime, a list of such lists); a provider this onnxruntime does not have skips the trial."""
-    params_spec = {"execution_providers": Param(list, ["CPUExecutionProvider"]), "num_threads": Param(int, 0, minimum=0)}
+    params_spec = {"execution_providers": Param(list, ["CPUExecutionProvider"]), "num_threads": Param(int, 0, minimum=0),
+                   "save_model_path": _SAVE_MODEL_PATH}
     inputs = ("onnx",)
     kenning_paths = ("kenning.runtimes.onnx.ONNXRuntime",)
 
@@ -297,7 +300,7 @@ class ONNXRuntime(Runtime):
 
 class TVMRuntime(Runtime):
     """TVM's Relax virtual machine on a library built by TVMCompiler."""
-    params_spec = {"num_threads": _THREADS}
+    params_spec = {"num_threads": _THREADS, "save_model_path": _SAVE_MODEL_PATH}
     inputs = ("tvm",)
     kenning_paths = ("kenning.runtimes.tvm.TVMRuntime",)
 
@@ -312,7 +315,7 @@ class TVMRuntime(Runtime):
 
 class LayerTuneRuntime(Runtime):
     """layertune's engine on a .ltplan, .tflite, .onnx or .keras model."""
-    params_spec = {"num_threads": _THREADS}
+    params_spec = {"num_threads": _THREADS, "save_model_path": _SAVE_MODEL_PATH}
     inputs = ("ltplan", "tflite", "onnx", "keras")
 
     def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:

@@ -30,8 +30,9 @@ def run_file(output: Path, pipeline: Pipeline) -> Path:
     return Path(f"{output.with_suffix('')}_{pipeline.id}.json")
 
 
-def _trial(cfg: SearchConfig, pipeline: Pipeline, output: Path) -> dict[str, Any]:
-    return run_trial_process(trial_spec(cfg, pipeline, output.parent / f".{output.stem}_cache"), cfg.trial_timeout_s)
+def _trial(cfg: SearchConfig, pipeline: Pipeline, output: Path, run_index: int) -> dict[str, Any]:
+    spec = trial_spec(cfg, pipeline, output.parent / f".{output.stem}_cache", run_index)
+    return run_trial_process(spec, cfg.trial_timeout_s)
 
 
 def _satisfies(cfg: SearchConfig, metrics: dict[str, float]) -> bool:
@@ -77,7 +78,7 @@ def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
             entry["resumed"] = True
         else:
             log.info("trial %d/%s: %s", len(entries) + 1, total, pipeline.describe())
-            result = _trial(cfg, pipeline, output)
+            result = _trial(cfg, pipeline, output, len(entries))
             entry.update({"status": result["status"], "reason": result["reason"], "metrics": result.get("metrics", {})})
             if result["status"] == "ok":
                 write_json(previous, {**result, "pipeline": pipeline.to_json(), "id": pipeline.id})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,7 @@ class Pipeline:
 
 
 def _short(params: dict[str, Any]) -> str:
-    shown = {k: v for k, v in params.items() if k != "compiled_model_path"}
+    shown = {k: v for k, v in params.items() if k not in ("compiled_model_path", "save_model_path")}
     return "(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else ""
 
 
@@ -93,4 +94,10 @@ def incompatibility(pipeline: Pipeline, model_format: str) -> str | None:
     spec = REGISTRY[pipeline.runtime.name]
     if fmt not in spec.inputs:
         return f"{pipeline.runtime.name} runs {'/'.join(spec.inputs)} models, the chain produces {fmt}"
+    # Kenning's save_model_path: the file the runtime loads, which must be the chain's last artifact
+    loads = pipeline.runtime.params.get("save_model_path")
+    last = pipeline.optimizers[-1].params.get("compiled_model_path") if pipeline.optimizers else None
+    if loads and last and os.path.normpath(loads) != os.path.normpath(last):
+        return (f"{pipeline.runtime.name} loads {loads} (save_model_path), the chain's last artifact is {last} "
+                f"({pipeline.optimizers[-1].name}'s compiled_model_path)")
     return None

@@ -38,11 +38,20 @@ if TYPE_CHECKING:
 
 # -- the parent's side ---------------------------------------------------------------------
 
-def trial_spec(cfg: "SearchConfig", pipeline: "Pipeline", cache: Path) -> dict[str, Any]:
-    """What a trial process needs: the model wrapper, the dataset, the pipeline, the compile cache."""
+def trial_spec(cfg: "SearchConfig", pipeline: "Pipeline", cache: Path, run_index: int | None = None) -> dict[str, Any]:
+    """What a trial process needs: the model wrapper, the dataset, the pipeline, the compile cache,
+    and the run's index in the search (what its artifacts' names are prefixed with, as Kenning does)."""
     return {"model_wrapper": {"name": cfg.model_wrapper.spec.name, "parameters": cfg.model_wrapper.alternatives(False)[0]},
             "dataset": {"name": cfg.dataset.spec.name, "parameters": cfg.dataset.alternatives(False)[0]},
-            "pipeline": pipeline.to_json(), "cache": str(cache)}
+            "pipeline": pipeline.to_json(), "cache": str(cache), "run_index": run_index}
+
+
+def artifact_path(configured: str, run_index: int | None) -> Path:
+    """Where a run's artifact goes: an optimizer's `compiled_model_path` with the run index
+    prefixed to the file name (build/compiled_model.tar -> build/7_compiled_model.tar), so that the
+    runs of one search do not overwrite each other's."""
+    path = Path(configured)
+    return path if run_index is None else path.with_name(f"{run_index}_{path.name}")
 
 
 def _kill_session(proc: subprocess.Popen) -> None:
@@ -144,8 +153,24 @@ def _block(step: dict[str, Any]):
     return REGISTRY[name](step["parameters"])
 
 
-def compile_chain(spec: dict[str, Any], model: ModelInfo, data: Data, cache: Path) -> tuple[Path, str]:
-    """Each optimizer prefix is compiled once and kept in the cache (keyed by the chain so far)."""
+def compile_chain(spec: dict[str, Any], model: ModelInfo, data: Data, cache: Path,
+                  run_index: int | None = None) -> tuple[Path, str]:
+    """Each optimizer prefix is compiled once and kept in the cache (keyed by the chain so far);
+    an optimizer's `compiled_model_path` gets a copy of what it produced (see artifact_path)."""
+    path, fmt = model.path, model.format
+    for step, produced in _compiled_steps(spec, model, data, cache):
+        path, fmt = produced
+        configured = step["parameters"].get("compiled_model_path")
+        if configured:
+            target = artifact_path(configured, run_index)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            path = target
+    return path, fmt
+
+
+def _compiled_steps(spec: dict[str, Any], model: ModelInfo, data: Data, cache: Path):
+    """(step, (path, format)) for every optimizer of the chain, compiled or found in the cache."""
     path, fmt = model.path, model.format
     chain_key = hashlib.sha1(str(model.path.resolve()).encode()).hexdigest()[:8]
     for step in spec["optimizers"]:
@@ -155,6 +180,7 @@ def compile_chain(spec: dict[str, Any], model: ModelInfo, data: Data, cache: Pat
         if done.exists():
             info = json.loads(done.read_text())
             path, fmt = step_dir / info["file"], info["format"]
+            yield step, (path, fmt)
             continue
         tmp = cache / f".{chain_key}.{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -166,13 +192,13 @@ def compile_chain(spec: dict[str, Any], model: ModelInfo, data: Data, cache: Pat
         os.replace(tmp, step_dir)
         path = step_dir / produced.name
         done.write_text(json.dumps({"file": produced.name, "format": fmt}))
-    return path, fmt
+        yield step, (path, fmt)
 
 
 def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     model = _block(spec["model_wrapper"]).info()
     data = _block(spec["dataset"]).load(model)
-    compiled, fmt = compile_chain(spec["pipeline"], model, data, Path(spec["cache"]))
+    compiled, fmt = compile_chain(spec["pipeline"], model, data, Path(spec["cache"]), spec.get("run_index"))
     run = _block(spec["pipeline"]["runtime"]).load(compiled)
     for i in range(min(3, len(data.x))):  # warm-up
         run(data.x[i: i + 1])

@@ -146,7 +146,7 @@ class TVMCompiler(Optimizer):
                    "conv2d_data_layout": Param(str, "NHWC", ("NHWC", "NCHW")), "tuning_trials": Param(int, 0, minimum=0),
                    "tuning_seed": Param(int, 0, minimum=0), "compiled_model_path": Param(str)}
     inputs, output = ("tflite", "onnx"), "tvm"
-    kenning_paths = ("kenning.optimizers.tvm.TVMCompiler",)
+    kenning_paths = ("kenning.optimizers.tvm.TVMCompiler", "kenning.compilers.tvm.TVMCompiler")
 
     def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
         """compile_model, in a process of its own when it tunes (see the module doc). The child
