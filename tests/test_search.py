@@ -204,3 +204,15 @@ def test_run_artifacts_are_prefixed_with_the_run_index():
     from layertune.search.trial import artifact_path
     assert artifact_path("build/compiled_model.tar", 7) == Path("build/7_compiled_model.tar")
     assert artifact_path("./m.onnx", None) == Path("m.onnx")
+
+
+def test_cpu_utilization_of_a_compute_bound_run_is_measured():
+    """A short busy loop (as a small model's whole inference pass is) reads as busy, not 0 %."""
+    import time as clock
+
+    from layertune.search.trial import ResourceSampler
+    with ResourceSampler() as sampler:
+        end = clock.perf_counter() + 0.005  # shorter than a 10 ms clock tick
+        while clock.perf_counter() < end:
+            pass
+    assert sampler.cpu and max(sampler.cpu) > 5.0  # of 100 / cpu_count for one busy thread

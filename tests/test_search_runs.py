@@ -84,19 +84,25 @@ def test_grid_with_incompatible_and_failing_pipelines(tmp_path):
     assert proc2.returncode == 0 and "trial 1/" not in proc2.stderr
     assert all(e.get("resumed") for e in json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
                if e["status"] == "ok")
-    # the best pipeline run alone from its run file (compiled afresh): the same pipeline, the same answers
-    run_file = tmp_path / f"out_{best['id']}.json"
-    proc3 = pipeline_alone(str(run_file), "--json-cfg", str(tmp_path / "out_cfg.json"), "--measurements",
-                          str(tmp_path / "again.json"))
+    # OUT.json is Kenning's: the best pipeline with its model and dataset, which runs again as it is
+    # (compiled afresh): the same pipeline, the same answers
+    assert set(best["pipeline"]) == {"model_wrapper", "dataset", "optimizers", "runtime"}
+    assert best["pipeline"]["model_wrapper"]["parameters"]["model_path"] == MODEL
+    proc3 = pipeline_alone(str(out), "--measurements", str(tmp_path / "again.json"))
     assert proc3.returncode == 0, proc3.stderr
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["id"] == best["id"] and again["metrics"]["accuracy"] == best["metrics"]["accuracy"]
     assert "inferencetime_mean = " in proc3.stdout and "search recorded" in proc3.stdout
-    # a run file names no model: without the config that is one line naming the file and the option
-    proc4 = pipeline_alone(str(run_file), "--measurements", str(tmp_path / "none.json"))
+    run_file = json.loads((tmp_path / f"out_{best['id']}.json").read_text())
+    assert run_file["pipeline"] == best["pipeline"]
+    # a pipeline without its model (written by hand, or by an older layertune): one line naming
+    # the file and the option
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"pipeline": {k: best["pipeline"][k] for k in ("optimizers", "runtime")}}))
+    proc4 = pipeline_alone(str(bare), "--measurements", str(tmp_path / "none.json"))
     assert proc4.returncode == 2 and not (tmp_path / "none.json").exists()
     (line,) = proc4.stderr.strip().splitlines()
-    assert str(run_file) in line and "--json-cfg" in line
+    assert str(bare) in line and "--json-cfg" in line
 
 
 def test_a_hanging_trial_times_out_and_is_recorded(tmp_path):

@@ -13,6 +13,7 @@ from typing import Any
 
 from layertune.jsonfile import write_json
 from layertune.search.config import METRICS_MAX, SearchConfig
+from layertune.search.scenarios import scenario
 from layertune.search.space import Pipeline, enumerate_space, incompatibility
 from layertune.search.strategies import make_strategy
 from layertune.search.trial import run_trial_process, trial_spec
@@ -62,6 +63,7 @@ def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
     model_format = cfg.model_wrapper.spec.output  # the config says it: no model is loaded here
     strategy = make_strategy(cfg)
     entries: list[dict[str, Any]] = []
+    pipelines: dict[str, Pipeline] = {}
     started = time.monotonic()
     total = len(enumerate_space(cfg)) if cfg.strategy == "grid_search" else cfg.n_trials
     while (pipeline := strategy.ask()) is not None:
@@ -69,6 +71,7 @@ def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
             log.info("search timeout (%g s) reached", cfg.timeout_s)
             break
         entry = {"id": pipeline.id, "pipeline": pipeline.to_json(), "description": pipeline.describe()}
+        pipelines[pipeline.id] = pipeline
         reason = incompatibility(pipeline, model_format)
         previous = run_file(output, pipeline)
         if reason:
@@ -81,7 +84,7 @@ def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
             result = _trial(cfg, pipeline, output, len(entries))
             entry.update({"status": result["status"], "reason": result["reason"], "metrics": result.get("metrics", {})})
             if result["status"] == "ok":
-                write_json(previous, {**result, "pipeline": pipeline.to_json(), "id": pipeline.id})
+                write_json(previous, {**result, "pipeline": scenario(cfg, pipeline), "id": pipeline.id})
                 log.info("trial %d/%s done in %.0f s: %s = %.6g", len(entries) + 1, total, result["seconds"],
                          cfg.metric, result["metrics"].get(cfg.metric, float("nan")))
             elif result["status"] == "skipped":
@@ -99,6 +102,7 @@ def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
                            f"see {all_path}")
     pick = min if cfg.policy == "min" else max
     best = pick(candidates, key=lambda e: e["metrics"][cfg.metric])
-    summary = {"pipeline": best["pipeline"], "metrics": best["metrics"], "id": best["id"]}
+    # Kenning's OUT.json: the best pipeline with its model and dataset (a scenario to run again)
+    summary = {"pipeline": scenario(cfg, pipelines[best["id"]]), "metrics": best["metrics"], "id": best["id"]}
     write_json(best_path, summary)
     return summary

@@ -14,30 +14,32 @@ from layertune.search.trial import run_trial_process, trial_spec
 from layertune.search.space import Pipeline, enumerate_space, incompatibility
 
 
+def scenario(cfg: SearchConfig, pipeline: Pipeline) -> dict[str, Any]:
+    """The pipeline as Kenning writes one: model_wrapper, dataset, optimizers, runtime."""
+    return {"model_wrapper": {"type": cfg.model_wrapper.spec.path, "parameters": cfg.model_wrapper.alternatives(False)[0]},
+            "dataset": {"type": cfg.dataset.spec.path, "parameters": cfg.dataset.alternatives(False)[0]},
+            **pipeline.to_json()}
+
+
 def write_scenarios(cfg: SearchConfig, folder: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
-    wrapper = cfg.model_wrapper.alternatives(False)[0]
     model_format = cfg.model_wrapper.spec.output
     count = 0
     for pipeline in enumerate_space(cfg):
-        scenario = {
-            "model_wrapper": {"type": cfg.model_wrapper.spec.path, "parameters": wrapper},
-            "dataset": {"type": cfg.dataset.spec.path, "parameters": cfg.dataset.alternatives(False)[0]},
-            **pipeline.to_json(),
-        }
+        scenario_ = scenario(cfg, pipeline)
         reason = incompatibility(pipeline, model_format)
         if reason:
-            scenario["incompatible"] = reason
-        write_json(folder / f"scenario_{pipeline.id}.json", scenario)
+            scenario_["incompatible"] = reason
+        write_json(folder / f"scenario_{pipeline.id}.json", scenario_)
         count += 1
     return count
 
 
 def load_pipeline(path: Path, search_config: Path | None = None) -> tuple[SearchConfig, Pipeline, dict[str, Any]]:
     """One pipeline to run alone, with its model wrapper and dataset, and the metrics the search
-    recorded for it (a run file) or {} (a scenario). A run file OUT_<id>.json holds only the
-    pipeline: the model wrapper and dataset come from `search_config`, which, given with a
-    scenario, overrides the scenario's."""
+    recorded for it (the search's OUT.json or a run file OUT_<id>.json) or {} (a scenario).
+    `search_config` gives the model wrapper and dataset instead of the file's (a run file written
+    before they were recorded holds neither)."""
     data = read_json(path, "pipeline file", ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object")
@@ -49,8 +51,8 @@ def load_pipeline(path: Path, search_config: Path | None = None) -> tuple[Search
             if key not in base:
                 raise ConfigError(f"{search_config}: missing key '{key}'")
             body[key] = base[key]
-    elif "pipeline" in data:
-        raise ConfigError(f"{path}: a run file names no model or dataset; pass the search's config with --json-cfg")
+    elif "model_wrapper" not in body or "dataset" not in body:
+        raise ConfigError(f"{path}: the pipeline names no model or dataset; pass the search's config with --json-cfg")
     unknown = set(body) - {"model_wrapper", "dataset", "optimizers", "runtime"}
     if unknown:
         raise ConfigError(f"{path}: unknown key '{sorted(unknown)[0]}' in a pipeline")

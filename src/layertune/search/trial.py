@@ -97,9 +97,9 @@ def run_trial_process(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
 class ResourceSampler:
     """CPU and memory of this process, sampled in a background thread during inference. CPU % is
-    the process's CPU time over wall time, averaged over all CPUs and clamped to [0, 100] (CPU
-    time advances in clock ticks, so very short intervals are unreliable; a run shorter than one
-    period gets one sample over the whole run)."""
+    the process's CPU time over wall time, averaged over all CPUs and clamped to [0, 100]. CPU time
+    is the process clock (nanoseconds; psutil's cpu_times advance in 10 ms ticks, which made every
+    short trial read 0 %); a run shorter than one period gets one sample over the whole run."""
 
     def __init__(self, period: float = 0.05):
         import psutil
@@ -111,9 +111,9 @@ class ResourceSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def _cpu_seconds(self) -> float:
-        t = self._proc.cpu_times()
-        return t.user + t.system
+    @staticmethod
+    def _cpu_seconds() -> float:
+        return time.process_time()  # every thread of this process
 
     def _sample(self, since_wall: float, since_cpu: float) -> tuple[float, float]:
         now, cpu = time.perf_counter(), self._cpu_seconds()
