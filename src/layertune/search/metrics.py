@@ -1,8 +1,21 @@
-"""Quality metrics with Kenning's names, from class scores and labels."""
+"""Quality metrics with Kenning's names, from class scores and labels; and which runs are on the
+Pareto front of (inference time, quality, size)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+QUALITY = ("accuracy", "mean_precision", "mean_sensitivity", "g_mean", "top_5_accuracy")
+
+
+def pareto_flags(metrics: list[dict[str, Any]]) -> list[bool]:
+    """For each run's metrics: no other run is at least as good on inference time, quality (the
+    first quality metric every run has) and size, and better on one."""
+    quality = next((q for q in QUALITY if all(q in m for m in metrics)), None)
+    keys = [(m["inferencetime_mean"], -m[quality] if quality else 0.0, m["compiled_model_size"]) for m in metrics]
+    return [not any(all(a <= b for a, b in zip(o, k)) and o != k for o in keys) for k in keys]
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[dict[str, float], list]:

@@ -9,15 +9,28 @@ from typing import Any
 import numpy as np
 
 from layertune.jsonfile import write_text_atomic
+from layertune.search.metrics import QUALITY, pareto_flags
 
-QUALITY = ("accuracy", "mean_precision", "mean_sensitivity", "g_mean", "top_5_accuracy")
+_PATHS = ("compiled_model_path", "save_model_path")
 
 
-def _label(run: dict[str, Any]) -> str:
-    steps = [o["type"].rsplit(".", 1)[-1].replace("Compiler", "") + (f"[{o['parameters'].get('target')}]" if "target" in o["parameters"] else "")
-             for o in run["pipeline"]["optimizers"]]
-    rt = run["pipeline"]["runtime"]
-    return " > ".join(steps + [rt["type"].rsplit(".", 1)[-1].replace("Runtime", "") + f" t{rt['parameters'].get('num_threads', 1)}"])
+def _labels(runs: list[dict[str, Any]]) -> dict[str, str]:
+    """A label per run id: each block with the parameters whose values differ between the runs
+    (tuned and untuned TVM differ in tuning_trials), paths left out."""
+    def blocks(run):
+        pipeline = run["pipeline"]
+        return [*[(o, "Compiler") for o in pipeline["optimizers"]], (pipeline["runtime"], "Runtime")]
+    seen: dict[tuple[str, str], set[str]] = {}
+    for run in runs:
+        for b, _ in blocks(run):
+            for k, v in b["parameters"].items():
+                seen.setdefault((b["type"], k), set()).add(json.dumps(v, sort_keys=True))
+
+    def block(b: dict[str, Any], suffix: str) -> str:
+        params = ",".join(f"{k}={v}" for k, v in sorted(b["parameters"].items())
+                          if k not in _PATHS and len(seen[(b["type"], k)]) > 1)
+        return b["type"].rsplit(".", 1)[-1].replace(suffix, "") + (f"[{params}]" if params else "")
+    return {run["id"]: " > ".join(block(b, suffix) for b, suffix in blocks(run)) for run in runs}
 
 
 def write_report(measurement_files: list[Path], report_path: Path) -> list[Path]:
@@ -31,22 +44,27 @@ def write_report(measurement_files: list[Path], report_path: Path) -> list[Path]
         raise ValueError("--measurements: no run files with metrics")
     report_path = Path(report_path)
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    plots = _plots(runs, report_path)
-    lines = ["# fine-tune-optimizers report", "", f"{len(runs)} run(s).", "",
-             "| run | pipeline | inference time mean (ms) | median (ms) | accuracy | model size (KiB) | CPU % | mem % |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in sorted(runs, key=lambda r: r["metrics"]["inferencetime_mean"]):
+    labels = _labels(runs)
+    plots = _plots(runs, report_path, labels)
+    runs.sort(key=lambda r: r["metrics"]["inferencetime_mean"])
+    pareto = pareto_flags([r["metrics"] for r in runs])
+    lines = ["# fine-tune-optimizers report", "", f"{len(runs)} run(s); **fastest** is the lowest mean inference "
+             "time, *pareto* the runs no other beats on time, accuracy and size together.", "",
+             "| run | pipeline | inference time mean (ms) | median (ms) | accuracy | model size (KiB) | CPU % | mem % | |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for i, (r, front) in enumerate(zip(runs, pareto)):
         m = r["metrics"]
         acc = f"{m['accuracy']:.3f}" if "accuracy" in m else "-"
-        lines.append(f"| {r['id']} | {_label(r)} | {m['inferencetime_mean'] * 1e3:.4f} | {m['inferencetime_median'] * 1e3:.4f} | "
+        marks = ", ".join(([("**fastest**")] if i == 0 else []) + (["*pareto*"] if front else []))
+        lines.append(f"| {r['id']} | {labels[r['id']]} | {m['inferencetime_mean'] * 1e3:.4f} | {m['inferencetime_median'] * 1e3:.4f} | "
                      f"{acc} | {m['compiled_model_size'] / 1024:.1f} | {m.get('session_utilization_cpus_percent_avg_mean', 0):.1f} | "
-                     f"{m.get('session_utilization_mem_percent_mean', 0):.2f} |")
+                     f"{m.get('session_utilization_mem_percent_mean', 0):.2f} | {marks} |")
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     write_text_atomic(report_path, "\n".join(lines) + "\n")
     return [report_path, *plots]
 
 
-def _plots(runs: list[dict[str, Any]], report_path: Path) -> list[Path]:
+def _plots(runs: list[dict[str, Any]], report_path: Path, labels: dict[str, str]) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -61,13 +79,13 @@ def _plots(runs: list[dict[str, Any]], report_path: Path) -> list[Path]:
         out.append(path)
 
     quality = next((q for q in QUALITY if all(q in r["metrics"] for r in runs)), None)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in runs:
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for r in runs:  # the labels in the legend: beside the bubbles they overlap
         m = r["metrics"]
         y = m[quality] if quality else 0.0
         ax.scatter(m["inferencetime_mean"] * 1e3, y, s=30 + 300 * m["compiled_model_size"] / max(
-            rr["metrics"]["compiled_model_size"] for rr in runs), alpha=0.6)
-        ax.annotate(_label(r), (m["inferencetime_mean"] * 1e3, y), fontsize=6)
+            rr["metrics"]["compiled_model_size"] for rr in runs), alpha=0.6, label=labels[r["id"]])
+    ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, markerscale=0.4)
     ax.set_xscale("log")
     ax.set_xlabel("inference time mean (ms, log)")
     ax.set_ylabel(quality or "-")
@@ -75,9 +93,15 @@ def _plots(runs: list[dict[str, Any]], report_path: Path) -> list[Path]:
     save(fig, "time_vs_quality")
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    # log-spaced bins up to the 99th percentile: runs differ by orders of magnitude, and a few slow
+    # samples (the first calls, a descheduled one) would squash every histogram against 0
+    times = np.concatenate([np.asarray(r["inference_times"]) * 1e3 for r in runs])
+    lo, hi = max(float(times.min()), 1e-6), float(np.percentile(times, 99))
+    bins = np.geomspace(lo, max(hi, lo * 1.01), 40)
     for r in runs:
-        ax.hist(np.asarray(r["inference_times"]) * 1e3, bins=30, alpha=0.5, label=_label(r))
-    ax.set_xlabel("inference time (ms)")
+        ax.hist(np.clip(np.asarray(r["inference_times"]) * 1e3, lo, bins[-1]), bins=bins, alpha=0.5, label=labels[r["id"]])
+    ax.set_xscale("log")
+    ax.set_xlabel("inference time (ms, log; the slowest 1% in the last bin)")
     ax.set_ylabel("samples")
     ax.set_title("per-run inference time")
     ax.legend(fontsize=6)
@@ -86,8 +110,9 @@ def _plots(runs: list[dict[str, Any]], report_path: Path) -> list[Path]:
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
     for r in runs:
         res = r.get("resources", {})
-        a1.plot(res.get("timestamps", []), res.get("cpus_percent_avg", []), label=_label(r))
-        a2.plot(res.get("timestamps", []), res.get("mem_percent", []))
+        # markers: a short run has a single sample, which a line alone would not show
+        a1.plot(res.get("timestamps", []), res.get("cpus_percent_avg", []), "o-", markersize=3, label=labels[r["id"]])
+        a2.plot(res.get("timestamps", []), res.get("mem_percent", []), "o-", markersize=3)
     a1.set_ylabel("CPU % (avg)")
     a2.set_ylabel("memory %")
     a2.set_xlabel("seconds into inference")

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from layertune.jsonfile import write_json
-from layertune.search.config import METRICS_MAX, SearchConfig
+from layertune.search.config import SearchConfig
+from layertune.search.metrics import pareto_flags
 from layertune.search.scenarios import scenario
 from layertune.search.space import Pipeline, enumerate_space, incompatibility
 from layertune.search.strategies import make_strategy
@@ -43,16 +44,10 @@ def _satisfies(cfg: SearchConfig, metrics: dict[str, float]) -> bool:
 def _pareto(entries: list[dict[str, Any]]) -> None:
     """Marks the runs no other run beats on every one of (inference time, quality, size)."""
     ok = [e for e in entries if e["status"] == "ok"]
-    quality = next((m for m in METRICS_MAX if all(m in e["metrics"] for e in ok)), None)
-
-    def key(e):  # all "lower is better"
-        return (e["metrics"]["inferencetime_mean"], -e["metrics"][quality] if quality else 0.0,
-                e["metrics"]["compiled_model_size"])
     for e in entries:
         e["pareto"] = False
-    for e in ok:
-        k = key(e)
-        e["pareto"] = not any(all(a <= b for a, b in zip(key(o), k)) and key(o) != k for o in ok)
+    for e, flag in zip(ok, pareto_flags([e["metrics"] for e in ok])):
+        e["pareto"] = flag
 
 
 def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
