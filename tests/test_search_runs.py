@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -198,48 +199,100 @@ def test_layertune_compiler_chain_and_the_report(tmp_path):
     assert text.count("LayerTune") >= 2 and (tmp_path / "build" / "report_time_vs_quality.png").is_file()
 
 
-# Kenning's scripts/optimizationconfigs/onnx-tflite-tensorflow-pet-dataset.json, but for its
-# model_wrapper (a Keras MobileNetV2 trained on the pet dataset) and dataset (the pet dataset).
-KENNING_ONNX_TFLITE = {
-    "optimization_parameters": {"strategy": "grid_search", "optimizable": ["optimizers", "runtime"],
-                                "metric": "inferencetime_mean", "policy": "min"},
-    "optimizers": [
-        {"type": "kenning.compilers.tflite.TFLiteCompiler",
-         "parameters": {"target": ["default"], "compiled_model_path": ["./build/compiled_model.tflite"]}},
-        {"type": "kenning.compilers.onnx.ONNXCompiler",
-         "parameters": {"compiled_model_path": ["./build/compiled_model.onnx"]}}],
-    "runtime": [
-        {"type": "kenning.runtimes.onnx.ONNXRuntime",
-         "parameters": {"save_model_path": ["./build/compiled_model.onnx"],
-                        "execution_providers": [["CPUExecutionProvider"], ["CUDAExecutionProvider"]]}},
-        {"type": "kenning.runtimes.tflite.TFLiteRuntime",
-         "parameters": {"save_model_path": ["./build/compiled_model.tflite"]}}],
+def kenning_config(optimizers: list[tuple[str, dict]], runtimes: list[tuple[str, dict]]) -> dict:
+    return {"optimization_parameters": {"strategy": "grid_search", "optimizable": ["optimizers", "runtime"],
+                                        "metric": "inferencetime_mean", "policy": "min"},
+            "optimizers": [{"type": t, "parameters": p} for t, p in optimizers],
+            "runtime": [{"type": t, "parameters": p} for t, p in runtimes]}
+
+
+_TVM_TFLITE = dict(
+    optimizers=[("{ns}.tflite.TFLiteCompiler", {"target": ["default"], "compiled_model_path": ["./build/compiled_model.tflite"]}),
+                ("{ns}.tvm.TVMCompiler", {"target": ["llvm"], "compiled_model_path": ["./build/compiled_model.tar"],
+                                          "opt_level": [3], "conv2d_data_layout": ["NHWC", "NCHW"]})],
+    runtimes=[("kenning.runtimes.tvm.TVMRuntime", {"save_model_path": ["./build/compiled_model.tar"]}),
+              ("kenning.runtimes.tflite.TFLiteRuntime", {"save_model_path": ["./build/compiled_model.tflite"]})])
+
+
+def _with_namespace(spec: dict, ns: str) -> dict:
+    return kenning_config([(t.format(ns=ns), p) for t, p in spec["optimizers"]], spec["runtimes"])
+
+
+# Kenning's three documented search configs (scripts/optimizationconfigs/), but for their model_wrapper
+# (a Keras MobileNetV2 trained on the pet dataset, a magic-wand model) and dataset, which are swapped
+# for the bundled digits model and scikit-learn's digits.
+KENNING_CONFIGS = {
+    "tvm-tflite-tensorflow-pet-dataset": _with_namespace(_TVM_TFLITE, "kenning.compilers"),
+    "tvm-tflite-tensorflow-magic-wand": _with_namespace(_TVM_TFLITE, "kenning.optimizers"),
+    "onnx-tflite-tensorflow-pet-dataset": kenning_config(
+        [("kenning.compilers.tflite.TFLiteCompiler", {"target": ["default"], "compiled_model_path": ["./build/compiled_model.tflite"]}),
+         ("kenning.compilers.onnx.ONNXCompiler", {"compiled_model_path": ["./build/compiled_model.onnx"]})],
+        [("kenning.runtimes.onnx.ONNXRuntime", {"save_model_path": ["./build/compiled_model.onnx"],
+                                                "execution_providers": [["CPUExecutionProvider"], ["CUDAExecutionProvider"]]}),
+         ("kenning.runtimes.tflite.TFLiteRuntime", {"save_model_path": ["./build/compiled_model.tflite"]})]),
 }
 
 
-def test_kennings_onnx_and_tflite_config_runs(tmp_path):
-    """Kenning's ONNX + TFLite search as Kenning ships it, model and dataset swapped for local
-    blocks: the runtime runs only the artifact its save_model_path names, the CUDA provider is
-    skipped with the reason, each run's artifact lands at compiled_model_path with the run index
-    prefixed, and the ONNX pipelines classify like the TFLite one."""
+@pytest.mark.parametrize("name", sorted(KENNING_CONFIGS))
+def test_kennings_search_configs_run(name, tmp_path):
+    """Each of Kenning's documented configs, model and dataset swapped for local blocks: validated
+    as they are, run to completion with nothing failed; a runtime runs only the artifact its
+    save_model_path names; each run's artifact lands at compiled_model_path with the run index
+    prefixed (a .tar path gets TVM's .tar export, which TVMRuntime links on load); the CUDA provider
+    is skipped with the reason; every pipeline classifies like the fp32 TFLite one."""
     require("onnxruntime")
     require("tf2onnx")
-    cfg = {**KENNING_ONNX_TFLITE,
+    cfg = {**KENNING_CONFIGS[name],
            "model_wrapper": {"type": "layertune.search.blocks.KerasModel", "parameters": {"model_path": MODEL}},
            "dataset": {"type": "layertune.search.blocks.DigitsDataset", "parameters": {"num_samples": 120}}}
     proc, out = run(cfg, tmp_path, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     entries = json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
-    assert len(entries) == 4 * 3  # chains [T], [O], [T, O], [O, T] x 3 runtimes
-    assert not [e for e in entries if e["status"] == "failed"]
+    assert not [e for e in entries if e["status"] == "failed"], [e["reason"] for e in entries if e["status"] == "failed"]
     ok = {i: e for i, e in enumerate(entries) if e["status"] == "ok"}
-    described = sorted(e["description"].split(" => ")[0].count("->") for e in ok.values())
-    assert described == [0, 0, 1]  # TFLite => TFLiteRuntime, ONNX => ONNXRuntime, TFLite -> ONNX => ONNXRuntime
-    cuda = [e for e in entries if "CUDAExecutionProvider" in e["description"] and e["status"] != "skipped"]
-    assert not cuda
-    assert any("CUDAExecutionProvider is not available" in e["reason"] for e in entries)
-    for i, e in ok.items():  # each run's artifact, the run index prefixed
-        suffix = ".tflite" if "TFLiteRuntime" in e["description"] else ".onnx"
+    runtimes = {e["pipeline"]["runtime"]["type"].rsplit(".", 1)[-1] for e in ok.values()}
+    if "onnx" in name:
+        assert len(entries) == 4 * 3 and runtimes == {"ONNXRuntime", "TFLiteRuntime"}
+        assert sorted(e["description"].split(" => ")[0].count("->") for e in ok.values()) == [0, 0, 1]
+        assert all(e["status"] == "skipped" for e in entries if "CUDAExecutionProvider" in e["description"])
+        assert any("CUDAExecutionProvider is not available" in e["reason"] for e in entries)
+    else:  # chains [T], [V] x 2 layouts, [T, V] x 2, [V, T] x 2; TVM takes the TFLite model
+        assert len(entries) == 7 * 2 and runtimes == {"TVMRuntime", "TFLiteRuntime"} and len(ok) == 3
+    for i, e in ok.items():
+        suffix = {"TFLiteRuntime": ".tflite", "ONNXRuntime": ".onnx", "TVMRuntime": ".tar"}[
+            e["pipeline"]["runtime"]["type"].rsplit(".", 1)[-1]]
         assert (tmp_path / "build" / f"{i}_compiled_model{suffix}").is_file()
     accuracies = [e["metrics"]["accuracy"] for e in ok.values()]
     assert min(accuracies) >= 0.9 and max(accuracies) - min(accuracies) <= 0.02
+
+
+def test_kenning_parameters_that_cannot_apply_skip_with_the_reason(tmp_path):
+    """Kenning's parameters are accepted with Kenning's values; those that cannot apply here skip
+    their trial naming the parameter; a Kenning target string is a TVM 0.27 target."""
+    base = {"model_wrapper": {"type": "layertune.search.blocks.KerasModel", "parameters": {"model_path": MODEL}},
+            "dataset": {"type": "layertune.search.blocks.DigitsDataset", "parameters": {"num_samples": 40}}}
+    tflite = {**base, **kenning_config(
+        [("kenning.compilers.tflite.TFLiteCompiler", {"target": "default", "model_framework": "keras",
+                                                      "dataset_percentage": 0.5})],
+        [("kenning.runtimes.tflite.TFLiteRuntime", {"batch_size": [1, 2], "delegates": [[], ["libnosuchdelegate.so"]],
+                                                    "disable_performance_measurements": False})])}
+    tflite["optimization_parameters"]["optimizable"] = ["runtime"]
+    proc, _ = run(tflite, tmp_path, name="tflite", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    entries = json.loads(Path(f"{tmp_path}/tflite_all_results.json").read_text())
+    assert [e["status"] for e in entries].count("ok") == 1 and len(entries) == 4
+    reasons = " | ".join(e["reason"] for e in entries)
+    assert "batch_size 2" in reasons and "delegate libnosuchdelegate.so cannot be loaded" in reasons
+    cpu = "llvm -mcpu=core-avx2" if platform.machine() == "x86_64" else "llvm"
+    tvm = {**base, **kenning_config(
+        [("kenning.compilers.tflite.TFLiteCompiler", {"target": ["default", "edgetpu"], "location": ["host", "target"]}),
+         ("kenning.compilers.tvm.TVMCompiler", {"target": cpu, "model_framework": "tflite"})],
+        [("kenning.runtimes.tvm.TVMRuntime", {"use_tvm_vm": [True, False], "target_device_context": "cpu"})])}
+    proc, _ = run(tvm, tmp_path, name="tvm", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    entries = json.loads(Path(f"{tmp_path}/tvm_all_results.json").read_text())
+    assert not [e for e in entries if e["status"] == "failed"], [e["reason"] for e in entries]
+    ok = [e for e in entries if e["status"] == "ok"]
+    assert len(ok) == 1 and ok[0]["pipeline"]["optimizers"][1]["parameters"]["target"] == cpu
+    reasons = " | ".join(e["reason"] for e in entries)
+    assert "target 'edgetpu'" in reasons and "location 'target'" in reasons and "use_tvm_vm false" in reasons

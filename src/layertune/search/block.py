@@ -89,8 +89,21 @@ class Dataset(Block, abstract=True):
         raise NotImplementedError
 
 
+# Kenning's parameters of every optimizer and every runtime (search/trial.py and space.py give the
+# paths their meaning; `unavailable` says when a value cannot apply here).
+OPTIMIZER_PARAMS = {"compiled_model_path": Param(str), "location": Param(str, "host", ("host", "target"))}
+RUNTIME_PARAMS = {"save_model_path": Param(str), "batch_size": Param(int, 1, minimum=1),
+                  "disable_performance_measurements": Param(bool, False)}
+
+
 class Optimizer(Block, abstract=True):
     kind = "optimizer"
+
+    def unavailable(self) -> str | None:
+        """Why these parameters cannot apply on this machine (the trial is then skipped), or None."""
+        if self.params.get("location") == "target":
+            return f"{self.name}: location 'target' (compiling on the device) is not supported; trials compile on the host"
+        return None
 
     def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
         """Runs the optimizer on the model at `src`; returns the path of the model it produced."""
@@ -99,6 +112,13 @@ class Optimizer(Block, abstract=True):
 
 class Runtime(Block, abstract=True):
     kind = "runtime"
+
+    def unavailable(self) -> str | None:
+        """Why these parameters cannot apply on this machine (the trial is then skipped), or None."""
+        if self.params.get("batch_size", 1) != 1:
+            return (f"{self.name}: batch_size {self.params['batch_size']} is not supported; the models run with "
+                    "their static batch of 1")
+        return None
 
     def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
         """A function: one input batch -> the model's first output as real values."""

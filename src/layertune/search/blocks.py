@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,8 @@ import numpy as np
 from layertune.examples.digits import load_split
 from layertune.model import load
 from layertune.runners.devices import Device
-from layertune.search.block import Data, Dataset, ModelInfo, ModelWrapper, Optimizer, Param, Runtime, Unavailable
+from layertune.search.block import (OPTIMIZER_PARAMS, RUNTIME_PARAMS, Data, Dataset, ModelInfo, ModelWrapper, Optimizer,
+                                    Param, Runtime, Unavailable)
 from layertune.search.tvm_compiler import TVMCompiler
 from layertune.tuner.driver import RunSettings, profile_and_optimize
 from layertune.tuner.options import load_options, shipped_options
@@ -30,8 +32,6 @@ __all__ = ["KerasModel", "TFLiteModel", "ONNXModel", "SyntheticDataset", "Digits
 _WRAPPER_PARAMS = {"model_path": Param(str, required=True), "num_classes": Param(int),
                    "input_scale": Param((int, float), 1.0)}
 _THREADS = Param(int, 1)
-# Kenning's: the file the runtime loads; it must be the chain's last artifact (search/space.py)
-_SAVE_MODEL_PATH = Param(str)
 
 
 def _tensorflow():
@@ -152,30 +152,41 @@ class ImageFolderDataset(Dataset):
 
 class TFLiteCompiler(Optimizer):
     """Keras -> TFLite with the TFLite converter (fp32, fp16 weights, or full int8)."""
-    params_spec = {"target": Param(str, "default", ("default", "float16", "int8")),
+    params_spec = {**OPTIMIZER_PARAMS, "target": Param(str, "default", ("default", "float16", "int8", "edgetpu")),
+                   "model_framework": Param(str, "any", ("any", "keras")),
                    "inference_input_type": Param(str, "float32", ("float32", "int8", "uint8")),
                    "inference_output_type": Param(str, "float32", ("float32", "int8", "uint8")),
-                   "compiled_model_path": Param(str)}
+                   "dataset_percentage": Param((int, float), 0.25), "use_tf_select_ops": Param(bool, False)}
     inputs, output = ("keras",), "tflite"
     kenning_paths = ("kenning.optimizers.tflite.TFLiteCompiler", "kenning.compilers.tflite.TFLiteCompiler")
+
+    def unavailable(self) -> str | None:
+        if self.params["target"] == "edgetpu":
+            return "TFLiteCompiler: target 'edgetpu' needs the Edge TPU compiler, which is not part of layertune " \
+                   "(use default, int8 or float16)"
+        if not 0 < float(self.params["dataset_percentage"]) <= 1:
+            return f"TFLiteCompiler: dataset_percentage must be in (0, 1], got {self.params['dataset_percentage']}"
+        return super().unavailable()
 
     def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
         tf = _tensorflow()
         out = out_dir / "model.tflite"
         converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.models.load_model(src, compile=False))
         target = self.params["target"]
+        builtins = tf.lite.OpsSet.TFLITE_BUILTINS_INT8 if target == "int8" else tf.lite.OpsSet.TFLITE_BUILTINS
+        converter.target_spec.supported_ops = [builtins] + (
+            [tf.lite.OpsSet.SELECT_TF_OPS] if self.params["use_tf_select_ops"] else [])
         if target in ("float16", "int8"):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if target == "float16":
             converter.target_spec.supported_types = [tf.float16]
-        if target == "int8":
-            cal = data.calibration
+        if target == "int8":  # calibrated on dataset_percentage of the calibration samples, as Kenning
+            cal = data.calibration[: max(1, math.ceil(len(data.calibration) * float(self.params["dataset_percentage"])))]
 
             def representative():
                 for i in range(len(cal)):
                     yield [cal[i: i + 1]]
             converter.representative_dataset = representative
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             types = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
             converter.inference_input_type = types[self.params["inference_input_type"]]
             converter.inference_output_type = types[self.params["inference_output_type"]]
@@ -186,8 +197,8 @@ class TFLiteCompiler(Optimizer):
 
 class ONNXCompiler(Optimizer):
     """Keras / TFLite -> ONNX with tf2onnx (Kenning's ONNXCompiler; torch models are not supported here)."""
-    params_spec = {"model_framework": Param(str, "any", ("any", "keras", "tflite")), "opset": Param(int, 17, minimum=11),
-                   "compiled_model_path": Param(str)}
+    params_spec = {**OPTIMIZER_PARAMS, "model_framework": Param(str, "any", ("any", "keras", "tflite")),
+                   "opset": Param(int, 17, minimum=11)}
     inputs, output = ("keras", "tflite"), "onnx"
     kenning_paths = ("kenning.optimizers.onnx.ONNXCompiler", "kenning.compilers.onnx.ONNXCompiler")
 
@@ -227,7 +238,7 @@ def _fix_batch(path: Path) -> None:
 
 class LayerTuneCompiler(Optimizer):
     """Keras / TFLite / ONNX -> an optimized .ltplan, by profile_and_optimize on this machine."""
-    params_spec = {"options": Param(str, "quick.json"), "repeats": Param(int, 3), "compiled_model_path": Param(str)}
+    params_spec = {**OPTIMIZER_PARAMS, "options": Param(str, "quick.json"), "repeats": Param(int, 3)}
     inputs, output = ("keras", "tflite", "onnx"), "ltplan"
 
     def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
@@ -246,16 +257,26 @@ class LayerTuneCompiler(Optimizer):
 
 class TFLiteRuntime(Runtime):
     """LiteRT's interpreter (XNNPACK unless use_xnnpack is false)."""
-    params_spec = {"num_threads": _THREADS, "use_xnnpack": Param(bool, True), "save_model_path": _SAVE_MODEL_PATH}
+    params_spec = {**RUNTIME_PARAMS, "num_threads": _THREADS, "use_xnnpack": Param(bool, True),
+                   "delegates": Param(list, [])}
     inputs = ("tflite",)
     kenning_paths = ("kenning.runtimes.tflite.TFLiteRuntime",)
 
     def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegate
 
         kwargs = {}
         if not self.params["use_xnnpack"]:
             kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        delegates = []
+        for library in self.params["delegates"]:  # Kenning's: delegate libraries, e.g. libedgetpu.so.1
+            try:
+                delegates.append(load_delegate(str(library)))
+            except (ValueError, OSError) as exc:
+                raise Unavailable(f"TFLiteRuntime: delegate {library} cannot be loaded here "
+                                  f"({' '.join(str(exc).split())[:120]})") from None
+        if delegates:
+            kwargs["experimental_delegates"] = delegates
         it = Interpreter(model_path=str(model_path), num_threads=int(self.params["num_threads"]), **kwargs)
         it.allocate_tensors()
         inp, outp = it.get_input_details()[0], it.get_output_details()[0]
@@ -278,8 +299,8 @@ class TFLiteRuntime(Runtime):
 class ONNXRuntime(Runtime):
     """onnxruntime. `execution_providers` is a list in priority order, as in Kenning (in a searched
     runtime, a list of such lists); a provider this onnxruntime does not have skips the trial."""
-    params_spec = {"execution_providers": Param(list, ["CPUExecutionProvider"]), "num_threads": Param(int, 0, minimum=0),
-                   "save_model_path": _SAVE_MODEL_PATH}
+    params_spec = {**RUNTIME_PARAMS, "execution_providers": Param(list, ["CPUExecutionProvider"]),
+                   "num_threads": Param(int, 0, minimum=0)}
     inputs = ("onnx",)
     kenning_paths = ("kenning.runtimes.onnx.ONNXRuntime",)
 
@@ -300,9 +321,17 @@ class ONNXRuntime(Runtime):
 
 class TVMRuntime(Runtime):
     """TVM's Relax virtual machine on a library built by TVMCompiler."""
-    params_spec = {"num_threads": _THREADS, "save_model_path": _SAVE_MODEL_PATH}
+    params_spec = {**RUNTIME_PARAMS, "num_threads": _THREADS, "target_device_context": Param(str, "cpu"),
+                   "use_tvm_vm": Param(bool, True)}
     inputs = ("tvm",)
     kenning_paths = ("kenning.runtimes.tvm.TVMRuntime",)
+
+    def unavailable(self) -> str | None:
+        if self.params["target_device_context"] != "cpu":
+            return f"TVMRuntime: target_device_context '{self.params['target_device_context']}' is not available (cpu only)"
+        if not self.params["use_tvm_vm"]:
+            return "TVMRuntime: use_tvm_vm false (TVM's graph executor) does not exist in TVM 0.27; Relax runs on its VM"
+        return super().unavailable()
 
     def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
         os.environ["TVM_NUM_THREADS"] = str(self.params["num_threads"])
@@ -315,7 +344,7 @@ class TVMRuntime(Runtime):
 
 class LayerTuneRuntime(Runtime):
     """layertune's engine on a .ltplan, .tflite, .onnx or .keras model."""
-    params_spec = {"num_threads": _THREADS, "save_model_path": _SAVE_MODEL_PATH}
+    params_spec = {**RUNTIME_PARAMS, "num_threads": _THREADS}
     inputs = ("ltplan", "tflite", "onnx", "keras")
 
     def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:

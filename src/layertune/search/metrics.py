@@ -13,9 +13,14 @@ QUALITY = ("accuracy", "mean_precision", "mean_sensitivity", "g_mean", "top_5_ac
 def pareto_flags(metrics: list[dict[str, Any]]) -> list[bool]:
     """For each run's metrics: no other run is at least as good on inference time, quality (the
     first quality metric every run has) and size, and better on one."""
-    quality = next((q for q in QUALITY if all(q in m for m in metrics)), None)
-    keys = [(m["inferencetime_mean"], -m[quality] if quality else 0.0, m["compiled_model_size"]) for m in metrics]
-    return [not any(all(a <= b for a, b in zip(o, k)) and o != k for o in keys) for k in keys]
+    timed = [m for m in metrics if "inferencetime_mean" in m]  # (disable_performance_measurements: not timed)
+    quality = next((q for q in QUALITY if all(q in m for m in timed)), None)
+
+    def key(m):
+        return m["inferencetime_mean"], -m[quality] if quality else 0.0, m["compiled_model_size"]
+    keys = [key(m) for m in timed]
+    return [m in timed and not any(all(a <= b for a, b in zip(o, key(m))) and o != key(m) for o in keys)
+            for m in metrics]
 
 
 def classification_metrics(scores: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[dict[str, float], list]:

@@ -38,10 +38,10 @@ def write_report(measurement_files: list[Path], report_path: Path) -> list[Path]
     runs = []
     for f in measurement_files:
         data = json.loads(Path(f).read_text())
-        if "metrics" in data and "pipeline" in data:
+        if "pipeline" in data and "inferencetime_mean" in data.get("metrics", {}):
             runs.append(data)
     if not runs:
-        raise ValueError("--measurements: no run files with metrics")
+        raise ValueError("--measurements: no run files with timing metrics")
     report_path = Path(report_path)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     labels = _labels(runs)

@@ -196,11 +196,17 @@ def _compiled_steps(spec: dict[str, Any], model: ModelInfo, data: Data, cache: P
 
 
 def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
+    runtime = _block(spec["pipeline"]["runtime"])
+    for block in [*(_block(step) for step in spec["pipeline"]["optimizers"]), runtime]:
+        reason = block.unavailable()
+        if reason:
+            raise Unavailable(reason)
     model = _block(spec["model_wrapper"]).info()
     data = _block(spec["dataset"]).load(model)
     compiled, fmt = compile_chain(spec["pipeline"], model, data, Path(spec["cache"]), spec.get("run_index"))
-    run = _block(spec["pipeline"]["runtime"]).load(compiled)
-    for i in range(min(3, len(data.x))):  # warm-up
+    run = runtime.load(compiled)
+    measure = not runtime.params.get("disable_performance_measurements")
+    for i in range(min(3, len(data.x)) if measure else 0):  # warm-up
         run(data.x[i: i + 1])
     times, outputs = [], []
     with ResourceSampler() as sampler:
@@ -209,16 +215,20 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
             y = run(data.x[i: i + 1])
             times.append(time.perf_counter() - t0)
             outputs.append(np.asarray(y).reshape(-1))
-    metrics = {**_stats("inferencetime", times), **_stats("session_utilization_cpus_percent_avg", sampler.cpu),
-               **_stats("session_utilization_mem_percent", sampler.mem),
-               "compiled_model_size": compiled.stat().st_size}
+    metrics: dict[str, Any] = {"compiled_model_size": compiled.stat().st_size}
+    if measure:  # Kenning's disable_performance_measurements: quality metrics only
+        metrics.update({**_stats("inferencetime", times), **_stats("session_utilization_cpus_percent_avg", sampler.cpu),
+                        **_stats("session_utilization_mem_percent", sampler.mem)})
+    else:
+        times = []
     confusion = None
     if data.y is not None:
         scores = np.stack(outputs)
         extra, confusion = classification_metrics(scores, data.y, model.num_classes)
         metrics.update(extra)
     return {"metrics": metrics, "inference_times": times,
-            "resources": {"timestamps": sampler.timestamps, "cpus_percent_avg": sampler.cpu, "mem_percent": sampler.mem},
+            "resources": {"timestamps": sampler.timestamps, "cpus_percent_avg": sampler.cpu, "mem_percent": sampler.mem}
+            if measure else {},
             "confusion_matrix": confusion, "compiled_model": str(compiled), "compiled_format": fmt}
 
 

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from layertune.search.block import Data, Optimizer, Param
+from layertune.search.block import OPTIMIZER_PARAMS, Data, Optimizer, Param
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +96,39 @@ def tune_and_compile(mod: Any, target: Any, trials: int, work_dir: Path, seed: i
         return tvm.compile(mod, target=target)
 
 
+_LIST_ATTRS = ("mattr", "libs", "keys")
+
+
+def target_dict(text: str) -> dict[str, Any]:
+    """A target as Kenning (and TVM before 0.27) writes it, "llvm -mcpu=core-avx2 -mattr=+avx2,+fma",
+    as the dict TVM 0.27 takes: {"kind": "llvm", "mcpu": "core-avx2", "mattr": ["+avx2", "+fma"]}."""
+    kind, *options = text.split()
+    out: dict[str, Any] = {"kind": kind}
+    for option in options:
+        if not option.startswith("-") or option == "-":
+            raise ValueError(f"TVMCompiler: target '{text}': expected -key=value options, got '{option}'")
+        key, eq, value = option.lstrip("-").partition("=")
+        out[key] = (value.split(",") if key in _LIST_ATTRS else value) if eq else True
+    return out
+
+
 def tvm_target(params: dict[str, Any]) -> Any:
-    """The block's `target` as a tvm Target: "llvm" means this CPU (LLVM's -mcpu detection); a
-    tuned llvm target gets this machine's core count unless it names one."""
+    """The block's `target` (with `target_attrs` appended, and `target_host`) as a tvm Target:
+    "llvm" alone means this CPU (LLVM's -mcpu detection); a tuned llvm target gets this machine's
+    core count unless it names one."""
     import tvm
     from tvm.target import codegen
 
     target = params.get("target", "llvm")
-    if target == "llvm":
+    if isinstance(target, str):
+        target = target_dict(f"{target} {params.get('target_attrs') or ''}".strip())
+    if target == {"kind": "llvm"}:
         target = {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}
-    if params.get("tuning_trials") and isinstance(target, dict):
+    if params.get("tuning_trials"):
         target = with_core_count(target)
+    host = params.get("target_host")
+    if host:
+        return tvm.target.Target(target, host=tvm.target.Target(target_dict(host) if isinstance(host, str) else host))
     return tvm.target.Target(target)
 
 
@@ -142,16 +164,28 @@ def compile_model(params: dict[str, Any], src: Path, out: Path) -> Path:
 
 class TVMCompiler(Optimizer):
     """TFLite / ONNX -> a TVM 0.27 Relax library, optionally tuned by meta_schedule (`tuning_trials`)."""
-    params_spec = {"target": Param((str, dict), "llvm"), "opt_level": Param(int, 3, (0, 1, 2, 3, 4)),
-                   "conv2d_data_layout": Param(str, "NHWC", ("NHWC", "NCHW")), "tuning_trials": Param(int, 0, minimum=0),
-                   "tuning_seed": Param(int, 0, minimum=0), "compiled_model_path": Param(str)}
+    params_spec = {**OPTIMIZER_PARAMS, "target": Param((str, dict), "llvm"), "target_attrs": Param(str, ""),
+                   "target_host": Param((str, dict)), "model_framework": Param(str, "any", ("any", "tflite", "onnx")),
+                   "opt_level": Param(int, 3, (0, 1, 2, 3, 4)), "conv2d_data_layout": Param(str, "NHWC", ("NHWC", "NCHW")),
+                   "use_tvm_vm": Param(bool, True), "tuning_trials": Param(int, 0, minimum=0),
+                   "tuning_seed": Param(int, 0, minimum=0)}
     inputs, output = ("tflite", "onnx"), "tvm"
     kenning_paths = ("kenning.optimizers.tvm.TVMCompiler", "kenning.compilers.tvm.TVMCompiler")
 
+    def unavailable(self) -> str | None:
+        if not self.params["use_tvm_vm"]:
+            return "TVMCompiler: use_tvm_vm false (TVM's graph executor) does not exist in TVM 0.27; Relax builds VM executables"
+        return super().unavailable()
+
     def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
         """compile_model, in a process of its own when it tunes (see the module doc). The child
-        is in the caller's session, so a trial's timeout ends it too."""
-        out = out_dir / "model.so"
+        is in the caller's session, so a trial's timeout ends it too. A compiled_model_path ending
+        in .tar gets TVM's .tar export (objects the runtime links on load), as Kenning writes."""
+        framework = "onnx" if src.suffix == ".onnx" else "tflite"
+        if self.params["model_framework"] not in ("any", framework):
+            raise ValueError(f"TVMCompiler: model_framework is {self.params['model_framework']}, the model is {framework}")
+        tar = str(self.params.get("compiled_model_path") or "").endswith(".tar")
+        out = out_dir / ("model.tar" if tar else "model.so")
         if not self.params.get("tuning_trials"):
             return compile_model(self.params, src, out)
         check_runs_here(tvm_target(self.params))  # a clear error now rather than from the child
