@@ -45,6 +45,19 @@ class Unavailable(RuntimeError):
     skipped with this reason rather than failed."""
 
 
+# Kenning's blocks that cannot work here, and what to use instead (said when a config names one).
+_OFFLINE = ("downloads its data, and layertune runs offline (no data set can be fetched): use "
+            "layertune.search.blocks.ImageFolderDataset on a local copy (a folder per class) or DigitsDataset")
+NOT_HERE = {
+    "kenning.datasets.pet_dataset.PetDataset": _OFFLINE,
+    "kenning.datasets.magic_wand_dataset.MagicWandDataset": _OFFLINE,
+    "kenning.datasets.imagenet_dataset.ImageNetDataset": _OFFLINE,
+    "kenning.datasets.coco_dataset.COCODataset2017": _OFFLINE,
+    "kenning.modelwrappers.object_detection.yolov4.ONNXYOLOV4":
+        "post-processes detections, which layertune's classification metrics do not: use "
+        "layertune.search.blocks.ONNXModel for the network alone",
+}
+
 REGISTRY: dict[str, type["Block"]] = {}  # class name -> block class
 ALIASES: dict[str, str] = {}  # Kenning class path -> class name
 
@@ -73,6 +86,11 @@ class Block:
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         return {k: p.default for k, p in cls.params_spec.items() if p.default is not None}
+
+    @classmethod
+    def check(cls, params: dict[str, Any]) -> tuple[str, str] | None:
+        """(parameter, why) for a value the config cannot have here, checked at validation."""
+        return None
 
 
 class ModelWrapper(Block, abstract=True):

@@ -10,7 +10,7 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -45,6 +45,14 @@ def _tensorflow():
 class _FileModel(ModelWrapper, abstract=True):
     params_spec = _WRAPPER_PARAMS
 
+    @classmethod
+    def check(cls, params: dict[str, Any]) -> tuple[str, str] | None:
+        path = str(params.get("model_path", ""))
+        if path.startswith(("kenning://", "http://", "https://")):
+            return "model_path", (f"{path} is a resource Kenning downloads, and layertune runs offline: give the path "
+                                  "of a local .h5 / .keras / .tflite / .onnx file")
+        return None
+
     def _info(self, shape: tuple[int, ...], classes: int) -> ModelInfo:
         return ModelInfo(self.model_path(), self.output, tuple(int(d) for d in shape),
                          int(self.params.get("num_classes") or classes), float(self.params["input_scale"]))
@@ -57,8 +65,12 @@ class _FileModel(ModelWrapper, abstract=True):
 
 
 class KerasModel(_FileModel):
-    """A .keras / .h5 model (its input shape and class count read with TensorFlow)."""
+    """A .keras / .h5 model (its input shape and class count read with TensorFlow). Kenning's
+    wrappers whose own pre-processing is plain (the model runs on the data as given; the pet
+    wrapper's normalization lives in its dataset) are aliases."""
     output = "keras"
+    kenning_paths = ("kenning.modelwrappers.classification.tensorflow_pet_dataset.TensorFlowPetDatasetMobileNetV2",
+                     "kenning.modelwrappers.classification.tflite_magic_wand.MagicWandModelWrapper")
 
     def info(self) -> ModelInfo:
         model = _tensorflow().keras.models.load_model(self.model_path(), compile=False)

@@ -23,7 +23,7 @@ from typing import Any
 
 from layertune.jsonfile import read_json
 from layertune.search import blocks  # noqa: F401  (registers every block class)
-from layertune.search.block import Block, known_paths, resolve
+from layertune.search.block import NOT_HERE, Block, known_paths, resolve
 
 METRICS_MIN = ("inferencetime_mean", "inferencetime_std", "inferencetime_median",
                "session_utilization_mem_percent_mean", "session_utilization_mem_percent_std",
@@ -82,6 +82,8 @@ def _block(source: str, key: str, data: Any, kind: str) -> BlockConfig:
     extra = set(data) - {"type", "parameters"}
     if extra:
         raise ConfigError(f"{source}: '{key}': unknown key '{sorted(extra)[0]}'")
+    if data["type"] in NOT_HERE:
+        raise ConfigError(f"{source}: '{key}.type': {data['type']} {NOT_HERE[data['type']]}")
     spec = resolve(data["type"], kind)
     if spec is None:
         raise ConfigError(f"{source}: '{key}.type': unknown {kind.replace('_', ' ')} '{data['type']}' "
@@ -110,6 +112,10 @@ def _block(source: str, key: str, data: Any, kind: str) -> BlockConfig:
     for pname, p in spec.params_spec.items():
         if p.required and pname not in params:
             raise ConfigError(f"{source}: '{key}.parameters.{pname}' is required for {spec.name}")
+    for combo in BlockConfig(spec, dict(params)).alternatives(True):
+        problem = spec.check(combo)
+        if problem:
+            raise ConfigError(f"{source}: '{key}.parameters.{problem[0]}': {problem[1]}")
     return BlockConfig(spec, dict(params))
 
 
