@@ -119,7 +119,9 @@ def test_truncated_and_foreign_files_are_refused(digits_paths, tmp_path):
     assert "not a TFLite model" in _load_error(tmp_path / "noise.tflite")
     assert "no such model file" in _load_error(tmp_path / "missing.tflite")
     (tmp_path / "model.onnx").write_bytes(b"xx")
-    assert "unknown model format" in _load_error(tmp_path / "model.onnx")
+    assert "model.onnx: the ONNX graph has no nodes (not a model, or a corrupt file)" in _load_error(tmp_path / "model.onnx")
+    (tmp_path / "model.pb").write_bytes(b"xx")
+    assert "unknown model format" in _load_error(tmp_path / "model.pb")
 
 
 def test_unsupported_op_is_named_with_its_index(tmp_path):

@@ -46,6 +46,13 @@ def run(cfg: dict, tmp: Path, name: str = "out", cwd: Path = ROOT) -> tuple[subp
     return proc, out
 
 
+def trials(all_results: Path) -> list[dict]:
+    """The search's trials, the native baseline (always the first entry) checked and left out."""
+    native, *entries = json.loads(all_results.read_text())
+    assert native["baseline"] and native["pipeline"]["optimizers"] == [] and "NativeRuntime" in native["description"]
+    return entries
+
+
 def pipeline_alone(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "layertune.cli", "test-pipeline", *args], capture_output=True,
                           text=True, timeout=600, cwd=ROOT)
@@ -54,11 +61,17 @@ def pipeline_alone(*args: str) -> subprocess.CompletedProcess:
 def test_grid_with_incompatible_and_failing_pipelines(tmp_path):
     proc, out = run(search_config(), tmp_path)
     assert proc.returncode == 0, proc.stderr
-    entries = json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
+    entries = trials(tmp_path / "out_all_results.json")
     by_status = {}
     for e in entries:
         by_status.setdefault(e["status"], []).append(e)
     assert len(entries) == 2 * 4  # 2 TFLite targets x 4 runtimes
+    # the native baseline (the Keras model in TensorFlow) ran, and every run is compared with it
+    native = json.loads((tmp_path / "out_all_results.json").read_text())[0]
+    assert native["status"] == "ok" and native["metrics"]["accuracy"] >= 0.9
+    assert all(e["speedup_vs_native"] > 0 and e["size_reduction_vs_native"] > 0 for e in entries if e["status"] == "ok")
+    int8 = [e for e in entries if e["status"] == "ok" and e["pipeline"]["optimizers"][0]["parameters"]["target"] == "int8"]
+    assert int8 and all(e["size_reduction_vs_native"] > 2 for e in int8)  # int8 weights against the .keras file
     skipped = by_status["skipped"]
     assert skipped and all("TVMRuntime runs tvm models" in e["reason"] for e in skipped)
     failed = by_status["failed"]  # LayerTuneRuntime with num_threads 0
@@ -83,7 +96,7 @@ def test_grid_with_incompatible_and_failing_pipelines(tmp_path):
     # re-running the same command resumes: nothing is run again
     proc2, _ = run(search_config(), tmp_path)
     assert proc2.returncode == 0 and "trial 1/" not in proc2.stderr
-    assert all(e.get("resumed") for e in json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
+    assert all(e.get("resumed") for e in trials(tmp_path / "out_all_results.json")
                if e["status"] == "ok")
     # OUT.json is Kenning's: the best pipeline with its model and dataset, which runs again as it is
     # (compiled afresh): the same pipeline, the same answers
@@ -118,7 +131,7 @@ def test_a_hanging_trial_times_out_and_is_recorded(tmp_path):
     cfg["optimization_parameters"]["trial_timeout_s"] = 20
     proc, out = run(cfg, tmp_path)
     assert proc.returncode == 2 and "no pipeline succeeded" in proc.stderr.strip().splitlines()[-1]
-    (entry,) = json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
+    (entry,) = trials(tmp_path / "out_all_results.json")
     assert entry["status"] == "failed" and entry["reason"].startswith("timeout")
     assert not out.exists()
 
@@ -129,15 +142,15 @@ def test_seeded_random_and_tpe_are_reproducible(strategy, tmp_path):
                                                  "metric": "accuracy", "policy": "max"}, constraints=[])
     proc, out = run(cfg, tmp_path, "a")
     assert proc.returncode == 0, proc.stderr
-    first = [e["id"] for e in json.loads(Path(f"{tmp_path}/a_all_results.json").read_text())]
+    first = [e["id"] for e in trials(tmp_path / "a_all_results.json")]
     assert len(first) == 3 and len(set(first)) == 3
     # the same seed elsewhere: the same pipelines in the same order
     (tmp_path / "again").mkdir()
     proc, _ = run(cfg, tmp_path / "again", "a")
     assert proc.returncode == 0, proc.stderr
-    assert [e["id"] for e in json.loads(Path(f"{tmp_path}/again/a_all_results.json").read_text())] == first
+    assert [e["id"] for e in trials(tmp_path / "again/a_all_results.json")] == first
     best = json.loads(out.read_text())
-    ok = [e for e in json.loads(Path(f"{tmp_path}/a_all_results.json").read_text()) if e["status"] == "ok"]
+    ok = [e for e in trials(tmp_path / "a_all_results.json") if e["status"] == "ok"]
     assert best["metrics"]["accuracy"] == max(e["metrics"]["accuracy"] for e in ok)  # policy max
 
 
@@ -184,7 +197,7 @@ def test_layertune_compiler_chain_and_the_report(tmp_path):
                         runtime=[{"type": "layertune.search.blocks.LayerTuneRuntime", "parameters": {"num_threads": [1, 2]}}])
     proc, out = run(cfg, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    entries = json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
+    entries = trials(tmp_path / "out_all_results.json")
     assert [e["status"] for e in entries] == ["ok", "ok"]
     assert all(e["metrics"]["accuracy"] >= 0.9 for e in entries)  # the tuned plan keeps the model's answers
     for name in ("out_report.md", "out_report_time_vs_quality.png", "out_report_time_histograms.png",
@@ -247,7 +260,7 @@ def test_kennings_search_configs_run(name, tmp_path):
            "dataset": {"type": "layertune.search.blocks.DigitsDataset", "parameters": {"num_samples": 120}}}
     proc, out = run(cfg, tmp_path, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    entries = json.loads(Path(f"{tmp_path}/out_all_results.json").read_text())
+    entries = trials(tmp_path / "out_all_results.json")
     assert not [e for e in entries if e["status"] == "failed"], [e["reason"] for e in entries if e["status"] == "failed"]
     ok = {i: e for i, e in enumerate(entries) if e["status"] == "ok"}
     runtimes = {e["pipeline"]["runtime"]["type"].rsplit(".", 1)[-1] for e in ok.values()}
@@ -279,7 +292,7 @@ def test_kenning_parameters_that_cannot_apply_skip_with_the_reason(tmp_path):
     tflite["optimization_parameters"]["optimizable"] = ["runtime"]
     proc, _ = run(tflite, tmp_path, name="tflite", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    entries = json.loads(Path(f"{tmp_path}/tflite_all_results.json").read_text())
+    entries = trials(tmp_path / "tflite_all_results.json")
     assert [e["status"] for e in entries].count("ok") == 1 and len(entries) == 4
     reasons = " | ".join(e["reason"] for e in entries)
     assert "batch_size 2" in reasons and "delegate libnosuchdelegate.so cannot be loaded" in reasons
@@ -290,7 +303,7 @@ def test_kenning_parameters_that_cannot_apply_skip_with_the_reason(tmp_path):
         [("kenning.runtimes.tvm.TVMRuntime", {"use_tvm_vm": [True, False], "target_device_context": "cpu"})])}
     proc, _ = run(tvm, tmp_path, name="tvm", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    entries = json.loads(Path(f"{tmp_path}/tvm_all_results.json").read_text())
+    entries = trials(tmp_path / "tvm_all_results.json")
     assert not [e for e in entries if e["status"] == "failed"], [e["reason"] for e in entries]
     ok = [e for e in entries if e["status"] == "ok"]
     assert len(ok) == 1 and ok[0]["pipeline"]["optimizers"][1]["parameters"]["target"] == cpu

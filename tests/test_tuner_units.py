@@ -381,7 +381,7 @@ def test_the_import_graph_has_no_cycles():
 
 
 HEAVY_OPTIONAL = {"tensorflow", "tvm", "tflite", "optuna", "matplotlib", "paramiko", "fabric", "PIL",
-                  "ai_edge_litert", "psutil", "sklearn"}
+                  "ai_edge_litert", "psutil", "sklearn", "onnx", "onnxruntime", "tf2onnx"}
 
 
 DEVICE_SCRIPTS = {"runners/litert_timer.py"}  # run on the device: any import may be missing there (a reason)

@@ -27,7 +27,7 @@ from layertune.tuner.targets import resolve_target
 
 __all__ = ["KerasModel", "TFLiteModel", "ONNXModel", "SyntheticDataset", "DigitsDataset", "ImageFolderDataset",
            "TFLiteCompiler", "ONNXCompiler", "TVMCompiler", "LayerTuneCompiler", "TFLiteRuntime", "ONNXRuntime",
-           "TVMRuntime", "LayerTuneRuntime"]
+           "TVMRuntime", "LayerTuneRuntime", "NativeRuntime"]
 
 _WRAPPER_PARAMS = {"model_path": Param(str, required=True), "num_classes": Param(int),
                    "input_scale": Param((int, float), 1.0)}
@@ -362,3 +362,21 @@ class LayerTuneRuntime(Runtime):
     def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
         model = load(model_path, threads=int(self.params["num_threads"]))
         return lambda x: np.asarray(model.run(x))
+
+
+class NativeRuntime(Runtime):
+    """The model in its own framework, what Kenning's native scenario (only a model wrapper and a
+    dataset) measures: Keras / TensorFlow for .keras / .h5 (a traced tf.function, as Keras's
+    predict runs it), LiteRT's default interpreter for .tflite, onnxruntime for .onnx."""
+    params_spec = {**RUNTIME_PARAMS}
+    inputs = ("keras", "tflite", "onnx")
+
+    def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
+        if model_path.suffix == ".tflite":
+            return TFLiteRuntime({}).load(model_path)
+        if model_path.suffix == ".onnx":
+            return ONNXRuntime({}).load(model_path)
+        tf = _tensorflow()
+        model = tf.keras.models.load_model(model_path, compile=False)
+        call = tf.function(lambda x: model(x, training=False))
+        return lambda x: call(tf.constant(x)).numpy()

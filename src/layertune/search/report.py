@@ -47,17 +47,30 @@ def write_report(measurement_files: list[Path], report_path: Path) -> list[Path]
     labels = _labels(runs)
     plots = _plots(runs, report_path, labels)
     runs.sort(key=lambda r: r["metrics"]["inferencetime_mean"])
+    native = next((r for r in runs if not r["pipeline"]["optimizers"]
+                   and r["pipeline"]["runtime"]["type"].endswith(".NativeRuntime")), None)
     pareto = pareto_flags([r["metrics"] for r in runs])
     lines = ["# fine-tune-optimizers report", "", f"{len(runs)} run(s); **fastest** is the lowest mean inference "
-             "time, *pareto* the runs no other beats on time, accuracy and size together.", "",
-             "| run | pipeline | inference time mean (ms) | median (ms) | accuracy | model size (KiB) | CPU % | mem % | |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "time, *pareto* the runs no other beats on time, accuracy and size together"
+             + (f"; speed-up and size reduction are against the model in its own framework (run {native['id']})"
+                if native else "") + ".", "",
+             "| run | pipeline | inference time mean (ms) | median (ms) | speed-up | model size (KiB) | size reduction | "
+             "accuracy | precision | sensitivity | g-mean | top-5 | CPU % | mem % | |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+
+    def num(m: dict[str, Any], key: str) -> str:
+        return f"{m[key]:.3f}" if key in m else "-"
     for i, (r, front) in enumerate(zip(runs, pareto)):
         m = r["metrics"]
-        acc = f"{m['accuracy']:.3f}" if "accuracy" in m else "-"
-        marks = ", ".join(([("**fastest**")] if i == 0 else []) + (["*pareto*"] if front else []))
-        lines.append(f"| {r['id']} | {labels[r['id']]} | {m['inferencetime_mean'] * 1e3:.4f} | {m['inferencetime_median'] * 1e3:.4f} | "
-                     f"{acc} | {m['compiled_model_size'] / 1024:.1f} | {m.get('session_utilization_cpus_percent_avg_mean', 0):.1f} | "
+        marks = ", ".join((["**fastest**"] if i == 0 else []) + (["*pareto*"] if front else [])
+                          + (["native"] if r is native else []))
+        n = native["metrics"] if native else None
+        speedup = f"{n['inferencetime_mean'] / m['inferencetime_mean']:.2f}x" if n else "-"
+        smaller = f"{n['compiled_model_size'] / m['compiled_model_size']:.2f}x" if n else "-"
+        lines.append(f"| {r['id']} | {labels[r['id']]} | {m['inferencetime_mean'] * 1e3:.4f} | "
+                     f"{m['inferencetime_median'] * 1e3:.4f} | {speedup} | {m['compiled_model_size'] / 1024:.1f} | {smaller} | "
+                     + " | ".join(num(m, k) for k in QUALITY[:5])
+                     + f" | {m.get('session_utilization_cpus_percent_avg_mean', 0):.1f} | "
                      f"{m.get('session_utilization_mem_percent_mean', 0):.2f} | {marks} |")
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     write_text_atomic(report_path, "\n".join(lines) + "\n")

@@ -15,7 +15,7 @@ from layertune.jsonfile import write_json
 from layertune.search.config import SearchConfig
 from layertune.search.metrics import pareto_flags
 from layertune.search.scenarios import scenario
-from layertune.search.space import Pipeline, enumerate_space, incompatibility
+from layertune.search.space import Pipeline, enumerate_space, incompatibility, native_pipeline
 from layertune.search.strategies import make_strategy
 from layertune.search.trial import run_trial_process, trial_spec
 
@@ -50,48 +50,69 @@ def _pareto(entries: list[dict[str, Any]]) -> None:
         e["pareto"] = flag
 
 
+def _run(cfg: SearchConfig, pipeline: Pipeline, output: Path, index: int | None, total: Any) -> dict[str, Any]:
+    """One pipeline's entry: skipped (incompatible), resumed from its run file, or run as a trial
+    (`index`: the trial's 0-based number, its artifacts' prefix; None for the native baseline)."""
+    shown = "native" if index is None else index + 1
+    entry = {"id": pipeline.id, "pipeline": pipeline.to_json(), "description": pipeline.describe()}
+    reason = incompatibility(pipeline, cfg.model_wrapper.spec.output)  # the config says the format: no model loaded
+    previous = run_file(output, pipeline)
+    if reason:
+        entry.update({"status": "skipped", "reason": f"incompatible: {reason}", "metrics": {}})
+    elif previous.exists() and json.loads(previous.read_text()).get("status") == "ok":
+        entry.update({k: v for k, v in json.loads(previous.read_text()).items() if k in ("status", "reason", "metrics")})
+        entry["resumed"] = True
+    else:
+        log.info("trial %s/%s: %s", shown, total, pipeline.describe())
+        result = _trial(cfg, pipeline, output, index)
+        entry.update({"status": result["status"], "reason": result["reason"], "metrics": result.get("metrics", {})})
+        if result["status"] == "ok":
+            write_json(previous, {**result, "pipeline": scenario(cfg, pipeline), "id": pipeline.id})
+            log.info("trial %s/%s done in %.0f s: %s = %.6g", shown, total, result["seconds"], cfg.metric,
+                     result["metrics"].get(cfg.metric, float("nan")))
+        elif result["status"] == "skipped":
+            log.info("trial skipped: %s", result["reason"])
+        else:
+            log.warning("trial failed: %s", result["reason"])
+    entry["satisfies_constraints"] = entry["status"] == "ok" and _satisfies(cfg, entry["metrics"])
+    return entry
+
+
+def _against_native(entry: dict[str, Any], native: dict[str, Any]) -> None:
+    """Kenning's summary figures: speed-up and size reduction against the model in its framework."""
+    m, n = entry["metrics"], native["metrics"]
+    if entry["status"] == "ok" and native["status"] == "ok" and "inferencetime_mean" in m and "inferencetime_mean" in n:
+        entry["speedup_vs_native"] = n["inferencetime_mean"] / m["inferencetime_mean"]
+        entry["size_reduction_vs_native"] = n["compiled_model_size"] / m["compiled_model_size"]
+
+
 def run_search(cfg: SearchConfig, output: Path) -> dict[str, Any]:
-    """Runs the search; writes OUT.json, OUT_all_results.json and OUT_<run id>.json."""
+    """Runs the search; writes OUT.json, OUT_all_results.json and OUT_<run id>.json. The model in
+    its own framework (no optimizer, NativeRuntime) runs first as the baseline: recorded with
+    "baseline": true, never a candidate, and every other run's speed-up and size reduction are
+    measured against it."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     best_path, all_path, _ = _output_paths(output)
-    model_format = cfg.model_wrapper.spec.output  # the config says it: no model is loaded here
     strategy = make_strategy(cfg)
-    entries: list[dict[str, Any]] = []
     pipelines: dict[str, Pipeline] = {}
     started = time.monotonic()
     total = len(enumerate_space(cfg)) if cfg.strategy == "grid_search" else cfg.n_trials
+    native = {**_run(cfg, native_pipeline(), output, None, total), "baseline": True}
+    entries: list[dict[str, Any]] = [native]
+    write_json(all_path, entries)
     while (pipeline := strategy.ask()) is not None:
         if cfg.timeout_s and time.monotonic() - started > cfg.timeout_s:
             log.info("search timeout (%g s) reached", cfg.timeout_s)
             break
-        entry = {"id": pipeline.id, "pipeline": pipeline.to_json(), "description": pipeline.describe()}
         pipelines[pipeline.id] = pipeline
-        reason = incompatibility(pipeline, model_format)
-        previous = run_file(output, pipeline)
-        if reason:
-            entry.update({"status": "skipped", "reason": f"incompatible: {reason}", "metrics": {}})
-        elif previous.exists() and json.loads(previous.read_text()).get("status") == "ok":
-            entry.update({k: v for k, v in json.loads(previous.read_text()).items() if k in ("status", "reason", "metrics")})
-            entry["resumed"] = True
-        else:
-            log.info("trial %d/%s: %s", len(entries) + 1, total, pipeline.describe())
-            result = _trial(cfg, pipeline, output, len(entries))
-            entry.update({"status": result["status"], "reason": result["reason"], "metrics": result.get("metrics", {})})
-            if result["status"] == "ok":
-                write_json(previous, {**result, "pipeline": scenario(cfg, pipeline), "id": pipeline.id})
-                log.info("trial %d/%s done in %.0f s: %s = %.6g", len(entries) + 1, total, result["seconds"],
-                         cfg.metric, result["metrics"].get(cfg.metric, float("nan")))
-            elif result["status"] == "skipped":
-                log.info("trial skipped: %s", result["reason"])
-            else:
-                log.warning("trial failed: %s", result["reason"])
-        entry["satisfies_constraints"] = entry["status"] == "ok" and _satisfies(cfg, entry["metrics"])
+        entry = _run(cfg, pipeline, output, len(entries) - 1, total)
+        _against_native(entry, native)
         strategy.tell(pipeline, entry["metrics"].get(cfg.metric) if entry["status"] == "ok" else None)
         entries.append(entry)
-        _pareto(entries)
+        _pareto(entries[1:])
         write_json(all_path, entries)
-    candidates = [e for e in entries if e["satisfies_constraints"] and cfg.metric in e["metrics"]]
+    candidates = [e for e in entries[1:] if e["satisfies_constraints"] and cfg.metric in e["metrics"]]
     if not candidates:
         raise RuntimeError(f"no pipeline succeeded{' within the constraints' if cfg.constraints else ''}; "
                            f"see {all_path}")

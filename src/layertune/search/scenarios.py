@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from layertune.jsonfile import read_json, write_json
+from layertune.search.block import REGISTRY
 from layertune.search.config import ConfigError, SearchConfig, parse_config
 from layertune.search.trial import run_trial_process, trial_spec
 from layertune.search.space import Pipeline, enumerate_space, incompatibility
@@ -53,6 +54,8 @@ def load_pipeline(path: Path, search_config: Path | None = None) -> tuple[Search
             body[key] = base[key]
     elif "model_wrapper" not in body or "dataset" not in body:
         raise ConfigError(f"{path}: the pipeline names no model or dataset; pass the search's config with --json-cfg")
+    if "runtime" not in body and not body.get("optimizers"):  # Kenning's native scenario: the model alone
+        body["runtime"] = {"type": REGISTRY["NativeRuntime"].path, "parameters": {}}
     unknown = set(body) - {"model_wrapper", "dataset", "optimizers", "runtime"}
     if unknown:
         raise ConfigError(f"{path}: unknown key '{sorted(unknown)[0]}' in a pipeline")

@@ -57,6 +57,11 @@ def _short(params: dict[str, Any]) -> str:
     return "(" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else ""
 
 
+def native_pipeline() -> Pipeline:
+    """No optimizer, the model run by its own framework (Kenning's native scenario)."""
+    return Pipeline((), Step.of("NativeRuntime", REGISTRY["NativeRuntime"].defaults()))
+
+
 def chains(cfg: SearchConfig) -> list[tuple[int, ...]]:
     """Optimizer index chains: ordered non-empty subsets when searchable, else all in order."""
     n = len(cfg.optimizers)
