@@ -129,7 +129,8 @@ def _plots(out_dir: Path, result: ModelResult) -> list[Path]:
         if max(lat.values()) > 10 * min(lat.values()):
             ax.set_xscale("log")
         ax.set_xlabel("ms (median of the verification rounds)")
-        ax.set_title(f"whole-model latency: written = {written} (green), LiteRT (orange)", fontsize=9)
+        litert = ", LiteRT (orange)" if any(n.startswith("litert") for n in names) else ""  # an ONNX model has none
+        ax.set_title(f"whole-model latency: written = {written} (green){litert}", fontsize=9)
         fig.tight_layout()
         paths.append(out_dir / "whole_model.png")
         fig.savefig(paths[-1], dpi=100)
