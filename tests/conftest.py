@@ -68,6 +68,19 @@ def stop_sshd(sshd: Sshd) -> None:
     subprocess.run(["bash", str(script), "stop", str(sshd.dir)], timeout=60)
 
 
+def ssh_args(sshd: Sshd, hosts=("127.0.0.1",)) -> list[str]:
+    """The command-line options that reach the test sshd's devices."""
+    return ["--ipaddress", *hosts, "--port", str(sshd.port), "--username", "root", "--ssh_key", sshd.key,
+            "--known_hosts", sshd.known_hosts]
+
+
+def leftovers() -> list[str]:
+    """The leases and work directories runs leave on a device (this machine): none, after a run."""
+    from pathlib import Path
+    return sorted(p.name for p in Path("/tmp").glob("layertune-lease-*")) + \
+        sorted(p.name for p in Path("/tmp").glob("layertune-run-*"))
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     server = start_sshd(tmp_path_factory.mktemp("sshd"))

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import layertune
-from conftest import IN_CI, require, served_by, start_sshd, stop_sshd
+from conftest import IN_CI, leftovers, require, served_by, ssh_args, start_sshd, stop_sshd
 from layertune.tuner.targets import BUILTIN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,11 +65,6 @@ def assert_never_slower(whole: dict) -> None:
         assert whole["ratios"][whole["strongest_baseline"]]["hi"] < 1.0
     else:
         assert whole["written"] == whole["strongest_baseline"]
-
-
-def leftovers() -> list[str]:
-    return sorted(p.name for p in Path("/tmp").glob("layertune-lease-*")) + \
-        sorted(p.name for p in Path("/tmp").glob("layertune-run-*"))
 
 
 def test_host_run_then_resume(workspace):
@@ -119,11 +114,6 @@ def test_a_variant_much_slower_in_the_model_is_never_kept(tmp_path):
     assert depthwise and all(r["final"]["method"] != "unrolled" for r in depthwise)
     assert_never_slower(whole)
     assert "strongest baseline" in proc.stdout and "uniform-unrolled@1" in proc.stdout
-
-
-def ssh_args(sshd, hosts=("127.0.0.1",)) -> list[str]:
-    return ["--ipaddress", *hosts, "--port", str(sshd.port), "--username", "root", "--ssh_key", sshd.key,
-            "--known_hosts", sshd.known_hosts]
 
 
 def test_host_over_ssh(workspace, sshd):

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 import layertune
+
+DIGITS = Path(__file__).resolve().parent.parent / "examples" / "digits" / "digits_cnn.tflite"
 
 LAYER = ["--input", "1x10x12x8", "--filters", "16", "--kernel", "3x3", "--repeats", "3", "--warmup", "1"]
 
@@ -34,6 +39,7 @@ def test_conv_times_one_variant_and_checks_it(method, params):
 def test_info_and_peak():
     info = json.loads(profiler("info").stdout)
     assert info["isa"] == layertune._core.isa() and info["simd_lanes"] >= 4
+    assert platform.machine().lower().startswith(info["arch"])  # what the host compares a device's Python with
     peak = json.loads(profiler("peak", "--seconds", "0.05").stdout)
     assert peak["peak_gflops"] > 0
 
@@ -52,3 +58,28 @@ def test_bad_arguments_give_one_line_and_exit_2(args, fragment):
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], proc.stderr
+
+
+def test_infer_runs_a_plan_on_given_samples(tmp_path):
+    """What a search trial runs on a device: each sample's output is the engine's on that sample
+    (and each differs: the samples are really read), with each run's time, CPU and memory."""
+    model = layertune.load(DIGITS)
+    model.save(tmp_path / "m.ltplan")
+    x = np.random.default_rng(3).uniform(0, 16, (5, *model.input_shapes[0][1:])).astype(np.float32)
+    x.tofile(tmp_path / "in.f32")
+    proc = profiler("infer", "--plan", str(tmp_path / "m.ltplan"), "--inputs", str(tmp_path / "in.f32"), "--count", "5",
+                    "--outputs", str(tmp_path / "out.f32"), "--threads", "2", "--warmup", "1")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    got = np.fromfile(tmp_path / "out.f32", np.float32).reshape(5, -1)
+    want = np.stack([np.asarray(model.run(x[i: i + 1])).reshape(-1) for i in range(5)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert len({row.tobytes() for row in got}) == 5
+    assert len(record["times_s"]) == len(record["cpus_percent_avg"]) == len(record["mem_percent"]) == 5
+    assert all(t > 0 for t in record["times_s"]) and max(record["cpus_percent_avg"]) > 0
+    assert 0 < min(record["mem_percent"]) < 100 and record["peak_rss_bytes"] > 0
+    x[:4].tofile(tmp_path / "short.f32")  # fewer samples than --count: one line, nothing written
+    proc = profiler("infer", "--plan", str(tmp_path / "m.ltplan"), "--inputs", str(tmp_path / "short.f32"), "--count", "5",
+                    "--outputs", str(tmp_path / "short_out.f32"))
+    assert proc.returncode == 2 and "does not hold exactly 5 samples" in proc.stderr.strip()
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "short_out.f32").exists()

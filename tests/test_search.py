@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import require
@@ -213,12 +215,28 @@ def test_run_artifacts_are_prefixed_with_the_run_index():
 
 
 def test_cpu_utilization_of_a_compute_bound_run_is_measured():
-    """A short busy loop (as a small model's whole inference pass is) reads as busy, not 0 %."""
+    """A short busy run (as a small model's whole inference pass is) reads as busy, not 0 %; an
+    idle one (sleeping) reads as nearly idle; memory is this process's real share."""
     import time as clock
 
-    from layertune.search.trial import ResourceSampler
-    with ResourceSampler() as sampler:
-        end = clock.perf_counter() + 0.005  # shorter than a 10 ms clock tick
+    from layertune.runners.inference import measure
+
+    def busy(x):
+        end = clock.perf_counter() + 0.002  # shorter than a 10 ms clock tick
         while clock.perf_counter() < end:
             pass
-    assert sampler.cpu and max(sampler.cpu) > 5.0  # of 100 / cpu_count for one busy thread
+        return x.sum(axis=2)
+
+    def idle(x):
+        clock.sleep(0.005)
+        return x.sum(axis=2)
+
+    x = np.ones((4, 3, 2), np.float32)
+    hot, cold = measure(busy, x, warmup=1), measure(idle, x, warmup=1)
+    cpus = os.cpu_count() or 1
+    assert min(hot["cpus_percent_avg"]) > 50.0 / cpus  # one busy thread is 100 / cpu_count
+    assert max(cold["cpus_percent_avg"]) < 20.0 / cpus
+    assert 0 < min(hot["mem_percent"]) < 100
+    assert hot["outputs"].shape == (4, 3) and np.all(hot["outputs"] == 2.0)
+    assert len(hot["times_s"]) == 4 and all(t >= 0.002 for t in hot["times_s"])
+    assert hot["timestamps"] == sorted(hot["timestamps"])

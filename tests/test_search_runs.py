@@ -35,14 +35,15 @@ def search_config(**overrides) -> dict:
     return cfg
 
 
-def run(cfg: dict, tmp: Path, name: str = "out", cwd: Path = ROOT) -> tuple[subprocess.CompletedProcess, Path]:
+def run(cfg: dict, tmp: Path, name: str = "out", cwd: Path = ROOT, args: tuple[str, ...] = (),
+        env: dict | None = None) -> tuple[subprocess.CompletedProcess, Path]:
     for module in ("tensorflow", "ai_edge_litert", "optuna", "tvm", "sklearn"):
         require(module)
     (tmp / f"{name}_cfg.json").write_text(json.dumps(cfg))
     out = tmp / f"{name}.json"
     proc = subprocess.run([sys.executable, "-m", "layertune.cli", "fine-tune-optimizers", "--json-cfg",
-                           str(tmp / f"{name}_cfg.json"), "--output", str(out)], capture_output=True, text=True,
-                          timeout=1200, cwd=cwd)
+                           str(tmp / f"{name}_cfg.json"), "--output", str(out), *args], capture_output=True, text=True,
+                          timeout=1200, cwd=cwd, env=env)
     return proc, out
 
 

@@ -384,7 +384,7 @@ HEAVY_OPTIONAL = {"tensorflow", "tvm", "tflite", "optuna", "matplotlib", "parami
                   "ai_edge_litert", "psutil", "sklearn", "onnx", "onnxruntime", "tf2onnx"}
 
 
-DEVICE_SCRIPTS = {"runners/litert_timer.py"}  # run on the device: any import may be missing there (a reason)
+DEVICE_SCRIPTS = {"runners/litert_timer.py", "runners/inference.py"}  # run on the device: any import may be missing there (a reason)
 
 
 def test_function_local_imports_are_only_heavy_optional_dependencies():

@@ -86,3 +86,35 @@ def test_channels_first_models_get_channels_first_data():
     data = DigitsDataset({"num_samples": 4}).load(ModelInfo(Path("m.onnx"), "onnx", (1, 3, 16, 12), 10, 1.0))
     assert data.x.shape == (4, 3, 16, 12)
     np.testing.assert_array_equal(data.x[:, 0], data.x[:, 2])  # grey images, channels repeated
+
+
+@pytest.mark.parametrize("target, machine, elf_class, hard_float", [
+    ("pi3_64", 183, 2, False),  # EM_AARCH64, 64-bit
+    ("pi3", 40, 1, True),  # EM_ARM, 32-bit, hard-float ABI (what arm-linux-gnueabihf links)
+])
+def test_a_device_trial_cross_compiles_for_the_target(tmp_path, target, machine, elf_class, hard_float):
+    """TVMCompiler placed on an ARM target: a plain "llvm" becomes the target's triple and the
+    library is linked by its cross compiler, so the device's TVM runtime can load it."""
+    import shutil
+
+    from conftest import IN_CI
+    from layertune.search.block import Placement
+    from layertune.search.tvm_compiler import TVMCompiler
+    from layertune.tuner.targets import BUILTIN
+
+    require("tvm")
+    if shutil.which(BUILTIN[target].compiler) is None:
+        if IN_CI:
+            pytest.fail(f"{BUILTIN[target].compiler} is required in CI (.ci/run installs it)")
+        pytest.skip(f"{BUILTIN[target].compiler} is not installed")
+    compiler = TVMCompiler({"target": "llvm"})
+    compiler.placement = Placement(BUILTIN[target])
+    header = compiler.compile(MODEL, None, tmp_path).read_bytes()[:52]
+    assert header[:4] == b"\x7fELF" and header[4] == elf_class
+    assert int.from_bytes(header[18:20], "little") == machine
+    if elf_class == 1:
+        flags = int.from_bytes(header[36:40], "little")
+        assert bool(flags & 0x400) == hard_float  # EF_ARM_ABI_FLOAT_HARD
+    tuned = TVMCompiler({"target": "llvm", "tuning_trials": 8})
+    tuned.placement = Placement(BUILTIN[target])
+    assert "RPC runner" in tuned.unavailable()  # tuning would time candidates on this machine

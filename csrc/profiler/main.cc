@@ -6,6 +6,7 @@
 //       [--tolerance REL] [--flush-bytes N] [--memory-mib M]
 //   layertune-profiler compare --plans A,B,... [--threads T | TA,TB,...] [--warmup W] [--rounds N]
 //       [--repeats R] [--seed S] [--layers 0|1] [--first-round K]
+//   layertune-profiler infer --plan FILE --inputs IN.f32 --count N --outputs OUT.f32 [--threads N] [--warmup W]
 //   layertune-profiler info
 //   layertune-profiler methods      (the method table as JSON)
 //   layertune-profiler peak [--threads N] [--seconds S]
@@ -27,8 +28,12 @@
 // also runs it with every convolution on the reference kernel and reports the difference;
 // --layers 1 adds each node's median time. `conv` times one variant of one layer (inputs and weights
 // are seeded random values), checks its output against the reference kernel, and reports
-// median / min / mean / std milliseconds. Bad arguments: one line on stderr, exit code 2.
+// median / min / mean / std milliseconds. `infer` runs a plan on N given samples (IN.f32: each
+// sample's inputs in order, raw float32), writes each sample's first output to OUT.f32 and prints
+// each run's time, the CPU busy share over it and the resident memory after it: what a search
+// trial measures on a device. Bad arguments: one line on stderr, exit code 2.
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -96,11 +101,11 @@ struct Args {
 };
 
 Args parse_args(int argc, char** argv, const std::map<std::string, std::vector<std::string>>& allowed) {
-  if (argc < 2) fail("missing command (expected one of: info, peak, conv, run, job)");
+  if (argc < 2) fail("missing command (expected one of: info, methods, peak, conv, run, job, compare, infer)");
   Args a;
   a.command = argv[1];
   auto cmd = allowed.find(a.command);
-  if (cmd == allowed.end()) fail("unknown command '", a.command, "' (expected one of: info, peak, conv, run, job)");
+  if (cmd == allowed.end()) fail("unknown command '", a.command, "' (expected one of: info, methods, peak, conv, run, job, compare, infer)");
   for (int i = 2; i < argc; ++i) {
     std::string flag = argv[i];
     if (flag.rfind("--", 0) != 0) fail("unexpected argument '", flag, "'");
@@ -133,9 +138,22 @@ std::string cpuinfo_summary() {
   return out;
 }
 
+// The architecture this binary was built for, as Python's platform.machine() starts on it (so that
+// the host can tell whether a device's Python runs natively beside the profiler, or on an emulator).
+constexpr const char* kArch =
+#if defined(__aarch64__)
+    "aarch64";
+#elif defined(__arm__)
+    "arm";
+#elif defined(__x86_64__)
+    "x86_64";
+#else
+    "unknown";
+#endif
+
 int cmd_info() {
-  std::printf("{\"version\": %s, \"isa\": %s, \"simd_lanes\": %d, \"cores\": %u, \"cpuinfo\": %s}\n",
-              json_string(kVersion).c_str(), json_string(simd::isa_name()).c_str(), simd::kLanes,
+  std::printf("{\"version\": %s, \"arch\": %s, \"isa\": %s, \"simd_lanes\": %d, \"cores\": %u, \"cpuinfo\": %s}\n",
+              json_string(kVersion).c_str(), json_string(kArch).c_str(), json_string(simd::isa_name()).c_str(), simd::kLanes,
               std::max(1u, std::thread::hardware_concurrency()), json_string(cpuinfo_summary()).c_str());
   return 0;
 }
@@ -484,6 +502,73 @@ int cmd_job(const Args& a) {
 
 // Whole plans compared in interleaved rounds on seeded random inputs (the protocol of
 // time_interleaved); with --layers 1 each node's median time inside the runs is reported too.
+// This process's resident memory now, as a share of the machine's (what psutil's memory_percent
+// reports; /proc/self/statm counts pages).
+double resident_percent() {
+  long long pages = 0, resident = 0;
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(f, "%lld %lld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  const double total = double(sysconf(_SC_PHYS_PAGES));
+  return total > 0 ? 100.0 * double(resident) / total : 0.0;
+}
+
+double cpu_seconds() {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec + 1e-6 * (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+}
+
+int cmd_infer(const Args& a) {
+  const std::string path = a.require("plan");
+  const int threads = parse_int("--threads", a.get("threads", "1"));
+  const int warmup = parse_int("--warmup", a.get("warmup", "3"));
+  const int count = parse_int("--count", a.require("count"));
+  if (threads < 1 || warmup < 0 || count < 1) fail("--threads and --count must be >= 1, --warmup >= 0");
+  Engine engine(load_plan(path), threads);
+  const Plan& plan = engine.plan();
+  PlanIO io(plan, 0);
+  size_t per_sample = 0;
+  for (auto& b : io.inputs) per_sample += b.size();
+  std::ifstream in(a.require("inputs"), std::ios::binary);
+  std::vector<float> samples(per_sample * size_t(count));
+  if (!in.read(reinterpret_cast<char*>(samples.data()), std::streamsize(samples.size() * sizeof(float))) ||
+      in.peek() != std::char_traits<char>::eof())
+    fail("--inputs: ", a.require("inputs"), " does not hold exactly ", count, " samples of ", per_sample,
+         " float32 values (the plan's inputs)");
+  auto load_sample = [&](int i) {
+    const float* src = samples.data() + per_sample * size_t(i);
+    for (auto& b : io.inputs) {
+      std::copy(src, src + b.size(), b.data());
+      src += b.size();
+    }
+  };
+  for (int i = 0; i < std::min(warmup, count); ++i) {
+    load_sample(i);
+    engine.run(io.in, io.out);
+  }
+  std::ofstream out(a.require("outputs"), std::ios::binary);
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<double> times, cpu, mem;
+  for (int i = 0; i < count; ++i) {
+    load_sample(i);
+    const double cpu0 = cpu_seconds();
+    const auto t0 = std::chrono::steady_clock::now();
+    engine.run(io.in, io.out);
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    times.push_back(wall);
+    cpu.push_back(std::min(100.0, std::max(0.0, (cpu_seconds() - cpu0) / std::max(wall, 1e-9) / cores * 100.0)));
+    mem.push_back(resident_percent());
+    out.write(reinterpret_cast<const char*>(io.outputs[0].data()), std::streamsize(io.outputs[0].size() * sizeof(float)));
+  }
+  if (!out.flush()) fail("--outputs: cannot write ", a.require("outputs"));
+  std::printf("{\"times_s\": %s, \"cpus_percent_avg\": %s, \"mem_percent\": %s, \"peak_rss_bytes\": %lld}\n",
+              json_doubles(times, 1.0).c_str(), json_doubles(cpu, 1.0).c_str(), json_doubles(mem, 1.0).c_str(),
+              peak_rss_bytes());
+  return 0;
+}
+
 int cmd_compare(const Args& a) {
   const auto paths = split(a.require("plans"), ',');
   const auto thread_words = split(a.get("threads", "1"), ',');
@@ -541,6 +626,7 @@ int main(int argc, char** argv) {
       {"methods", {}},
       {"run", {"plan", "threads", "warmup", "repeats", "seed", "check", "layers", "tolerance"}},
       {"job", {"file", "text", "warmup", "repeats", "rounds", "seed", "tolerance", "flush-bytes", "memory-mib"}},
+      {"infer", {"plan", "inputs", "count", "outputs", "threads", "warmup"}},
       {"compare", {"plans", "threads", "warmup", "repeats", "rounds", "seed", "layers", "first-round"}},
       {"peak", {"threads", "seconds"}},
       {"conv", {"input", "filters", "kernel", "stride", "dilation", "padding", "groups", "activation", "method",
@@ -549,7 +635,8 @@ int main(int argc, char** argv) {
   try {
     if (argc >= 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
       std::printf("usage: layertune-profiler info | methods | peak [--threads N] | conv --input NxHxWxC --filters K "
-                  "--kernel KHxKW --method M [options] | run --plan FILE [options] | job --file JOB [options]\n");
+                  "--kernel KHxKW --method M [options] | run --plan FILE [options] | job --file JOB [options] | compare "
+                  "--plans A,B [options] | infer --plan FILE --inputs IN.f32 --count N --outputs OUT.f32 [options]\n");
       return 0;
     }
     if (argc >= 2 && std::string(argv[1]) == "--version") {
@@ -563,6 +650,7 @@ int main(int argc, char** argv) {
     if (a.command == "run") return cmd_run(a);
     if (a.command == "job") return cmd_job(a);
     if (a.command == "compare") return cmd_compare(a);
+    if (a.command == "infer") return cmd_infer(a);
     return cmd_conv(a);
   } catch (const InvalidArgument& e) {
     std::fprintf(stderr, "layertune-profiler: error: %s\n", one_line(e.what()).c_str());

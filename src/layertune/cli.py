@@ -13,15 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from layertune.model import load, parse_input_shape
-from layertune.runners.devices import devices_from_arguments
+from layertune.runners.devices import Device, devices_from_arguments
+from layertune.search.block import Placement
 from layertune.search.config import load_config
 from layertune.search.report import write_report
-from layertune.search.runner import run_search
+from layertune.search.runner import run_search, usable_placements
 from layertune.search.scenarios import measure_pipeline, write_scenarios
+from layertune.tuner.build import build_profiler
 from layertune.tuner.driver import RunSettings, find_models, profile_and_optimize
 from layertune.tuner.options import load_options, shipped_options
 from layertune.tuner.protocol import Settings
-from layertune.tuner.targets import resolve_target
+from layertune.tuner.targets import Target, resolve_target
 
 log = logging.getLogger("layertune")
 
@@ -62,17 +64,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < (0 if name == "warmup" else 1):
             raise ValueError(f"--{name}: must be {'>= 0' if name == 'warmup' else 'positive'}, got {value}")
-    target = resolve_target(args.target, args.targets)
-    if not target.is_host:
-        target.check_compiler()  # before any model is imported: a missing package is said at once
-    if args.platform_regex:
-        target = replace(target, cpuinfo_regex=args.platform_regex)
+    target, devices = target_and_devices(args)
     options = load_options(args.options or shipped_options("default.json"))
     models = find_models(args.model_path, args.models)
-    devices = devices_from_arguments(args.ipaddress, args.cluster, args.username, args.port, args.ssh_key,
-                                     args.password, args.known_hosts)
-    if args.ci_width <= 0 or args.verify_budget <= 0 or args.lease_wait < 0:
-        raise ValueError("--ci_width and --verify_budget must be positive, --lease_wait >= 0")
+    if args.ci_width <= 0 or args.verify_budget <= 0:
+        raise ValueError("--ci_width and --verify_budget must be positive")
     whole_model = Settings(warmup=args.warmup, repeats=args.repeats, ci_width=args.ci_width, budget_s=args.verify_budget)
     settings = RunSettings(target, options, Path(args.output_path), devices, warmup=args.warmup, repeats=args.repeats,
                            rounds=args.rounds, timeout=args.timeout, parallel_run=args.parallel_run,
@@ -96,23 +92,12 @@ def _input_shape(text: str) -> tuple[str, tuple[int, ...]]:
         raise argparse.ArgumentTypeError(str(exc).removeprefix(f"--input_shape {text!r}: ")) from None
 
 
-def add_profile_arguments(p: argparse.ArgumentParser) -> None:
-    """ELL's profile_and_optimize.py options (those that apply) and layertune's additions."""
-    p.add_argument("--options", help="options JSON (default: profile_options/default.json shipped with layertune)")
-    p.add_argument("--model_path", required=True,
-                   help="a model file, or a folder searched for *.tflite, *.onnx, *.keras, *.h5")
-    add_input_shape_argument(p)
-    p.add_argument("--models", nargs="+", help="only these models (file stems)")
+def add_device_arguments(p: argparse.ArgumentParser) -> None:
+    """Which target, which devices and how to reach them: the same options for every command
+    that measures on devices (profile-and-optimize, fine-tune-optimizers)."""
     p.add_argument("--target", default="host", help="host, pi3, pi3_64, pi0, aarch64, or a target from --targets")
     p.add_argument("--targets", help="a JSON file of user-defined targets")
-    p.add_argument("--output_path", "-o", required=True, help="output folder: results, plans, reports")
-    p.add_argument("--temp_dir", help="where local runs keep their work directories")
-    p.add_argument("--concurrent_models", type=int, default=1, help="(accepted for ELL compatibility; models share one job queue)")
-    p.add_argument("--parallel_build", type=int, default=1, help="profiler builds at once")
-    p.add_argument("--include_exercise_models", action="store_true",
-                   help="(accepted for ELL compatibility: each uniform-method plan is always timed as a baseline)")
     p.add_argument("--platform_regex", help="override the target's /proc/cpuinfo regex")
-    p.add_argument("--parallel_run", type=int, default=1, help="devices used at once")
     p.add_argument("--cluster", help="a file listing devices, one [user@]host[:port] per line")
     p.add_argument("--ipaddress", nargs="+", help="device hosts (SSH)")
     p.add_argument("--username", help="SSH user")
@@ -120,6 +105,41 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssh_key", help="SSH private key file (default: your SSH agent-free default keys)")
     p.add_argument("--port", type=int, default=22, help="SSH port")
     p.add_argument("--known_hosts", help="a known_hosts file to check host keys against (besides ~/.ssh/known_hosts)")
+    p.add_argument("--device_python", help="the devices' Python for layertune's helpers (LiteRT and other runtimes; "
+                                           "default: python3 over SSH, this Python locally)")
+    p.add_argument("--lease_wait", type=float, default=0.0,
+                   help="seconds to wait for a device another run has leased (default: do not wait)")
+    p.add_argument("--temp_dir", help="where local runs keep their work directories")
+
+
+def target_and_devices(args: argparse.Namespace) -> tuple[Target, list[Device]]:
+    """The target (its cross compiler checked before any work) and the devices of the options."""
+    if args.port < 1 or args.lease_wait < 0:
+        raise ValueError("--port must be positive, --lease_wait >= 0")
+    target = resolve_target(args.target, args.targets)
+    if not target.is_host:
+        target.check_compiler()  # before any model is imported: a missing package is said at once
+    if args.platform_regex:
+        target = replace(target, cpuinfo_regex=args.platform_regex)
+    devices = devices_from_arguments(args.ipaddress, args.cluster, args.username, args.port, args.ssh_key,
+                                     args.password, args.known_hosts, args.device_python)
+    return target, devices
+
+
+def add_profile_arguments(p: argparse.ArgumentParser) -> None:
+    """ELL's profile_and_optimize.py options (those that apply) and layertune's additions."""
+    p.add_argument("--options", help="options JSON (default: profile_options/default.json shipped with layertune)")
+    p.add_argument("--model_path", required=True,
+                   help="a model file, or a folder searched for *.tflite, *.onnx, *.keras, *.h5")
+    add_input_shape_argument(p)
+    p.add_argument("--models", nargs="+", help="only these models (file stems)")
+    p.add_argument("--output_path", "-o", required=True, help="output folder: results, plans, reports")
+    p.add_argument("--concurrent_models", type=int, default=1, help="(accepted for ELL compatibility; models share one job queue)")
+    p.add_argument("--parallel_build", type=int, default=1, help="profiler builds at once")
+    p.add_argument("--include_exercise_models", action="store_true",
+                   help="(accepted for ELL compatibility: each uniform-method plan is always timed as a baseline)")
+    p.add_argument("--parallel_run", type=int, default=1, help="devices used at once")
+    add_device_arguments(p)
     p.add_argument("--repeats", type=int, default=3, help="timed runs of each candidate per interleaved round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per layer variant (with the layer's default)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs of each candidate first")
@@ -127,8 +147,6 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
                    help="whole-model rounds are added until every ratio's 95%% interval is narrower than this")
     p.add_argument("--verify_budget", type=float, default=60.0,
                    help="seconds each whole-model comparison may take at most")
-    p.add_argument("--lease_wait", type=float, default=0.0,
-                   help="seconds to wait for a device another run has leased (default: do not wait)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a device may take for one job")
     p.add_argument("--flush-bytes", type=int, default=0,
                    help="write this many bytes before each timed run (cold caches, as inside a model)")
@@ -139,10 +157,16 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
 
 def _cmd_fine_tune(args: argparse.Namespace) -> int:
     cfg = load_config(args.json_cfg)
+    target, devices = target_and_devices(args)
     if args.generate_scenarios:
         count = write_scenarios(cfg, Path(args.generate_scenarios))
         print(f"wrote {count} scenarios to {args.generate_scenarios}")
-    best = run_search(cfg, Path(args.output))
+    placements = None
+    if args.ipaddress or args.cluster or not target.is_host:  # trials measured on the target's devices
+        profiler, _ = build_profiler(target)
+        placements = usable_placements([Placement(target, d, str(profiler), args.temp_dir, args.lease_wait)
+                                        for d in devices])
+    best = run_search(cfg, Path(args.output), placements)
     out = Path(args.output)
     runs = sorted(out.parent.glob(f"{out.stem}_*.json"))
     runs = [r for r in runs if not r.name.endswith("_all_results.json")]
@@ -197,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     fine.add_argument("--json-cfg", required=True, help="the search config (Kenning's format)")
     fine.add_argument("--output", required=True, help="OUT.json: the best pipeline; OUT_all_results.json, OUT_<id>.json beside it")
     fine.add_argument("--generate-scenarios", help="also write every pipeline of the space as a scenario JSON into this folder")
+    add_device_arguments(fine)  # with devices (or a target other than host), every trial is measured on one
     fine.set_defaults(func=_cmd_fine_tune)
     test = sub.add_parser("test-pipeline", help="run one pipeline alone (a scenario, or a search's OUT_<id>.json) "
                                                 "and measure it again")

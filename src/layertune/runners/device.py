@@ -45,8 +45,10 @@ class DeviceSession:
         self._leased = False
         self.workdir: str | None = None
         self._litert_script: str | None = None
+        self._scripts: dict[str, str] = {}  # uploaded Python helpers
         self.remote_profiler: str | None = None
         self.cores = 1
+        self.arch = "unknown"
 
     def _sh(self, script: str, timeout: float = 60.0) -> tuple[int, str]:
         lines: list[str] = []
@@ -84,6 +86,7 @@ class DeviceSession:
             raise DeviceError("cpuinfo", f"{self.name}: not a {self.target.name} device: /proc/cpuinfo says "
                                          f"'{cpuinfo[:120]}', which does not match /{self.target.cpuinfo_regex}/")
         self.cores = int(info.get("cores", 1))
+        self.arch = str(info.get("arch", "unknown"))  # what the profiler was built for
         log.info("%s: leased, profiler uploaded (%s, %d cores)", self.name, info.get("isa"), self.cores)
 
     def _break_if_dead(self, busy: str) -> bool:
@@ -117,6 +120,7 @@ class DeviceSession:
                 if self.workdir:
                     self.transport.remove_dir(self.workdir)
                     self.workdir = self._litert_script = None
+                    self._scripts.clear()
                 if self._leased:
                     self._sh(_BREAK.format(dir=shlex.quote(self._lease_dir), token=self._token))
                     self._leased = False
@@ -186,6 +190,23 @@ class DeviceSession:
         remote = f"{self.workdir}/{name}"
         self.transport.put(local, remote)
         return remote
+
+    def download(self, name: str, local: Path) -> Path:
+        self.transport.get(f"{self.workdir}/{name}", local)
+        return local
+
+    def python_json(self, script: Path, args: list[str], timeout: float) -> dict:
+        """A layertune script (standalone: stdlib and numpy) run with the device's Python, its
+        last stdout line as JSON; uploaded once per session."""
+        remote = self._scripts.get(script.name) or self.upload(script, script.name)
+        self._scripts[script.name] = remote
+        lines: list[str] = []
+        code, err = self.transport.run([self.transport.python, remote, *args], lines.append, timeout)
+        try:
+            return json.loads(lines[-1])
+        except (IndexError, json.JSONDecodeError):
+            raise DeviceError("crash", f"{self.name}: {self.transport.python} {script.name} {args[0]} exited with "
+                                       f"{code}: {err.strip()[-300:] or 'no output'}") from None
 
 
 def _alive(pid: int) -> bool:

@@ -28,7 +28,7 @@ class LocalTransport:
 
     def __init__(self, temp_dir: str | None = None, name: str = "local"):
         self.name = name  # names the device's lease: two local "devices" need two names
-        self.python = sys.executable  # runs the device-side Python helpers (litert_timer.py)
+        self.python = sys.executable  # runs the device-side Python helpers (litert_timer.py, inference.py)
         self.temp_dir = temp_dir
 
     def connect(self) -> None:
@@ -46,6 +46,12 @@ class LocalTransport:
     def put(self, local: Path, remote: str, mode: int = 0o644) -> None:
         shutil.copyfile(local, remote)
         os.chmod(remote, mode)
+
+    def get(self, remote: str, local: Path) -> None:
+        try:
+            shutil.copyfile(remote, local)
+        except OSError as exc:
+            raise DeviceError("crash", f"cannot fetch {remote}: {exc.strerror or exc}") from None
 
     def write_text(self, remote: str, text: str) -> None:
         Path(remote).write_text(text)
@@ -154,6 +160,12 @@ class SSHTransport:
             self._conn.sftp().chmod(remote, mode)
         except Exception as exc:
             raise DeviceError("connect", f"{self.name}: upload failed: {exc}") from None
+
+    def get(self, remote: str, local: Path) -> None:
+        try:
+            self._conn.get(remote, str(local))
+        except Exception as exc:
+            raise DeviceError("connect", f"{self.name}: download of {remote} failed: {exc}") from None
 
     def write_text(self, remote: str, text: str) -> None:
         try:

@@ -5,11 +5,15 @@ config resolves a `type` to one of them or fails naming the key and the known ty
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
+
+from layertune.runners import inference
+from layertune.runners.devices import Device
+from layertune.tuner.targets import BUILTIN, Target
 
 PREFIX = "layertune.search.blocks."
 KINDS = ("model_wrapper", "dataset", "optimizer", "runtime")
@@ -40,9 +44,32 @@ class Data:
     calibration: np.ndarray  # inputs for int8 calibration
 
 
-class Unavailable(RuntimeError):
-    """A block that cannot run on this machine (a missing execution provider, ...): the trial is
-    skipped with this reason rather than failed."""
+@dataclass
+class Placement:
+    """Where a trial runs: on this machine, or compiled here for a target and measured on one of
+    its devices (`device`), with the target's profiler (`profiler`, built by the search's parent)."""
+    target: Target = field(default_factory=lambda: BUILTIN["host"])
+    device: Device | None = None
+    profiler: str | None = None
+    temp_dir: str | None = None
+    lease_wait: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"target": asdict(self.target), "device": self.device and self.device.to_json(),
+                "profiler": self.profiler, "temp_dir": self.temp_dir, "lease_wait": self.lease_wait}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> "Placement":
+        if not data:
+            return cls()
+        target = Target(**{**data["target"], "run_prefix": tuple(data["target"]["run_prefix"])})
+        device = Device.from_json(data["device"]) if data.get("device") else None
+        return cls(target, device, data.get("profiler"), data.get("temp_dir"), float(data.get("lease_wait", 0.0)))
+
+
+# A block that cannot run on this machine or device (a missing execution provider, ...): the trial
+# is skipped with the reason rather than failed. One class with the device-side loaders'.
+Unavailable = inference.Unavailable
 
 
 # Kenning's blocks that cannot work here, and what to use instead (said when a config names one).
@@ -116,6 +143,7 @@ RUNTIME_PARAMS = {"save_model_path": Param(str), "batch_size": Param(int, 1, min
 
 class Optimizer(Block, abstract=True):
     kind = "optimizer"
+    placement: Placement = Placement()  # set by the trial: the target (and device) it compiles for
 
     def unavailable(self) -> str | None:
         """Why these parameters cannot apply on this machine (the trial is then skipped), or None."""
@@ -138,9 +166,29 @@ class Runtime(Block, abstract=True):
                     "their static batch of 1")
         return None
 
+    def recipe(self, model_format: str) -> tuple[str, dict[str, Any]]:
+        """(loader, its parameters): how runners/inference.py runs a model of this format, here or
+        on a device ("layertune": layertune's engine here, the target's profiler on a device)."""
+        raise NotImplementedError
+
     def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
         """A function: one input batch -> the model's first output as real values."""
-        raise NotImplementedError
+        loader, params = self.recipe(format_of(model_path))
+        try:
+            return inference.LOADERS[loader](str(model_path), **params)
+        except Unavailable as exc:
+            raise Unavailable(f"{self.name}: {exc}") from None
+
+
+_SUFFIX_FORMATS = {".tflite": "tflite", ".onnx": "onnx", ".ltplan": "ltplan", ".so": "tvm", ".tar": "tvm",
+                   ".keras": "keras", ".h5": "keras"}
+
+
+def format_of(path: Path) -> str:
+    """A model file's format, by its suffix (what the optimizers write)."""
+    if path.suffix not in _SUFFIX_FORMATS:
+        raise ValueError(f"{path}: not a model file layertune knows ({', '.join(_SUFFIX_FORMATS)})")
+    return _SUFFIX_FORMATS[path.suffix]
 
 
 def resolve(type_name: Any, kind: str) -> type[Block] | None:

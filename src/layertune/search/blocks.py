@@ -18,12 +18,11 @@ from layertune.examples.digits import load_split
 from layertune.model import load
 from layertune.runners.devices import Device
 from layertune.search.block import (OPTIMIZER_PARAMS, RUNTIME_PARAMS, Data, Dataset, ModelInfo, ModelWrapper, Optimizer,
-                                    Param, Runtime, Unavailable)
+                                    Param, Runtime)
 from layertune.search.tvm_compiler import TVMCompiler
 from layertune.tuner.driver import RunSettings, profile_and_optimize
 from layertune.tuner.options import load_options, shipped_options
 from layertune.tuner.protocol import Settings
-from layertune.tuner.targets import resolve_target
 
 __all__ = ["KerasModel", "TFLiteModel", "ONNXModel", "SyntheticDataset", "DigitsDataset", "ImageFolderDataset",
            "TFLiteCompiler", "ONNXCompiler", "TVMCompiler", "LayerTuneCompiler", "TFLiteRuntime", "ONNXRuntime",
@@ -249,15 +248,17 @@ def _fix_batch(path: Path) -> None:
 
 
 class LayerTuneCompiler(Optimizer):
-    """Keras / TFLite / ONNX -> an optimized .ltplan, by profile_and_optimize on this machine."""
+    """Keras / TFLite / ONNX -> an optimized .ltplan, by profile_and_optimize on the trial's
+    device (this machine, or the device the search measures on)."""
     params_spec = {**OPTIMIZER_PARAMS, "options": Param(str, "quick.json"), "repeats": Param(int, 3)}
     inputs, output = ("keras", "tflite", "onnx"), "ltplan"
 
     def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
         options = self.params["options"]
         options_path = options if Path(options).is_file() else shipped_options(options)
-        settings = RunSettings(resolve_target("host"), load_options(options_path), out_dir / "tuning", [Device(None)],
-                               repeats=int(self.params["repeats"]),
+        where = self.placement  # on a device, tuned there: the kernels chosen are the device's fastest
+        settings = RunSettings(where.target, load_options(options_path), out_dir / "tuning", [where.device or Device(None)],
+                               repeats=int(self.params["repeats"]), temp_dir=where.temp_dir, lease_wait=where.lease_wait,
                                whole_model=Settings(min_rounds=4, max_rounds=12, budget_s=20.0))
         (result,) = profile_and_optimize([src], settings).values()
         out = out_dir / "model.ltplan"
@@ -268,44 +269,15 @@ class LayerTuneCompiler(Optimizer):
 # -- runtimes ------------------------------------------------------------------------------
 
 class TFLiteRuntime(Runtime):
-    """LiteRT's interpreter (XNNPACK unless use_xnnpack is false)."""
+    """LiteRT's interpreter (XNNPACK unless use_xnnpack is false); on a device, its own
+    ai-edge-litert or tflite-runtime."""
     params_spec = {**RUNTIME_PARAMS, "num_threads": _THREADS, "use_xnnpack": Param(bool, True),
                    "delegates": Param(list, [])}
     inputs = ("tflite",)
     kenning_paths = ("kenning.runtimes.tflite.TFLiteRuntime",)
 
-    def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType, load_delegate
-
-        kwargs = {}
-        if not self.params["use_xnnpack"]:
-            kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        delegates = []
-        for library in self.params["delegates"]:  # Kenning's: delegate libraries, e.g. libedgetpu.so.1
-            try:
-                delegates.append(load_delegate(str(library)))
-            except (ValueError, OSError) as exc:
-                raise Unavailable(f"TFLiteRuntime: delegate {library} cannot be loaded here "
-                                  f"({' '.join(str(exc).split())[:120]})") from None
-        if delegates:
-            kwargs["experimental_delegates"] = delegates
-        it = Interpreter(model_path=str(model_path), num_threads=int(self.params["num_threads"]), **kwargs)
-        it.allocate_tensors()
-        inp, outp = it.get_input_details()[0], it.get_output_details()[0]
-
-        def run(x: np.ndarray) -> np.ndarray:
-            if inp["dtype"] != np.float32:
-                scale, zero = inp["quantization"]
-                info = np.iinfo(inp["dtype"])
-                x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(inp["dtype"])
-            it.set_tensor(inp["index"], x)
-            it.invoke()
-            y = it.get_tensor(outp["index"])
-            if outp["dtype"] != np.float32:
-                scale, zero = outp["quantization"]
-                y = (y.astype(np.float32) - zero) * scale
-            return y
-        return run
+    def recipe(self, model_format: str) -> tuple[str, dict[str, Any]]:
+        return "litert", {k: self.params[k] for k in ("num_threads", "use_xnnpack", "delegates")}
 
 
 class ONNXRuntime(Runtime):
@@ -316,19 +288,8 @@ class ONNXRuntime(Runtime):
     inputs = ("onnx",)
     kenning_paths = ("kenning.runtimes.onnx.ONNXRuntime",)
 
-    def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
-        import onnxruntime as ort
-
-        wanted, have = list(self.params["execution_providers"]), ort.get_available_providers()
-        missing = [p for p in wanted if p not in have]
-        if missing or not wanted:
-            raise Unavailable(f"ONNXRuntime: {', '.join(missing) or 'no execution provider'} is not available in this "
-                              f"onnxruntime (available: {', '.join(have)})")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(self.params["num_threads"])  # 0: onnxruntime's default
-        sess = ort.InferenceSession(str(model_path), options, providers=wanted)
-        name = sess.get_inputs()[0].name
-        return lambda x: sess.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+    def recipe(self, model_format: str) -> tuple[str, dict[str, Any]]:
+        return "onnxruntime", {k: self.params[k] for k in ("execution_providers", "num_threads")}
 
 
 class TVMRuntime(Runtime):
@@ -345,19 +306,18 @@ class TVMRuntime(Runtime):
             return "TVMRuntime: use_tvm_vm false (TVM's graph executor) does not exist in TVM 0.27; Relax runs on its VM"
         return super().unavailable()
 
-    def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
-        os.environ["TVM_NUM_THREADS"] = str(self.params["num_threads"])
-        import tvm
-        from tvm import relax
-
-        main = relax.VirtualMachine(tvm.runtime.load_module(str(model_path)), tvm.cpu())["main"]
-        return lambda x: main(tvm.runtime.tensor(np.ascontiguousarray(x, np.float32))).numpy()
+    def recipe(self, model_format: str) -> tuple[str, dict[str, Any]]:
+        return "tvm", {"num_threads": self.params["num_threads"]}
 
 
 class LayerTuneRuntime(Runtime):
-    """layertune's engine on a .ltplan, .tflite, .onnx or .keras model."""
+    """layertune's engine on a .ltplan, .tflite, .onnx or .keras model; on a device, the target's
+    profiler runs the plan (`layertune-profiler infer`)."""
     params_spec = {**RUNTIME_PARAMS, "num_threads": _THREADS}
     inputs = ("ltplan", "tflite", "onnx", "keras")
+
+    def recipe(self, model_format: str) -> tuple[str, dict[str, Any]]:
+        return "layertune", {"num_threads": int(self.params["num_threads"])}
 
     def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
         model = load(model_path, threads=int(self.params["num_threads"]))
@@ -371,12 +331,5 @@ class NativeRuntime(Runtime):
     params_spec = {**RUNTIME_PARAMS}
     inputs = ("keras", "tflite", "onnx")
 
-    def load(self, model_path: Path) -> Callable[[np.ndarray], np.ndarray]:
-        if model_path.suffix == ".tflite":
-            return TFLiteRuntime({}).load(model_path)
-        if model_path.suffix == ".onnx":
-            return ONNXRuntime({}).load(model_path)
-        tf = _tensorflow()
-        model = tf.keras.models.load_model(model_path, compile=False)
-        call = tf.function(lambda x: model(x, training=False))
-        return lambda x: call(tf.constant(x)).numpy()
+    def recipe(self, model_format: str) -> tuple[str, dict[str, Any]]:
+        return {"tflite": "litert", "onnx": "onnxruntime"}.get(model_format, "tensorflow"), {}

@@ -53,7 +53,9 @@ def write_report(measurement_files: list[Path], report_path: Path) -> list[Path]
     lines = ["# fine-tune-optimizers report", "", f"{len(runs)} run(s); **fastest** is the lowest mean inference "
              "time, *pareto* the runs no other beats on time, accuracy and size together"
              + (f"; speed-up and size reduction are against the model in its own framework (run {native['id']})"
-                if native else "") + ".", "",
+                if native else "; no run is the model in its own framework, so there is no speed-up column "
+                "(on a device without that framework the native baseline is skipped: see OUT_all_results.json)")
+             + ".", "", _where(runs), "",
              "| run | pipeline | inference time mean (ms) | median (ms) | speed-up | model size (KiB) | size reduction | "
              "accuracy | precision | sensitivity | g-mean | top-5 | CPU % | mem % | |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -75,6 +77,15 @@ def write_report(measurement_files: list[Path], report_path: Path) -> list[Path]
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     write_text_atomic(report_path, "\n".join(lines) + "\n")
     return [report_path, *plots]
+
+
+def _where(runs: list[dict[str, Any]]) -> str:
+    """Which device measured the runs (a run file without one was measured on the search's machine)."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r.get("device", "local")] = counts.get(r.get("device", "local"), 0) + 1
+    return "Measured on " + ", ".join(f"{'this machine' if d == 'local' else d} ({n} run{'s' if n > 1 else ''})"
+                                      for d, n in counts.items()) + "."
 
 
 def _plots(runs: list[dict[str, Any]], report_path: Path, labels: dict[str, str]) -> list[Path]:

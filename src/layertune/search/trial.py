@@ -10,6 +10,7 @@ never has to be well-behaved for the search to go on."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,10 @@ import numpy as np
 
 from layertune.jsonfile import write_json
 from layertune.search import blocks  # noqa: F401  (registers every block class)
-from layertune.search.block import REGISTRY, Data, ModelInfo, Unavailable
+from layertune.runners import inference
+from layertune.runners.device import DeviceSession
+from layertune.runners.remote_inference import check_runtime, measure_on_device
+from layertune.search.block import REGISTRY, Data, ModelInfo, Placement, Unavailable
 from layertune.search.metrics import classification_metrics
 
 if TYPE_CHECKING:
@@ -38,12 +41,15 @@ if TYPE_CHECKING:
 
 # -- the parent's side ---------------------------------------------------------------------
 
-def trial_spec(cfg: "SearchConfig", pipeline: "Pipeline", cache: Path, run_index: int | None = None) -> dict[str, Any]:
+def trial_spec(cfg: "SearchConfig", pipeline: "Pipeline", cache: Path, run_index: int | None = None,
+               placement: Placement | None = None) -> dict[str, Any]:
     """What a trial process needs: the model wrapper, the dataset, the pipeline, the compile cache,
-    and the run's index in the search (what its artifacts' names are prefixed with, as Kenning does)."""
+    the run's index in the search (what its artifacts' names are prefixed with, as Kenning does)
+    and where it runs (no password: that travels in the environment)."""
     return {"model_wrapper": {"name": cfg.model_wrapper.spec.name, "parameters": cfg.model_wrapper.alternatives(False)[0]},
             "dataset": {"name": cfg.dataset.spec.name, "parameters": cfg.dataset.alternatives(False)[0]},
-            "pipeline": pipeline.to_json(), "cache": str(cache), "run_index": run_index}
+            "pipeline": pipeline.to_json(), "cache": str(cache), "run_index": run_index,
+            "placement": (placement or Placement()).to_json()}
 
 
 def artifact_path(configured: str, run_index: int | None) -> Path:
@@ -52,6 +58,18 @@ def artifact_path(configured: str, run_index: int | None) -> Path:
     runs of one search do not overwrite each other's."""
     path = Path(configured)
     return path if run_index is None else path.with_name(f"{run_index}_{path.name}")
+
+
+_RUNNING: set[subprocess.Popen] = set()  # trial processes now running (several, with several devices)
+
+
+def kill_running_trials() -> None:
+    """Kills every running trial's process group (when the search is interrupted)."""
+    for proc in list(_RUNNING):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _kill_session(proc: subprocess.Popen) -> None:
@@ -63,24 +81,29 @@ def _kill_session(proc: subprocess.Popen) -> None:
     proc.communicate()
 
 
-def run_trial_process(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+def run_trial_process(spec: dict[str, Any], timeout_s: float, password: str | None = None) -> dict[str, Any]:
     """Runs one trial in its own process (search/trial.py); a crash, an exception or a timeout
-    comes back as {"status": "failed", "reason": ...}, never as an exception."""
+    comes back as {"status": "failed", "reason": ...}, never as an exception. The device's SSH
+    password, if any, is handed over in the child's environment (RPI_PASSWORD), not in its spec."""
+    env = {**os.environ, **({"RPI_PASSWORD": password} if password else {})}
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "run.json"
         spec_path.write_text(json.dumps(spec))
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()  # wall clock: when, for trials run side by side
         # A session of its own, killed as a whole after a timeout or Ctrl-C. (TVM's tuning workers
         # were measured to exit by themselves once a killed trial's pipes close; this also covers
         # a child that does not watch its pipes.)
         proc = subprocess.Popen([sys.executable, "-m", "layertune.search.trial", str(spec_path), str(out_path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                env=env)
+        _RUNNING.add(proc)
         try:
             _, stderr = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             return {"status": "failed", "reason": f"timeout: no result within {timeout_s:g} s"}
         finally:
             _kill_session(proc)
+            _RUNNING.discard(proc)
         if proc.returncode != 0 or not out_path.exists():
             lines = [line for line in stderr.strip().splitlines() if line.strip()]
             why = lines[-1] if lines else f"exit code {proc.returncode}"
@@ -89,56 +112,12 @@ def run_trial_process(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         result = json.loads(out_path.read_text())
         if result.get("status") == "skipped":
             return result
-        result.update({"status": "ok", "reason": "", "seconds": time.monotonic() - started})
+        result.update({"status": "ok", "reason": "", "seconds": time.monotonic() - started,
+                       "started_at": started_at, "ended_at": time.time()})
         return result
 
 
 # -- the child's side ----------------------------------------------------------------------
-
-class ResourceSampler:
-    """CPU and memory of this process, sampled in a background thread during inference. CPU % is
-    the process's CPU time over wall time, averaged over all CPUs and clamped to [0, 100]. CPU time
-    is the process clock (nanoseconds; psutil's cpu_times advance in 10 ms ticks, which made every
-    short trial read 0 %); a run shorter than one period gets one sample over the whole run."""
-
-    def __init__(self, period: float = 0.05):
-        import psutil
-        self._proc, self._period = psutil.Process(), period
-        self._cpus = psutil.cpu_count() or 1
-        self.timestamps: list[float] = []
-        self.cpu: list[float] = []
-        self.mem: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    @staticmethod
-    def _cpu_seconds() -> float:
-        return time.process_time()  # every thread of this process
-
-    def _sample(self, since_wall: float, since_cpu: float) -> tuple[float, float]:
-        now, cpu = time.perf_counter(), self._cpu_seconds()
-        busy = (cpu - since_cpu) / max(now - since_wall, 1e-9) / self._cpus * 100.0
-        self.timestamps.append(now - self._start)
-        self.cpu.append(min(max(busy, 0.0), 100.0))
-        self.mem.append(self._proc.memory_percent())
-        return now, cpu
-
-    def _loop(self) -> None:
-        wall, cpu = self._start, self._cpu0
-        while not self._stop.wait(self._period):
-            wall, cpu = self._sample(wall, cpu)
-
-    def __enter__(self) -> "ResourceSampler":
-        self._start, self._cpu0 = time.perf_counter(), self._cpu_seconds()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        if not self.cpu:
-            self._sample(self._start, self._cpu0)
-
 
 def _stats(prefix: str, values: list[float]) -> dict[str, float]:
     if not values:
@@ -154,11 +133,11 @@ def _block(step: dict[str, Any]):
 
 
 def compile_chain(spec: dict[str, Any], model: ModelInfo, data: Data, cache: Path,
-                  run_index: int | None = None) -> tuple[Path, str]:
-    """Each optimizer prefix is compiled once and kept in the cache (keyed by the chain so far);
-    an optimizer's `compiled_model_path` gets a copy of what it produced (see artifact_path)."""
+                  run_index: int | None = None, placement: Placement = Placement()) -> tuple[Path, str]:
+    """Each optimizer prefix is compiled once per target and kept in the cache (keyed by the chain
+    so far); an optimizer's `compiled_model_path` gets a copy of what it produced (see artifact_path)."""
     path, fmt = model.path, model.format
-    for step, produced in _compiled_steps(spec, model, data, cache):
+    for step, produced in _compiled_steps(spec, model, data, cache, placement):
         path, fmt = produced
         configured = step["parameters"].get("compiled_model_path")
         if configured:
@@ -169,10 +148,10 @@ def compile_chain(spec: dict[str, Any], model: ModelInfo, data: Data, cache: Pat
     return path, fmt
 
 
-def _compiled_steps(spec: dict[str, Any], model: ModelInfo, data: Data, cache: Path):
+def _compiled_steps(spec: dict[str, Any], model: ModelInfo, data: Data, cache: Path, placement: Placement):
     """(step, (path, format)) for every optimizer of the chain, compiled or found in the cache."""
     path, fmt = model.path, model.format
-    chain_key = hashlib.sha1(str(model.path.resolve()).encode()).hexdigest()[:8]
+    chain_key = hashlib.sha1(f"{model.path.resolve()}|{placement.target.name}".encode()).hexdigest()[:8]
     for step in spec["optimizers"]:
         chain_key = hashlib.sha1((chain_key + json.dumps(step, sort_keys=True)).encode()).hexdigest()[:12]
         step_dir = cache / chain_key
@@ -186,6 +165,7 @@ def _compiled_steps(spec: dict[str, Any], model: ModelInfo, data: Data, cache: P
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         optimizer = _block(step)
+        optimizer.placement = placement
         produced = optimizer.compile(path, data, tmp)
         fmt = optimizer.output
         shutil.rmtree(step_dir, ignore_errors=True)
@@ -196,40 +176,61 @@ def _compiled_steps(spec: dict[str, Any], model: ModelInfo, data: Data, cache: P
 
 
 def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
+    """Compiles the chain (for the placement's target), runs the runtime over the dataset (here,
+    or on the placement's device, where it is first checked to have the runtime) and measures."""
+    placement = Placement.from_json(spec.get("placement"))
     runtime = _block(spec["pipeline"]["runtime"])
-    for block in [*(_block(step) for step in spec["pipeline"]["optimizers"]), runtime]:
+    optimizers = [_block(step) for step in spec["pipeline"]["optimizers"]]
+    for optimizer in optimizers:
+        optimizer.placement = placement
+    for block in [*optimizers, runtime]:
         reason = block.unavailable()
         if reason:
             raise Unavailable(reason)
     model = _block(spec["model_wrapper"]).info()
+    loader, params = runtime.recipe(optimizers[-1].output if optimizers else model.format)
+    if placement.device is not None:  # before compiling: a device without the runtime skips at once
+        with _session(placement) as session:
+            check_runtime(session, loader)
     data = _block(spec["dataset"]).load(model)
-    compiled, fmt = compile_chain(spec["pipeline"], model, data, Path(spec["cache"]), spec.get("run_index"))
-    run = runtime.load(compiled)
-    measure = not runtime.params.get("disable_performance_measurements")
-    for i in range(min(3, len(data.x)) if measure else 0):  # warm-up
-        run(data.x[i: i + 1])
-    times, outputs = [], []
-    with ResourceSampler() as sampler:
-        for i in range(len(data.x)):
-            t0 = time.perf_counter()
-            y = run(data.x[i: i + 1])
-            times.append(time.perf_counter() - t0)
-            outputs.append(np.asarray(y).reshape(-1))
-    metrics: dict[str, Any] = {"compiled_model_size": compiled.stat().st_size}
-    if measure:  # Kenning's disable_performance_measurements: quality metrics only
-        metrics.update({**_stats("inferencetime", times), **_stats("session_utilization_cpus_percent_avg", sampler.cpu),
-                        **_stats("session_utilization_mem_percent", sampler.mem)})
+    compiled, fmt = compile_chain(spec["pipeline"], model, data, Path(spec["cache"]), spec.get("run_index"), placement)
+    performance = not runtime.params.get("disable_performance_measurements")  # Kenning's: quality metrics only
+    if placement.device is None:
+        measured, device = inference.measure(runtime.load(compiled), data.x, 3, performance), "local"
     else:
-        times = []
+        with _session(placement) as session:
+            measured = measure_on_device(session, loader, params, compiled, data.x, 3, performance, 3600.0)
+            device = session.name
+    return _result(measured, performance, compiled, fmt, data, model, device)
+
+
+@contextlib.contextmanager
+def _session(placement: Placement):
+    session = DeviceSession(placement.device.transport(placement.temp_dir), placement.target,
+                            Path(placement.profiler), lease_wait=placement.lease_wait)
+    try:
+        session.open()
+        yield session
+    finally:
+        session.close()
+
+
+def _result(measured: dict[str, Any], performance: bool, compiled: Path, fmt: str, data: Data, model: ModelInfo,
+            device: str) -> dict[str, Any]:
+    """A run's record from a measurement (inference.measure's, here or on a device)."""
+    metrics: dict[str, Any] = {"compiled_model_size": compiled.stat().st_size}
+    resources = {k: measured[k] for k in ("timestamps", "cpus_percent_avg", "mem_percent")}
+    if performance:
+        metrics.update({**_stats("inferencetime", measured["times_s"]),
+                        **_stats("session_utilization_cpus_percent_avg", measured["cpus_percent_avg"]),
+                        **_stats("session_utilization_mem_percent", measured["mem_percent"])})
     confusion = None
     if data.y is not None:
-        scores = np.stack(outputs)
-        extra, confusion = classification_metrics(scores, data.y, model.num_classes)
+        extra, confusion = classification_metrics(np.asarray(measured["outputs"]), data.y, model.num_classes)
         metrics.update(extra)
-    return {"metrics": metrics, "inference_times": times,
-            "resources": {"timestamps": sampler.timestamps, "cpus_percent_avg": sampler.cpu, "mem_percent": sampler.mem}
-            if measure else {},
-            "confusion_matrix": confusion, "compiled_model": str(compiled), "compiled_format": fmt}
+    return {"metrics": metrics, "inference_times": measured["times_s"] if performance else [],
+            "resources": resources if performance else {}, "confusion_matrix": confusion, "compiled_model": str(compiled),
+            "compiled_format": fmt, "device": device}
 
 
 def main(argv: list[str]) -> int:

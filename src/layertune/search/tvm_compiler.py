@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from layertune.search.block import OPTIMIZER_PARAMS, Data, Optimizer, Param
+from layertune.tuner.targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +133,20 @@ def tvm_target(params: dict[str, Any]) -> Any:
     return tvm.target.Target(target)
 
 
+def for_device(params: dict[str, Any], device: Target) -> dict[str, Any]:
+    """The block's parameters for a trial measured on a device of `device`: a plain "llvm"
+    (this CPU) becomes the target's LLVM triple and CPU, and the library is linked with the
+    target's cross compiler (`cross_compiler`). An explicit target is the user's and kept."""
+    if device.is_host or device.llvm_target is None:
+        return params
+    target = params.get("target", "llvm")
+    return {**params, "target": device.llvm_target if target == "llvm" else target, "cross_compiler": device.compiler}
+
+
 def compile_model(params: dict[str, Any], src: Path, out: Path) -> Path:
     """The TVMCompiler block: `params` as in the config (target, opt_level, conv2d_data_layout,
-    tuning_trials, tuning_seed); writes the library to `out`, tuning records beside it."""
+    tuning_trials, tuning_seed; `cross_compiler` from for_device); writes the library to `out`,
+    tuning records beside it."""
     import tvm
     from tvm import relax
 
@@ -158,7 +170,12 @@ def compile_model(params: dict[str, Any], src: Path, out: Path) -> Path:
     else:
         with tvm.transform.PassContext(opt_level=opt_level):
             executable = tvm.compile(mod, target=target)
-    executable.export_library(str(out))
+    if params.get("cross_compiler"):
+        from tvm.support import cc
+
+        executable.export_library(str(out), fcompile=cc.cross_compiler(params["cross_compiler"]))
+    else:
+        executable.export_library(str(out))
     return out
 
 
@@ -175,6 +192,9 @@ class TVMCompiler(Optimizer):
     def unavailable(self) -> str | None:
         if not self.params["use_tvm_vm"]:
             return "TVMCompiler: use_tvm_vm false (TVM's graph executor) does not exist in TVM 0.27; Relax builds VM executables"
+        if self.params.get("tuning_trials") and not self.placement.target.is_host:
+            return (f"TVMCompiler: tuning_trials on the {self.placement.target.name} target would time the candidates "
+                    "on this machine (meta_schedule's RPC runner to a device is not supported): use tuning_trials 0")
         return super().unavailable()
 
     def compile(self, src: Path, data: Data | None, out_dir: Path) -> Path:
@@ -187,7 +207,7 @@ class TVMCompiler(Optimizer):
         tar = str(self.params.get("compiled_model_path") or "").endswith(".tar")
         out = out_dir / ("model.tar" if tar else "model.so")
         if not self.params.get("tuning_trials"):
-            return compile_model(self.params, src, out)
+            return compile_model(for_device(self.params, self.placement.target), src, out)
         check_runs_here(tvm_target(self.params))  # a clear error now rather than from the child
         proc = subprocess.run([sys.executable, "-m", __name__, str(src), str(out), json.dumps(self.params)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

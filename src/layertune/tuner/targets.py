@@ -28,6 +28,7 @@ class Target:
     debian_package: str | None = None  # where that compiler comes from
     cpuinfo_regex: str = ".*"
     run_prefix: tuple[str, ...] = field(default_factory=tuple)
+    llvm_target: str | None = None  # how LLVM (TVM's llvm target) names the target; None: the host CPU
 
     @property
     def is_host(self) -> bool:
@@ -44,11 +45,15 @@ _ARM64_REGEX = r"(?i)aarch64|armv8|cortex-a5[37]|cortex-a7[2-6]|BCM2837|BCM2711|
 BUILTIN: dict[str, Target] = {
     "host": Target("host"),
     "pi3": Target("pi3", "pi3.cmake", "arm-linux-gnueabihf-g++", "g++-arm-linux-gnueabihf",
-                  r"(?i)armv7|armv8|aarch64|cortex-a53|BCM2709|BCM2837|CPU architecture:\s*[78]"),
-    "pi3_64": Target("pi3_64", "aarch64.cmake", "aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu", _ARM64_REGEX),
-    "aarch64": Target("aarch64", "aarch64.cmake", "aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu", _ARM64_REGEX),
+                  r"(?i)armv7|armv8|aarch64|cortex-a53|BCM2709|BCM2837|CPU architecture:\s*[78]",
+                  llvm_target="llvm -mtriple=armv7a-linux-gnueabihf -mcpu=cortex-a53 -mattr=+neon -mfloat-abi=hard"),
+    "pi3_64": Target("pi3_64", "aarch64.cmake", "aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu", _ARM64_REGEX,
+                     llvm_target="llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a53 -mattr=+neon"),
+    "aarch64": Target("aarch64", "aarch64.cmake", "aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu", _ARM64_REGEX,
+                      llvm_target="llvm -mtriple=aarch64-linux-gnu -mattr=+neon"),
     "pi0": Target("pi0", "pi0.cmake", "arm-linux-gnueabi-g++", "g++-arm-linux-gnueabi",
-                  r"(?i)armv6|arm1176|BCM2835|CPU architecture:\s*[67]"),
+                  r"(?i)armv6|arm1176|BCM2835|CPU architecture:\s*[67]",
+                  llvm_target="llvm -mtriple=armv6-linux-gnueabi -mcpu=arm1176jzf-s"),
 }
 _FIELDS = {f.name for f in fields(Target)} - {"name"}
 
