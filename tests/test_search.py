@@ -239,4 +239,7 @@ def test_cpu_utilization_of_a_compute_bound_run_is_measured():
     assert 0 < min(hot["mem_percent"]) < 100
     assert hot["outputs"].shape == (4, 3) and np.all(hot["outputs"] == 2.0)
     assert len(hot["times_s"]) == 4 and all(t >= 0.002 for t in hot["times_s"])
-    assert hot["timestamps"] == sorted(hot["timestamps"])
+    assert len(hot["cpus_percent_avg"]) == len(hot["mem_percent"]) == len(hot["timestamps"]) == 1  # 8 ms < a period
+    windows = measure(busy, x, warmup=0, period=0.003)  # a window every second call or so
+    assert 2 <= len(windows["cpus_percent_avg"]) <= 4 and windows["timestamps"] == sorted(windows["timestamps"])
+    assert windows["timestamps"][-1] >= sum(windows["times_s"])

@@ -30,8 +30,8 @@
 // are seeded random values), checks its output against the reference kernel, and reports
 // median / min / mean / std milliseconds. `infer` runs a plan on N given samples (IN.f32: each
 // sample's inputs in order, raw float32), writes each sample's first output to OUT.f32 and prints
-// each run's time, the CPU busy share over it and the resident memory after it: what a search
-// trial measures on a device. Bad arguments: one line on stderr, exit code 2.
+// each run's time, and every 50 ms the CPU busy share over that window and the resident memory:
+// what a search trial measures on a device. Bad arguments: one line on stderr, exit code 2.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -550,22 +550,35 @@ int cmd_infer(const Args& a) {
   }
   std::ofstream out(a.require("outputs"), std::ios::binary);
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<double> times, cpu, mem;
+  // CPU and memory every 50 ms (and after the last run), not per run: the system calls between
+  // runs were measured to slow the next small run by microseconds.
+  using clock = std::chrono::steady_clock;
+  std::vector<double> times, cpu, mem, stamps;
+  const auto start = clock::now();
+  auto window = start;
+  double cpu_at = cpu_seconds();
   for (int i = 0; i < count; ++i) {
     load_sample(i);
-    const double cpu0 = cpu_seconds();
-    const auto t0 = std::chrono::steady_clock::now();
+    const auto t0 = clock::now();
     engine.run(io.in, io.out);
-    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    times.push_back(wall);
-    cpu.push_back(std::min(100.0, std::max(0.0, (cpu_seconds() - cpu0) / std::max(wall, 1e-9) / cores * 100.0)));
-    mem.push_back(resident_percent());
+    const auto t1 = clock::now();
+    times.push_back(std::chrono::duration<double>(t1 - t0).count());
     out.write(reinterpret_cast<const char*>(io.outputs[0].data()), std::streamsize(io.outputs[0].size() * sizeof(float)));
+    const double span = std::chrono::duration<double>(t1 - window).count();
+    if (span >= 0.05 || i == count - 1) {
+      const double now_cpu = cpu_seconds();
+      cpu.push_back(std::min(100.0, std::max(0.0, (now_cpu - cpu_at) / std::max(span, 1e-9) / cores * 100.0)));
+      mem.push_back(resident_percent());
+      stamps.push_back(std::chrono::duration<double>(t1 - start).count());
+      window = clock::now();
+      cpu_at = cpu_seconds();
+    }
   }
   if (!out.flush()) fail("--outputs: cannot write ", a.require("outputs"));
-  std::printf("{\"times_s\": %s, \"cpus_percent_avg\": %s, \"mem_percent\": %s, \"peak_rss_bytes\": %lld}\n",
+  std::printf("{\"times_s\": %s, \"cpus_percent_avg\": %s, \"mem_percent\": %s, \"timestamps\": %s, "
+              "\"peak_rss_bytes\": %lld}\n",
               json_doubles(times, 1.0).c_str(), json_doubles(cpu, 1.0).c_str(), json_doubles(mem, 1.0).c_str(),
-              peak_rss_bytes());
+              json_doubles(stamps, 1.0).c_str(), peak_rss_bytes());
   return 0;
 }
 

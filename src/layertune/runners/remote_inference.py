@@ -76,5 +76,4 @@ def _profiler_infer(session: DeviceSession, params: dict[str, Any], model: Path,
                                     "--threads", str(params.get("num_threads", 1)), "--warmup", str(warmup)], timeout)
     outputs = np.fromfile(session.download("outputs.f32", tmp / "outputs.f32"), np.float32)
     result["outputs"] = outputs.reshape(len(x), -1)
-    result["timestamps"] = np.cumsum(result["times_s"]).tolist()
     return result

@@ -14,7 +14,7 @@ from layertune.search.metrics import QUALITY, pareto_flags
 _PATHS = ("compiled_model_path", "save_model_path")
 
 
-def _labels(runs: list[dict[str, Any]]) -> dict[str, str]:
+def run_labels(runs: list[dict[str, Any]]) -> dict[str, str]:
     """A label per run id: each block with the parameters whose values differ between the runs
     (tuned and untuned TVM differ in tuning_trials), paths left out."""
     def blocks(run):
@@ -44,7 +44,7 @@ def write_report(measurement_files: list[Path], report_path: Path) -> list[Path]
         raise ValueError("--measurements: no run files with timing metrics")
     report_path = Path(report_path)
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    labels = _labels(runs)
+    labels = run_labels(runs)
     plots = _plots(runs, report_path, labels)
     runs.sort(key=lambda r: r["metrics"]["inferencetime_mean"])
     native = next((r for r in runs if not r["pipeline"]["optimizers"]
