@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import IN_CI, leftovers, require, ssh_args
-from test_search_runs import MODEL, run, search_config, trials
+from test_search_runs import MODEL, pipeline_alone, run, search_config, trials
 
 TFLITE = {"type": "kenning.optimizers.tflite.TFLiteCompiler", "parameters": {"target": ["default"]}}
 TVM = {"type": "kenning.optimizers.tvm.TVMCompiler", "parameters": {"target": ["llvm"], "opt_level": [3]}}
@@ -64,6 +64,13 @@ def test_trials_measured_on_a_device_over_ssh_match_the_local_search(tmp_path, s
         assert len(resources["timestamps"]) == len(resources["cpus_percent_avg"]) == len(resources["mem_percent"]) >= 1
     assert all("speedup_vs_native" in e for e in ran[1:])
     assert "on root@127.0.0.1" in proc.stderr  # the log says where each trial runs
+    # the best pipeline alone, again on the device (compiled afresh)
+    best = json.loads((tmp_path / "device.json").read_text())
+    alone = pipeline_alone(str(tmp_path / "device.json"), "--measurements", str(tmp_path / "again.json"),
+                           *ssh_args(sshd), "--device_python", sys.executable)
+    assert alone.returncode == 0, alone.stderr
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["device"] == device and again["metrics"]["accuracy"] == best["metrics"]["accuracy"]
     assert leftovers() == before  # every lease released, every work directory removed
 
 

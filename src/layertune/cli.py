@@ -155,18 +155,22 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ell_root", help=argparse.SUPPRESS)
 
 
+def placements_from_arguments(args: argparse.Namespace) -> list[Placement] | None:
+    """Where trials run: None (this machine) unless devices or a target other than host are given;
+    then each usable device of the target (the target's profiler built once, here)."""
+    target, devices = target_and_devices(args)
+    if not (args.ipaddress or args.cluster or not target.is_host):
+        return None
+    profiler, _ = build_profiler(target)
+    return usable_placements([Placement(target, d, str(profiler), args.temp_dir, args.lease_wait) for d in devices])
+
+
 def _cmd_fine_tune(args: argparse.Namespace) -> int:
     cfg = load_config(args.json_cfg)
-    target, devices = target_and_devices(args)
     if args.generate_scenarios:
         count = write_scenarios(cfg, Path(args.generate_scenarios))
         print(f"wrote {count} scenarios to {args.generate_scenarios}")
-    placements = None
-    if args.ipaddress or args.cluster or not target.is_host:  # trials measured on the target's devices
-        profiler, _ = build_profiler(target)
-        placements = usable_placements([Placement(target, d, str(profiler), args.temp_dir, args.lease_wait)
-                                        for d in devices])
-    best = run_search(cfg, Path(args.output), placements)
+    best = run_search(cfg, Path(args.output), placements_from_arguments(args))
     out = Path(args.output)
     runs = sorted(out.parent.glob(f"{out.stem}_*.json"))
     runs = [r for r in runs if not r.name.endswith("_all_results.json")]
@@ -177,8 +181,10 @@ def _cmd_fine_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_test_pipeline(args: argparse.Namespace) -> int:
+    placements = placements_from_arguments(args)
     result, recorded = measure_pipeline(Path(args.pipeline), args.json_cfg and Path(args.json_cfg),
-                                        Path(args.measurements), args.cache and Path(args.cache), args.timeout)
+                                        Path(args.measurements), args.cache and Path(args.cache), args.timeout,
+                                        placements[0] if placements else None)
     for name, value in sorted(result["metrics"].items()):
         before = recorded.get(name)
         change = f"  (search recorded {before:.6g}: {value / before - 1:+.1%})" if before else ""
@@ -230,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--measurements", required=True, help="write the measurements (a run file's format) here")
     test.add_argument("--cache", help="a compile cache to reuse, e.g. the search's .OUT_cache (default: compile afresh)")
     test.add_argument("--timeout", type=float, default=3600.0, help="seconds the run may take")
+    add_device_arguments(test)  # measured on the (first usable) device, as the search's trials are
     test.set_defaults(func=_cmd_test_pipeline)
     report = sub.add_parser("report", help="Markdown report with plots from fine-tune-optimizers measurements")
     report.add_argument("--measurements", nargs="+", required=True, help="OUT_<run id>.json files")

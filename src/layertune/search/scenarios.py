@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from layertune.jsonfile import read_json, write_json
-from layertune.search.block import REGISTRY
+from layertune.search.block import REGISTRY, Placement
 from layertune.search.config import ConfigError, SearchConfig, parse_config
 from layertune.search.trial import run_trial_process, trial_spec
 from layertune.search.space import Pipeline, enumerate_space, incompatibility
@@ -65,16 +65,19 @@ def load_pipeline(path: Path, search_config: Path | None = None) -> tuple[Search
 
 
 def measure_pipeline(path: Path, search_config: Path | None, measurements: Path, cache: Path | None,
-                     timeout_s: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Runs one pipeline alone, in a trial process as the search does, and writes its measurements
-    (the format of a search's run file, so `layertune report` reads it). Returns (the new result,
-    the metrics recorded by the search or {}). Without `cache` everything is compiled afresh."""
+                     timeout_s: float, placement: Placement | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Runs one pipeline alone, in a trial process as the search does (here, or on `placement`'s
+    device), and writes its measurements (the format of a search's run file, so `layertune report`
+    reads it). Returns (the new result, the metrics recorded by the search or {}). Without `cache`
+    everything is compiled afresh."""
     cfg, pipeline, recorded = load_pipeline(path, search_config)
     reason = incompatibility(pipeline, cfg.model_wrapper.spec.output)
     if reason:
         raise ConfigError(f"{path}: the pipeline cannot run: {reason}")
     with tempfile.TemporaryDirectory() as fresh:
-        result = run_trial_process(trial_spec(cfg, pipeline, cache or Path(fresh)), timeout_s)
+        password = placement and placement.device and placement.device.password
+        result = run_trial_process(trial_spec(cfg, pipeline, cache or Path(fresh), placement=placement), timeout_s,
+                                   password)
     if result["status"] != "ok":
         raise RuntimeError(f"{path}: the pipeline {'was skipped' if result['status'] == 'skipped' else 'failed'}: "
                            f"{result['reason']}")
