@@ -13,7 +13,10 @@ of one run (tools/benchlib.py):
     meta_schedule with N trials (layertune.search.tvm_compiler; the tuning time is printed).
 Prints median latency and the ratio to LiteRT; then peak memory, each system in its own
 process: layertune's engine (layertune-profiler's peak RSS, minus the profiler's own) and
-LiteRT's interpreter (RSS growth from creating and running it).
+LiteRT's interpreter (RSS growth from creating and running it); with --per-op, where layertune's
+default plan spends its time: each op type's milliseconds per run at every thread count
+(Model.run_profiled, thread counts alternating round by round) and its speed-up over the fewest
+threads, so that an op type that does not scale (or gets slower) is named.
 
     python tools/bench_models.py                       # all three models (~10 minutes)
     python tools/bench_models.py --models MobileNetV2 --no-tvm
@@ -166,6 +169,37 @@ def memory_litert(flatbuffer: bytes) -> int:
 TINY = b""  # set in main: a one-op model for the profiler's baseline RSS
 
 
+def per_op_table(flatbuffer: bytes, name: str, x: np.ndarray, thread_counts: list[int], rounds: int,
+                 repeats: int) -> None:
+    """Milliseconds per run by op type (the sum over its nodes; per round the median of `repeats`
+    profiled runs, then the median over rounds), the thread counts alternating round by round."""
+    models = {t: layertune_model(flatbuffer, name, t, None) for t in thread_counts}
+    ops = [layer.op for layer in models[thread_counts[0]].layers]
+    per_round: dict[int, list[dict[str, float]]] = {t: [] for t in thread_counts}
+    for _ in range(rounds):
+        for t, model in models.items():
+            for _ in range(2):  # warm-up
+                model.run_profiled(x)
+            runs = np.array([model.run_profiled(x)[1] for _ in range(repeats)])  # (repeats, nodes)
+            node = np.median(runs, axis=0)
+            totals: dict[str, float] = {}
+            for op, seconds in zip(ops, node):
+                totals[op] = totals.get(op, 0.0) + float(seconds)
+            per_round[t].append(totals)
+    first = thread_counts[0]
+    med = {t: {op: float(np.median([r[op] for r in per_round[t]])) for op in per_round[t][0]} for t in thread_counts}
+    counts = {op: ops.count(op) for op in set(ops)}
+    print(f"  per op type (default plan, ms per run; speed-up over {first} thread(s); {rounds} rounds):")
+    print(f"  {'op':24s} {'nodes':>5s} " + " ".join(f"{f'{t} thr':>9s}" for t in thread_counts)
+          + " " + " ".join(f"{f'x{t}':>6s}" for t in thread_counts[1:]))
+    for op in sorted(med[first], key=lambda o: -med[first][o]):
+        print(f"  {op:24s} {counts[op]:5d} " + " ".join(f"{med[t][op] * 1e3:9.3f}" for t in thread_counts) + " "
+              + " ".join(f"{med[first][op] / max(med[t][op], 1e-12):6.2f}" for t in thread_counts[1:]))
+    totals = {t: sum(med[t].values()) for t in thread_counts}
+    print(f"  {'total':24s} {len(ops):5d} " + " ".join(f"{totals[t] * 1e3:9.3f}" for t in thread_counts) + " "
+          + " ".join(f"{totals[first] / totals[t]:6.2f}" for t in thread_counts[1:]))
+
+
 def main(argv: list[str] | None = None) -> int:
     global TINY
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -178,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tvm", action="store_true")
     parser.add_argument("--tvm-trials", type=int, default=0,
                         help="also time TVM tuned by meta_schedule with this many trials (needs layertune[tvm])")
+    parser.add_argument("--per-op", action="store_true",
+                        help="also break layertune's default plan down by op type at each thread count")
     parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "layertune", "bench_models"))
     args = parser.parse_args(argv)
     if not benchlib.litert_available():
@@ -229,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{'-' if diff is None else f'{diff:.2e}':>10s}")
                 summary.append({"model": name, "system": i.label, "threads": threads, "median_ms": i.median * 1e3,
                                 "ratio_to_litert": i.median / lite})
+        if args.per_op:
+            per_op_table(flatbuffer, name, x, args.threads, max(args.rounds, 5), args.repeats)
         ours = layertune_model(flatbuffer, name, 1, None)
         lt_mem, lite_mem = memory_layertune(ours), memory_litert(flatbuffer)
         print(f"  memory: layertune engine {lt_mem / 2**20:.1f} MiB (arena {ours.arena_bytes / 2**20:.1f} MiB + "
