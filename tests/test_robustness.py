@@ -82,8 +82,9 @@ def test_driver_killed_at_many_points_then_rerun(workspace, tmp_path):
     out = tmp_path / "out"
     options = dict(SMALL_OPTIONS, winograd_parameters=[8, 16, 32], winograd_tiles=[2, 4], parallel=[True, False])
     (tmp_path / "many.json").write_text(json.dumps(options))
+    # --temp_dir: a killed local run cannot remove its work directory; keep those in this test's tmp
     args = ["--model_path", str(workspace / "models"), "--options", str(tmp_path / "many.json"), "--output_path",
-            str(out), "--repeats", "20", "--no-cache"]
+            str(out), "--repeats", "20", "--no-cache", "--temp_dir", str(tmp_path)]
     stored: set[tuple] = set()
     seen = kills = 0
     phases = set()
