@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,21 +34,58 @@ def need(*tools: str) -> None:
             pytest.skip(f"{tool} is not installed")
 
 
+# odd sizes: partial tiles in rows and columns, k not a multiple of four; blocks of 5 x 7, and k
+# blocks long enough for the hand-scheduled loops (gemm_asm.inc: 16 k an iteration on aarch64, 4
+# on armv7) with every tail length they leave: k = 117 (7 x 16 + 5), 40 in blocks of 33 (2 x 16 + 1,
+# then 7), 117 in blocks of 17 (16 + 1, ..., then 15)
+ARM_LAYERS = [
+    (["--input", "2x7x9x13", "--filters", "19", "--kernel", "3x3"], ["block_m=5", "block_k=7"]),
+    (["--input", "1x5x6x6", "--filters", "5", "--kernel", "1x1"], ["block_m=5", "block_k=7"]),
+    (["--input", "2x7x9x13", "--filters", "19", "--kernel", "3x3"], []),
+    (["--input", "2x7x9x13", "--filters", "37", "--kernel", "3x3"], ["block_k=17"]),
+    (["--input", "1x5x6x40", "--filters", "37", "--kernel", "1x1"], ["block_m=9", "block_k=33"]),
+]
+
+
 @pytest.mark.parametrize("base", list(QEMU))
 def test_every_gemm_tile_is_right_on_arm(base):
     need(QEMU[base][0], BUILTIN[base].compiler)
     profiler, _ = build_profiler(BUILTIN[base])
-    # odd sizes: partial tiles in rows and columns, a k that is not a multiple of four, blocks of 5 x 7
-    for layer in (["--input", "2x7x9x13", "--filters", "19", "--kernel", "3x3"],
-                  ["--input", "1x5x6x6", "--filters", "5", "--kernel", "1x1"]):
+    for layer, params in ARM_LAYERS:
         for tile in TILES:
+            extra = [a for p in params for a in ("--param", p)]
             proc = subprocess.run([*QEMU[base], str(profiler), "conv", *layer, "--method", "unrolled",
-                                   "--param", f"gemm_tile={tile}", "--param", "block_m=5", "--param", "block_k=7",
-                                   "--repeats", "1", "--warmup", "0"], capture_output=True, text=True, timeout=120)
+                                   "--param", f"gemm_tile={tile}", *extra, "--repeats", "1", "--warmup", "0"],
+                                  capture_output=True, text=True, timeout=120)
             assert proc.returncode == 0, proc.stderr
             line = json.loads(proc.stdout)
-            assert line["error"] is None, (base, tile, line)
-            assert line["max_abs_diff"] <= 1e-4 * line["max_abs_ref"], (base, tile, line)
+            assert line["error"] is None, (base, tile, params, line)
+            assert line["max_abs_diff"] <= 1e-4 * line["max_abs_ref"], (base, tile, params, line)
+
+
+@pytest.mark.parametrize("base", list(QEMU))
+def test_winograd_on_the_default_tile_is_right_on_arm(base):
+    """Winograd's GEMM runs the ISA's default tile (on aarch64 the packed-A one: V packed per row
+    block): both tiles, whole and split channel blocks (a tail of 6, and blocks of 17 with the
+    hand-scheduled loop's one-k tail)."""
+    need(QEMU[base][0], BUILTIN[base].compiler)
+    profiler, _ = build_profiler(BUILTIN[base])
+    for tile in (2, 4):
+        for depth in ([], ["--param", "nonseparable_channel_depth=17"]):
+            proc = subprocess.run([*QEMU[base], str(profiler), "conv", "--input", "2x9x11x40", "--filters", "37",
+                                   "--kernel", "3x3", "--method", "winograd", "--param", f"winograd_tile={tile}",
+                                   *depth, "--repeats", "1", "--warmup", "0"],
+                                  capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            line = json.loads(proc.stdout)
+            assert line["error"] is None, (base, tile, depth, line)
+            assert line["max_abs_diff"] <= 1e-4 * line["max_abs_ref"], (base, tile, depth, line)
+
+
+def test_the_hand_scheduled_loops_are_generated_from_their_script():
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_gemm_asm.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +103,15 @@ def test_the_default_tile_is_the_reports_pick_and_does_not_spill(report):
         assert defaults[name] == arm_codegen.best_tile(report[name]), name
         (row,) = [r for r in report[name] if r.tile == defaults[name]]
         assert row.spills == 0, row
-        rows_, vectors = divmod(row.tile, 10)
+        rows_, vectors = divmod(row.tile % arm_codegen.PACKED_A, 10)
         assert row.fma > 0 and row.fma % (rows_ * vectors) == 0, row  # a whole number of k steps
         if name != "pi0":  # pi0: no model, the static mix only
             assert 0 < row.percent_of_peak <= 100, row
+    # the issue's target: the default tile at >= 85% of the modelled FMA peak (a model, so a fixed
+    # figure for a given compiler: cortex-a53 for pi3_64, cortex-a72 for armv7)
+    for name in ("pi3_64", "pi3"):
+        (row,) = [r for r in report[name] if r.tile == defaults[name]]
+        assert row.percent_of_peak >= 85, row
 
 
 def test_the_report_covers_every_hot_loop_and_says_what_limits_it(report):
@@ -89,7 +132,7 @@ def test_the_report_covers_every_hot_loop_and_says_what_limits_it(report):
         assert by_loop["winograd input F2"].fp_other + by_loop["winograd input F2"].fma > 0
     # NEON on armv7: the GEMM's FMAs are vector FMAs on q registers, not scalar VFP
     text = "\n".join(i.text for i in _default_gemm_loop("pi3"))
-    assert "vfma.f32\tq" in text or "vmla.f32\tq" in text, text
+    assert re.search(r"v(fma|mla)\.f32\s+q", text), text
 
 
 def _default_gemm_loop(name: str):
@@ -100,5 +143,5 @@ def _default_gemm_loop(name: str):
         commands = arm_codegen.compile_commands(target, Path(tmp) / "build")
         src = (ROOT / "csrc/kernels/gemm/gemm.cc").resolve()
         funcs = arm_codegen.functions(arm_codegen.assembly(commands[str(src)], src, Path(tmp) / "gemm.s"))
-    (body,) = [b for n, b in funcs.items() if f"tile_kernel<{tile // 10}, {tile % 10}>" in n]
+    (body,) = [b for n, b in funcs.items() if arm_codegen.tile_function(tile) in n]
     return arm_codegen.pick_loop(body, "most_fma")

@@ -59,7 +59,7 @@ TARGETS = {
                      "static mix only (LLVM 14 models no ARMv6 core)"),
 }
 
-TILE_CODES = (21, 22, 41, 42, 43, 61, 62, 64, 81, 82, 83, 122)
+TILE_CODES = (21, 22, 41, 42, 43, 61, 62, 64, 81, 82, 83, 122, 1044)
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,23 @@ class LoopSpec:
     tile: int | None = None
 
 
+PACKED_A = 1000  # gemm.h's kPackedA: a tile code's offset for reading A packed
+
+
+def tile_name(tile: int) -> str:
+    rows, vectors = divmod(tile % PACKED_A, 10)
+    return f"gemm {rows}x{vectors}v" + (" packed A" if tile >= PACKED_A else "")
+
+
+def tile_function(tile: int) -> str:
+    """The demangled name of the tile's micro-kernel (gemm.cc's tile_kernel<MR, NRV, PackedA>)."""
+    rows, vectors = divmod(tile % PACKED_A, 10)
+    return f"tile_kernel<{rows}, {vectors}, {'true' if tile >= PACKED_A else 'false'}>"
+
+
 def loop_specs(tiles: tuple[int, ...]) -> list[LoopSpec]:
-    specs = [LoopSpec(f"gemm {t // 10}x{t % 10}v", "csrc/kernels/gemm/gemm.cc",
-                      rf"tile_kernel<{t // 10}, {t % 10}>", "most_fma", tile=t) for t in tiles]
+    specs = [LoopSpec(tile_name(t), "csrc/kernels/gemm/gemm.cc", re.escape(tile_function(t)), "most_fma", tile=t)
+             for t in tiles]
     specs += [
         LoopSpec("depthwise 3x3 s1", "csrc/kernels/simple/conv_simple.cc", r"fast_pixels<3, 1>", "most_fma"),
         LoopSpec("depthwise 3x3 s2", "csrc/kernels/simple/conv_simple.cc", r"fast_pixels<3, 2>", "most_fma"),
@@ -177,13 +191,23 @@ def parse(lines: list[str]) -> tuple[list[Insn | str], dict[str, int]]:
     return items, labels
 
 
+def branch_target(items: list[Insn | str], labels: dict[str, int], j: int, target: str) -> int | None:
+    """Where the branch at position j goes: a named label, or an assembler local label (`1b`: the
+    nearest `1:` before, `1f`: the nearest after; the hand-written loops of gemm_asm.inc use them)."""
+    m = re.fullmatch(r"(\d+)([bf])", target)
+    if not m:
+        return labels.get(target)
+    name, back = m.group(1), m.group(2) == "b"
+    span = range(j - 1, -1, -1) if back else range(j + 1, len(items))
+    return next((i for i in span if items[i] == name), None)
+
+
 def loops(items: list[Insn | str], labels: dict[str, int]) -> list[tuple[int, int]]:
     """(first, last) item positions of each backward branch's loop, innermost ones only."""
     found = []
     for j, it in enumerate(items):
         if isinstance(it, Insn) and _BRANCH.match(it.mnemonic):
-            target = it.operands.split(",")[-1].strip()
-            i = labels.get(target)
+            i = branch_target(items, labels, j, it.operands.split(",")[-1].strip())
             if i is not None and i < j:
                 found.append((i, j))
     return [(i, j) for i, j in found
@@ -425,10 +449,10 @@ def default_tiles() -> dict[str, int]:
     found = {}
     for guard, names in ((r"defined\(__aarch64__\)", ("pi3_64", "aarch64")), (r"#elif defined\(__ARM_NEON\)", ("pi3",)),
                          (r"#else", ("pi0",))):
-        m = re.search(guard + r"[^\n]*\ninline constexpr int kMR = (\d+), kNRV = (\d+);", text)
+        m = re.search(guard + r"[^\n]*\ninline constexpr int kDefaultTile = (\d+);", text)
         if m:
             for n in names:
-                found[n] = int(m.group(1)) * 10 + int(m.group(2))
+                found[n] = int(m.group(1))
     return found
 
 

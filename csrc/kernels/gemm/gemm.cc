@@ -9,6 +9,8 @@
 
 #if defined(__ARM_NEON)
 #include <arm_neon.h>
+
+#include "gemm_asm.inc"
 #endif
 
 namespace layertune::gemm {
@@ -48,7 +50,25 @@ inline void step_lane(vf (&acc)[MR][NRV], const float32x4_t (&av)[MR], const flo
 }
 #endif
 
+// The hand-scheduled loops (gemm_asm.inc) take the accumulators through memory, in and out once
+// per call: a few dozen loads and stores against the thousands of multiply-accumulates of a k block.
 template <int MR, int NRV>
+inline void spill(const vf (&acc)[MR][NRV], float* buf) {
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NRV; ++v) simd::store(buf + (r * NRV + v) * kLanes, acc[r][v]);
+}
+template <int MR, int NRV>
+inline void reload(vf (&acc)[MR][NRV], const float* buf) {
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NRV; ++v) acc[r][v] = simd::load(buf + (r * NRV + v) * kLanes);
+}
+
+// PackedA: A as pack_a wrote it (element r, k at a[k * MR + r]); otherwise by rows (a[r * lda + k]).
+template <int MR, int NRV, bool PackedA>
 void tile_kernel(int kc, const float* __restrict a, ptrdiff_t lda, const float* __restrict b, float* c,
                  ptrdiff_t ldc, int mr, int nr, bool accumulate, const Epilogue* epilogue) {
   constexpr int NR = NRV * kLanes;
@@ -72,50 +92,102 @@ void tile_kernel(int kc, const float* __restrict a, ptrdiff_t lda, const float* 
     for (int v = 0; v < NRV; ++v) acc[r][v] = accumulate ? simd::load(cp + r * ldcp + v * kLanes) : vf{};
 
   int k = 0;
-#if defined(__ARM_NEON)
-  // Four k at a time: one vector load brings four k of a row, and each multiply-accumulate takes
-  // its lane, so A costs MR loads per 4 * MR * NRV of them instead of one load per row and k.
-  for (; k + kLanes <= kc; k += kLanes) {
-    float32x4_t av[MR];
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) av[r] = vld1q_f32(a + r * lda);
+  if constexpr (PackedA) {
 #if defined(__aarch64__)
-    float32x4_t bv[kLanes * NRV];
-#pragma GCC unroll 16
-    for (int v = 0; v < kLanes * NRV; ++v) bv[v] = vld1q_f32(b + v * kLanes);
-    // Every load and pointer step before the first FMA: an in-order core (Cortex-A53) stalls an
-    // instruction issued behind a long-latency FMA until it would finish after it, so the compiler
-    // must not interleave them (the empty asm is the fence; it emits nothing). 32 registers hold it.
-    a += kLanes;
-    b += kLanes * NR;
-    asm volatile("" : "+r"(a), "+r"(b) : : "memory");
-    fma_lane<MR, NRV, 0>(acc, av, bv);
-    fma_lane<MR, NRV, 1>(acc, av, bv + NRV);
-    fma_lane<MR, NRV, 2>(acc, av, bv + 2 * NRV);
-    fma_lane<MR, NRV, 3>(acc, av, bv + 3 * NRV);
-#else
-    // armv7 has 16 q registers: B one k at a time.
-    step_lane<MR, NRV, 0>(acc, av, b);
-    step_lane<MR, NRV, 1>(acc, av, b + NR);
-    step_lane<MR, NRV, 2>(acc, av, b + 2 * NR);
-    step_lane<MR, NRV, 3>(acc, av, b + 3 * NR);
-    a += kLanes;
-    b += kLanes * NR;
-#endif
-  }
-#endif
-  for (; k < kc; ++k) {
-    vf bv[NRV];
+    if constexpr (MR == 4 && NRV == 4) {
+      // The hand-scheduled loop: 16 k an iteration, kc > 16 * iters (it reads one row of B ahead).
+      if (const long iters = (kc - 1) / 16; iters > 0) {
+        alignas(16) float buf[MR * NRV * kLanes];
+        spill(acc, buf);
+        loop_4x4_packed(buf, a, b, iters);
+        reload(acc, buf);
+        k = int(16 * iters);
+      }
+      for (; k < kc; ++k) {  // the rest: one k, all four rows of A in one vector
+        const float32x4_t av = vld1q_f32(a + k * MR);
+        const float* bk = b + k * NRV * kLanes;
+        const float32x4_t bv[NRV] = {vld1q_f32(bk), vld1q_f32(bk + 4), vld1q_f32(bk + 8), vld1q_f32(bk + 12)};
 #pragma GCC unroll 4
-    for (int v = 0; v < NRV; ++v) bv[v] = simd::load(b + v * kLanes);
-    b += NR;
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      const vf x = simd::splat(a[r * lda]);
-#pragma GCC unroll 4
-      for (int v = 0; v < NRV; ++v) acc[r][v] += x * bv[v];
+        for (int v = 0; v < NRV; ++v) {
+          acc[0][v] = vf(vfmaq_laneq_f32(float32x4_t(acc[0][v]), bv[v], av, 0));
+          acc[1][v] = vf(vfmaq_laneq_f32(float32x4_t(acc[1][v]), bv[v], av, 1));
+          acc[2][v] = vf(vfmaq_laneq_f32(float32x4_t(acc[2][v]), bv[v], av, 2));
+          acc[3][v] = vf(vfmaq_laneq_f32(float32x4_t(acc[3][v]), bv[v], av, 3));
+        }
+      }
     }
-    ++a;
+#endif
+    for (; k < kc; ++k) {
+      vf bv[NRV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NRV; ++v) bv[v] = simd::load(b + size_t(k) * NR + v * kLanes);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const vf x = simd::splat(a[k * MR + r]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NRV; ++v) acc[r][v] += x * bv[v];
+      }
+    }
+  } else {
+#if defined(__ARM_NEON) && !defined(__aarch64__)
+    if constexpr (MR == 4 && NRV == 2) {
+      // armv7's hand-scheduled loop: four k an iteration.
+      if (const int iters = kc / kLanes; iters > 0) {
+        alignas(16) float buf[MR * NRV * kLanes];
+        spill(acc, buf);
+        loop_4x2_rows(buf, a, a + lda, a + 2 * lda, a + 3 * lda, b, iters);
+        reload(acc, buf);
+        k = kLanes * iters;
+        a += k;
+        b += size_t(k) * NR;
+      }
+    }
+#endif
+#if defined(__ARM_NEON)
+    // Four k at a time: one vector load brings four k of a row, and each multiply-accumulate takes
+    // its lane, so A costs MR loads per 4 * MR * NRV of them instead of one load per row and k.
+    for (; k + kLanes <= kc; k += kLanes) {
+      float32x4_t av[MR];
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) av[r] = vld1q_f32(a + r * lda);
+#if defined(__aarch64__)
+      float32x4_t bv[kLanes * NRV];
+#pragma GCC unroll 16
+      for (int v = 0; v < kLanes * NRV; ++v) bv[v] = vld1q_f32(b + v * kLanes);
+      // Every load and pointer step before the first FMA: an in-order core (Cortex-A53) stalls an
+      // instruction issued behind a long-latency FMA until it would finish after it, so the compiler
+      // must not interleave them (the empty asm is the fence; it emits nothing). 32 registers hold it.
+      a += kLanes;
+      b += kLanes * NR;
+      asm volatile("" : "+r"(a), "+r"(b) : : "memory");
+      fma_lane<MR, NRV, 0>(acc, av, bv);
+      fma_lane<MR, NRV, 1>(acc, av, bv + NRV);
+      fma_lane<MR, NRV, 2>(acc, av, bv + 2 * NRV);
+      fma_lane<MR, NRV, 3>(acc, av, bv + 3 * NRV);
+#else
+      // armv7 has 16 q registers: B one k at a time.
+      step_lane<MR, NRV, 0>(acc, av, b);
+      step_lane<MR, NRV, 1>(acc, av, b + NR);
+      step_lane<MR, NRV, 2>(acc, av, b + 2 * NR);
+      step_lane<MR, NRV, 3>(acc, av, b + 3 * NR);
+      a += kLanes;
+      b += kLanes * NR;
+#endif
+    }
+#endif
+    for (; k < kc; ++k) {
+      vf bv[NRV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NRV; ++v) bv[v] = simd::load(b + v * kLanes);
+      b += NR;
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const vf x = simd::splat(a[r * lda]);
+#pragma GCC unroll 4
+        for (int v = 0; v < NRV; ++v) acc[r][v] += x * bv[v];
+      }
+      ++a;
+    }
   }
 
   if (epilogue) {
@@ -138,7 +210,9 @@ void tile_kernel(int kc, const float* __restrict a, ptrdiff_t lda, const float* 
 
 template <int Code>
 MicroKernel tile_entry() {
-  return {Code / 10, Code % 10 * kLanes, &tile_kernel<Code / 10, Code % 10>};
+  constexpr bool packed = Code >= kPackedA;
+  constexpr int rows = Code % kPackedA / 10, vectors = Code % 10;
+  return {rows, vectors * kLanes, packed, &tile_kernel<rows, vectors, packed>};
 }
 
 template <size_t... I>
@@ -159,7 +233,13 @@ MicroKernel micro_kernel_for(int tile_code) {
 
 void micro_kernel(int kc, const float* a, ptrdiff_t lda, const float* b, float* c, ptrdiff_t ldc, int mr, int nr,
                   bool accumulate, const Epilogue* epilogue) {
-  tile_kernel<kMR, kNRV>(kc, a, lda, b, c, ldc, mr, nr, accumulate, epilogue);
+  tile_kernel<kMR, kNRV, kDefaultPacksA>(kc, a, lda, b, c, ldc, mr, nr, accumulate, epilogue);
+}
+
+void pack_a(const float* a, ptrdiff_t lda, int mr, int kc, int MR, float* dst) {
+  for (int k = 0; k < kc; ++k)
+    for (int r = 0; r < MR; ++r) dst[k * MR + r] = r < mr ? a[r * lda + k] : 0.0f;
+  std::memset(dst + size_t(kc) * MR, 0, size_t(4) * MR * sizeof(float));
 }
 
 void pack_b(const float* b, ptrdiff_t ldb, int k, int n, int nr, float* packed) {

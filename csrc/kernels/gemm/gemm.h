@@ -10,25 +10,30 @@ namespace layertune::gemm {
 
 // Register tiles ("named micro-kernel tiles"): R rows (output pixels / Winograd tiles) x V
 // vectors of output channels, coded R*10 + V (62 = 6 rows x 2 vectors = 6x16 floats on AVX2,
-// 6x8 on NEON). Every build has every tile; which fit the register file without spilling is the
-// ISA's business, so each ISA has a default (the one that tile is chosen from when `gemm_tile` is
-// not set), picked from the core's measurements on x86 and from tools/arm_codegen.py on ARM.
-inline constexpr int kTileCodes[] = {21, 22, 41, 42, 43, 61, 62, 64, 81, 82, 83, 122};
+// 6x8 on NEON); 1000 + R*10 + V is the same tile reading A packed (pack_a: k-major, R rows
+// interleaved), which the caller packs once per row block and k block. Every build has every
+// tile; which fit the register file without spilling is the ISA's business, so each ISA has a
+// default (the one `gemm_tile` 0 means), picked from the core's measurements on x86 and from
+// tools/arm_codegen.py on ARM.
+inline constexpr int kTileCodes[] = {21, 22, 41, 42, 43, 61, 62, 64, 81, 82, 83, 122, 1044};
+inline constexpr int kPackedA = 1000;
 #if defined(__AVX512F__)
-inline constexpr int kMR = 12, kNRV = 2;  // 24 accumulators of 32 zmm
+inline constexpr int kDefaultTile = 122;  // 24 accumulators of 32 zmm
 #elif defined(__AVX__)
-inline constexpr int kMR = 6, kNRV = 2;  // 12 of 16 ymm
+inline constexpr int kDefaultTile = 62;  // 12 of 16 ymm
 #elif defined(__aarch64__)
-inline constexpr int kMR = 4, kNRV = 3;  // arm_codegen's pick (8x3 spilled)
+inline constexpr int kDefaultTile = 1044;  // arm_codegen's pick: the hand-scheduled packed-A loop
 #elif defined(__ARM_NEON)
-inline constexpr int kMR = 6, kNRV = 1;  // arm_codegen's pick: 16 q registers (6x2 spilled)
+inline constexpr int kDefaultTile = 42;  // arm_codegen's pick: the hand-scheduled loop, 14 of 16 q registers
 #elif defined(__SSE2__)
-inline constexpr int kMR = 6, kNRV = 2;  // 12 of 16 xmm
+inline constexpr int kDefaultTile = 62;  // 12 of 16 xmm
 #else
-inline constexpr int kMR = 8, kNRV = 2;  // VFP, one float a vector: 16 of 32 s registers (arm_codegen's pick)
+inline constexpr int kDefaultTile = 82;  // VFP, one float a vector: 16 of 32 s registers (arm_codegen's pick)
 #endif
+// The default tile's shape, for kernels that don't tune the tile (Winograd's GEMM).
+inline constexpr bool kDefaultPacksA = kDefaultTile >= kPackedA;
+inline constexpr int kMR = kDefaultTile % kPackedA / 10, kNRV = kDefaultTile % 10;
 inline constexpr int kNR = kNRV * simd::kLanes;
-inline constexpr int kDefaultTile = kMR * 10 + kNRV;
 
 // Applied when a tile is finished: bias (nr readable floats) then clamp to [lo, hi].
 struct Epilogue {
@@ -38,20 +43,29 @@ struct Epilogue {
 
 // C[mr x nr] (+)= A[mr x kc] * B[kc x NR] for one register tile (MR x NR, mr <= MR, nr <= NR).
 // A is read by rows: row r starts at a + r * lda; MR rows must be readable (rows >= mr are
-// computed and dropped). B is a packed panel: kc rows of NR contiguous floats.
+// computed and dropped); a packed-A tile reads pack_a's buffer instead (lda unused). B is a
+// packed panel: kc rows of NR contiguous floats.
 // accumulate: add to C instead of overwriting it. epilogue: null, or applied before storing.
 using MicroKernelFn = void (*)(int kc, const float* a, ptrdiff_t lda, const float* b, float* c, ptrdiff_t ldc,
                                int mr, int nr, bool accumulate, const Epilogue* epilogue);
 struct MicroKernel {
   int mr = 0, nr = 0;  // the tile, in floats
+  bool packed_a = false;  // run reads A as pack_a wrote it
   MicroKernelFn run = nullptr;
 };
 // The micro-kernel of a tile code (0: this ISA's default); InvalidArgument for an unknown code.
 MicroKernel micro_kernel_for(int tile_code);
 
-// The default tile's micro-kernel, for kernels that don't tune the tile.
+// The default tile's micro-kernel, for kernels that don't tune the tile (A packed by pack_a when
+// kDefaultPacksA).
 void micro_kernel(int kc, const float* a, ptrdiff_t lda, const float* b, float* c, ptrdiff_t ldc, int mr,
                   int nr, bool accumulate, const Epilogue* epilogue);
+
+// Packs rows [0, mr) x columns [0, kc) of A (row r at a + r * lda) k-major for a packed-A tile of
+// MR rows: dst[k * MR + r], rows >= mr zero, and four more k of zeros (the ARM loop reads one
+// group of four k ahead).
+void pack_a(const float* a, ptrdiff_t lda, int mr, int kc, int MR, float* dst);
+inline size_t packed_a_size(int kc, int MR) { return size_t(kc + 4) * MR; }
 
 // Packs a K x N row-major matrix B (leading dimension ldb) into ceil(N / nr) panels of
 // K x nr, zero-padded: the layout a micro-kernel with that tile width reads.

@@ -38,7 +38,10 @@ class UnrolledConv final : public ConvKernel {
     const int64_t blocks = int64_t(m_blocks_) * s.groups;
     col_chunks_ = blocks >= 4 * p.threads ? 1 : int(std::min<int64_t>(panels_, ceil_div(4 * p.threads, int(blocks))));
     scratch_.resize(p.threads);
-    for (auto& buf : scratch_) buf.resize(direct_ ? size_t(tile_m) * k_ : size_t(block_m_) * k_);
+    // im2col rows (or the direct path's tail rows), then a packed-A tile's packed slice of A
+    a_floats_ = direct_ ? size_t(tile_m) * k_ : size_t(block_m_) * k_;
+    const size_t packed_a = tile_.packed_a ? gemm::packed_a_size(std::min(block_k_, k_), tile_m) : 0;
+    for (auto& buf : scratch_) buf.resize(a_floats_ + packed_a);
   }
 
   void run(const float* in, float* out) override {
@@ -85,16 +88,20 @@ class UnrolledConv final : public ConvKernel {
       // panels stream from L2.
       for (int i = 0; i < mc; i += tile_m) {
         const int mr = std::min(tile_m, mc - i);
-        const float* arow = a + i * lda;
+        const float* arow = a + i * lda + k0;
         ptrdiff_t arow_ld = lda;
-        if (mr < tile_m && direct_) {  // the input has no readable rows past the end: copy the tail
+        if (tile_.packed_a) {  // packed once, read by every panel
+          float* apack = scratch + a_floats_;
+          gemm::pack_a(arow, arow_ld, mr, kc, tile_m, apack);
+          arow = apack;
+        } else if (mr < tile_m && direct_) {  // the input has no readable rows past the end: copy the tail
           if (k0 == 0) copy_tail_rows(a + i * lda, lda, mr, scratch);
-          arow = scratch;
+          arow = scratch + k0;
           arow_ld = k_;
         }
         for (int p = p_begin; p < p_end; ++p) {
           const gemm::Epilogue ep{bias_.data() + (size_t(g) * panels_ + p) * tile_n, lo, hi};
-          tile_.run(kc, arow + k0, arow_ld, packed + (size_t(p) * k_ + k0) * tile_n,
+          tile_.run(kc, arow, arow_ld, packed + (size_t(p) * k_ + k0) * tile_n,
                     out + int64_t(m0 + i) * s.out_c + g * cog + p * tile_n, s.out_c, mr,
                     std::min(tile_n, cog - p * tile_n), k0 > 0, last ? &ep : nullptr);
         }
@@ -143,6 +150,7 @@ class UnrolledConv final : public ConvKernel {
 
   gemm::MicroKernel tile_;
   int k_ = 0, panels_ = 0, block_m_ = 0, block_k_ = 0, m_blocks_ = 0, col_chunks_ = 1;
+  size_t a_floats_ = 0;
   bool direct_ = false;
   AlignedBuffer packed_, bias_;
   std::vector<AlignedBuffer> scratch_;

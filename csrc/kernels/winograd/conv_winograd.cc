@@ -94,7 +94,9 @@ class WinogradConv final : public ConvKernel {
     scratch_v_.resize(p.threads);
     scratch_m_.resize(p.threads);
     for (int t = 0; t < p.threads; ++t) {
-      scratch_v_[t].resize(size_t(E) * tile_block_ * cig_);
+      // V, then (a packed-A default tile) one row block's packed slice of V
+      scratch_v_[t].resize(size_t(E) * tile_block_ * cig_ +
+                           (gemm::kDefaultPacksA ? gemm::packed_a_size(channel_block_, kMR) : 0));
       scratch_m_[t].resize(size_t(E) * tile_block_ * filter_block_);
     }
   }
@@ -156,12 +158,23 @@ class WinogradConv final : public ConvKernel {
       // 2. alpha^2 GEMMs, reduction over input channels in blocks.
       for (int cb0 = 0; cb0 < cig_; cb0 += channel_block_) {
         const int cbn = std::min(channel_block_, cig_ - cb0);
-        for (int e = 0; e < E; ++e)
-          for (int p = p0; p < p1; ++p)
-            for (int i = 0; i < tn; i += kMR)
-              gemm::micro_kernel(cbn, v + (size_t(e) * tb + i) * cig_ + cb0, cig_, u_.data() + u_index(e, g, p, cb0),
-                                 mbuf + (size_t(e) * tb + i) * filter_block_ + (p - p0) * kNR, filter_block_, kMR, kNR,
-                                 cb0 > 0, nullptr);
+        for (int e = 0; e < E; ++e) {
+          auto gemm_at = [&](int p, int i, const float* a) {
+            gemm::micro_kernel(cbn, a, cig_, u_.data() + u_index(e, g, p, cb0),
+                               mbuf + (size_t(e) * tb + i) * filter_block_ + (p - p0) * kNR, filter_block_, kMR, kNR,
+                               cb0 > 0, nullptr);
+          };
+          if constexpr (gemm::kDefaultPacksA) {  // each row block packed once, read by every panel
+            float* apack = v + size_t(E) * tb * cig_;
+            for (int i = 0; i < tn; i += kMR) {
+              gemm::pack_a(v + (size_t(e) * tb + i) * cig_ + cb0, cig_, kMR, cbn, kMR, apack);
+              for (int p = p0; p < p1; ++p) gemm_at(p, i, apack);
+            }
+          } else {
+            for (int p = p0; p < p1; ++p)
+              for (int i = 0; i < tn; i += kMR) gemm_at(p, i, v + (size_t(e) * tb + i) * cig_ + cb0);
+          }
+        }
       }
       // 3. Output transform of this filter block.
       vf mv[E], y[M * M];
