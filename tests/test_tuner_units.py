@@ -48,7 +48,7 @@ def test_the_table_names_every_method_once_with_threads_first():
     assert list(table) == ["reference", "simple", "unrolled", "winograd"]
     assert not table["reference"].tunable and tunable_methods() == ("simple", "unrolled", "winograd")
     assert all(m.params[0].name == "threads" for m in table.values())
-    assert table["winograd"].param("winograd_tile").choices == (2, 4)
+    assert table["winograd"].param("winograd_tile").choices == (2, 4, 6)
     assert table["winograd"].param("separable_block_depth").layers == "depthwise"
 
 
@@ -126,14 +126,14 @@ def test_threads_make_parallel_optional_and_the_sweep_fills_unnamed_parameters()
     opts = parse_options({"convolution_methods": ["winograd"], "threads": [1, 3]})
     assert thread_counts(opts, 8) == (1, 3)
     variants = layer_variants(REGULAR, opts, 8)
-    assert sorted({v["winograd_tile"] for v in variants}) == [2, 4]  # the table's sweep
+    assert sorted({v["winograd_tile"] for v in variants}) == [2, 4, 6]  # the table's sweep
     assert all("nonseparable_channel_depth" not in v for v in variants)  # left to the kernel
 
 
 @pytest.mark.parametrize("data, fragment", [
     ({"convolution_methods": ["simple"]}, "missing key 'parallel' (or 'threads')"),
     ({"convolution_methods": ["reference"], "parallel": [False]}, "'convolution_methods' must be"),
-    ({"convolution_methods": ["simple"], "parallel": [False], "winograd_tiles": [3]}, "winograd_tile: must be 2 or 4"),
+    ({"convolution_methods": ["simple"], "parallel": [False], "winograd_tiles": [3]}, "winograd_tile: must be 2, 4 or 6"),
     ({"convolution_methods": ["simple"], "parallel": [False], "unrolled_parameters": {"block_n": [1]}},
      "unknown key 'unrolled_parameters.block_n' (known: gemm_tile, block_m, block_k)"),
     ({"convolution_methods": ["simple"], "parallel": [False], "simple_parameters": {"threads": [2]}},

@@ -12,3 +12,5 @@ PROBE void probe_winograd_input_2(const vf* d, vf* v) { wg::input_transform<2>(d
 PROBE void probe_winograd_input_4(const vf* d, vf* v) { wg::input_transform<4>(d, v); }
 PROBE void probe_winograd_output_2(const vf* m, vf* y) { wg::output_transform<2>(m, y); }
 PROBE void probe_winograd_output_4(const vf* m, vf* y) { wg::output_transform<4>(m, y); }
+PROBE void probe_winograd_input_6(const vf* d, vf* v) { wg::input_transform<6>(d, v); }
+PROBE void probe_winograd_output_6(const vf* m, vf* y) { wg::output_transform<6>(m, y); }

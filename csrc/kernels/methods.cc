@@ -58,11 +58,11 @@ MethodSpec row(const char* name, const char* doc, bool tunable, std::vector<Para
 std::vector<MethodSpec> build_table() {
   ParamSpec tile;
   tile.name = "winograd_tile";
-  tile.doc = "output tile: 2 = F(2x2,3x3), 4 = F(4x4,3x3)";
-  tile.choices = {2, 4};
+  tile.doc = "output tile: 2 = F(2x2,3x3), 4 = F(4x4,3x3), 6 = F(6x6,3x3)";
+  tile.choices = {2, 4, 6};
   tile.default_value = 4;
   tile.options_key = "winograd_tiles";
-  tile.sweep = {2, 4};
+  tile.sweep = {2, 4, 6};
   ParamSpec gemm_tile;
   gemm_tile.name = "gemm_tile";
   gemm_tile.doc = "GEMM register tile, rows*10 + vectors (62 = 6 rows x 2 SIMD vectors), plus 1000 for A packed (1044); 0 = this ISA's default";
@@ -78,7 +78,7 @@ std::vector<MethodSpec> build_table() {
           {gemm_tile, block("block_m", "output pixels per GEMM block", LayerKind::kAny, ""),
            block("block_k", "reduction depth per GEMM block", LayerKind::kAny, "")},
           everywhere, make_unrolled_conv),
-      row("winograd", "Winograd F(2x2,3x3) / F(4x4,3x3) for 3x3, stride 1, dilation 1", true,
+      row("winograd", "Winograd F(2x2,3x3) / F(4x4,3x3) / F(6x6,3x3) for 3x3, stride 1, dilation 1", true,
           {tile,
            block("separable_block_depth", "channels per block", LayerKind::kDepthwise, "winograd_parameters"),
            block("nonseparable_filter_block_depth", "output filters per block", LayerKind::kRegular,

@@ -32,7 +32,9 @@ class MethodParam:
         if isinstance(value, bool) or not isinstance(value, int):
             return f"{self.name}: expected an integer, got {value!r}"
         if self.choices and value not in self.choices:
-            return f"{self.name}: must be {' or '.join(map(str, self.choices))}, got {value}"
+            *first, last = map(str, self.choices)
+            allowed = f"{', '.join(first)} or {last}" if first else last
+            return f"{self.name}: must be {allowed}, got {value}"
         if not self.choices and not self.min <= value <= self.max:
             return f"{self.name}: must be an integer in [{self.min}, {self.max}], got {value}"
         return None

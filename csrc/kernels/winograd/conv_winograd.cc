@@ -279,9 +279,11 @@ std::unique_ptr<ConvKernel> make_winograd_conv(const ConvShape& s, const MethodP
   const int tile = p.get("winograd_tile");
   if (s.is_depthwise()) {
     if (tile == 2) return std::make_unique<WinogradDepthwise<2>>(s, p, w, b);
+    if (tile == 6) return std::make_unique<WinogradDepthwise<6>>(s, p, w, b);
     return std::make_unique<WinogradDepthwise<4>>(s, p, w, b);
   }
   if (tile == 2) return std::make_unique<WinogradConv<2>>(s, p, w, b);
+  if (tile == 6) return std::make_unique<WinogradConv<6>>(s, p, w, b);
   return std::make_unique<WinogradConv<4>>(s, p, w, b);
 }
 
