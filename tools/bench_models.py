@@ -5,7 +5,9 @@ For MobileNetV2, ResNet50 and EfficientNetB0 (tf.keras.applications, random weig
 calibrated batch-norm statistics, 224x224) at 1 and 2 threads, measured in interleaved rounds
 of one run (tools/benchlib.py):
   * layertune with the default kernel choice, and with each uniform method (every convolution
-    on that method where it applies, the default elsewhere);
+    on that method where it applies, the default elsewhere); with --tuned also the plan that
+    tools/profile_and_optimize.py writes for this machine (default.json, 1 to the row's count of
+    threads per layer, tuned before the rounds; the tuning time is printed);
   * LiteRT with XNNPACK;
   * TVM 0.27 Relax, untuned, llvm for this CPU (-mcpu from LLVM's host detection), timed in a
     process of its own after the others (its thread pool spins long after each run and slowed
@@ -21,6 +23,7 @@ threads, so that an op type that does not scale (or gets slower) is named.
     python tools/bench_models.py                       # all three models (~10 minutes)
     python tools/bench_models.py --models MobileNetV2 --no-tvm
     python tools/bench_models.py --models MobileNetV2 --size 96 --tvm-trials 500
+    python tools/bench_models.py --models MobileNetV2 --no-tvm --tuned --per-op
 """
 
 from __future__ import annotations
@@ -200,6 +203,22 @@ def per_op_table(flatbuffer: bytes, name: str, x: np.ndarray, thread_counts: lis
           + " ".join(f"{totals[first] / totals[t]:6.2f}" for t in thread_counts[1:]))
 
 
+def tuned_measurement(flatbuffer: bytes, name: str, threads: int, x: np.ndarray, want: np.ndarray,
+                      cache: Path) -> benchlib.Measurement:
+    """The plan profile_and_optimize writes for this model with at most `threads` threads."""
+    from bench_tuning import engine_timer, tune  # bench_tuning imports this module: import late
+    tflite = cache / f"{name}_{x.shape[1]}.tflite"
+    tflite.write_bytes(flatbuffer)
+    with tempfile.TemporaryDirectory(prefix="layertune-bench-tuned-") as out:
+        seconds, summary, _ = tune(tflite, list(range(1, threads + 1)), Path(out) / "tuned")
+        plan = Path(out) / "tuned" / tflite.stem / "optimized.ltplan"
+        print(f"  {name} tuned for {threads} thread(s) in {seconds:.0f} s: {summary['whole_model']['written']}", flush=True)
+        model = layertune.load(plan, threads=threads)
+        diff = float(np.abs(model.run(x) - want).max())
+        timer = engine_timer(plan, threads, x)  # the engine keeps what it needs: the folder may go
+    return benchlib.Measurement("layertune tuned", timer, info={"threads": threads, "max_abs_diff": diff})
+
+
 def main(argv: list[str] | None = None) -> int:
     global TINY
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -212,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-tvm", action="store_true")
     parser.add_argument("--tvm-trials", type=int, default=0,
                         help="also time TVM tuned by meta_schedule with this many trials (needs layertune[tvm])")
+    parser.add_argument("--tuned", action="store_true",
+                        help="also tune each model with tools/profile_and_optimize.py and time the plan it writes")
     parser.add_argument("--per-op", action="store_true",
                         help="also break layertune's default plan down by op type at each thread count")
     parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "layertune", "bench_models"))
@@ -238,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                 items.append(benchlib.Measurement(f"layertune {method or 'default'}",
                                                   lambda w, r, m=model: m.time(x, w, r),
                                                   info={"threads": threads, "max_abs_diff": diff}))
+            if args.tuned:
+                items.append(tuned_measurement(flatbuffer, name, threads, x, want, Path(args.cache)))
             items.append(benchlib.Measurement("LiteRT (XNNPACK)",
                                               benchlib.litert_timer(benchlib.litert_interpreter(flatbuffer, threads), [x]),
                                               info={"threads": threads}))
