@@ -161,6 +161,30 @@ def _apply(base: PlanCandidate, changes: list[tuple[int, str]], candidates: dict
     return PlanCandidate(g, base.threads, baseline=False)
 
 
+def _written(series: dict[str, list[float]], current: str, strongest: str, baselines: list[str],
+             others: list[str]) -> str:
+    """Which verified plan to write. The confirmed plan (`current`) when it beat the strongest
+    baseline beyond noise and no baseline beat it; else the strongest baseline. Then any plan in
+    hand that is not a baseline (the per-layer composite, the confirmed plan) and measured faster
+    than the choice beyond noise, beaten by no baseline, replaces it — repeated until none does
+    (intervals need not be transitive: a plan passed over early may beat a later replacement), so
+    that the written plan is never measured slower than a plan the tuner had in hand."""
+    def beaten_by_a_baseline(name: str) -> bool:
+        return any(ratio_ci(series[b], series[name]).faster for b in baselines if b != name)
+
+    written = current
+    if current != strongest and (not ratio_ci(series[current], series[strongest]).faster
+                                 or beaten_by_a_baseline(current)):
+        written = strongest
+    for _ in range(len(others) + 1):  # bounded: a cycle of "faster" among noisy intervals ends here
+        better = [n for n in others if n != written and ratio_ci(series[n], series[written]).faster
+                  and not beaten_by_a_baseline(n)]
+        if not better:
+            break
+        written = min(better, key=lambda n: ratio_ci(series[n], series[written]).ratio)
+    return written
+
+
 def select_plan(candidates: dict[str, PlanCandidate], bench: Bench, reference: str,
                 max_tries: int = 4, progress: Callable[[str], None] = log.info) -> Outcome:
     """The algorithm of this module's docstring. `reference` names the baseline the screening's
@@ -192,19 +216,8 @@ def select_plan(candidates: dict[str, PlanCandidate], bench: Bench, reference: s
     progress(f"verifying against {len(baselines)} baselines" + (" and LiteRT" if bench.tflite_remote else ""))
     series, _ = bench.measure(final_names, strongest, litert=True, keep=(current_name,))
     final_strongest = _strongest(series, {n: candidates[n] for n in final_names})
-    written = current_name
-    if current_name != final_strongest and (
-            not ratio_ci(series[current_name], series[final_strongest]).faster
-            or any(ratio_ci(series[b], series[current_name]).faster for b in baselines)):
-        written = final_strongest  # not confirmed faster than every baseline: write the strongest
-    # A screened plan that is not a baseline (the per-layer composite) measured faster than the
-    # choice beyond noise, and beaten by no baseline, is written instead: the written plan is never
-    # measured slower than a plan the tuner had in hand.
-    for name in final_names:
-        if (name != written and not candidates[name].baseline
-                and ratio_ci(series[name], series[written]).faster
-                and not any(ratio_ci(series[b], series[name]).faster for b in baselines)):
-            written = name
+    written = _written(series, current_name, final_strongest, baselines,
+                       [n for n in final_names if not candidates[n].baseline])
     ratios = {n: ratio_ci(series[written], series[n]) for n in series if n != written}
     return Outcome(written, pinned(candidates[written].graph, candidates[written].threads), candidates[written].threads,
                    final_strongest, {n: statistics.median(v) for n, v in series.items()}, ratios, nodes,
