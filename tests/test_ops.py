@@ -97,6 +97,29 @@ def test_op_matches_litert(case_id, tmp_path):
         assert_matches(g, w, what=case_id)
 
 
+@pytest.mark.parametrize("case_id", ["mean_spatial", "mean_rows", "mul_broadcast", "logistic"])
+def test_ops_split_across_threads_match_litert(case_id, tmp_path):
+    """Inputs large enough for the ops to split their work across two threads (MEAN by output
+    rows and chunks of 64 channels, with a tail of 8; the elementwise ops by rows and chunks)."""
+    require("tensorflow")
+    import tensorflow as tf
+    big = (2, 24, 20, 136)
+    fn, shapes = {
+        "mean_spatial": (lambda x: tf.reduce_mean(x, [1, 2], keepdims=True), [big]),
+        "mean_rows": (lambda x: tf.reduce_mean(x, [1]), [big]),
+        "mul_broadcast": (lambda x, y: x * y, [big, (2, 1, 1, 136)]),
+        "logistic": (lambda x: tf.math.sigmoid(x), [big]),
+    }[case_id]
+    flatbuffer = convert_function(fn, shapes)
+    path = tmp_path / f"{case_id}.tflite"
+    path.write_bytes(flatbuffer)
+    inputs = [rng.uniform(-4, 4, s).astype(np.float32) for s in shapes]
+    (want,) = litert_run(flatbuffer, inputs)
+    for threads in (1, 2):
+        got = layertune.load(path, threads=threads).run(inputs if len(inputs) > 1 else inputs[0])
+        assert_matches(got, want, what=f"{case_id} at {threads} threads")
+
+
 def test_squeeze_matches_litert(tmp_path):
     tf = require("tensorflow")
     flatbuffer = reshape_as_squeeze(convert_function(lambda x: tf.squeeze(x, 2), [(1, 6, 1, 5)]), [2])

@@ -80,21 +80,27 @@ class MeanOp final : public Op {
     for (int d = 0; d < rank; ++d)
       if (reduce_[d]) count_ *= shape_[d];
     if (ctx.elements(out_) * count_ != ctx.elements(in_)) fail(ctx.node.where(), ": output shape does not match the axes");
+    threads_ = ctx.threads;
   }
 
   void run(float* const* b) override {
     const float* x = b[in_];
     float* y = b[out_];
     if (contiguous_) {
-      std::vector<double> acc(inner_);
-      for (int64_t o = 0; o < outer_; ++o) {
-        std::fill(acc.begin(), acc.end(), 0.0);
+      // Tasks: each output row in chunks of kChunk slots (channels, for a spatial mean), each
+      // accumulated in double over the reduced rows; two threads only where there is work for them.
+      constexpr int64_t kChunk = 64;
+      const int64_t chunks = (inner_ + kChunk - 1) / kChunk;
+      const int threads = outer_ * reduced_ * inner_ >= (1 << 15) ? threads_ : 1;
+      ThreadPool::global().parallel_for(threads, outer_ * chunks, [&](int64_t task, int) {
+        const int64_t o = task / chunks, i0 = (task % chunks) * kChunk, n = std::min(kChunk, inner_ - i0);
+        double acc[kChunk] = {};
         for (int64_t r = 0; r < reduced_; ++r) {
-          const float* p = x + (o * reduced_ + r) * inner_;
-          for (int64_t i = 0; i < inner_; ++i) acc[i] += p[i];
+          const float* p = x + (o * reduced_ + r) * inner_ + i0;
+          for (int64_t i = 0; i < n; ++i) acc[i] += p[i];
         }
-        for (int64_t i = 0; i < inner_; ++i) y[o * inner_ + i] = float(acc[i] / count_);
-      }
+        for (int64_t i = 0; i < n; ++i) y[o * inner_ + i0 + i] = float(acc[i] / count_);
+      });
       return;
     }
     // General: accumulate each input element into its output slot.
@@ -121,6 +127,7 @@ class MeanOp final : public Op {
   std::vector<bool> reduce_;
   bool contiguous_ = true;
   int64_t outer_ = 1, reduced_ = 1, inner_ = 1, count_ = 1;
+  int threads_ = 1;
 };
 
 // TFLite's resize semantics (align_corners, half_pixel_centers), bilinear or nearest.
