@@ -59,7 +59,18 @@ TARGETS = {
                      "static mix only (LLVM 14 models no ARMv6 core)"),
 }
 
-TILE_CODES = (21, 22, 41, 42, 43, 61, 62, 64, 81, 82, 83, 122, 1044)
+GEMM_H = ROOT / "csrc" / "kernels" / "gemm" / "gemm.h"
+
+
+def _gemm_h_ints(name: str) -> tuple[int, ...]:
+    """An integer constant, or an integer array's values, as gemm.h defines it (one place for them)."""
+    m = re.search(rf"inline constexpr int {name}(?:\[\])? = \{{?([\d, ]+)\}}?;", GEMM_H.read_text())
+    if not m:
+        raise RuntimeError(f"arm_codegen: {name} not found in {GEMM_H}")
+    return tuple(int(v) for v in m.group(1).split(","))
+
+
+TILE_CODES = _gemm_h_ints("kTileCodes")
 
 
 @dataclass(frozen=True)
@@ -73,7 +84,7 @@ class LoopSpec:
     tile: int | None = None
 
 
-PACKED_A = 1000  # gemm.h's kPackedA: a tile code's offset for reading A packed
+(PACKED_A,) = _gemm_h_ints("kPackedA")  # a tile code's offset for reading A packed
 
 
 def tile_name(tile: int) -> str:
@@ -445,7 +456,7 @@ def best_tile(reports: list[LoopReport]) -> int | None:
 
 def default_tiles() -> dict[str, int]:
     """Each ARM target's compiled-in default tile, read from gemm.h (what the report checks)."""
-    text = (ROOT / "csrc/kernels/gemm/gemm.h").read_text()
+    text = GEMM_H.read_text()
     found = {}
     for guard, names in ((r"defined\(__aarch64__\)", ("pi3_64", "aarch64")), (r"#elif defined\(__ARM_NEON\)", ("pi3",)),
                          (r"#else", ("pi0",))):

@@ -51,9 +51,14 @@ MODELS = ["MobileNetV2", "ResNet50", "EfficientNetB0"]
 METHODS = ["simple", "unrolled", "winograd"]
 
 
+def tflite_path(name: str, size: int, cache: Path) -> Path:
+    """Where build_tflite caches the application."""
+    return cache / f"{name}_{size}.tflite"
+
+
 def build_tflite(name: str, size: int, cache: Path) -> bytes:
     """The application as TFLite, cached (building and converting takes a while)."""
-    path = cache / f"{name}_{size}.tflite"
+    path = tflite_path(name, size, cache)
     if path.exists():
         return path.read_bytes()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -203,20 +208,17 @@ def per_op_table(flatbuffer: bytes, name: str, x: np.ndarray, thread_counts: lis
           + " ".join(f"{totals[first] / totals[t]:6.2f}" for t in thread_counts[1:]))
 
 
-def tuned_measurement(flatbuffer: bytes, name: str, threads: int, x: np.ndarray, want: np.ndarray,
-                      cache: Path) -> benchlib.Measurement:
-    """The plan profile_and_optimize writes for this model with at most `threads` threads."""
+def tuned_measurement(tflite: Path, name: str, threads: int, x: np.ndarray, want: np.ndarray) -> benchlib.Measurement:
+    """The plan profile_and_optimize writes for this model (build_tflite's file) with at most
+    `threads` threads."""
     from bench_tuning import engine_timer, tune  # bench_tuning imports this module: import late
-    tflite = cache / f"{name}_{x.shape[1]}.tflite"
-    tflite.write_bytes(flatbuffer)
     with tempfile.TemporaryDirectory(prefix="layertune-bench-tuned-") as out:
         seconds, summary, _ = tune(tflite, list(range(1, threads + 1)), Path(out) / "tuned")
-        plan = Path(out) / "tuned" / tflite.stem / "optimized.ltplan"
         print(f"  {name} tuned for {threads} thread(s) in {seconds:.0f} s: {summary['whole_model']['written']}", flush=True)
-        model = layertune.load(plan, threads=threads)
-        diff = float(np.abs(model.run(x) - want).max())
-        timer = engine_timer(plan, threads, x)  # the engine keeps what it needs: the folder may go
-    return benchlib.Measurement("layertune tuned", timer, info={"threads": threads, "max_abs_diff": diff})
+        # the loaded model keeps what it needs: the folder may go
+        model = layertune.load(Path(out) / "tuned" / tflite.stem / "optimized.ltplan", threads=threads)
+    diff = float(np.abs(model.run(x) - want).max())
+    return benchlib.Measurement("layertune tuned", engine_timer(model, x), info={"threads": threads, "max_abs_diff": diff})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   lambda w, r, m=model: m.time(x, w, r),
                                                   info={"threads": threads, "max_abs_diff": diff}))
             if args.tuned:
-                items.append(tuned_measurement(flatbuffer, name, threads, x, want, Path(args.cache)))
+                items.append(tuned_measurement(tflite_path(name, args.size, Path(args.cache)), name, threads, x, want))
             items.append(benchlib.Measurement("LiteRT (XNNPACK)",
                                               benchlib.litert_timer(benchlib.litert_interpreter(flatbuffer, threads), [x]),
                                               info={"threads": threads}))

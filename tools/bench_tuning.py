@@ -36,7 +36,7 @@ from layertune.tuner.protocol import ratio_ci
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
-from bench_models import MODELS, build_tflite  # noqa: E402
+from bench_models import MODELS, build_tflite, tflite_path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,8 +59,7 @@ def tune(tflite: Path, threads: list[int], out: Path) -> tuple[float, dict, str]
     return seconds, summary, proc.stdout.strip().splitlines()[-1]
 
 
-def engine_timer(plan: Path, threads: int, x: np.ndarray) -> benchlib.Timer:
-    model = layertune.load(plan, threads=threads)
+def engine_timer(model: layertune.Model, x: np.ndarray) -> benchlib.Timer:
     engine = model.engine
     return lambda warmup, repeats: engine.time([x], warmup, repeats)
 
@@ -70,8 +69,8 @@ def independent(folder: Path, whole: dict, flatbuffer: bytes, rounds: int) -> di
     strongest = whole["strongest_baseline"]
     base_threads = int(strongest.rsplit("@", 1)[1])
     litert_threads = max(whole["threads"], base_threads)
-    items = [benchlib.Measurement("written", engine_timer(folder / "optimized.ltplan", whole["threads"], x)),
-             benchlib.Measurement("baseline", engine_timer(folder / "strongest_baseline.ltplan", base_threads, x)),
+    items = [benchlib.Measurement("written", engine_timer(layertune.load(folder / "optimized.ltplan", threads=whole["threads"]), x)),
+             benchlib.Measurement("baseline", engine_timer(layertune.load(folder / "strongest_baseline.ltplan", threads=base_threads), x)),
              benchlib.Measurement("litert", benchlib.litert_timer(benchlib.litert_interpreter(flatbuffer, litert_threads),
                                                                   [x]))]
     per_round = {m.label: [] for m in items}
@@ -101,7 +100,7 @@ def main() -> int:
     passed = total = 0
     for name in args.models:
         flatbuffer = build_tflite(name, 224, cache)
-        tflite = cache / f"{name}_224.tflite"
+        tflite = tflite_path(name, 224, cache)
         for most in args.threads:
             for k in range(args.tunings):
                 folder = out / f"{name}_t{most}_{k}"
