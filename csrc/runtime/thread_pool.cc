@@ -36,12 +36,16 @@ void ThreadPool::run(int threads, int64_t n, TaskFn fn, void* ctx) {
     n_ = n;
     next_.store(0, std::memory_order_relaxed);
     active_helpers_ = helpers;
-    remaining_.store(helpers, std::memory_order_relaxed);
+    closed_ = false;
     generation_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_all();
   work(0);
-  while (remaining_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  {  // every task is taken: helpers that have not joined by now stay out
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+  }
+  while (inside_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 }
 
 void ThreadPool::worker_loop(int id) {
@@ -58,11 +62,12 @@ void ThreadPool::worker_loop(int id) {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return generation_.load(std::memory_order_relaxed) != seen; });
       seen = generation_.load(std::memory_order_relaxed);
-      participate = id <= active_helpers_;
+      participate = !closed_ && id <= active_helpers_;
+      if (participate) inside_.fetch_add(1, std::memory_order_relaxed);
     }
     if (participate) {
       work(id);
-      remaining_.fetch_sub(1, std::memory_order_release);
+      inside_.fetch_sub(1, std::memory_order_release);
     }
   }
 }

@@ -1,6 +1,9 @@
 // A persistent pool of worker threads shared by every kernel: spawning threads per call would
 // cost more than a small layer takes. Idle workers spin for a short while before they sleep, so
-// back-to-back layers (a model, a timing loop) start without a wake-up delay.
+// back-to-back layers (a model, a timing loop) start without a wake-up delay. The caller works
+// too, and once every task is taken it waits only for the helpers that joined: a helper still
+// asleep (or not yet scheduled) when the work runs out stays out of that job, so a small layer
+// never waits for a thread to wake up just to find nothing left to do.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -42,11 +45,12 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::atomic<uint64_t> generation_{0};
   int active_helpers_ = 0;
+  bool closed_ = true;  // under mu_: the job takes no more helpers
   TaskFn fn_ = nullptr;
   void* ctx_ = nullptr;
   int64_t n_ = 0;
   std::atomic<int64_t> next_{0};
-  std::atomic<int> remaining_{0};
+  std::atomic<int> inside_{0};  // helpers that joined the job and are not done with it
 };
 
 }  // namespace layertune

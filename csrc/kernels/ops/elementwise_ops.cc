@@ -92,40 +92,54 @@ class BinaryOp final : public Op {
     const int rank = int(out_dims_.size());
     const int64_t inner = out_dims_.back();
     const int64_t outer = ops::product(out_dims_, 0, rank - 1);
-    const int64_t sa = a_strides_.back(), sb = b_strides_.back();
     const float* a = buf[a_];
     const float* b = buf[b_];
     float* o = buf[out_];
     const int threads = outer * inner >= (1 << 16) ? threads_ : 1;
-    // Tasks: rows, and each long row in chunks, so that even a fully merged shape (one row) splits.
+    // Tasks of about kChunk elements: a long row in chunks (so that even a fully merged shape, one
+    // row, splits), short rows in groups (a squeeze-excite MUL has H*W rows of C: one task a row
+    // spends more on handing out tasks than on the rows).
     constexpr int64_t kChunk = 1 << 14;
     const int64_t chunks = threads > 1 ? (inner + kChunk - 1) / kChunk : 1;
-    ThreadPool::global().parallel_for(threads, outer * chunks, [&](int64_t task, int) {
-      const int64_t row = task / chunks, c0 = (task % chunks) * kChunk;
-      const int64_t len = chunks > 1 ? std::min(kChunk, inner - c0) : inner;
-      int64_t ia = c0 * sa, ib = c0 * sb, rem = row;
-      for (int d = rank - 2; d >= 0; --d) {
-        const int64_t idx = rem % out_dims_[d];
-        rem /= out_dims_[d];
-        ia += idx * a_strides_[d];
-        ib += idx * b_strides_[d];
+    const int64_t rows_per_task = threads > 1 && chunks == 1 ? std::max<int64_t>(1, kChunk / std::max<int64_t>(inner, 1)) : 1;
+    const int64_t tasks = chunks > 1 ? outer * chunks : (outer + rows_per_task - 1) / rows_per_task;
+    ThreadPool::global().parallel_for(threads, tasks, [&](int64_t task, int) {
+      if (chunks > 1) {
+        run_row(a, b, o, task / chunks, (task % chunks) * kChunk, std::min(kChunk, inner - (task % chunks) * kChunk));
+        return;
       }
-      float* orow = o + row * inner + c0;
-      switch (kind_) {
-        case Binary::kAdd: binary_run<Binary::kAdd>(a + ia, sa, b + ib, sb, orow, len); break;
-        case Binary::kSub: binary_run<Binary::kSub>(a + ia, sa, b + ib, sb, orow, len); break;
-        case Binary::kMul: binary_run<Binary::kMul>(a + ia, sa, b + ib, sb, orow, len); break;
-        case Binary::kDiv: binary_run<Binary::kDiv>(a + ia, sa, b + ib, sb, orow, len); break;
-        case Binary::kMax: binary_run<Binary::kMax>(a + ia, sa, b + ib, sb, orow, len); break;
-        case Binary::kMin: binary_run<Binary::kMin>(a + ia, sa, b + ib, sb, orow, len); break;
-        case Binary::kPrelu: binary_run<Binary::kPrelu>(a + ia, sa, b + ib, sb, orow, len); break;
-        case Binary::kSquaredDiff: binary_run<Binary::kSquaredDiff>(a + ia, sa, b + ib, sb, orow, len); break;
-      }
-      ops::clamp_range(orow, len, lo_, hi_);
+      const int64_t r1 = std::min(outer, (task + 1) * rows_per_task);
+      for (int64_t row = task * rows_per_task; row < r1; ++row) run_row(a, b, o, row, 0, inner);
     });
   }
 
  private:
+  // Elements [c0, c0 + len) of output row `row`.
+  void run_row(const float* a, const float* b, float* o, int64_t row, int64_t c0, int64_t len) const {
+    const int rank = int(out_dims_.size());
+    const int64_t inner = out_dims_.back(), sa = a_strides_.back(), sb = b_strides_.back();
+    int64_t ia = c0 * sa, ib = c0 * sb, rem = row;
+    for (int d = rank - 2; d >= 0; --d) {
+      const int64_t idx = rem % out_dims_[d];
+      rem /= out_dims_[d];
+      ia += idx * a_strides_[d];
+      ib += idx * b_strides_[d];
+    }
+    float* orow = o + row * inner + c0;
+    switch (kind_) {
+      case Binary::kAdd: binary_run<Binary::kAdd>(a + ia, sa, b + ib, sb, orow, len); break;
+      case Binary::kSub: binary_run<Binary::kSub>(a + ia, sa, b + ib, sb, orow, len); break;
+      case Binary::kMul: binary_run<Binary::kMul>(a + ia, sa, b + ib, sb, orow, len); break;
+      case Binary::kDiv: binary_run<Binary::kDiv>(a + ia, sa, b + ib, sb, orow, len); break;
+      case Binary::kMax: binary_run<Binary::kMax>(a + ia, sa, b + ib, sb, orow, len); break;
+      case Binary::kMin: binary_run<Binary::kMin>(a + ia, sa, b + ib, sb, orow, len); break;
+      case Binary::kPrelu: binary_run<Binary::kPrelu>(a + ia, sa, b + ib, sb, orow, len); break;
+      case Binary::kSquaredDiff: binary_run<Binary::kSquaredDiff>(a + ia, sa, b + ib, sb, orow, len); break;
+    }
+    ops::clamp_range(orow, len, lo_, hi_);
+  }
+
+
   static std::vector<int64_t> broadcast_strides(const std::vector<int>& dims, const std::vector<int>& out) {
     std::vector<int64_t> s = ops::strides_of(dims);
     for (size_t d = 0; d < dims.size(); ++d)
@@ -197,10 +211,10 @@ class UnaryOp final : public Op {
   static void logistic(const float* x, float* y, int64_t n) {
     using simd::kLanes;
     int64_t i = 0;
-    for (; i + kLanes <= n; i += kLanes) simd::store(y + i, 1.f / (1.f + simd::exp(-simd::load(x + i))));
+    for (; i + kLanes <= n; i += kLanes) simd::store(y + i, simd::sigmoid(simd::load(x + i)));
     if (i < n) {
       const int rest = int(n - i);
-      simd::store_partial(y + i, 1.f / (1.f + simd::exp(-simd::load_partial(x + i, rest))), rest);
+      simd::store_partial(y + i, simd::sigmoid(simd::load_partial(x + i, rest)), rest);
     }
   }
 
