@@ -82,6 +82,28 @@ def test_winograd_on_the_default_tile_is_right_on_arm(base):
             assert line["max_abs_diff"] <= 1e-4 * line["max_abs_ref"], (base, tile, depth, line)
 
 
+@pytest.mark.parametrize("base", list(QEMU))
+def test_fused_epilogues_are_right_on_arm(base):
+    """The fused tails (graph/fusion.py) in the cross-built kernels: swish and hard-swish (the
+    NEON reciprocal estimate and its Newton steps; a division on pi0) and a residual add, on every
+    method's regular and depthwise path, against the reference kernel with the same epilogue."""
+    need(QEMU[base][0], BUILTIN[base].compiler)
+    profiler, _ = build_profiler(BUILTIN[base])
+    layers = [(["--input", "2x7x9x13", "--filters", "19", "--kernel", "3x3"], ["simple", "unrolled", "winograd"]),
+              (["--input", "1x6x5x40", "--filters", "37", "--kernel", "1x1"], ["simple", "unrolled"]),
+              (["--input", "1x9x7x21", "--filters", "21", "--groups", "21", "--kernel", "3x3"], ["simple", "winograd"])]
+    for layer, methods in layers:
+        for method in methods:
+            for epilogue in ("add:relu,swish", "hard_swish"):
+                proc = subprocess.run([*QEMU[base], str(profiler), "conv", *layer, "--method", method, "--epilogue",
+                                       epilogue, "--repeats", "1", "--warmup", "0"],
+                                      capture_output=True, text=True, timeout=120)
+                assert proc.returncode == 0, proc.stderr
+                line = json.loads(proc.stdout)
+                assert line["error"] is None, (base, method, epilogue, line)
+                assert line["max_abs_diff"] <= 1e-4 * line["max_abs_ref"], (base, method, epilogue, line)
+
+
 def test_the_hand_scheduled_loops_are_generated_from_their_script():
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_gemm_asm.py"), "--check"],
                           capture_output=True, text=True)

@@ -7,8 +7,13 @@ import pytest
 
 import layertune
 from conftest import require
+from layertune.graph.fusion import fused_groups
 from model_zoo import APPLICATIONS, application_tflite, digits_cnn, int8_tflite
 from tflite_helpers import assert_matches, convert_keras, litert_run, op_names
+
+
+FUSES = {"MobileNetV2": {"add"}, "MobileNetV3Small": {"hard_swish", "add"}, "ResNet50": {"add"},
+         "EfficientNetB0": {"swish", "add"}}
 
 
 @pytest.mark.parametrize("name", APPLICATIONS)
@@ -23,6 +28,14 @@ def test_application_matches_litert(name, tmp_path):
     for threads in (1, 2):
         model = layertune.load(path, threads=threads)
         assert_matches(model.run(x), want, what=f"{name}, {threads} thread(s)")
+    # unfused (graph/fusion.py off): the graph as the model wrote it gives the same answer
+    unfused = layertune.load(path, fuse=False)
+    assert_matches(unfused.run(x), want, what=f"{name} unfused")
+    absorbed = sum(len(v) for v in fused_groups(model.graph).values())
+    assert len(model.graph.nodes) == len(unfused.graph.nodes) - absorbed
+    if name in FUSES:  # residual adds, swish, hard-swish: the pass finds them
+        assert {n.attrs["epilogue"].split(",")[0].split(":")[0] for n in model.graph.nodes
+                if n.attrs.get("epilogue")} >= FUSES[name], name
     # the saved plan runs the same (through the C++ reader)
     model.save(tmp_path / f"{name}.ltplan")
     assert_matches(layertune.load(tmp_path / f"{name}.ltplan").run(x), want, what=f"{name} from its plan")

@@ -61,7 +61,7 @@ def assert_never_slower(whole: dict) -> None:
     for name, r in whole["ratios"].items():
         if not name.startswith("litert"):
             assert r["lo"] <= 1.0, f"the written plan was measured slower than {name}: {r}"
-    if whole["written"] == "tuned" or whole["written"].startswith("confirmed"):  # a tuned plan
+    if whole["written"] == "tuned" or whole["written"].startswith("confirmed") or "+" in whole["written"]:  # tuned / fused
         assert whole["ratios"][whole["strongest_baseline"]]["hi"] < 1.0
     else:
         assert whole["written"] == whole["strongest_baseline"]
@@ -93,6 +93,43 @@ def test_host_run_then_resume(workspace):
     assert "already measured" in proc.stderr
     assert (out / "results.jsonl").read_text().splitlines() == lines
     assert leftovers() == before
+
+
+def test_fused_plans_are_timed_against_the_unfused_chain(tmp_path):
+    """A model with swish and a residual add: its verification times the chosen plan fused (every
+    form, and each form alone) beside the plan itself; a fused plan is written only when it was
+    measured faster, and then the plan and the report say which groups it fused."""
+    tf = require("tensorflow")
+    from tflite_helpers import convert_keras, litert_run
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((24, 24, 8))
+    y = tf.keras.layers.Conv2D(16, 3, padding="same", activation="swish")(inp)
+    y = tf.keras.layers.Add()([tf.keras.layers.Conv2D(16, 3, padding="same")(y), y])
+    y = tf.keras.layers.Dense(5)(tf.keras.layers.GlobalAveragePooling2D()(y))
+    flatbuffer = convert_keras(tf.keras.Model(inp, y))
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "swishnet.tflite").write_bytes(flatbuffer)
+    (tmp_path / "small.json").write_text(json.dumps(SMALL_OPTIONS))
+    out = tmp_path / "out"
+    proc = run_cli(["--model_path", str(models), "--options", str(tmp_path / "small.json"), "--output_path", str(out),
+                    "--repeats", "3"], tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    whole = json.loads((out / "swishnet" / "summary.json").read_text())["whole_model"]
+    fused = [n for n in whole["latency_ms"] if "+" in n]
+    base = fused[0].split("+")[0]
+    assert sorted(fused) == sorted(f"{base}+{form}" for form in ("fused", "swish", "add")), whole["latency_ms"]
+    assert base in whole["latency_ms"]  # timed beside the unfused chain, in the same rounds
+    assert_never_slower(whole)
+    plan = layertune.load(out / "swishnet" / "optimized.ltplan")
+    epilogues = {n.attrs.get("epilogue") for n in plan.graph.nodes} - {None}
+    if "+" in whole["written"]:
+        assert whole["fused"] and epilogues and "Fused groups" in (out / "swishnet" / "report.md").read_text()
+    else:
+        assert not whole["fused"] and not epilogues
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 24, 24, 8)).astype(np.float32)
+    want = litert_run(flatbuffer, [x])[0]
+    np.testing.assert_allclose(plan.run(x), want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
 def test_a_variant_much_slower_in_the_model_is_never_kept(tmp_path):

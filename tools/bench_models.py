@@ -4,8 +4,9 @@
 For MobileNetV2, ResNet50 and EfficientNetB0 (tf.keras.applications, random weights with
 calibrated batch-norm statistics, 224x224) at 1 and 2 threads, measured in interleaved rounds
 of one run (tools/benchlib.py):
-  * layertune with the default kernel choice, and with each uniform method (every convolution
-    on that method where it applies, the default elsewhere); with --tuned also the plan that
+  * layertune with the default kernel choice, fused as `layertune.load` fuses (graph/fusion.py)
+    and unfused, and with each uniform method (every convolution on that method where it
+    applies, the default elsewhere; fused); with --tuned also the plan that
     tools/profile_and_optimize.py writes for this machine (default.json, 1 to the row's count of
     threads per layer, tuned before the rounds; the tuning time is printed);
   * LiteRT with XNNPACK;
@@ -41,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 import layertune
+from layertune.graph.fusion import fuse
 from layertune.graph.ir import CONV_OPS
 from layertune.graph.tflite_import import import_tflite_bytes
 
@@ -79,9 +81,11 @@ def build_tflite(name: str, size: int, cache: Path) -> bytes:
     return data
 
 
-def layertune_model(flatbuffer: bytes, name: str, threads: int, method: str | None) -> layertune.Model:
-    """Default kernel choice, or `method` on every convolution it applies to."""
-    model = layertune.Model(import_tflite_bytes(flatbuffer, name), threads)
+def layertune_model(flatbuffer: bytes, name: str, threads: int, method: str | None, fused: bool = True) -> layertune.Model:
+    """Default kernel choice, or `method` on every convolution it applies to; fused as
+    `layertune.load` fuses (graph/fusion.py), or not."""
+    graph = import_tflite_bytes(flatbuffer, name)
+    model = layertune.Model(fuse(graph) if fused else graph, threads)
     if method:
         for layer in model.layers:
             if layer.op in CONV_OPS:
@@ -182,7 +186,8 @@ def per_op_table(flatbuffer: bytes, name: str, x: np.ndarray, thread_counts: lis
     """Milliseconds per run by op type (the sum over its nodes; per round the median of `repeats`
     profiled runs, then the median over rounds), the thread counts alternating round by round."""
     models = {t: layertune_model(flatbuffer, name, t, None) for t in thread_counts}
-    ops = [layer.op for layer in models[thread_counts[0]].layers]
+    graph = models[thread_counts[0]].graph  # a fused convolution is its op type + its epilogue
+    ops = [n.op + (f"+{n.attrs['epilogue']}" if n.attrs.get("epilogue") else "") for n in graph.nodes]
     per_round: dict[int, list[dict[str, float]]] = {t: [] for t in thread_counts}
     for _ in range(rounds):
         for t, model in models.items():
@@ -255,10 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         benchlib.litert_timer(reference, [x])(1, 1)
         want = reference.get_tensor(reference.get_output_details()[0]["index"])
         for threads in args.threads:
-            for method in [None] + METHODS:
-                model = layertune_model(flatbuffer, name, threads, method)
+            for method, fused in [(None, True), (None, False)] + [(m, True) for m in METHODS]:
+                model = layertune_model(flatbuffer, name, threads, method, fused)
                 diff = float(np.abs(model.run(x) - want).max())
-                items.append(benchlib.Measurement(f"layertune {method or 'default'}",
+                items.append(benchlib.Measurement(f"layertune {method or 'default'}{'' if fused else ' unfused'}",
                                                   lambda w, r, m=model: m.time(x, w, r),
                                                   info={"threads": threads, "max_abs_diff": diff}))
             if args.tuned:

@@ -45,7 +45,7 @@ class PyConvKernel {
   PyConvKernel(std::tuple<int, int, int, int> input_shape, FloatArray weights, std::optional<FloatArray> bias,
                std::tuple<int, int> strides, std::tuple<int, int> dilations, std::tuple<int, int, int, int> pads,
                int groups, const std::string& activation, const std::string& method,
-               const std::map<std::string, int>& params) {
+               const std::map<std::string, int>& params, const std::string& epilogue) {
     if (weights.ndim() != 4) fail("w: expected a 4-D array (kh, kw, in_c/groups, out_c)");
     const ConvShape s = conv_shape(input_shape, int(weights.shape(0)), int(weights.shape(1)), int(weights.shape(3)),
                                    strides, dilations, pads, groups, activation);
@@ -55,14 +55,23 @@ class PyConvKernel {
       fail("bias: expected shape (", s.out_c, ",)");
     const MethodParams p = method_params(method, params);
     kernel_ = make_conv_kernel(s, p, weights.data(), bias ? bias->data() : nullptr);
+    kernel_->set_post_ops(parse_post_ops(epilogue));
   }
 
-  FloatArray run(FloatArray x) {
+  FloatArray run(FloatArray x, std::optional<FloatArray> residual) {
     const float* in = checked_input(x);
     FloatArray out = make_output();
+    const float* res = nullptr;
+    if (residual) {
+      auto [n, h, w, c] = output_shape();
+      if (residual->ndim() != 4 || residual->shape(0) != n || residual->shape(1) != h || residual->shape(2) != w ||
+          residual->shape(3) != c)
+        fail("residual: expected the output's shape (", n, ", ", h, ", ", w, ", ", c, ")");
+      res = residual->data();
+    }
     {
       py::gil_scoped_release release;
-      kernel_->run(in, out.mutable_data());
+      kernel_->run(in, out.mutable_data(), res);
     }
     return out;
   }
@@ -72,8 +81,11 @@ class PyConvKernel {
     const float* in = checked_input(x);
     FloatArray out = make_output();
     float* o = out.mutable_data();
+    // an epilogue that adds a residual is timed adding zeros
+    std::vector<float> zeros(post_ops_need_residual(kernel_->post_ops()) ? kernel_->shape().output_size() : 0);
+    const float* res = zeros.empty() ? nullptr : zeros.data();
     py::gil_scoped_release release;
-    return time_repeated([&] { kernel_->run(in, o); }, warmup, repeats);
+    return time_repeated([&] { kernel_->run(in, o, res); }, warmup, repeats);
   }
 
   std::tuple<int, int, int, int> output_shape() const {
@@ -200,10 +212,11 @@ PYBIND11_MODULE(_core, m) {
   py::class_<PyConvKernel>(m, "ConvKernel")
       .def(py::init<std::tuple<int, int, int, int>, FloatArray, std::optional<FloatArray>, std::tuple<int, int>,
                     std::tuple<int, int>, std::tuple<int, int, int, int>, int, const std::string&, const std::string&,
-                    const std::map<std::string, int>&>(),
+                    const std::map<std::string, int>&, const std::string&>(),
            py::arg("input_shape"), py::arg("weights"), py::arg("bias"), py::arg("strides"), py::arg("dilations"),
-           py::arg("pads"), py::arg("groups"), py::arg("activation"), py::arg("method"), py::arg("params"))
-      .def("run", &PyConvKernel::run, py::arg("x"))
+           py::arg("pads"), py::arg("groups"), py::arg("activation"), py::arg("method"), py::arg("params"),
+           py::arg("epilogue") = "")
+      .def("run", &PyConvKernel::run, py::arg("x"), py::arg("residual") = py::none())
       .def("time", &PyConvKernel::time, py::arg("x"), py::arg("warmup"), py::arg("repeats"))
       .def_property_readonly("output_shape", &PyConvKernel::output_shape)
       .def_property_readonly("flops", &PyConvKernel::flops)

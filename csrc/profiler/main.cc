@@ -11,7 +11,7 @@
 //   layertune-profiler methods      (the method table as JSON)
 //   layertune-profiler peak [--threads N] [--seconds S]
 //   layertune-profiler conv --input NxHxWxC --filters K --kernel KHxKW [--stride SHxSW]
-//       [--dilation DHxDW] [--padding same|valid|T,B,L,R] [--groups G] [--activation A]
+//       [--dilation DHxDW] [--padding same|valid|T,B,L,R] [--groups G] [--activation A] [--epilogue E]
 //       --method M [--threads N] [--param name=value ...] [--warmup W] [--repeats R]
 //       [--seed S] [--tolerance REL]
 //
@@ -206,13 +206,20 @@ int cmd_conv(const Args& a) {
   fill_uniform(weights.data(), weights.size(), seed + 1, -1.f, 1.f);
   fill_uniform(bias.data(), bias.size(), seed + 2, -1.f, 1.f);
   AlignedBuffer out(s.output_size()), ref(s.output_size());
+  const PostOps post = parse_post_ops(a.get("epilogue", ""));
+  AlignedBuffer residual(post_ops_need_residual(post) ? s.output_size() : 0);
+  fill_uniform(residual.data(), residual.size(), seed + 3, -1.f, 1.f);
+  const float* res = residual.size() ? residual.data() : nullptr;
 
   MethodParams ref_params;
   ref_params.method = "reference";
   ref_params.threads = p.threads;
-  make_conv_kernel(s, ref_params, weights.data(), bias.data())->run(input.data(), ref.data());
+  auto reference = make_conv_kernel(s, ref_params, weights.data(), bias.data());
+  reference->set_post_ops(post);
+  reference->run(input.data(), ref.data(), res);
   auto kernel = make_conv_kernel(s, p, weights.data(), bias.data());
-  TimingStats t = summarize(time_repeated([&] { kernel->run(input.data(), out.data()); }, warmup, repeats));
+  kernel->set_post_ops(post);
+  TimingStats t = summarize(time_repeated([&] { kernel->run(input.data(), out.data(), res); }, warmup, repeats));
   Comparison c = compare(out.data(), ref.data(), out.size());
   const bool ok = c.within(tolerance);
   const double ms = 1e3;
@@ -642,7 +649,7 @@ int main(int argc, char** argv) {
       {"infer", {"plan", "inputs", "count", "outputs", "threads", "warmup"}},
       {"compare", {"plans", "threads", "warmup", "repeats", "rounds", "seed", "layers", "first-round"}},
       {"peak", {"threads", "seconds"}},
-      {"conv", {"input", "filters", "kernel", "stride", "dilation", "padding", "groups", "activation", "method",
+      {"conv", {"input", "filters", "kernel", "stride", "dilation", "padding", "groups", "activation", "epilogue", "method",
                 "threads", "param", "warmup", "repeats", "seed", "tolerance"}},
   };
   try {

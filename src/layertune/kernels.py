@@ -100,6 +100,14 @@ def _activation(activation: str | None) -> str:
     return _ACTIVATIONS[key]
 
 
+def _epilogue(epilogue: str) -> str:
+    """The fused tail after bias and activation: comma-separated steps, each ``swish``,
+    ``hard_swish`` or ``add:<activation>`` (adds `run`'s residual, then clamps)."""
+    if not isinstance(epilogue, str):
+        raise ValueError(f"epilogue: expected a string such as 'swish' or 'add:relu', got {epilogue!r}")
+    return epilogue
+
+
 def _method_params(method: str, threads: Any, method_params: dict[str, Any]) -> dict[str, int]:
     if not isinstance(method, str):
         raise ValueError(f"method: expected a method name, got {method!r}")
@@ -122,7 +130,7 @@ class Conv2D:
     def __init__(self, input_shape: Sequence[int], w: Any, bias: Any = None, *, strides: Any = (1, 1),
                  padding: Padding = "SAME", dilations: Any = (1, 1), groups: int = 1,
                  activation: str | None = None, method: str = "unrolled", threads: int = 1,
-                 depthwise: bool = False, **method_params: Any) -> None:
+                 depthwise: bool = False, epilogue: str = "", **method_params: Any) -> None:
         try:
             shape = tuple(int(v) for v in input_shape)
         except (TypeError, ValueError):
@@ -153,8 +161,10 @@ class Conv2D:
         pads = _pads(padding, (shape[1], shape[2]), (w.shape[0], w.shape[1]), strides_hw, dilations_hw)
         self.method = method
         self._kernel = _core.ConvKernel(shape, w, b, strides_hw, dilations_hw, pads, int(groups),
-                                        _activation(activation), method, _method_params(method, threads, method_params))
+                                        _activation(activation), method, _method_params(method, threads, method_params),
+                                        _epilogue(epilogue))
         self.input_shape = shape
+        self.epilogue = epilogue
 
     @property
     def output_shape(self) -> tuple[int, int, int, int]:
@@ -165,8 +175,11 @@ class Conv2D:
         """FLOPs of the direct algorithm (2 x multiply-adds), whatever the method."""
         return int(self._kernel.flops)
 
-    def run(self, x: Any) -> np.ndarray:
-        return self._kernel.run(self._checked(x))
+    def run(self, x: Any, residual: Any = None) -> np.ndarray:
+        """The output; `residual` is the tensor an epilogue's ``add`` step adds (the output's shape)."""
+        if residual is not None:
+            residual = _as_float_array("residual", residual, 4)
+        return self._kernel.run(self._checked(x), residual)
 
     def time(self, x: Any, warmup: int = 3, repeats: int = 10) -> list[float]:
         """Seconds per run of the kernel alone (after `warmup` untimed runs)."""

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 from layertune import _core
+from layertune.graph.fusion import FORMS, check_forms
+from layertune.graph.fusion import fuse as fuse_graph
 from layertune.graph.ir import CONV_OPS, Graph
 from layertune.graph.keras_import import import_keras
 from layertune.graph.kernel_choice import apply_default_kernels, check_kernel
@@ -174,7 +176,15 @@ class Model:
         write_plan(self.graph, path)
 
 
-def load(path: str | os.PathLike, threads: int = 1, input_shapes: InputShapes | None = None) -> Model:
+def load(path: str | os.PathLike, threads: int = 1, input_shapes: InputShapes | None = None,
+         fuse: bool | Iterable[str] = True) -> Model:
     """A model from .tflite, .onnx (needs onnx; `input_shapes` fixes dynamic dimensions, e.g.
-    ``{"images": (1, 3, 640, 640)}``), .keras / .h5 (needs TensorFlow) or .ltplan."""
-    return Model(import_graph(path, input_shapes), threads)
+    ``{"images": (1, 3, 640, 640)}``), .keras / .h5 (needs TensorFlow) or .ltplan.
+
+    `fuse`: the fusion forms (graph/fusion.py) applied to an imported model — True for all,
+    False for none, or some of ``pad``, ``swish``, ``hard_swish``, ``add``. A plan is run as it
+    was written (the tuner wrote it fused or not, whichever it measured faster)."""
+    graph = import_graph(path, input_shapes)
+    if Path(path).suffix.lower() != ".ltplan" and fuse is not False:
+        graph = fuse_graph(graph, FORMS if fuse is True else check_forms(fuse, "fuse"))
+    return Model(graph, threads)

@@ -64,12 +64,36 @@ class GemvOrKernelOp : public Op {
  public:
   explicit GemvOrKernelOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {}
   void run(float* const* b) override {
-    if (kernel_) kernel_->run(b[in_], b[out_]);
-    else gemv_.run(b[in_], b[out_], rows_, threads_);
+    const float* residual = residual_ >= 0 ? b[residual_] : nullptr;
+    if (kernel_) {
+      kernel_->run(b[in_], b[out_], residual);
+    } else {
+      gemv_.run(b[in_], b[out_], rows_, threads_);
+      if (!post_.empty()) apply_post_ops(post_, b[out_], residual, rows_ * gemv_.out);
+    }
   }
 
  protected:
-  int in_, out_, threads_ = 1;
+  // The fused tail of the node's `epilogue` attribute (graph/fusion.py), and its residual
+  // tensor (the node's fourth input) when a step adds one.
+  void read_epilogue(const OpContext& ctx) {
+    try {
+      post_ = parse_post_ops(ctx.node.str("epilogue", ""));
+    } catch (const InvalidArgument& e) {
+      fail(ctx.node.where(), ": ", e.what());
+    }
+    if (post_ops_need_residual(post_)) {
+      residual_ = ctx.input(3);
+      if (ctx.shape(residual_) != ctx.shape(out_))
+        fail(ctx.node.where(), ": the residual '", ctx.plan.tensors[residual_].name, "' does not have the output's shape");
+    } else if (ctx.has_input(3)) {
+      fail(ctx.node.where(), ": a fourth input (a residual) without an epilogue that adds it");
+    }
+    if (kernel_) kernel_->set_post_ops(post_);
+  }
+
+  int in_, out_, threads_ = 1, residual_ = -1;
+  PostOps post_;
   int64_t rows_ = 0;
   std::unique_ptr<ConvKernel> kernel_;  // null: computed by gemv_
   Gemv gemv_;
@@ -111,6 +135,7 @@ class ConvOp final : public GemvOrKernelOp {
     const auto& os = ctx.shape(out_);
     if (os != std::vector<int>{s.batch, s.out_h(), s.out_w(), s.out_c})
       fail(ctx.node.where(), ": output shape does not match the layer (", s.describe(), ")");
+    read_epilogue(ctx);
   }
 };
 

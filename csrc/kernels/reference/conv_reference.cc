@@ -1,5 +1,7 @@
 // The oracle: plain loops with double accumulation, written to be obviously right. Every other
 // method is checked against it, in tests and on the device. Never a tuning candidate.
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "layertune/conv.h"
@@ -39,13 +41,25 @@ class ReferenceConv final : public ConvKernel {
           float v = float(acc);
           v = v < lo ? lo : v;
           v = v > hi ? hi : v;
-          out[((int64_t(n) * oh + oy) * ow + ox) * s.out_c + oc] = v;
+          const int64_t at = ((int64_t(n) * oh + oy) * ow + ox) * s.out_c + oc;
+          out[at] = post_ops().empty() ? v : epilogue(v, at);
         }
       }
     });
   }
 
  private:
+  // The fused tail by its definition, in double (not the kernels' shared vector code, which the
+  // reference is there to check).
+  float epilogue(double v, int64_t at) const {
+    for (const PostOp& op : post_ops()) {
+      if (op.kind == PostOp::Kind::kSwish) v = v / (1.0 + std::exp(-v));
+      else if (op.kind == PostOp::Kind::kHardSwish) v = v * std::min(std::max(v + 3.0, 0.0), 6.0) / 6.0;
+      else v = std::min(std::max(v + double(residual()[at]), double(op.lo)), double(op.hi));
+    }
+    return float(v);
+  }
+
   std::vector<float> weights_;
   std::vector<float> bias_;
 };

@@ -56,7 +56,9 @@ class SimpleConv final : public ConvKernel {
     const ConvShape& s = shape_;
     const int64_t rows = int64_t(s.batch) * s.out_h();
     ThreadPool::global().parallel_for(params_.threads, rows * s.groups, [&](int64_t t, int) {
-      run_row(in, out, int(t % rows), int(t / rows));
+      const int row = int(t % rows), g = int(t / rows);
+      run_row(in, out, row, g);
+      finish(out, int64_t(row) * s.out_w(), s.out_w(), g * s.out_c_per_group(), (g + 1) * s.out_c_per_group());
     });
   }
 
@@ -160,7 +162,10 @@ class SimpleDepthwise final : public ConvKernel {
 
   void run(const float* in, float* out) override {
     const int64_t rows = int64_t(shape_.batch) * shape_.out_h();
-    ThreadPool::global().parallel_for(params_.threads, rows, [&](int64_t t, int) { run_row(in, out, int(t)); });
+    ThreadPool::global().parallel_for(params_.threads, rows, [&](int64_t t, int) {
+      run_row(in, out, int(t));
+      finish(out, t * shape_.out_w(), shape_.out_w(), 0, shape_.out_c);
+    });
   }
 
  private:

@@ -105,6 +105,8 @@ class UnrolledConv final : public ConvKernel {
                     out + int64_t(m0 + i) * s.out_c + g * cog + p * tile_n, s.out_c, mr,
                     std::min(tile_n, cog - p * tile_n), k0 > 0, last ? &ep : nullptr);
         }
+        if (last)
+          finish(out, m0 + i, mr, g * cog + p_begin * tile_n, g * cog + std::min(cog, p_end * tile_n));
       }
     }
   }

@@ -193,6 +193,8 @@ class WinogradConv final : public ConvKernel {
               simd::store_n(out + ((int64_t(n) * oh + oy0 + a) * ow + ox0 + b) * s.out_c + oc,
                             simd::clamp(y[a * M + b] + bias, lo, hi), lanes);
         }
+        for (int a = 0; a < M && oy0 + a < oh; ++a)
+          finish(out, (int64_t(n) * oh + oy0 + a) * ow + ox0, std::min(M, ow - ox0), g * cog_ + fb0, g * cog_ + fb0 + fbn);
       }
     }
   }
@@ -266,6 +268,9 @@ class WinogradDepthwise final : public ConvKernel {
         }
       }
     }
+    // Output channel c * mult + j belongs to input channel c: this block's are contiguous.
+    for (int a = 0; a < M && oy0 + a < oh; ++a)
+      finish(out, (int64_t(n) * oh + oy0 + a) * ow, ow, c_begin * mult, c_end * mult);
   }
 
   int stride_ = 0, channel_block_ = 0, channel_blocks_ = 0, tiles_h_ = 0, tiles_w_ = 0;

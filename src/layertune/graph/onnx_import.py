@@ -230,7 +230,6 @@ class OnnxImporter:
             outputs.append(tid)
         graph = Graph(self.name, self.tensors, self.nodes, inputs, outputs)
         lower_transposed_convs(graph)
-        _fold_pads(graph)
         _fold_reshapes(graph)
         _fuse_activations(graph)
         graph.prune()
@@ -973,22 +972,6 @@ def _sole_reader(graph: Graph, tensor: int) -> Node | None:
     """The one node reading `tensor` (None if several do, or it is a graph output)."""
     readers = [n for n in graph.nodes if tensor in n.inputs]
     return readers[0] if len(readers) == 1 and tensor not in graph.outputs else None
-
-
-def _fold_pads(graph: Graph) -> None:
-    """A zero PAD of height and width that only a convolution reads -> that convolution's padding
-    (what TFLite's converter does with ZeroPadding2D, so both importers give the same graph)."""
-    for pad in [n for n in graph.nodes if n.op == "PAD"]:
-        p = pad.attrs["pads"]
-        if len(p) != 8 or pad.attrs.get("value", 0.0) != 0.0 or any(p[i] for i in (0, 1, 6, 7)):
-            continue
-        conv = _sole_reader(graph, pad.outputs[0])
-        if conv is None or conv.op not in ("CONV_2D", "DEPTHWISE_CONV_2D") or conv.inputs[0] != pad.outputs[0]:
-            continue
-        conv.attrs["pads"] = [a + b for a, b in zip(conv.attrs["pads"], p[2:6])]
-        conv.inputs[0] = pad.inputs[0]
-        pad.outputs = []
-    graph.nodes = [n for n in graph.nodes if n.outputs]
 
 
 def _fold_reshapes(graph: Graph) -> None:

@@ -18,10 +18,13 @@ intervals, a difference within noise is no difference and the simpler plan wins)
    only if the whole model is faster beyond noise, otherwise the heaviest half is tried, and so
    on, for a bounded number of tries.
 4. **Verify.** The result is timed against every baseline (and LiteRT on the same .tflite where
-   the device has it). The written plan is the result only if it is faster than the strongest
+   the device has it), and so are its fused forms (graph/fusion.py: the result with every fusion
+   form the options allow, and with each form alone where more than one applies) — each fused
+   plan is timed against the unfused chain it came from in the same rounds. The written plan is the result only if it is faster than the strongest
    baseline beyond noise in these rounds and no baseline beats it beyond noise; otherwise the
-   strongest baseline is written — unless another screened plan (the per-layer composite) is
-   faster than that choice beyond noise and no baseline beats it. So the written plan is never
+   strongest baseline is written — unless another plan in hand that is not a baseline (the
+   per-layer composite, a fused plan) is faster than that choice beyond noise and no baseline
+   beats it. So the written plan is never
    one measured slower than a layertune baseline or a plan the tuner had in hand.
 """
 
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from layertune.graph.fusion import FORMS, fuse, fused_groups
 from layertune.graph.ir import CONV_OPS, Graph
 from layertune.graph.plan import write_plan
 from layertune.runners.device import DeviceSession
@@ -58,7 +62,7 @@ class Outcome:
     latency_ms: dict[str, float]  # median per plan (and LiteRT) in the verification rounds
     ratios: dict[str, RatioCI]  # the written plan's time over each other plan's
     screen_node_ms: dict[str, list[float]]  # per plan, each node's median time in the screening
-    changes: list[tuple[int, str]] = field(default_factory=list)  # (node index, source plan) kept
+    changes: list[tuple[int, str]] = field(default_factory=list)  # (node index of the unfused plan, source plan) kept
     litert_error: str | None = None
     confirm_tries: list[dict] = field(default_factory=list)
 
@@ -185,10 +189,24 @@ def _written(series: dict[str, list[float]], current: str, strongest: str, basel
     return written
 
 
+def fused_variants(name: str, candidate: PlanCandidate, forms: tuple[str, ...]) -> dict[str, PlanCandidate]:
+    """`candidate` with every form of `forms` fused ("<name>+fused"), and with each form alone
+    ("<name>+<form>") where more than one of them applies; none where none applies."""
+    alone = {f: fuse(candidate.graph, (f,)) for f in forms}
+    alone = {f: g for f, g in alone.items() if fused_groups(g)}
+    if not alone:
+        return {}
+    out = {f"{name}+fused": PlanCandidate(fuse(candidate.graph, forms), candidate.threads, baseline=False)}
+    if len(alone) > 1:
+        out.update({f"{name}+{f}": PlanCandidate(g, candidate.threads, baseline=False) for f, g in alone.items()})
+    return out
+
+
 def select_plan(candidates: dict[str, PlanCandidate], bench: Bench, reference: str,
-                max_tries: int = 4, progress: Callable[[str], None] = log.info) -> Outcome:
+                max_tries: int = 4, progress: Callable[[str], None] = log.info,
+                fusion: tuple[str, ...] = FORMS) -> Outcome:
     """The algorithm of this module's docstring. `reference` names the baseline the screening's
-    intervals are taken against (the default plan)."""
+    intervals are taken against (the default plan); `fusion` the fusion forms tried."""
     names = list(candidates)
     for name in names:
         bench.add(name, candidates[name])
@@ -210,10 +228,16 @@ def select_plan(candidates: dict[str, PlanCandidate], bench: Bench, reference: s
             bench.remote[current_name] = bench.remote.pop("proposal")  # already on the device
             break
         batch = batch[: len(batch) // 2]  # the heaviest half
-    # Verification: the result against every baseline and LiteRT, in the same rounds.
+    # Verification: the result and its fused forms against every baseline and LiteRT, in the same rounds.
+    fused = fused_variants(current_name, candidates[current_name], fusion)
+    for name, candidate in fused.items():
+        bench.add(name, candidate)
+    candidates = {**candidates, **fused}
     baselines = [n for n in names if candidates[n].baseline]
-    final_names = list(dict.fromkeys([*baselines, current_name, *(n for n in names if not candidates[n].baseline)]))
-    progress(f"verifying against {len(baselines)} baselines" + (" and LiteRT" if bench.tflite_remote else ""))
+    final_names = list(dict.fromkeys([*baselines, current_name, *(n for n in names if not candidates[n].baseline),
+                                      *fused]))
+    progress(f"verifying against {len(baselines)} baselines" + (f", with {len(fused)} fused plans" if fused else "")
+             + (" and LiteRT" if bench.tflite_remote else ""))
     series, _ = bench.measure(final_names, strongest, litert=True, keep=(current_name,))
     final_strongest = _strongest(series, {n: candidates[n] for n in final_names})
     written = _written(series, current_name, final_strongest, baselines,
@@ -221,4 +245,4 @@ def select_plan(candidates: dict[str, PlanCandidate], bench: Bench, reference: s
     ratios = {n: ratio_ci(series[written], series[n]) for n in series if n != written}
     return Outcome(written, pinned(candidates[written].graph, candidates[written].threads), candidates[written].threads,
                    final_strongest, {n: statistics.median(v) for n, v in series.items()}, ratios, nodes,
-                   kept if written == current_name else [], bench.litert_error, tries)
+                   kept if written == current_name or written in fused else [], bench.litert_error, tries)

@@ -14,6 +14,7 @@ from typing import Any
 
 from layertune.graph.ir import Graph, Node
 from layertune.graph.keras_import import keras_to_tflite
+from layertune.graph.fusion import fused_groups
 from layertune.graph.kernel_choice import apply_default_kernels, check_kernel, default_kernel
 from layertune.graph.plan import write_plan
 from layertune.graph.tflite_import import import_tflite_bytes
@@ -297,7 +298,7 @@ def _choose_on_device(candidates: dict[str, PlanCandidate], device: DeviceSequen
     def step(session: DeviceSession) -> tuple[Verification, Outcome]:
         bench = Bench(session, folder, settings.whole_model, settings.timeout, tflite, tuple(sorted(threads)))
         reference = f"default@{max(threads)}"
-        outcome = select_plan(dict(candidates), bench, reference)
+        outcome = select_plan(dict(candidates), bench, reference, fusion=settings.options.fusion)
         write_plan(outcome.graph, folder / "written.ltplan")
         remote = session.upload(folder / "written.ltplan", "written.ltplan")
         check = session.profiler_json(["run", "--plan", remote, "--threads", str(outcome.threads), "--repeats", "1",
@@ -308,7 +309,7 @@ def _choose_on_device(candidates: dict[str, PlanCandidate], device: DeviceSequen
             {k: v.to_json() for k, v in outcome.ratios.items()},
             OutputCheck(check.get("max_abs_diff"), check.get("max_abs_ref"), check.get("error")),
             check.get("arena_bytes"), check.get("peak_rss_bytes"), outcome.litert_error,
-            outcome.confirm_tries), outcome
+            outcome.confirm_tries, fused=fused_groups(outcome.graph)), outcome
 
     result = device.run(step)
     if result is None:
@@ -318,10 +319,12 @@ def _choose_on_device(candidates: dict[str, PlanCandidate], device: DeviceSequen
 
 def _fill_rows(rows: list[LayerRow], outcome: Outcome, candidates: dict[str, PlanCandidate]) -> None:
     changed = dict(outcome.changes)
-    base = outcome.written if outcome.written in candidates else outcome.strongest
+    written = {n.name: n for n in outcome.graph.nodes}
+    source = outcome.written.split("+", 1)[0]  # a fused plan's kernels are those of the plan it fused
+    base = source if source in candidates else outcome.strongest
     for row in rows:
         row.in_model_ms = {plan: round(times[row.index], 4) for plan, times in outcome.screen_node_ms.items()}
-        row.final = outcome.graph.nodes[row.index].kernel
+        row.final = written[row.name].kernel  # by name: a fused plan has fewer nodes
         row.final_from = changed.get(row.index, base)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layertune.graph.fusion import FORMS
 from layertune.jsonfile import read_json
 from layertune.methods import methods, tunable_methods
 from layertune.paths import shipped
@@ -24,6 +25,7 @@ class ProfileOptions:
     parallel: tuple[bool, ...] = ()
     threads: tuple[int, ...] | None = None  # exact thread counts; overrides `parallel`
     values: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)  # (method, param) -> values
+    fusion: tuple[str, ...] = FORMS  # the fusion forms whose plans are timed against the unfused chain
 
 
 class OptionsError(ValueError):
@@ -61,7 +63,8 @@ def parse_options(data: Any, source: str = "options") -> ProfileOptions:
         raise OptionsError(f"{source}: expected a JSON object")
     list_keys = _list_keys()
     method_keys = {f"{m}_parameters": m for m in tunable_methods()}
-    known = ["convolution_methods", "parallel", "threads", *list_keys, *(k for k in method_keys if k not in list_keys)]
+    known = ["convolution_methods", "parallel", "threads", "fusion", *list_keys,
+             *(k for k in method_keys if k not in list_keys)]
     for key in data:
         if key not in known and key != "comment":
             raise OptionsError(f"{source}: unknown key '{key}' (known: {', '.join(known)})")
@@ -93,8 +96,11 @@ def parse_options(data: Any, source: str = "options") -> ProfileOptions:
                     own = ", ".join(p.name for p in methods()[method].params if p.name != "threads")
                     raise OptionsError(f"{source}: unknown key '{key}.{param}' (known: {own})")
                 values[(method, param)] = _values(source, f"{key}.{param}", items, method, param)
+    fusion = data.get("fusion", list(FORMS))
+    if not isinstance(fusion, list) or any(f not in FORMS for f in fusion):
+        raise OptionsError(f"{source}: 'fusion' must be a list of some of {', '.join(FORMS)} ([] tries no fusion)")
     return ProfileOptions(methods=tuple(dict.fromkeys(chosen)), parallel=tuple(dict.fromkeys(parallel)),
-                          threads=threads, values=values)
+                          threads=threads, values=values, fusion=tuple(dict.fromkeys(fusion)))
 
 
 def load_options(path: str | Path) -> ProfileOptions:

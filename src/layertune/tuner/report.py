@@ -39,6 +39,12 @@ def write_report(out_dir: Path, result: ModelResult) -> None:
             interval = f"[{r['lo']:.3f}, {r['hi']:.3f}] ({r['rounds']} rounds)" if r else "(written)"
             lines.append(f"| {name} | {ms:.3f} | {r['ratio']:.3f} | {interval} |" if r else
                          f"| {name} | {ms:.3f} | 1 | {interval} |")
+        if whole.fused:
+            absorbed = sum(len(v) for v in whole.fused.values())
+            lines += ["", f"Fused groups in the written plan (a `+fused` / `+<form>` plan is the plan before the `+` "
+                      f"with those forms fused, graph/fusion.py): {len(whole.fused)} convolutions took {absorbed} "
+                      "ops: " + "; ".join(f"{conv} <- {', '.join(nodes)}" for conv, nodes in list(whole.fused.items())[:8])
+                      + (" ..." if len(whole.fused) > 8 else "") + "."]
         if whole.litert_error:
             lines += ["", f"LiteRT was not measured: {whole.litert_error}."]
         check = whole.check

@@ -32,6 +32,7 @@ class Verification:
     litert_error: str | None = None  # why LiteRT was not measured beside, if it was not
     confirm_tries: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    fused: dict[str, list[str]] = field(default_factory=dict)  # the written plan's fused groups: conv -> absorbed nodes
 
     @property
     def speedup_over_strongest(self) -> float | None:

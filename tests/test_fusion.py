@@ -1,0 +1,234 @@
+"""Fusion (graph/fusion.py and the kernels' epilogues): every kernel variant computes each fused
+tail like the reference kernel and an independent numpy implementation; the pass fuses what it
+may and nothing else; fused graphs give the unfused graph's answer, in plans too."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import layertune
+from layertune.graph.fusion import FORMS, fuse, fused_groups
+from layertune.graph.ir import Graph, Node, Tensor
+from test_kernels import LAYERS, Layer, assert_close, make_data, numpy_reference, variants
+
+EPILOGUES = ["swish", "hard_swish", "add:relu", "add:none,swish", "add:relu6,hard_swish"]
+
+
+def numpy_epilogue(y: np.ndarray, epilogue: str, residual: np.ndarray | None) -> np.ndarray:
+    """The unfused ops' definitions, in float64."""
+    y = y.astype(np.float64)
+    for step in epilogue.split(","):
+        if step == "swish":
+            y = y / (1.0 + np.exp(-y))
+        elif step == "hard_swish":
+            y = y * np.clip(y + 3.0, 0.0, 6.0) / 6.0
+        else:
+            act = step.split(":")[1]
+            y = y + residual
+            lo, hi = {"none": (-np.inf, np.inf), "relu": (0, np.inf), "relu6": (0, 6)}[act]
+            y = np.clip(y, lo, hi)
+    return y
+
+
+def run_fused(layer: Layer, x, w, bias, method: str, epilogue: str, residual, **params):
+    kernel = layertune.Conv2D(x.shape, w, bias, strides=layer.strides, padding=layer.padding,
+                              dilations=layer.dilations, groups=1 if layer.depthwise else layer.groups,
+                              activation=layer.activation, method=method, depthwise=layer.depthwise,
+                              epilogue=epilogue, **params)
+    return kernel.run(x, residual if "add" in epilogue else None)
+
+
+@pytest.mark.parametrize("index", range(len(LAYERS)), ids=[str(layer) for layer in LAYERS])
+def test_every_variant_computes_the_epilogue(index):
+    """Each layer of the kernel grid with one fused tail (they take turns), on every variant: the
+    kernels call the epilogue per finished block (unrolled per register-tile row, Winograd per
+    output tile, simple per output row), so odd blockings and partial tiles are what matter."""
+    layer = LAYERS[index]
+    epilogue = EPILOGUES[index % len(EPILOGUES)]
+    x, w, bias = make_data(layer, seed=index)
+    conv = numpy_reference(layer, x, w, bias)
+    residual = np.random.default_rng(100 + index).uniform(-2, 2, conv.shape).astype(np.float32)
+    want = numpy_epilogue(conv, epilogue, residual)
+    ref = run_fused(layer, x, w, bias, "reference", epilogue, residual)
+    assert_close(ref, want, f"reference + {epilogue} vs numpy on {layer}")
+    for method, params in variants(layer):
+        got = run_fused(layer, x, w, bias, method, epilogue, residual, **params)
+        assert_close(got, ref.astype(np.float64), f"{method}{params} + {epilogue} vs reference on {layer}")
+        assert_close(got, want, f"{method}{params} + {epilogue} vs numpy on {layer}")
+
+
+@pytest.mark.parametrize("epilogue", EPILOGUES)
+def test_each_epilogue_on_a_batch_of_two_at_two_threads(epilogue):
+    layer = Layer(2, 9, 11, 13, 19, (3, 3))
+    x, w, bias = make_data(layer, seed=7)
+    conv = numpy_reference(layer, x, w, bias)
+    residual = np.random.default_rng(8).uniform(-2, 2, conv.shape).astype(np.float32)
+    want = numpy_epilogue(conv, epilogue, residual)
+    for method in ("simple", "unrolled", "winograd"):
+        assert_close(run_fused(layer, x, w, bias, method, epilogue, residual, threads=2), want, f"{method} + {epilogue}")
+
+
+def test_bad_epilogues_and_residuals_are_refused():
+    layer = Layer(1, 6, 6, 4, 8, (3, 3))
+    x, w, bias = make_data(layer)
+    with pytest.raises(ValueError, match="unknown step 'swizzle'"):
+        layertune.Conv2D(x.shape, w, bias, epilogue="swish,swizzle")
+    with pytest.raises(ValueError, match="add:sigmoid"):
+        layertune.Conv2D(x.shape, w, bias, epilogue="add:sigmoid")
+    kernel = layertune.Conv2D(x.shape, w, bias, epilogue="add:relu")
+    with pytest.raises(ValueError, match="none was given"):
+        kernel.run(x)
+    with pytest.raises(ValueError, match="output's shape"):
+        kernel.run(x, np.zeros((1, 6, 6, 7), np.float32))
+    with pytest.raises(ValueError, match="adds none"):
+        layertune.Conv2D(x.shape, w, bias, epilogue="swish").run(x, np.zeros((1, 6, 6, 8), np.float32))
+
+
+# --- the pass, on graphs written out by hand ---------------------------------------------------
+
+class Builder:
+    """A tiny graph writer: tensors by name, convolutions with seeded weights."""
+
+    def __init__(self, shape=(1, 7, 9, 6)):
+        self.rng = np.random.default_rng(0)
+        self.tensors: list[Tensor] = [Tensor("x", shape)]
+        self.nodes: list[Node] = []
+
+    def tensor(self, name: str, shape, data=None) -> int:
+        self.tensors.append(Tensor(name, tuple(shape), data))
+        return len(self.tensors) - 1
+
+    def conv(self, name: str, x: int, out_c: int, k: int = 3, activation: str = "none", pads=None) -> int:
+        shape = self.tensors[x].shape
+        w = self.tensor(f"{name}/w", (k, k, shape[3], out_c), self.rng.uniform(-0.5, 0.5, (k, k, shape[3], out_c)).astype(np.float32))
+        b = self.tensor(f"{name}/b", (out_c,), self.rng.uniform(-0.5, 0.5, out_c).astype(np.float32))
+        pads = pads if pads is not None else [k // 2, k // 2, k // 2, k // 2]
+        oh, ow = shape[1] + pads[0] + pads[1] - k + 1, shape[2] + pads[2] + pads[3] - k + 1
+        y = self.tensor(f"{name}/y", (shape[0], oh, ow, out_c))
+        self.nodes.append(Node("CONV_2D", name, [x, w, b], [y], {"strides": [1, 1], "dilations": [1, 1], "pads": pads,
+                                                                 "groups": 1, "activation": activation}))
+        return y
+
+    def op(self, op: str, name: str, inputs: list[int], shape=None, **attrs) -> int:
+        y = self.tensor(f"{name}/y", shape or self.tensors[inputs[0]].shape)
+        self.nodes.append(Node(op, name, inputs, [y], {"activation": "none", **attrs}))
+        return y
+
+    def graph(self, *outputs: int) -> Graph:
+        return Graph("hand", self.tensors, self.nodes, [0], list(outputs))
+
+
+def same_answer(graph: Graph, fused: Graph, threads: int = 1) -> None:
+    x = np.random.default_rng(1).uniform(-1, 1, graph.tensors[graph.inputs[0]].shape).astype(np.float32)
+    want = layertune.Model(graph.copy(), threads).run(x)
+    got = layertune.Model(fused, threads).run(x)
+    for g, w in zip(got if isinstance(got, list) else [got], want if isinstance(want, list) else [want]):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(np.abs(w).max()))
+
+
+def ops(graph: Graph) -> list[str]:
+    return [n.op for n in graph.nodes]
+
+
+def test_swish_hard_swish_and_a_residual_add_become_epilogues():
+    b = Builder()
+    y = b.conv("c1", 0, 6)
+    s = b.op("MUL", "m1", [b.op("LOGISTIC", "l1", [y]), y])  # sigmoid first: either order is swish
+    h = b.op("HARD_SWISH", "h2", [b.conv("c2", s, 6)])
+    out = b.op("ADD", "a3", [b.conv("c3", h, 6), s], activation="relu")
+    g = b.graph(out)
+    f = fuse(g)
+    assert ops(f) == ["CONV_2D"] * 3
+    assert [n.attrs["epilogue"] for n in f.nodes] == ["swish", "hard_swish", "add:relu"]
+    assert fused_groups(f) == {"c1": ["l1", "m1"], "c2": ["h2"], "c3": ["a3"]}
+    assert ops(g) == ["CONV_2D", "LOGISTIC", "MUL", "CONV_2D", "HARD_SWISH", "CONV_2D", "ADD"]  # the input is kept
+    for threads in (1, 2):
+        same_answer(g, f, threads)
+
+
+def test_a_chain_of_steps_and_a_residual_computed_after_the_convolution():
+    """c1's ADD reads c2, which runs after c1: the fused c1 moves to the ADD's place. Then the ADD's
+    HARD_SWISH joins the same epilogue."""
+    b = Builder()
+    y1 = b.conv("c1", 0, 5)
+    y2 = b.conv("c2", 0, 5)
+    out = b.op("HARD_SWISH", "h", [b.op("ADD", "a", [y1, y2])])
+    g = b.graph(out)
+    f = fuse(g)
+    assert [n.name for n in f.nodes] == ["c2", "c1"]
+    assert f.nodes[1].attrs["epilogue"] == "add:none,hard_swish"
+    same_answer(g, f)
+
+
+def test_what_may_not_be_fused_is_left_alone():
+    b = Builder()
+    y = b.conv("c1", 0, 6)
+    m = b.op("MUL", "se", [y, b.op("MEAN", "mean", [y], shape=(1, 1, 1, 6), axes=[1, 2], keep_dims=1)])  # broadcast
+    y2 = b.conv("c2", m, 6)
+    biased = b.op("ADD", "bias", [y2, b.tensor("v", (1, 1, 1, 6), np.ones((1, 1, 1, 6), np.float32))], shape=(1, 7, 9, 6))
+    y3 = b.conv("c3", biased, 6)
+    l3 = b.op("LOGISTIC", "l3", [y3])
+    s3 = b.op("MUL", "m3", [y3, l3])
+    g = b.graph(s3, l3)  # the sigmoid is an output too: swish would lose it
+    f = fuse(g)
+    assert fused_groups(f) == {}
+    assert ops(f) == ops(g)
+    # a convolution that is a graph output keeps its output
+    b2 = Builder()
+    y = b2.conv("c", 0, 4)
+    g2 = b2.graph(b2.op("HARD_SWISH", "h", [y]), y)
+    assert fused_groups(fuse(g2)) == {}
+
+
+def test_forms_switch_on_and_off():
+    b = Builder()
+    y = b.conv("c1", 0, 6)
+    s = b.op("MUL", "m1", [y, b.op("LOGISTIC", "l1", [y])])
+    out = b.op("ADD", "a2", [b.conv("c2", s, 6), s])
+    g = b.graph(out)
+    assert ops(fuse(g, ())) == ops(g)
+    assert ops(fuse(g, ("swish",))) == ["CONV_2D", "CONV_2D", "ADD"]
+    assert ops(fuse(g, ("add",))) == ["CONV_2D", "LOGISTIC", "MUL", "CONV_2D"]
+    assert ops(fuse(g)) == ["CONV_2D", "CONV_2D"]
+    with pytest.raises(ValueError, match="unknown fusion form 'relu'"):
+        fuse(g, ("relu",))
+    assert set(FORMS) == {"pad", "swish", "hard_swish", "add"}
+
+
+def test_a_zero_pad_becomes_the_convolutions_padding():
+    b = Builder()
+    p = b.op("PAD", "pad", [0], shape=(1, 8, 12, 6), pads=[0, 0, 1, 0, 2, 1, 0, 0], mode="constant")
+    y = b.conv("c", p, 4, pads=[0, 0, 0, 0])
+    half = b.op("PADV2", "pad_half", [y], shape=(1, 8, 11, 4), pads=[0, 0, 1, 1, 0, 1, 0, 0], mode="constant", value=0.5)
+    y2 = b.conv("c2", half, 3, pads=[0, 0, 0, 0])
+    g = b.graph(y2)
+    f = fuse(g)
+    assert ops(f) == ["CONV_2D", "PADV2", "CONV_2D"]  # a pad of 0.5 is no convolution padding
+    assert f.nodes[0].attrs["pads"] == [1, 0, 2, 1]
+    assert fused_groups(f) == {"c": ["pad"]}
+    same_answer(g, f)
+
+
+def test_plans_record_fused_groups_and_are_run_as_written(tmp_path):
+    b = Builder()
+    y = b.conv("c1", 0, 6)
+    out = b.op("MUL", "m1", [y, b.op("LOGISTIC", "l1", [y])])
+    g = b.graph(out)
+    layertune.Model(fuse(g)).save(tmp_path / "fused.ltplan")
+    layertune.Model(g.copy()).save(tmp_path / "unfused.ltplan")
+    assert fused_groups(layertune.load(tmp_path / "fused.ltplan").graph) == {"c1": ["l1", "m1"]}
+    assert ops(layertune.load(tmp_path / "unfused.ltplan").graph) == ["CONV_2D", "LOGISTIC", "MUL"]  # not fused again
+    assert ops(layertune.load(tmp_path / "unfused.ltplan", fuse=True).graph) == ["CONV_2D", "LOGISTIC", "MUL"]
+
+
+def test_a_bad_epilogue_in_a_plan_names_the_node():
+    b = Builder()
+    b.conv("conv_a", 0, 4)
+    g = b.graph(len(b.tensors) - 1)
+    g.nodes[0].attrs["epilogue"] = "swish,warp"
+    with pytest.raises(ValueError, match="conv_a.*unknown step 'warp'"):
+        layertune.Model(g).run(np.zeros((1, 7, 9, 6), np.float32))
+    g.nodes[0].attrs["epilogue"] = "add:none"
+    with pytest.raises(ValueError, match="conv_a.*missing input 3"):
+        layertune.Model(g).run(np.zeros((1, 7, 9, 6), np.float32))
