@@ -97,10 +97,12 @@ def test_op_matches_litert(case_id, tmp_path):
         assert_matches(g, w, what=case_id)
 
 
-@pytest.mark.parametrize("case_id", ["mean_spatial", "mean_rows", "mul_broadcast", "logistic"])
+@pytest.mark.parametrize("case_id", ["mean_spatial", "mean_rows", "mul_broadcast", "logistic", "pad", "mirror_pad",
+                                     "concat_channels", "resize_bilinear", "resize_nearest"])
 def test_ops_split_across_threads_match_litert(case_id, tmp_path):
     """Inputs large enough for the ops to split their work across two threads (MEAN by output
-    rows and chunks of 64 channels, with a tail of 8; the elementwise ops by rows and chunks)."""
+    rows and chunks of 64 channels, with a tail of 8; the elementwise ops by rows and chunks; PAD
+    and RESIZE by output rows, CONCATENATION by groups of rows)."""
     require("tensorflow")
     import tensorflow as tf
     big = (2, 24, 20, 136)
@@ -109,6 +111,11 @@ def test_ops_split_across_threads_match_litert(case_id, tmp_path):
         "mean_rows": (lambda x: tf.reduce_mean(x, [1]), [big]),
         "mul_broadcast": (lambda x, y: x * y, [big, (2, 1, 1, 136)]),
         "logistic": (lambda x: tf.math.sigmoid(x), [big]),
+        "pad": (lambda x: tf.pad(x, [[0, 0], [2, 1], [3, 0], [1, 2]]), [big]),
+        "mirror_pad": (lambda x: tf.pad(x, [[0, 0], [2, 1], [3, 2], [0, 0]], mode="REFLECT"), [big]),
+        "concat_channels": (lambda x, y: tf.concat([x, y], -1), [big, (2, 24, 20, 40)]),
+        "resize_bilinear": (lambda x: tf.image.resize(x, (37, 29), "bilinear"), [big]),
+        "resize_nearest": (lambda x: tf.compat.v1.image.resize_nearest_neighbor(x, (48, 40)), [big]),
     }[case_id]
     flatbuffer = convert_function(fn, shapes)
     path = tmp_path / f"{case_id}.tflite"

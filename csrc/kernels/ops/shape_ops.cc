@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "common.h"
+#include "layertune/thread_pool.h"
 
 namespace layertune {
 namespace {
@@ -25,19 +26,29 @@ class ConcatOp final : public Op {
     }
     if (total * outer_ != ctx.elements(out_)) fail(ctx.node.where(), ": input sizes do not add up to the output");
     std::tie(lo_, hi_) = ops::fused_activation(ctx);
+    row_ = total;
+    threads_ = ctx.threads;
   }
   void run(float* const* b) override {
-    float* o = b[out_];
-    for (int64_t r = 0; r < outer_; ++r)
-      for (size_t i = 0; i < inputs_.size(); ++i) {
-        std::memcpy(o, b[inputs_[i]] + r * chunks_[i], chunks_[i] * sizeof(float));
-        o += chunks_[i];
-      }
-    ops::clamp_range(b[out_], (o - b[out_]), lo_, hi_);
+    // Tasks of whole output rows, about kTask floats each (a channel concat has one short row a pixel).
+    constexpr int64_t kTask = 1 << 14;
+    const int64_t rows_per_task = std::max<int64_t>(1, kTask / std::max<int64_t>(row_, 1));
+    const int threads = outer_ * row_ >= 4 * kTask ? threads_ : 1;
+    ThreadPool::global().parallel_for(threads, (outer_ + rows_per_task - 1) / rows_per_task, [&](int64_t t, int) {
+      const int64_t r0 = t * rows_per_task, r1 = std::min(outer_, r0 + rows_per_task);
+      float* o = b[out_] + r0 * row_;
+      for (int64_t r = r0; r < r1; ++r)
+        for (size_t i = 0; i < inputs_.size(); ++i) {
+          std::memcpy(o, b[inputs_[i]] + r * chunks_[i], chunks_[i] * sizeof(float));
+          o += chunks_[i];
+        }
+      ops::clamp_range(b[out_] + r0 * row_, (r1 - r0) * row_, lo_, hi_);
+    });
   }
 
  private:
-  int out_;
+  int out_, threads_ = 1;
+  int64_t row_ = 0;  // floats per output row (the sum of the inputs' chunks)
   std::vector<int> inputs_;
   std::vector<int64_t> chunks_;
   int64_t outer_ = 1;
@@ -66,9 +77,25 @@ class PadOp final : public Op {
     value_ = ctx.node.float_attr("value", 0.f);
     in_strides_ = ops::strides_of(xs_);
     out_strides_ = ops::strides_of(os_);
+    threads_ = ctx.threads;
   }
 
-  void run(float* const* b) override { copy(0, b[in_], b[out_], true); }
+  void run(float* const* b) override {
+    const float* x = b[in_];
+    float* y = b[out_];
+    if (os_.size() < 3 || threads_ <= 1 || ops::product(os_) < (1 << 16)) {
+      copy(0, x, y, true);
+      return;
+    }
+    // In parallel: one task per index pair of the first two dimensions (an NHWC image's rows).
+    ThreadPool::global().parallel_for(threads_, int64_t(os_[0]) * os_[1], [&](int64_t t, int) {
+      const int o0 = int(t / os_[1]), o1 = int(t % os_[1]);
+      const int i0 = source(0, o0), i1 = source(1, o1);
+      float* yo = y + o0 * out_strides_[0] + o1 * out_strides_[1];
+      if (i0 < 0 || i1 < 0) std::fill(yo, yo + out_strides_[1], value_);
+      else copy(2, x + i0 * in_strides_[0] + i1 * in_strides_[1], yo, true);
+    });
+  }
 
  private:
   // Source index along d for output index o, or -1 for the constant.
@@ -101,7 +128,7 @@ class PadOp final : public Op {
     }
   }
 
-  int in_, out_;
+  int in_, out_, threads_ = 1;
   std::vector<int> xs_, os_, before_;
   std::vector<int64_t> in_strides_, out_strides_;
   int mode_ = 0;

@@ -139,6 +139,7 @@ class ResizeOp final : public Op {
     align_ = ctx.node.int_attr("align_corners", 0) != 0;
     half_ = ctx.node.int_attr("half_pixel_centers", 0) != 0;
     nearest_ = ctx.node.op == "RESIZE_NEAREST_NEIGHBOR";
+    threads_ = ctx.threads;
   }
 
   float scale(int in, int out) const {
@@ -148,8 +149,9 @@ class ResizeOp final : public Op {
   void run(float* const* b) override {
     const int c = xs_[3];
     const float sy = scale(xs_[1], os_[1]), sx = scale(xs_[2], os_[2]);
-    for (int n = 0; n < os_[0]; ++n)
-      for (int oy = 0; oy < os_[1]; ++oy)
+    const int threads = ops::product(os_) >= (1 << 16) ? threads_ : 1;
+    ThreadPool::global().parallel_for(threads, int64_t(os_[0]) * os_[1], [&](int64_t row, int) {
+      const int n = int(row / os_[1]), oy = int(row % os_[1]);
         for (int ox = 0; ox < os_[2]; ++ox) {
           float* o = b[out_] + ((int64_t(n) * os_[1] + oy) * os_[2] + ox) * c;
           auto in_px = [&](int y, int x) { return b[in_] + ((int64_t(n) * xs_[1] + y) * xs_[2] + x) * c; };
@@ -179,10 +181,11 @@ class ResizeOp final : public Op {
           for (int i = 0; i < c; ++i)
             o[i] = a[i] * (1 - ty) * (1 - tx) + bb[i] * (1 - ty) * tx + cc[i] * ty * (1 - tx) + d[i] * ty * tx;
         }
+    });
   }
 
  private:
-  int in_, out_;
+  int in_, out_, threads_ = 1;
   std::vector<int> xs_, os_;
   bool align_ = false, half_ = false, nearest_ = false;
 };
