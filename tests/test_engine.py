@@ -12,6 +12,7 @@ import pytest
 
 import layertune
 from conftest import require
+from layertune.graph.ir import Node, Tensor
 from model_zoo import digits_cnn
 from tflite_helpers import convert_function, convert_keras, op_names
 
@@ -71,6 +72,35 @@ def test_memory_planner_reuses_the_arena(digits_paths):
     activations = sum(t.size * 4 for t in g.tensors if not t.constant)
     largest_pair = max(g.tensors[n.inputs[0]].size * 4 + g.tensors[n.outputs[0]].size * 4 for n in g.nodes)
     assert largest_pair <= model.arena_bytes < activations
+
+
+def test_weights_the_kernels_packed_are_not_held_twice(digits_paths, tmp_path):
+    """Once every convolution and fully-connected layer is prepared, the plan's copy of their
+    weights is released (Model.weight_bytes: the constants still held); a constant an op reads
+    while running stays, and the model's answer is the same."""
+    d, _ = digits_paths
+    model = layertune.load(d / "digits.tflite")
+    x = np.random.default_rng(0).uniform(0, 1, model.input_shapes[0]).astype(np.float32)
+    want = model.run(x)
+    assert model.weight_bytes == 0
+    # the same graph with a constant added to the output: that constant is kept
+    g = model.graph.copy()
+    out = g.outputs[0]
+    shape = g.tensors[out].shape
+    c = g.add_tensor(Tensor("offset", shape, np.full(shape, 0.25, np.float32)))
+    y = g.add_tensor(Tensor("shifted", shape))
+    g.nodes.append(Node("ADD", "shift", [out, c], [y], {"activation": "none"}))
+    g.outputs = [y]
+    shifted = layertune.Model(g)
+    np.testing.assert_allclose(shifted.run(x), want + 0.25, rtol=1e-6)
+    assert shifted.weight_bytes == 4 * int(np.prod(shape))
+    # and from a plan file, read by the profiler straight into the constants' buffers
+    shifted.save(tmp_path / "shifted.ltplan")
+    proc = subprocess.run([str(layertune.profiler_path()), "run", "--plan", str(tmp_path / "shifted.ltplan"),
+                           "--repeats", "1", "--check", "1"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout)
+    assert line["weight_bytes"] == 4 * int(np.prod(shape)) and line["error"] is None
 
 
 def test_profiler_runs_and_checks_a_plan(digits_paths, tmp_path):

@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         ours = layertune_model(flatbuffer, name, 1, None)
         lt_mem, lite_mem = memory_layertune(ours), memory_litert(flatbuffer)
         print(f"  memory: layertune engine {lt_mem / 2**20:.1f} MiB (arena {ours.arena_bytes / 2**20:.1f} MiB + "
-              f"weights {ours.weight_bytes / 2**20:.1f} MiB + packed kernels), LiteRT {lite_mem / 2**20:.1f} MiB, "
+              f"constants kept {ours.weight_bytes / 2**20:.1f} MiB + packed kernels), LiteRT {lite_mem / 2**20:.1f} MiB, "
               f"ratio {lt_mem / lite_mem:.2f}")
         summary.append({"model": name, "memory_layertune": lt_mem, "memory_litert": lite_mem})
         sys.stdout.flush()

@@ -54,6 +54,15 @@ std::vector<int64_t> plan_memory(const Plan& plan, int64_t* arena_floats) {
   return offset;
 }
 
+namespace {
+// Inputs an op reads only while it is prepared: the weights and bias that convolution and
+// fully-connected ops pack (or copy) into kernels of their own.
+bool read_only_to_prepare(const PlanNode& node, size_t input) {
+  return (input == 1 || input == 2) && (node.op == "CONV_2D" || node.op == "DEPTHWISE_CONV_2D" ||
+                                        node.op == "FULLY_CONNECTED" || node.op == "TRANSPOSE_CONV");
+}
+}  // namespace
+
 Engine::Engine(Plan plan, int threads, bool reference_kernels) : plan_(std::move(plan)), threads_(threads) {
   if (threads_ < 1) fail("threads: must be positive, got ", threads_);
   for (size_t i = 0; i < plan_.nodes.size(); ++i)
@@ -67,11 +76,30 @@ Engine::Engine(Plan plan, int threads, bool reference_kernels) : plan_(std::move
     if (plan_.tensors[t].constant) buffers_[t] = const_cast<float*>(plan_.constant(int(t)));
     else if (offsets[t] >= 0) buffers_[t] = arena_.data() + offsets[t];
   }
+  // A constant that every reader only packs is released once the last of them is prepared: the
+  // model's weights are not held twice (a Pi Zero has 512 MB).
+  std::vector<int> pending(plan_.tensors.size(), 0);
+  std::vector<bool> kept(plan_.tensors.size(), false);
+  for (int t : plan_.outputs) kept[t] = true;
+  for (const PlanNode& node : plan_.nodes)
+    for (size_t i = 0; i < node.inputs.size(); ++i)
+      if (node.inputs[i] >= 0 && plan_.tensors[node.inputs[i]].constant) {
+        if (read_only_to_prepare(node, i)) ++pending[node.inputs[i]];
+        else kept[node.inputs[i]] = true;
+      }
   ops_.reserve(plan_.nodes.size());
   for (const PlanNode& node : plan_.nodes) {
     for (int t : node.inputs)
-      if (t >= 0 && !buffers_[t]) fail(node.where(), ": reads tensor '", plan_.tensors[t].name, "' that nothing produces");
+      if (t >= 0 && !plan_.tensors[t].constant && !buffers_[t])
+        fail(node.where(), ": reads tensor '", plan_.tensors[t].name, "' that nothing produces");
     ops_.push_back(make_op(OpContext{plan_, node, threads_, reference_kernels}));
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      const int t = node.inputs[i];
+      if (t >= 0 && plan_.tensors[t].constant && read_only_to_prepare(node, i) && --pending[t] == 0 && !kept[t]) {
+        plan_.release(t);
+        buffers_[t] = nullptr;
+      }
+    }
   }
 }
 

@@ -100,9 +100,15 @@ std::string PlanNode::str(const std::string& key, const std::string& fallback) c
   return has(key) ? find_attr(*this, key, PlanAttr::kString).str : fallback;
 }
 
-Plan parse_plan(const uint8_t* data, size_t size) {
-  if (size < 8 || std::memcmp(data, kPlanMagic, 8) != 0) fail("not a layertune plan (wrong magic number)");
-  Reader header(data + 8, size - 8);
+namespace {
+
+// The plan from `head` (the file's first head_size bytes: at least its header and metadata when
+// the file is whole) of a file of `size` bytes; each constant's bytes are read by
+// read_blob(file offset, bytes, destination).
+template <class ReadBlob>
+Plan parse(const uint8_t* data, size_t head_size, size_t size, ReadBlob&& read_blob) {
+  if (size < 8 || head_size < 8 || std::memcmp(data, kPlanMagic, 8) != 0) fail("not a layertune plan (wrong magic number)");
+  Reader header(data + 8, head_size - 8);
   Plan plan;
   plan.version = header.get<uint32_t>();
   if (plan.version > kPlanVersion)
@@ -115,7 +121,7 @@ Plan parse_plan(const uint8_t* data, size_t size) {
   const uint64_t blob_offset = header.get<uint64_t>(), blob_size = header.get<uint64_t>();
   if (file_size != size) fail("plan is truncated (", size, " of ", file_size, " bytes)");
   if (meta_offset > size || meta_size > size - meta_offset || blob_offset > size || blob_size > size - blob_offset ||
-      blob_size % 4 != 0)
+      blob_size % 4 != 0 || meta_offset + meta_size > head_size)
     fail("plan is corrupt (sections out of range)");
 
   Reader r(data + meta_offset, meta_size);
@@ -177,17 +183,46 @@ Plan parse_plan(const uint8_t* data, size_t size) {
   for (uint32_t i = 0, c = r.count(4); i < c; ++i) plan.inputs.push_back(tensor_id(r.get<int32_t>(), false));
   for (uint32_t i = 0, c = r.count(4); i < c; ++i) plan.outputs.push_back(tensor_id(r.get<int32_t>(), false));
 
-  plan.blob.resize(blob_size / 4);
-  if (blob_size) std::memcpy(plan.blob.data(), data + blob_offset, blob_size);
+  plan.constants.resize(n_tensors);
+  for (uint32_t i = 0; i < n_tensors; ++i) {
+    const PlanTensor& t = plan.tensors[i];
+    if (!t.constant) continue;
+    plan.constants[i].resize(t.nbytes / 4);
+    if (t.nbytes) read_blob(blob_offset + t.offset, t.nbytes, plan.constants[i].data());
+  }
   return plan;
 }
 
+}  // namespace
+
+Plan parse_plan(const uint8_t* data, size_t size) {
+  return parse(data, size, size, [&](uint64_t at, uint64_t n, float* dst) { std::memcpy(dst, data + at, n); });
+}
+
 Plan load_plan(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) fail(path, ": cannot open the plan file");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const size_t size = size_t(f.tellg());
   try {
-    return parse_plan(bytes.data(), bytes.size());
+    // The header, then everything before the end of the metadata it names.
+    std::vector<uint8_t> head(std::min<size_t>(size, 56));
+    f.seekg(0);
+    f.read(reinterpret_cast<char*>(head.data()), std::streamsize(head.size()));
+    if (head.size() == 56 && std::memcmp(head.data(), kPlanMagic, 8) == 0) {
+      uint64_t meta_offset, meta_size;
+      std::memcpy(&meta_offset, head.data() + 24, 8);
+      std::memcpy(&meta_size, head.data() + 32, 8);
+      if (meta_offset <= size && meta_size <= size - meta_offset && meta_offset + meta_size > head.size()) {
+        head.resize(size_t(meta_offset + meta_size));
+        f.seekg(0);
+        f.read(reinterpret_cast<char*>(head.data()), std::streamsize(head.size()));
+      }
+    }
+    if (!f) fail("cannot read the plan file");
+    return parse(head.data(), head.size(), size, [&](uint64_t at, uint64_t n, float* dst) {
+      f.seekg(std::streamoff(at));
+      if (!f.read(reinterpret_cast<char*>(dst), std::streamsize(n))) fail("cannot read the plan file's weights");
+    });
   } catch (const InvalidArgument& e) {
     fail(path, ": ", e.what());
   }

@@ -32,7 +32,9 @@ class Engine {
   const Plan& plan() const { return plan_; }
   int threads() const { return threads_; }
   size_t arena_bytes() const { return arena_.size() * sizeof(float); }
-  size_t weight_bytes() const { return plan_.blob.size() * sizeof(float); }
+  // The plan's constants the engine still holds: those ops read while running (the kernels hold
+  // their own packed copies of the weights; those constants are released once prepared).
+  size_t weight_bytes() const { return plan_.constant_bytes(); }
 
  private:
   template <class Hook>

@@ -73,16 +73,24 @@ struct Plan {
   std::vector<PlanTensor> tensors;
   std::vector<PlanNode> nodes;
   std::vector<int> inputs, outputs;
-  AlignedBuffer blob;  // the constants
+  // Each constant tensor's float32 data in a buffer of its own (empty for the other tensors), so
+  // that the engine can release a constant once the kernels that read it have packed their copies.
+  std::vector<AlignedBuffer> constants;
 
-  const float* constant(int tensor) const {
-    return reinterpret_cast<const float*>(reinterpret_cast<const char*>(blob.data()) + tensors[tensor].offset);
+  const float* constant(int tensor) const { return constants[tensor].data(); }
+  void release(int tensor) { constants[tensor] = AlignedBuffer(); }
+  size_t constant_bytes() const {
+    size_t n = 0;
+    for (const AlignedBuffer& c : constants) n += c.size() * sizeof(float);
+    return n;
   }
 };
 
 // Throws InvalidArgument with a one-line reason for a wrong magic number, a newer format
 // version, a truncated file or references out of range.
 Plan parse_plan(const uint8_t* data, size_t size);
+// The same from a file, read straight into the constants' buffers (the file is never held whole
+// beside them).
 Plan load_plan(const std::string& path);
 
 }  // namespace layertune

@@ -32,10 +32,15 @@ MethodParams kernel_choice(const OpContext& ctx) {
 // vectorized over the outputs. For fully-connected layers and 1x1 convolutions on a handful of
 // pixels, where a GEMM register tile would compute mostly padding.
 struct Gemv {
-  const float* weights = nullptr;  // (in, out)
+  AlignedBuffer weights;  // (in, out): a copy, since the engine releases the plan's constants once prepared
   std::vector<float> bias;
   int64_t in = 0, out = 0;
   float lo = 0, hi = 0;
+
+  void set_weights(const float* w) {  // after in and out
+    weights.resize(size_t(in * out));
+    std::memcpy(weights.data(), w, size_t(in * out) * sizeof(float));
+  }
 
   void run(const float* x, float* y, int64_t rows, int threads) const {
     constexpr int kBlock = 256;  // outputs per task: the accumulators stay in L1
@@ -47,7 +52,7 @@ struct Gemv {
       const float* xr = x + row * in;
       for (int64_t i = 0; i < in; ++i) {
         const float xi = xr[i];
-        const float* wr = weights + i * out;
+        const float* wr = weights.data() + i * out;
         for (int64_t j = j0; j < j1; ++j) acc[j - j0] += xi * wr[j];
       }
       float* yr = y + row * out;
@@ -120,8 +125,8 @@ class ConvOp final : public GemvOrKernelOp {
       rows_ = int64_t(s.batch) * s.out_h() * s.out_w();
       if (choice.method != "reference" && rows_ <= kGemvMaxRows && s.kernel_h == 1 && s.kernel_w == 1 &&
           s.groups == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top + s.pad_bottom + s.pad_left + s.pad_right == 0) {
-        gemv_.weights = ctx.constant(w);  // HWIO (1, 1, in, out) is the (in, out) matrix
         gemv_.in = s.in_c, gemv_.out = s.out_c;
+        gemv_.set_weights(ctx.constant(w));  // HWIO (1, 1, in, out) is the (in, out) matrix
         gemv_.bias.assign(s.out_c, 0.f);
         if (bias) std::copy(bias, bias + s.out_c, gemv_.bias.begin());
         std::tie(gemv_.lo, gemv_.hi) = activation_range(s.activation);
@@ -153,17 +158,18 @@ class FullyConnectedOp final : public GemvOrKernelOp {
     rows_ = ctx.elements(in_) / gemv_.in;
     if (ctx.elements(out_) != rows_ * gemv_.out) fail(ctx.node.where(), ": output shape does not match");
     std::tie(gemv_.lo, gemv_.hi) = fused_activation(ctx);
-    gemv_.weights = ctx.constant(w);
     gemv_.bias.assign(gemv_.out, 0.f);
     if (ctx.has_input(2)) std::memcpy(gemv_.bias.data(), ctx.constant(ctx.input(2)), gemv_.out * sizeof(float));
     threads_ = ctx.threads;
-    if (rows_ > kGemvMaxRows || ctx.reference_kernels) {
+    if (rows_ <= kGemvMaxRows && !ctx.reference_kernels) {
+      gemv_.set_weights(ctx.constant(w));
+    } else {
       const ConvShape s = ConvShape::from_fields({int(rows_), 1, 1, int(gemv_.in), int(gemv_.out), 1, 1, 1, 1, 1, 1,
                                                   0, 0, 0, 0, 1}, parse_activation(ctx.node.str("activation", "none")));
       MethodParams p;
       p.method = ctx.reference_kernels ? "reference" : "unrolled";
       p.threads = ctx.threads;
-      kernel_ = make_conv_kernel(s, p, gemv_.weights, gemv_.bias.data());
+      kernel_ = make_conv_kernel(s, p, ctx.constant(w), gemv_.bias.data());
     }
   }
 };
@@ -184,8 +190,10 @@ class TransposeConvOp final : public Op {
     auto st = ops::ints_n(ctx, "strides", 2), pads = ops::ints_n(ctx, "pads", 2);
     stride_h_ = int(st[0]), stride_w_ = int(st[1]), pad_top_ = int(pads[0]), pad_left_ = int(pads[1]);
     if (stride_h_ <= 0 || stride_w_ <= 0) fail(ctx.node.where(), ": strides must be positive");
-    weights_ = ctx.constant(w);
-    bias_ = ctx.has_input(2) ? ctx.constant(ctx.input(2)) : nullptr;
+    // copies: the engine releases the plan's constants once prepared
+    const float* weights = ctx.constant(w);
+    weights_.assign(weights, weights + ctx.elements(w));
+    if (ctx.has_input(2)) bias_.assign(ctx.constant(ctx.input(2)), ctx.constant(ctx.input(2)) + ws_[3]);
     std::tie(lo_, hi_) = fused_activation(ctx);
   }
 
@@ -195,7 +203,7 @@ class TransposeConvOp final : public Op {
     const int oc = os_[3], ic = xs_[3];
     const int64_t out_pixels = int64_t(os_[0]) * os_[1] * os_[2];
     for (int64_t p = 0; p < out_pixels; ++p)
-      for (int c = 0; c < oc; ++c) y[p * oc + c] = bias_ ? bias_[c] : 0.f;
+      for (int c = 0; c < oc; ++c) y[p * oc + c] = bias_.empty() ? 0.f : bias_[c];
     for (int n = 0; n < xs_[0]; ++n)
       for (int iy = 0; iy < xs_[1]; ++iy)
         for (int ix = 0; ix < xs_[2]; ++ix) {
@@ -207,7 +215,7 @@ class TransposeConvOp final : public Op {
               const int ox = ix * stride_w_ + kx - pad_left_;
               if (ox < 0 || ox >= os_[2]) continue;
               float* yp = y + ((int64_t(n) * os_[1] + oy) * os_[2] + ox) * oc;
-              const float* wp = weights_ + (int64_t(ky) * ws_[1] + kx) * ic * oc;
+              const float* wp = weights_.data() + (int64_t(ky) * ws_[1] + kx) * ic * oc;
               for (int ci = 0; ci < ic; ++ci) {
                 const float xv = xp[ci];
                 const float* wr = wp + int64_t(ci) * oc;
@@ -223,8 +231,7 @@ class TransposeConvOp final : public Op {
   int in_, out_;
   std::vector<int> xs_, os_, ws_;
   int stride_h_ = 1, stride_w_ = 1, pad_top_ = 0, pad_left_ = 0;
-  const float* weights_ = nullptr;
-  const float* bias_ = nullptr;
+  std::vector<float> weights_, bias_;
   float lo_ = 0, hi_ = 0;
 };
 
