@@ -187,6 +187,29 @@ def test_winograd_f6_error_at_512_input_channels():
         assert_close(run(layer, x, w, bias, "winograd", winograd_tile=6, **params), want, f"winograd F6 {params}")
 
 
+def test_the_default_tile_is_chosen_by_the_layers_shape():
+    """gemm_tile 0: on AVX-512 the tile of 12x2, 6x2 and 8x1 vectors that pads the GEMM least
+    (16 output channels: 8x1, no half-empty second vector; a 7x7 map: 6x2, not a 12-row tile for
+    its 49th pixel), the default unless another saves 2%; elsewhere the ISA's default."""
+    from layertune import _core
+    default = _core.gemm_tile_for_shape(12 * 1000, 64)
+    if _core.isa() == "avx512":
+        assert default == 122
+        assert _core.gemm_tile_for_shape(112 * 112, 16) == 81
+        assert _core.gemm_tile_for_shape(56 * 56, 144) == 81
+        assert _core.gemm_tile_for_shape(7 * 7, 160) == 62
+        assert _core.gemm_tile_for_shape(56 * 56, 24) == 122  # 8x1 pads 0.3% less: not enough
+    for m, n in ((112 * 112, 16), (7 * 7, 160), (1, 1)):
+        tile = _core.gemm_tile_for_shape(m, n)
+        assert tile in GEMM_TILES
+        if _core.isa() != "avx512":
+            assert tile == default
+    # and the layers it picks for compute the right answer (the variant grid runs gemm_tile 0 too)
+    layer = Layer(1, 7, 7, 24, 16, (1, 1))
+    x, w, bias = make_data(layer)
+    assert_close(run(layer, x, w, bias, "unrolled"), numpy_reference(layer, x, w, bias), "unrolled, 16 outputs")
+
+
 def test_conv_methods_lists_methods_and_params():
     methods = layertune.conv_methods()
     assert set(methods) == {"reference", "simple", "unrolled", "winograd"}

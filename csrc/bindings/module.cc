@@ -14,6 +14,7 @@
 #include "layertune/simd.h"
 #include "layertune/status.h"
 #include "../graph/op.h"
+#include "../kernels/gemm/gemm.h"
 
 namespace py = pybind11;
 using namespace layertune;
@@ -266,5 +267,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("peak_gflops", &measure_peak_gflops, py::arg("threads") = 1, py::arg("seconds") = 0.5,
         py::call_guard<py::gil_scoped_release>());
   m.def("isa", [] { return std::string(simd::isa_name()); });
+  // The register tile `gemm_tile` 0 gives an m x n GEMM (unrolled: m output pixels, n output channels).
+  m.def("gemm_tile_for_shape", &gemm::tile_for_shape, py::arg("m"), py::arg("n"));
   m.def("simd_lanes", [] { return simd::kLanes; });
 }

@@ -231,6 +231,17 @@ MicroKernel micro_kernel_for(int tile_code) {
   return k;
 }
 
+int tile_for_shape(int64_t m, int64_t n) {
+  auto padded = [&](int code) {
+    const int64_t mr = code % kPackedA / 10, nr = int64_t(code % 10) * kLanes;
+    return double((m + mr - 1) / mr * mr) * double((n + nr - 1) / nr * nr);
+  };
+  int best = kShapeTiles[0];
+  for (int code : kShapeTiles)
+    if (padded(code) < padded(best) && padded(code) < 0.98 * padded(kShapeTiles[0])) best = code;
+  return best;
+}
+
 void micro_kernel(int kc, const float* a, ptrdiff_t lda, const float* b, float* c, ptrdiff_t ldc, int mr, int nr,
                   bool accumulate, const Epilogue* epilogue) {
   tile_kernel<kMR, kNRV, kDefaultPacksA>(kc, a, lda, b, c, ldc, mr, nr, accumulate, epilogue);
