@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "layertune/status.h"
+#include "layertune/thread_pool.h"
 #include "op.h"
 
 namespace layertune {
@@ -109,6 +110,7 @@ template <class Hook>
 void Engine::execute(const std::vector<const float*>& inputs, const std::vector<float*>& outputs, Hook&& after_node) {
   if (inputs.size() != plan_.inputs.size()) fail("expected ", plan_.inputs.size(), " inputs, got ", inputs.size());
   if (outputs.size() != plan_.outputs.size()) fail("expected ", plan_.outputs.size(), " outputs, got ", outputs.size());
+  ThreadPool::global().wake(threads_);  // while the inputs are copied, not in the first op
   for (size_t i = 0; i < inputs.size(); ++i) {
     const int t = plan_.inputs[i];
     std::memcpy(buffers_[t], inputs[i], plan_.tensors[t].elements() * sizeof(float));

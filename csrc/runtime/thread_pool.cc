@@ -19,6 +19,17 @@ void ThreadPool::ensure_workers(int count) {
   }
 }
 
+void ThreadPool::wake(int threads) {
+  if (threads <= 1) return;
+  std::lock_guard<std::mutex> call(call_mu_);
+  ensure_workers(threads - 1);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++wake_;
+  }
+  cv_.notify_all();
+}
+
 void ThreadPool::work(int worker) {
   for (int64_t t = next_.fetch_add(1, std::memory_order_relaxed); t < n_;
        t = next_.fetch_add(1, std::memory_order_relaxed))
@@ -49,7 +60,7 @@ void ThreadPool::run(int threads, int64_t n, TaskFn fn, void* ctx) {
 }
 
 void ThreadPool::worker_loop(int id) {
-  uint64_t seen = 0;
+  uint64_t seen = 0, woken = 0;
   for (;;) {
     // Wait about 100 us for the next job before sleeping on the condition variable, yielding the
     // CPU while waiting: the scheduler sometimes places a woken worker on the caller's CPU, and a
@@ -60,7 +71,9 @@ void ThreadPool::worker_loop(int id) {
     bool participate;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return generation_.load(std::memory_order_relaxed) != seen; });
+      cv_.wait(lock, [&] { return generation_.load(std::memory_order_relaxed) != seen || wake_ != woken; });
+      woken = wake_;
+      if (generation_.load(std::memory_order_relaxed) == seen) continue;  // woken ahead of a job: spin again
       seen = generation_.load(std::memory_order_relaxed);
       participate = !closed_ && id <= active_helpers_;
       if (participate) inside_.fetch_add(1, std::memory_order_relaxed);

@@ -18,6 +18,10 @@ class ThreadPool {
  public:
   static ThreadPool& global();
 
+  // Helpers asleep start spinning (up to `threads` - 1 of them): an engine calls it as a run
+  // begins, so that its first op does not find them asleep after an idle gap between runs.
+  void wake(int threads);
+
   // Runs fn(task, worker) for every task in [0, n) on up to `threads` threads. The caller is
   // worker 0; worker ids are < threads, so callers can index per-thread scratch with them.
   template <class F>
@@ -44,6 +48,7 @@ class ThreadPool {
   std::condition_variable cv_;
   std::vector<std::thread> workers_;
   std::atomic<uint64_t> generation_{0};
+  uint64_t wake_ = 0;  // under mu_: bumped by wake()
   int active_helpers_ = 0;
   bool closed_ = true;  // under mu_: the job takes no more helpers
   TaskFn fn_ = nullptr;
