@@ -67,14 +67,17 @@ inline vf clamp(vf v, vf lo, vf hi) {
 }
 
 // e^x, vectorized: x = n ln2 + r, e^r by a degree-6 polynomial (Cephes' expf coefficients),
-// 2^n built in the exponent bits. Relative error about 1e-7; inputs clamped to [-87.3, 88.7].
+// 2^n built in the exponent bits. Relative error about 1e-7; inputs clamped to [-87.3, 88] (2^n
+// stays a normal number). n = round(x log2 e) by adding 1.5 * 2^23 + 127: the sum's low mantissa
+// bits are then n + 127, the biased exponent of 2^n (sigmoid and swish spend most of their time
+// here). n is read from those bits, not as sum - (1.5 * 2^23 + 127), which -funsafe-math-
+// optimizations (pi3's NEON needs it) would fold back into x log2 e.
 inline vf exp(vf x) {
-  x = clamp(x, splat(-87.3365f), splat(88.7228f));
-  vf fx = x * 1.44269504088896341f;
-  vi n = convert<vi>(fx);  // truncates toward zero: make it round to nearest
-  fx = fx - convert<vf>(n);
-  n += (fx > 0.5f) ? vi{} + 1 : vi{};
-  n -= (fx < -0.5f) ? vi{} + 1 : vi{};
+  x = clamp(x, splat(-87.3365f), splat(88.0f));
+  const vf t = x * 1.44269504088896341f + 12583039.0f;  // 1.5 * 2^23 + 127
+  vi n;
+  std::memcpy(&n, &t, sizeof n);
+  n = (n & 0x7FFFFF) - (0x400000 + 127);
   const vf nf = convert<vf>(n);
   const vf r = x - nf * 0.693359375f - nf * -2.12194440e-4f;
   vf p = splat(1.9875691500e-4f);
