@@ -20,12 +20,12 @@ intervals, a difference within noise is no difference and the simpler plan wins)
 4. **Verify.** The result is timed against every baseline (and LiteRT on the same .tflite where
    the device has it), and so are its fused forms (graph/fusion.py: the result with every fusion
    form the options allow, and with each form alone where more than one applies) — each fused
-   plan is timed against the unfused chain it came from in the same rounds. The written plan is the result only if it is faster than the strongest
-   baseline beyond noise in these rounds and no baseline beats it beyond noise; otherwise the
-   strongest baseline is written — unless another plan in hand that is not a baseline (the
-   per-layer composite, a fused plan) is faster than that choice beyond noise and no baseline
-   beats it. So the written plan is never
-   one measured slower than a layertune baseline or a plan the tuner had in hand.
+   plan is timed against the unfused chain it came from in the same rounds. The written plan is
+   the result only if it is faster than the strongest baseline beyond noise in these rounds and
+   no baseline beats it beyond noise; otherwise the strongest baseline is written — unless
+   another plan in hand that is not a baseline (the per-layer composite, a fused plan) is faster
+   than that choice beyond noise and no baseline beats it. So the written plan is never one
+   measured slower than a layertune baseline or a plan the tuner had in hand.
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
             if outcome is not None:
                 _fill_rows(rows, outcome, candidates)
                 optimized = outcome.graph
-                strongest = candidates[outcome.strongest]  # what the user would get without tuning
+                strongest = candidates[outcome.strongest]  # the default choice's best form, unfused
                 write_plan(pinned(strongest.graph, strongest.threads), out_dir / "strongest_baseline.ltplan")
             else:  # no device could measure the model: the default choice, unconfirmed
                 optimized = candidates[f"default@{min(threads)}"].graph

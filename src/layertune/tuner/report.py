@@ -42,8 +42,8 @@ def write_report(out_dir: Path, result: ModelResult) -> None:
         if whole.fused:
             absorbed = sum(len(v) for v in whole.fused.values())
             lines += ["", f"Fused groups in the written plan (a `+fused` / `+<form>` plan is the plan before the `+` "
-                      f"with those forms fused, graph/fusion.py): {len(whole.fused)} convolutions took {absorbed} "
-                      "ops: " + "; ".join(f"{conv} <- {', '.join(nodes)}" for conv, nodes in list(whole.fused.items())[:8])
+                      f"with those forms fused, graph/fusion.py): {len(whole.fused)} "
+                      f"convolution{'s' if len(whole.fused) > 1 else ''} took {absorbed} op{'s' if absorbed > 1 else ''}: " + "; ".join(f"{conv} <- {', '.join(nodes)}" for conv, nodes in list(whole.fused.items())[:8])
                       + (" ..." if len(whole.fused) > 8 else "") + "."]
         if whole.litert_error:
             lines += ["", f"LiteRT was not measured: {whole.litert_error}."]
