@@ -14,7 +14,8 @@ of one run (tools/benchlib.py):
     process of its own after the others (its thread pool spins long after each run and slowed
     the next system in a shared process by up to 1.5x); with --tvm-trials N also TVM tuned by
     meta_schedule with N trials (layertune.search.tvm_compiler; the tuning time is printed).
-Prints median latency and the ratio to LiteRT; then peak memory, each system in its own
+Prints median latency and the ratio to LiteRT with its 95% interval over the rounds (paired round
+by round), and each system's speed-up from the fewest threads to the most; then peak memory, each system in its own
 process: layertune's engine (layertune-profiler's peak RSS, minus the profiler's own) and
 LiteRT's interpreter (RSS growth from creating and running it); with --per-op, where layertune's
 default plan spends its time: each op type's milliseconds per run at every thread count
@@ -34,6 +35,7 @@ import contextlib
 import io
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +47,7 @@ import layertune
 from layertune.graph.fusion import fuse
 from layertune.graph.ir import CONV_OPS
 from layertune.graph.tflite_import import import_tflite_bytes
+from layertune.tuner.protocol import RatioCI, ratio_ci
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
@@ -226,6 +229,15 @@ def tuned_measurement(tflite: Path, name: str, threads: int, x: np.ndarray, want
     return benchlib.Measurement("layertune tuned", engine_timer(model, x), info={"threads": threads, "max_abs_diff": diff})
 
 
+def paired_ratio(item: benchlib.Measurement, base: benchlib.Measurement, repeats: int) -> RatioCI | None:
+    """item / base with its 95% interval over the rounds they were timed in together (each
+    round's median of `repeats` runs); None for a system timed apart (TVM, in its own process)."""
+    if item.timer is None or base.timer is None or len(item.times) != len(base.times):
+        return None
+    rounds = lambda t: [statistics.median(t[r: r + repeats]) for r in range(0, len(t), repeats)]  # noqa: E731
+    return ratio_ci(rounds(item.times), rounds(base.times))
+
+
 def main(argv: list[str] | None = None) -> int:
     global TINY
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -285,16 +297,26 @@ def main(argv: list[str] | None = None) -> int:
                     items.append(benchlib.Measurement(label, None, times,
                                                       {"threads": threads, "max_abs_diff": float(np.abs(out - want).max())}))
         print(f"\n{name} ({args.size}x{args.size}); max |LiteRT output| {float(np.abs(want).max()):.3g}")
-        print(f"  {'system':28s} {'threads':>7s} {'median ms':>10s} {'/LiteRT':>8s} {'max|diff|':>10s}")
+        print(f"  {'system':28s} {'threads':>7s} {'median ms':>10s} {'/LiteRT':>8s} {'95% interval':>14s} {'max|diff|':>10s}")
         for threads in args.threads:
             rows = [i for i in items if i.info["threads"] == threads]
-            lite = next(i.median for i in rows if i.label.startswith("LiteRT"))
+            lite_item = next(i for i in rows if i.label.startswith("LiteRT"))
+            lite = lite_item.median
             for i in rows:
                 diff = i.info.get("max_abs_diff")
-                print(f"  {i.label:28s} {threads:7d} {i.median * 1e3:10.2f} {i.median / lite:8.2f} "
+                ci = paired_ratio(i, lite_item, args.repeats)
+                interval = f"[{ci.lo:.2f}, {ci.hi:.2f}]" if ci and i is not lite_item else "-"
+                print(f"  {i.label:28s} {threads:7d} {i.median * 1e3:10.2f} {i.median / lite:8.2f} {interval:>14s} "
                       f"{'-' if diff is None else f'{diff:.2e}':>10s}")
                 summary.append({"model": name, "system": i.label, "threads": threads, "median_ms": i.median * 1e3,
                                 "ratio_to_litert": i.median / lite})
+        if len(args.threads) > 1:  # each system's speed-up from the fewest threads to the most, paired by round
+            few, most = min(args.threads), max(args.threads)
+            for label in dict.fromkeys(i.label for i in items):
+                pair = [next((i for i in items if i.label == label and i.info["threads"] == t), None) for t in (few, most)]
+                ci = paired_ratio(pair[0], pair[1], args.repeats) if None not in pair else None
+                if ci:
+                    print(f"  {label}: {few} -> {most} threads speed-up {ci.ratio:.2f}x [{ci.lo:.2f}, {ci.hi:.2f}]")
         if args.per_op:
             per_op_table(flatbuffer, name, x, args.threads, max(args.rounds, 5), args.repeats)
         ours = layertune_model(flatbuffer, name, 1, None)
