@@ -38,20 +38,6 @@ PostOps parse_post_ops(const std::string& text) {
   return ops;
 }
 
-std::string post_ops_name(const PostOps& ops) {
-  std::string out;
-  for (const PostOp& op : ops) {
-    if (!out.empty()) out += ",";
-    if (op.kind == PostOp::Kind::kSwish) out += "swish";
-    else if (op.kind == PostOp::Kind::kHardSwish) out += "hard_swish";
-    else if (op.lo == 0.f && op.hi == 6.f) out += "add:relu6";
-    else if (op.lo == 0.f) out += "add:relu";
-    else if (op.lo == -1.f) out += "add:relu_n1_to_1";
-    else out += "add:none";
-  }
-  return out;
-}
-
 bool post_ops_need_residual(const PostOps& ops) {
   for (const PostOp& op : ops)
     if (op.kind == PostOp::Kind::kAdd) return true;

@@ -24,7 +24,6 @@ using PostOps = std::vector<PostOp>;
 // "swish", "hard_swish", "add:<activation>", comma-separated in order ("" is none);
 // InvalidArgument naming the step it cannot read.
 PostOps parse_post_ops(const std::string& text);
-std::string post_ops_name(const PostOps& ops);
 bool post_ops_need_residual(const PostOps& ops);
 // Applies the steps to n contiguous floats y (residual: the same n floats of the residual tensor,
 // or null when no step adds one).

@@ -67,13 +67,18 @@ def _only_read_by(graph: Graph, tensor: int, nodes: list[Node]) -> bool:
     return tensor not in graph.outputs and len(readers) == len(nodes) and all(any(r is n for r in readers) for n in nodes)
 
 
+def _record(conv: Node, names: list[str]) -> None:
+    """Appends the names of the nodes `conv` absorbed to its `fused` attribute."""
+    before = [conv.attrs["fused"]] if conv.attrs.get("fused") else []
+    conv.attrs["fused"] = ",".join(before + names)
+
+
 def _absorb(graph: Graph, conv: Node, absorbed: list[Node], step: str, output: int) -> None:
     """`conv` now also computes `absorbed` (the epilogue step `step`) and writes `output`; it moves
     to the place of the last absorbed node."""
     epilogue = conv.attrs.get("epilogue", "")
     conv.attrs["epilogue"] = f"{epilogue},{step}" if epilogue else step
-    names = [conv.attrs["fused"]] if conv.attrs.get("fused") else []
-    conv.attrs["fused"] = ",".join(names + [n.name for n in absorbed])
+    _record(conv, [n.name for n in absorbed])
     conv.outputs = [output]
     last = max(graph.nodes.index(n) for n in absorbed)
     graph.nodes.insert(last + 1, conv)
@@ -135,7 +140,6 @@ def _fold_pads(graph: Graph) -> None:
         conv = readers[0]
         conv.attrs["pads"] = [a + b for a, b in zip(conv.attrs["pads"], p[2:6])]
         conv.inputs[0] = pad.inputs[0]
-        names = [conv.attrs["fused"]] if conv.attrs.get("fused") else []
-        conv.attrs["fused"] = ",".join(names + [pad.name])
+        _record(conv, [pad.name])
         pad.outputs = []
     graph.nodes = [n for n in graph.nodes if n.outputs]
