@@ -26,6 +26,13 @@ threads, so that an op type that does not scale (or gets slower) is named.
     python tools/bench_models.py --models MobileNetV2 --no-tvm
     python tools/bench_models.py --models MobileNetV2 --size 96 --tvm-trials 500
     python tools/bench_models.py --models MobileNetV2 --no-tvm --tuned --per-op
+    python tools/bench_models.py --int8 --no-tvm          # the int8 models (issue 15's table)
+
+With --int8 the model is the converter's full-int8 quantization of the same application (int8
+input and output, calibrated on 8 random images) and the rows are: LiteRT int8 (the baseline),
+layertune's int8 path, layertune on the same model in float32 (`int8=False`), LiteRT fp32 and
+layertune fp32; max|diff| is then against LiteRT int8's dequantized output, and the weight bytes
+of the int8 plan are printed against the fp32 plan's.
 """
 
 from __future__ import annotations
@@ -56,14 +63,15 @@ MODELS = ["MobileNetV2", "ResNet50", "EfficientNetB0"]
 METHODS = ["simple", "unrolled", "winograd"]
 
 
-def tflite_path(name: str, size: int, cache: Path) -> Path:
+def tflite_path(name: str, size: int, cache: Path, int8: bool = False) -> Path:
     """Where build_tflite caches the application."""
-    return cache / f"{name}_{size}.tflite"
+    return cache / f"{name}_{size}{'_int8' if int8 else ''}.tflite"
 
 
-def build_tflite(name: str, size: int, cache: Path) -> bytes:
-    """The application as TFLite, cached (building and converting takes a while)."""
-    path = tflite_path(name, size, cache)
+def build_tflite(name: str, size: int, cache: Path, int8: bool = False) -> bytes:
+    """The application as TFLite, cached (building and converting takes a while); int8: fully
+    quantized by the converter (int8 input and output), calibrated on 8 random images."""
+    path = tflite_path(name, size, cache, int8)
     if path.exists():
         return path.read_bytes()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -75,8 +83,15 @@ def build_tflite(name: str, size: int, cache: Path) -> bytes:
         if isinstance(layer, tf.keras.layers.BatchNormalization):
             layer.momentum = 0.0
     model(np.random.default_rng(0).uniform(-1, 1, (4, size, size, 3)).astype(np.float32), training=True)
-    with contextlib.redirect_stdout(io.StringIO()):
-        data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if int8:
+        images = np.random.default_rng(1).uniform(-1, 1, (8, 1, size, size, 3)).astype(np.float32)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([x] for x in images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        data = converter.convert()
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(data)
@@ -167,7 +182,7 @@ before = rss()
 it = Interpreter(model_path=sys.argv[1], num_threads=1)
 it.allocate_tensors()
 d = it.get_input_details()[0]
-it.set_tensor(d["index"], np.zeros(d["shape"], np.float32))
+it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
 it.invoke()
 print(rss() - before)
 """
@@ -229,6 +244,43 @@ def tuned_measurement(tflite: Path, name: str, threads: int, x: np.ndarray, want
     return benchlib.Measurement("layertune tuned", engine_timer(model, x), info={"threads": threads, "max_abs_diff": diff})
 
 
+def plan_constant_bytes(model: layertune.Model) -> int:
+    """What the model's plan file holds as constants (weights, biases, tables)."""
+    return sum(int(t.data.nbytes) for t in model.graph.tensors if t.constant)
+
+
+def int8_items(name: str, args, cache: Path) -> tuple[list[benchlib.Measurement], bytes, np.ndarray, np.ndarray]:
+    """The --int8 rows at every thread count, the int8 flatbuffer, its int8 input and LiteRT int8's
+    real output."""
+    fb8, fb32 = build_tflite(name, args.size, cache, int8=True), build_tflite(name, args.size, cache)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, args.size, args.size, 3)).astype(np.float32)
+    int8_model = layertune.Model(fuse(import_tflite_bytes(fb8, name)), 1)
+    q = int8_model.graph.tensors[int8_model.graph.inputs[0]].quantization
+    xq = np.clip(np.round(x / q.scale + q.zero_point), -128, 127).astype(np.int8)
+    reference = benchlib.litert_interpreter(fb8, 1)
+    benchlib.litert_timer(reference, [xq])(1, 1)
+    detail = reference.get_output_details()[0]
+    scale, zero = detail["quantization"]
+    want = (reference.get_tensor(detail["index"]).astype(np.float32) - zero) * scale
+    fp32 = layertune_model(fb32, name, 1, None)
+    print(f"  {name} weights in the plan: int8 {plan_constant_bytes(int8_model) / 2**20:.2f} MiB, fp32 "
+          f"{plan_constant_bytes(fp32) / 2**20:.2f} MiB (1/{plan_constant_bytes(fp32) / plan_constant_bytes(int8_model):.2f})")
+    items = []
+    for threads in args.threads:
+        models = [("layertune int8", layertune.Model(fuse(import_tflite_bytes(fb8, name)), threads), xq),
+                  ("layertune int8 model in fp32", layertune.Model(fuse(import_tflite_bytes(fb8, name, int8=False)), threads), xq),
+                  ("layertune fp32", layertune_model(fb32, name, threads, None), x)]
+        items.append(benchlib.Measurement("LiteRT int8 (XNNPACK)", benchlib.litert_timer(
+            benchlib.litert_interpreter(fb8, threads), [xq]), info={"threads": threads}))
+        for label, model, inp in models:
+            diff = float(np.abs(model.run(inp).reshape(want.shape) - want).max())
+            items.append(benchlib.Measurement(label, lambda w, r, m=model, i=inp: m.time(i, w, r),
+                                              info={"threads": threads, "max_abs_diff": diff}))
+        items.append(benchlib.Measurement("LiteRT fp32 (XNNPACK)", benchlib.litert_timer(
+            benchlib.litert_interpreter(fb32, threads), [x]), info={"threads": threads}))
+    return items, fb8, xq, want
+
+
 def paired_ratio(item: benchlib.Measurement, base: benchlib.Measurement, repeats: int) -> RatioCI | None:
     """item / base with its 95% interval over the rounds they were timed in together (each
     round's median of `repeats` runs); None for a system timed apart (TVM, in its own process)."""
@@ -236,6 +288,41 @@ def paired_ratio(item: benchlib.Measurement, base: benchlib.Measurement, repeats
         return None
     rounds = lambda t: [statistics.median(t[r: r + repeats]) for r in range(0, len(t), repeats)]  # noqa: E731
     return ratio_ci(rounds(item.times), rounds(base.times))
+
+
+def report(name: str, args, items: list[benchlib.Measurement], want: np.ndarray, summary: list, flatbuffer: bytes,
+           x: np.ndarray) -> None:
+    """The table, the speed-ups, the per-op breakdown and memory of one model."""
+    print(f"\n{name} ({args.size}x{args.size}); max |LiteRT output| {float(np.abs(want).max()):.3g}")
+    print(f"  {'system':28s} {'threads':>7s} {'median ms':>10s} {'/LiteRT':>8s} {'95% interval':>14s} {'max|diff|':>10s}")
+    for threads in args.threads:
+        rows = [i for i in items if i.info["threads"] == threads]
+        lite_item = next(i for i in rows if i.label.startswith("LiteRT"))
+        lite = lite_item.median
+        for i in rows:
+            diff = i.info.get("max_abs_diff")
+            ci = paired_ratio(i, lite_item, args.repeats)
+            interval = f"[{ci.lo:.2f}, {ci.hi:.2f}]" if ci and i is not lite_item else "-"
+            print(f"  {i.label:28s} {threads:7d} {i.median * 1e3:10.2f} {i.median / lite:8.2f} {interval:>14s} "
+                  f"{'-' if diff is None else f'{diff:.2e}':>10s}")
+            summary.append({"model": name, "system": i.label, "threads": threads, "median_ms": i.median * 1e3,
+                            "ratio_to_litert": i.median / lite})
+    if len(args.threads) > 1:  # each system's speed-up from the fewest threads to the most, paired by round
+        few, most = min(args.threads), max(args.threads)
+        for label in dict.fromkeys(i.label for i in items):
+            pair = [next((i for i in items if i.label == label and i.info["threads"] == t), None) for t in (few, most)]
+            ci = paired_ratio(pair[0], pair[1], args.repeats) if None not in pair else None
+            if ci:
+                print(f"  {label}: {few} -> {most} threads speed-up {ci.ratio:.2f}x [{ci.lo:.2f}, {ci.hi:.2f}]")
+    if args.per_op:
+        per_op_table(flatbuffer, name, x, args.threads, max(args.rounds, 5), args.repeats)
+    ours = layertune_model(flatbuffer, name, 1, None)
+    lt_mem, lite_mem = memory_layertune(ours), memory_litert(flatbuffer)
+    print(f"  memory: layertune engine {lt_mem / 2**20:.1f} MiB (arena {ours.arena_bytes / 2**20:.1f} MiB + "
+          f"constants kept {ours.weight_bytes / 2**20:.1f} MiB + packed kernels), LiteRT {lite_mem / 2**20:.1f} MiB, "
+          f"ratio {lt_mem / lite_mem:.2f}")
+    summary.append({"model": name, "memory_layertune": lt_mem, "memory_litert": lite_mem})
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also tune each model with tools/profile_and_optimize.py and time the plan it writes")
     parser.add_argument("--per-op", action="store_true",
                         help="also break layertune's default plan down by op type at each thread count")
+    parser.add_argument("--int8", action="store_true",
+                        help="the converter's full-int8 models against LiteRT int8 (see above); implies --no-tvm")
     parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "layertune", "bench_models"))
     args = parser.parse_args(argv)
     if not benchlib.litert_available():
@@ -265,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = []
     for name in args.models:
+        if args.int8:
+            items, flatbuffer, x, want = int8_items(name, args, Path(args.cache))
+            benchlib.measure_interleaved(items, args.rounds, args.warmup, args.repeats)
+            report(name, args, items, want, summary, flatbuffer, x)
+            continue
         flatbuffer = build_tflite(name, args.size, Path(args.cache))
         x = np.random.default_rng(0).uniform(-1, 1, (1, args.size, args.size, 3)).astype(np.float32)
         items: list[benchlib.Measurement] = []
@@ -296,36 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                         break
                     items.append(benchlib.Measurement(label, None, times,
                                                       {"threads": threads, "max_abs_diff": float(np.abs(out - want).max())}))
-        print(f"\n{name} ({args.size}x{args.size}); max |LiteRT output| {float(np.abs(want).max()):.3g}")
-        print(f"  {'system':28s} {'threads':>7s} {'median ms':>10s} {'/LiteRT':>8s} {'95% interval':>14s} {'max|diff|':>10s}")
-        for threads in args.threads:
-            rows = [i for i in items if i.info["threads"] == threads]
-            lite_item = next(i for i in rows if i.label.startswith("LiteRT"))
-            lite = lite_item.median
-            for i in rows:
-                diff = i.info.get("max_abs_diff")
-                ci = paired_ratio(i, lite_item, args.repeats)
-                interval = f"[{ci.lo:.2f}, {ci.hi:.2f}]" if ci and i is not lite_item else "-"
-                print(f"  {i.label:28s} {threads:7d} {i.median * 1e3:10.2f} {i.median / lite:8.2f} {interval:>14s} "
-                      f"{'-' if diff is None else f'{diff:.2e}':>10s}")
-                summary.append({"model": name, "system": i.label, "threads": threads, "median_ms": i.median * 1e3,
-                                "ratio_to_litert": i.median / lite})
-        if len(args.threads) > 1:  # each system's speed-up from the fewest threads to the most, paired by round
-            few, most = min(args.threads), max(args.threads)
-            for label in dict.fromkeys(i.label for i in items):
-                pair = [next((i for i in items if i.label == label and i.info["threads"] == t), None) for t in (few, most)]
-                ci = paired_ratio(pair[0], pair[1], args.repeats) if None not in pair else None
-                if ci:
-                    print(f"  {label}: {few} -> {most} threads speed-up {ci.ratio:.2f}x [{ci.lo:.2f}, {ci.hi:.2f}]")
-        if args.per_op:
-            per_op_table(flatbuffer, name, x, args.threads, max(args.rounds, 5), args.repeats)
-        ours = layertune_model(flatbuffer, name, 1, None)
-        lt_mem, lite_mem = memory_layertune(ours), memory_litert(flatbuffer)
-        print(f"  memory: layertune engine {lt_mem / 2**20:.1f} MiB (arena {ours.arena_bytes / 2**20:.1f} MiB + "
-              f"constants kept {ours.weight_bytes / 2**20:.1f} MiB + packed kernels), LiteRT {lite_mem / 2**20:.1f} MiB, "
-              f"ratio {lt_mem / lite_mem:.2f}")
-        summary.append({"model": name, "memory_layertune": lt_mem, "memory_litert": lite_mem})
-        sys.stdout.flush()
+        report(name, args, items, want, summary, flatbuffer, x)
     return 0
 
 

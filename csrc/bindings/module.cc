@@ -15,6 +15,7 @@
 #include "layertune/status.h"
 #include "../graph/op.h"
 #include "../kernels/gemm/gemm.h"
+#include "../kernels/int8/qconv.h"
 
 namespace py = pybind11;
 using namespace layertune;
@@ -122,11 +123,17 @@ py::dict describe_plan(const Plan& plan) {
     const PlanTensor& pt = plan.tensors[t];
     py::object data = py::none();
     if (pt.constant) {
-      FloatArray a(std::vector<py::ssize_t>(pt.shape.begin(), pt.shape.end()));
+      const std::vector<py::ssize_t> shape(pt.shape.begin(), pt.shape.end());
+      py::array a = pt.dtype == DType::kInt8    ? py::array(py::array_t<int8_t>(shape))
+                    : pt.dtype == DType::kInt32 ? py::array(py::array_t<int32_t>(shape))
+                                                : py::array(FloatArray(shape));
       std::memcpy(a.mutable_data(), plan.constant(int(t)), pt.nbytes);
       data = a;
     }
-    tensors.append(py::make_tuple(pt.name, py::tuple(py::cast(pt.shape)), data));
+    py::object quant = py::none();
+    if (!pt.quant_dtype.empty())
+      quant = py::make_tuple(pt.quant_dtype, py::cast(pt.scales), py::cast(pt.zero_points), pt.quant_axis);
+    tensors.append(py::make_tuple(pt.name, py::tuple(py::cast(pt.shape)), data, dtype_name(pt.dtype), quant));
   }
   for (const PlanNode& n : plan.nodes) {
     py::dict attrs;
@@ -233,6 +240,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("weight_bytes", &PyEngine::weight_bytes);
   m.def("parse_plan", [](const py::bytes& data) { return describe_plan(plan_from_bytes(data)); });
   m.def("supported_ops", &supported_ops);
+  m.def("supported_int8_ops", &supported_int8_ops);
+  m.def("int8_gemm_isa", &int8::qgemm_isa);
   m.attr("PLAN_VERSION") = kPlanVersion;
 
   m.def("methods_json", &methods_json);

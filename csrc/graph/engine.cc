@@ -29,7 +29,7 @@ std::vector<int64_t> plan_memory(const Plan& plan, int64_t* arena_floats) {
   std::vector<Item> items;
   for (int t = 0; t < n_tensors; ++t)
     if (!plan.tensors[t].constant && first[t] != -2)
-      items.push_back({t, (plan.tensors[t].elements() + 15) / 16 * 16});
+      items.push_back({t, ((plan.tensors[t].bytes() + 3) / 4 + 15) / 16 * 16});  // in floats
   std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.size > b.size; });
 
   std::vector<int64_t> offset(n_tensors, -1);
@@ -69,6 +69,13 @@ Engine::Engine(Plan plan, int threads, bool reference_kernels) : plan_(std::move
   for (size_t i = 0; i < plan_.nodes.size(); ++i)
     for (int t : plan_.nodes[i].outputs)
       if (plan_.tensors[t].constant) fail(plan_.nodes[i].where(), ": writes to a constant tensor");
+  // The engine's inputs and outputs are real values; a quantized model converts inside (QUANTIZE,
+  // DEQUANTIZE nodes).
+  for (const std::vector<int>* io : {&plan_.inputs, &plan_.outputs})
+    for (int t : *io)
+      if (plan_.tensors[t].dtype != DType::kFloat32)
+        fail("plan: graph input / output '", plan_.tensors[t].name, "' is ", dtype_name(plan_.tensors[t].dtype),
+             "; the engine's inputs and outputs are float32");
   int64_t arena_floats = 0;
   const std::vector<int64_t> offsets = plan_memory(plan_, &arena_floats);
   arena_.resize(size_t(arena_floats));

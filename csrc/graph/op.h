@@ -23,6 +23,7 @@ struct OpContext {
   bool reference_kernels;  // every convolution by the reference kernel (for checking a plan)
 
   const std::vector<int>& shape(int tensor) const { return plan.tensors[tensor].shape; }
+  const PlanTensor& tensor(int t) const { return plan.tensors[t]; }
   int64_t elements(int tensor) const { return plan.tensors[tensor].elements(); }
   int input(size_t i) const;   // i-th input tensor id; throws if absent
   int output(size_t i) const;  // i-th output tensor id
@@ -30,8 +31,11 @@ struct OpContext {
   const float* constant(int tensor) const;  // throws unless the tensor is a constant
 };
 
+// An op whose input 0 or output 0 is int8 is built by the int8 registry (kernels/int8/).
 std::unique_ptr<Op> make_op(const OpContext& ctx);  // throws InvalidArgument for an unknown op
 std::vector<std::string> supported_ops();
+std::vector<std::string> supported_int8_ops();  // the ops with int8 kernels
+std::unique_ptr<Op> make_int8_op(const OpContext& ctx);  // kernels/int8/int8_ops.cc
 
 // The op factories, by family (kernels/ops/*.cc).
 std::unique_ptr<Op> make_conv_op(const OpContext&);            // CONV_2D, DEPTHWISE_CONV_2D

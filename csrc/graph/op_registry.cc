@@ -72,6 +72,12 @@ const float* OpContext::constant(int tensor) const {
 }
 
 std::unique_ptr<Op> make_op(const OpContext& ctx) {
+  const auto& t = ctx.plan.tensors;
+  bool quantized = false;
+  for (const std::vector<int>* ids : {&ctx.node.inputs, &ctx.node.outputs})
+    for (int id : *ids)
+      if (id >= 0 && t[id].dtype != DType::kFloat32) quantized = true;
+  if (quantized) return make_int8_op(ctx);
   auto it = registry().find(ctx.node.op);
   if (it == registry().end()) fail(ctx.node.where(), ": unsupported op");
   return it->second(ctx);

@@ -100,6 +100,15 @@ std::string PlanNode::str(const std::string& key, const std::string& fallback) c
   return has(key) ? find_attr(*this, key, PlanAttr::kString).str : fallback;
 }
 
+const char* dtype_name(DType d) {
+  switch (d) {
+    case DType::kFloat32: return "float32";
+    case DType::kInt8: return "int8";
+    case DType::kInt32: return "int32";
+  }
+  return "?";
+}
+
 namespace {
 
 // The plan from `head` (the file's first head_size bytes: at least its header and metadata when
@@ -121,7 +130,7 @@ Plan parse(const uint8_t* data, size_t head_size, size_t size, ReadBlob&& read_b
   const uint64_t blob_offset = header.get<uint64_t>(), blob_size = header.get<uint64_t>();
   if (file_size != size) fail("plan is truncated (", size, " of ", file_size, " bytes)");
   if (meta_offset > size || meta_size > size - meta_offset || blob_offset > size || blob_size > size - blob_offset ||
-      blob_size % 4 != 0 || meta_offset + meta_size > head_size)
+      meta_offset + meta_size > head_size)
     fail("plan is corrupt (sections out of range)");
 
   Reader r(data + meta_offset, meta_size);
@@ -145,8 +154,19 @@ Plan parse(const uint8_t* data, size_t head_size, size_t size, ReadBlob&& read_b
     t.constant = r.get<uint8_t>() != 0;
     t.offset = r.get<uint64_t>();
     t.nbytes = r.get<uint64_t>();
+    if (plan.version >= 2) {
+      const uint8_t dtype = r.get<uint8_t>();
+      if (dtype > uint8_t(DType::kInt32)) fail("plan: tensor '", t.name, "' has unknown dtype ", int(dtype));
+      t.dtype = DType(dtype);
+      t.quant_dtype = r.str();
+      for (uint32_t i = 0, c = r.count(4); i < c; ++i) t.scales.push_back(r.get<float>());
+      for (uint32_t i = 0, c = r.count(4); i < c; ++i) t.zero_points.push_back(r.get<int32_t>());
+      t.quant_axis = r.get<int32_t>();
+      if (t.dtype != DType::kFloat32 && (t.scales.empty() || t.scales.size() != t.zero_points.size()))
+        fail("plan: ", dtype_name(t.dtype), " tensor '", t.name, "' has no quantization (scales and zero points)");
+    }
     if (t.constant && (t.offset % 64 != 0 || t.offset > blob_size || t.nbytes > blob_size - t.offset ||
-                       t.nbytes != uint64_t(t.elements()) * 4))
+                       t.nbytes != uint64_t(t.bytes())))
       fail("plan: constant tensor '", t.name, "' lies outside the weight blob");
   }
   auto tensor_id = [&](int32_t id, bool optional) {
@@ -187,7 +207,7 @@ Plan parse(const uint8_t* data, size_t head_size, size_t size, ReadBlob&& read_b
   for (uint32_t i = 0; i < n_tensors; ++i) {
     const PlanTensor& t = plan.tensors[i];
     if (!t.constant) continue;
-    plan.constants[i].resize(t.nbytes / 4);
+    plan.constants[i].resize((t.nbytes + 3) / 4);
     if (t.nbytes) read_blob(blob_offset + t.offset, t.nbytes, plan.constants[i].data());
   }
   return plan;

@@ -48,9 +48,11 @@ class Layer:
     kernel: dict[str, Any] | None  # convolutions: {"method": ..., parameters...}
 
 
-def import_graph(path: str | os.PathLike, input_shapes: InputShapes | None = None) -> Graph:
+def import_graph(path: str | os.PathLike, input_shapes: InputShapes | None = None, int8: bool = True) -> Graph:
     """The graph of a .tflite, .onnx, .keras / .h5 or .ltplan file; ValueError with one line if it
-    cannot be read. `input_shapes` fixes an ONNX model's dynamic input dimensions by input name."""
+    cannot be read. `input_shapes` fixes an ONNX model's dynamic input dimensions by input name;
+    `int8` computes a quantized TFLite model's layers in int8 where the engine has the kernels
+    (graph/precision.py), else everything in float32."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such model file")
@@ -60,7 +62,7 @@ def import_graph(path: str | os.PathLike, input_shapes: InputShapes | None = Non
     if suffix == ".onnx":
         return import_onnx(path, input_shapes)
     if suffix == ".tflite":
-        return import_tflite(path)
+        return import_tflite(path, int8)
     if suffix in (".keras", ".h5"):
         return import_keras(path)
     if suffix == ".ltplan":
@@ -122,6 +124,8 @@ class Model:
         node = self.graph.nodes[index]
         if node.op not in CONV_OPS:
             raise ValueError(f"layer {index} ({node.name}) is a {node.op}, not a convolution")
+        if not self.graph.is_float_conv(node):
+            raise ValueError(f"layer {index} ({node.name}) computes in int8; the method table's kernels are float32")
         if threads is not None:
             params["threads"] = threads
         try:
@@ -177,14 +181,17 @@ class Model:
 
 
 def load(path: str | os.PathLike, threads: int = 1, input_shapes: InputShapes | None = None,
-         fuse: bool | Iterable[str] = True) -> Model:
+         fuse: bool | Iterable[str] = True, int8: bool = True) -> Model:
     """A model from .tflite, .onnx (needs onnx; `input_shapes` fixes dynamic dimensions, e.g.
     ``{"images": (1, 3, 640, 640)}``), .keras / .h5 (needs TensorFlow) or .ltplan.
 
     `fuse`: the fusion forms (graph/fusion.py) applied to an imported model — True for all,
     False for none, or some of ``pad``, ``swish``, ``hard_swish``, ``add``. A plan is run as it
-    was written (the tuner wrote it fused or not, whichever it measured faster)."""
-    graph = import_graph(path, input_shapes)
+    was written (the tuner wrote it fused or not, whichever it measured faster).
+
+    `int8`: a quantized .tflite model computes in int8 the layers the engine has int8 kernels for
+    (the others in float32 between DEQUANTIZE and QUANTIZE nodes); False: all in float32."""
+    graph = import_graph(path, input_shapes, int8)
     if Path(path).suffix.lower() != ".ltplan" and fuse is not False:
         graph = fuse_graph(graph, FORMS if fuse is True else check_forms(fuse, "fuse"))
     return Model(graph, threads)

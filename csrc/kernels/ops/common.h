@@ -54,6 +54,27 @@ inline std::vector<int64_t> ints_n(const OpContext& ctx, const char* key, size_t
   return v;
 }
 
+// The layer a CONV_2D / DEPTHWISE_CONV_2D node computes: input 0 (NHWC), HWIO weights input 1,
+// its strides / dilations / pads / groups / activation; InvalidArgument naming the node otherwise.
+inline ConvShape conv_shape(const OpContext& ctx) {
+  const int in = ctx.input(0), w = ctx.input(1);
+  expect_rank(ctx, in, 4);
+  expect_rank(ctx, w, 4);
+  const auto& xs = ctx.shape(in);
+  const auto& ws = ctx.shape(w);
+  auto st = ints_n(ctx, "strides", 2), dil = ints_n(ctx, "dilations", 2), pads = ints_n(ctx, "pads", 4);
+  const ConvShape::Fields fields = {xs[0], xs[1], xs[2], xs[3], ws[3], ws[0], ws[1], int(st[0]), int(st[1]),
+                                    int(dil[0]), int(dil[1]), int(pads[0]), int(pads[1]), int(pads[2]),
+                                    int(pads[3]), int(ctx.node.int_attr("groups", 1))};
+  try {
+    ConvShape s = ConvShape::from_fields(fields, parse_activation(ctx.node.str("activation", "none")));
+    if (ws[2] * s.groups != s.in_c) fail("weights do not match the input channels and groups");
+    return s;
+  } catch (const InvalidArgument& e) {
+    fail(ctx.node.where(), ": ", e.what());
+  }
+}
+
 // Row-major strides of a shape.
 inline std::vector<int64_t> strides_of(const std::vector<int>& shape) {
   std::vector<int64_t> s(shape.size(), 1);

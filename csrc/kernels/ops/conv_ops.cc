@@ -126,19 +126,9 @@ class ConvOp final : public GemvOrKernelOp {
  public:
   explicit ConvOp(const OpContext& ctx) : GemvOrKernelOp(ctx) {
     const int w = ctx.input(1);
-    ops::expect_rank(ctx, in_, 4);
-    ops::expect_rank(ctx, w, 4);
-    const auto& xs = ctx.shape(in_);
-    const auto& ws = ctx.shape(w);  // HWIO
-    auto st = ops::ints_n(ctx, "strides", 2), dil = ops::ints_n(ctx, "dilations", 2), pads = ops::ints_n(ctx, "pads", 4);
-    const ConvShape::Fields fields = {xs[0], xs[1], xs[2], xs[3], ws[3], ws[0], ws[1], int(st[0]), int(st[1]),
-                                      int(dil[0]), int(dil[1]), int(pads[0]), int(pads[1]), int(pads[2]),
-                                      int(pads[3]), int(ctx.node.int_attr("groups", 1))};
     const float* bias = ctx.has_input(2) ? ctx.constant(ctx.input(2)) : nullptr;
-    ConvShape s;
+    const ConvShape s = ops::conv_shape(ctx);
     try {
-      s = ConvShape::from_fields(fields, parse_activation(ctx.node.str("activation", "none")));
-      if (ws[2] * s.groups != s.in_c) fail("weights do not match the input channels and groups");
       const MethodParams choice = kernel_choice(ctx);
       rows_ = int64_t(s.batch) * s.out_h() * s.out_w();
       if (choice.method != "reference" && rows_ <= kGemvMaxRows && s.kernel_h == 1 && s.kernel_w == 1 &&

@@ -46,7 +46,7 @@ def fuse(graph: Graph, forms: Iterable[str] = FORMS) -> Graph:
         node.inputs, node.outputs = list(node.inputs), list(node.outputs)
     if "pad" in forms:
         _fold_pads(g)
-    while any(_fuse_one(g, node, forms) for node in list(g.nodes) if node.op in CONV_OPS):
+    while any(_fuse_one(g, node, forms) for node in list(g.nodes) if g.is_float_conv(node)):
         pass
     g.prune()
     return g

@@ -1,5 +1,6 @@
 """layertune's graph IR: tensors with static NHWC shapes, nodes with TFLite op names and plain
-attributes, constants as float32 numpy arrays. Convolution weights are HWIO
+attributes, constants as numpy arrays (float32; int8 weights and int32 biases in the layers a
+quantized model computes in int8, graph/precision.py). Convolution weights are HWIO
 ``(kh, kw, in_c / groups, out_c)`` (depthwise: groups = in_c); fully-connected weights
 ``(in, out)``; transposed-convolution weights ``(kh, kw, in_c, out_c)``."""
 
@@ -16,10 +17,32 @@ CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 
 @dataclass
 class Quantization:
-    """How a graph input/output was quantized in the source model (the engine computes in float)."""
-    dtype: str  # "int8", "uint8", "int16"
-    scale: float
-    zero_point: int
+    """How the source model quantized a tensor: real = scale * (q - zero_point), with one scale per
+    tensor, or one per channel along `axis` (weights and biases)."""
+    dtype: str  # "int8", "uint8", "int16", "int32"
+    scales: tuple[float, ...]
+    zero_points: tuple[int, ...]
+    axis: int = 0
+
+    @property
+    def scale(self) -> float:
+        return self.scales[0]
+
+    @property
+    def zero_point(self) -> int:
+        return self.zero_points[0]
+
+    @property
+    def per_tensor(self) -> bool:
+        return len(self.scales) == 1
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        scale, zero = np.asarray(self.scales, np.float64), np.asarray(self.zero_points, np.float64)
+        if not self.per_tensor:
+            shape = [1] * q.ndim
+            shape[self.axis] = len(self.scales)
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        return ((q.astype(np.float64) - zero) * scale).astype(np.float32)
 
 
 @dataclass
@@ -27,7 +50,10 @@ class Tensor:
     name: str
     shape: tuple[int, ...]
     data: np.ndarray | None = None  # constants only (float32, or int for import-time shape values)
+    # The source model's quantization (a quantized model's tensors; kept on a float tensor too: a
+    # graph input / output, so that Model.run converts integers at the edges).
     quantization: Quantization | None = None
+    dtype: str = "float32"  # how the engine stores it: "float32", or "int8" / "int32" in int8 layers
 
     @property
     def constant(self) -> bool:
@@ -90,6 +116,10 @@ class Graph:
                 if t >= 0:
                     out.setdefault(t, []).append(i)
         return out
+
+    def is_float_conv(self, node: Node) -> bool:
+        """A convolution the float kernels compute (the method table's; int8 layers have their own)."""
+        return node.op in CONV_OPS and self.tensors[node.outputs[0]].dtype == "float32"
 
     def conv_info(self, node: Node) -> dict[str, Any]:
         """The convolution a CONV_2D / DEPTHWISE_CONV_2D node computes, as layertune.Conv2D arguments."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from layertune.graph.ir import CONV_OPS, Graph, Node
+from layertune.graph.ir import Graph, Node
 from layertune.methods import why_not
 
 
@@ -44,6 +44,6 @@ def check_kernel(graph: Graph, node: Node, method: str, params: dict[str, Any]) 
 def apply_default_kernels(graph: Graph, overwrite: bool = False) -> None:
     """Gives every convolution without a kernel choice (or every one, with overwrite) the default."""
     for node in graph.nodes:
-        if node.op in CONV_OPS and (overwrite or "kernel.method" not in node.attrs):
+        if graph.is_float_conv(node) and (overwrite or "kernel.method" not in node.attrs):
             choice = default_kernel(graph, node)
             node.set_kernel(choice.pop("method"), choice)

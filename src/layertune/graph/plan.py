@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from layertune import _core
-from layertune.graph.ir import Graph, Node, Tensor
+from layertune.graph.ir import Graph, Node, Quantization, Tensor
 
 MAGIC = b"LTPLAN\0\0"
-VERSION = 1
+VERSION = 2
+DTYPES = {"float32": (0, np.float32), "int8": (1, np.int8), "int32": (2, np.int32)}
 HEADER = struct.Struct("<8sIIQQQQQ")  # magic, version, reserved, file size, meta offset/size, blob offset/size
 
 
@@ -32,19 +33,24 @@ def _attr(key: str, value) -> bytes:
 
 
 def plan_bytes(graph: Graph) -> bytes:
-    """The graph as a plan: every constant as float32 at a 64-byte aligned blob offset."""
+    """The graph as a plan: every constant in its dtype at a 64-byte aligned blob offset."""
     blob = bytearray()
     meta = bytearray(_str(graph.name))
     meta += struct.pack("<I", len(graph.tensors))
     for t in graph.tensors:
         offset = nbytes = 0
+        code, np_dtype = DTYPES[t.dtype]
         if t.constant:
-            data = np.ascontiguousarray(t.data, dtype=np.float32).tobytes()
+            data = np.ascontiguousarray(t.data, dtype=np_dtype).tobytes()
             blob += b"\0" * (-len(blob) % 64)
             offset, nbytes = len(blob), len(data)
             blob += data
         meta += _str(t.name) + struct.pack(f"<I{len(t.shape)}i", len(t.shape), *t.shape)
-        meta += struct.pack("<BQQ", int(t.constant), offset, nbytes)
+        meta += struct.pack("<BQQB", int(t.constant), offset, nbytes, code)
+        q = t.quantization
+        meta += _str(q.dtype if q else "")
+        scales, zeros = (q.scales, q.zero_points) if q else ((), ())
+        meta += struct.pack(f"<I{len(scales)}fI{len(zeros)}ii", len(scales), *scales, len(zeros), *zeros, q.axis if q else 0)
     meta += struct.pack("<I", len(graph.nodes))
     for n in graph.nodes:
         meta += _str(n.op) + _str(n.name)
@@ -74,7 +80,9 @@ def write_plan(graph: Graph, path: str | os.PathLike) -> None:
 def graph_from_plan(data: bytes) -> Graph:
     """A Graph from plan bytes, parsed by the C++ reader (clear ValueError on a bad file)."""
     d = _core.parse_plan(data)
-    tensors = [Tensor(name, tuple(shape), None if arr is None else np.asarray(arr)) for name, shape, arr in d["tensors"]]
+    tensors = [Tensor(name, tuple(shape), None if arr is None else np.asarray(arr),
+                      Quantization(q[0], tuple(q[1]), tuple(q[2]), q[3]) if q else None, dtype)
+               for name, shape, arr, dtype, q in d["tensors"]]
     nodes = [Node(op, name, list(ins), list(outs), dict(attrs)) for op, name, ins, outs, attrs in d["nodes"]]
     for node in nodes:  # the plan stores every number as a list: one-element lists are scalars
         for key, value in node.attrs.items():

@@ -1,9 +1,10 @@
 """TFLite flatbuffer -> layertune's graph IR, read directly (no interpreter).
 
-* Constants become float32: int8 / uint8 / int16 / int32 weights with quantization parameters
-  are dequantized, fp16 weights converted. The engine computes in float32, so QUANTIZE and
-  DEQUANTIZE become copies of the real values; a quantized graph input or output keeps its
-  scale and zero point so that `Model.run` can convert at the edges.
+* A quantized model keeps its quantization: every tensor's scales and zero points, and its
+  weights as the integers it stores. `graph/precision.py` then computes in int8 the layers the
+  engine has int8 kernels for (with int8=False, none) and dequantizes what the others read; fp16
+  weights become float32. A quantized graph input or output keeps its scale and zero point so
+  that `Model.run` converts integers at the edges.
 * Shape arithmetic on constants (SHAPE, STRIDED_SLICE, PACK, ... — the dynamic-reshape idiom of
   Keras models) is folded at import, since every shape is static.
 * SPACE_TO_BATCH_ND -> CONV_2D / DEPTHWISE_CONV_2D -> BATCH_TO_SPACE_ND (how the converter
@@ -24,6 +25,7 @@ import tflite
 
 from layertune import _core
 from layertune.graph.ir import Graph, Node, Quantization, Tensor
+from layertune.graph.precision import assign_precision
 from layertune.graph.transposed_conv import lower_transposed_convs
 
 _OP_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
@@ -108,8 +110,9 @@ def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int,
 
 
 class TFLiteImporter:
-    def __init__(self, data: bytes, name: str, source: str):
+    def __init__(self, data: bytes, name: str, source: str, int8: bool = True):
         self.source = source
+        self.int8 = int8
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ImportError_(f"{source}: not a TFLite model (no TFL3 identifier)")
         try:
@@ -146,10 +149,11 @@ class TFLiteImporter:
                     raise ImportError_(f"{self.source}: constant tensor '{name}' has unsupported type {t.Type()}")
                 arr = np.frombuffer(data, dtype=dtype)
                 arr = _densify(t.Sparsity(), arr, shape, f"{self.source}: tensor '{name}'") if t.Sparsity() else arr.reshape(shape)
-                tensor.data = self._dequantize(arr, quant) if quant else (
-                    arr.astype(np.float32) if arr.dtype.kind == "f" else arr.copy())
-            elif quant and dtype in (np.int8, np.uint8, np.int16) and len(quant[0]) == 1:
-                tensor.quantization = Quantization(np.dtype(dtype).name, float(quant[0][0]), int(quant[1][0]))
+                tensor.data = arr.astype(np.float32) if arr.dtype.kind == "f" else arr.copy()
+            if quant and dtype in (np.int8, np.uint8, np.int16, np.int32):
+                scale, zp, axis = quant
+                tensor.quantization = Quantization(np.dtype(dtype).name, tuple(float(v) for v in scale),
+                                                   tuple(int(v) for v in zp), int(axis))
             self.tensors.append(tensor)
 
     def _buffer(self, t) -> bytes | None:
@@ -169,23 +173,28 @@ class TFLiteImporter:
         zp = q.ZeroPointAsNumpy() if q.ZeroPointLength() else np.zeros(q.ScaleLength(), np.int64)
         return q.ScaleAsNumpy().astype(np.float64), np.asarray(zp, np.int64), q.QuantizedDimension()
 
-    @staticmethod
-    def _dequantize(arr: np.ndarray, quant) -> np.ndarray:
-        scale, zp, axis = quant
-        if arr.dtype.kind == "f":
-            return arr.astype(np.float32)
-        if len(scale) > 1:
-            shape = [1] * arr.ndim
-            shape[axis] = len(scale)
-            scale, zp = scale.reshape(shape), zp.reshape(shape)
-        return ((arr.astype(np.float64) - zp) * scale).astype(np.float32)
-
     # -- helpers ---------------------------------------------------------------------------
     def _const(self, tid: int, what: str, index: int, op: str) -> np.ndarray:
         t = self.tensors[tid]
         if not t.constant:
             raise ImportError_(f"{self.source}: op {index} ({op}): {what} must be a constant")
         return t.data
+
+    def _real_const(self, tid: int, what: str, index: int, op: str) -> np.ndarray:
+        """A constant as real values, made float32 in place (for ops without int8 kernels)."""
+        t = self.tensors[tid]
+        self._const(tid, what, index, op)
+        if t.quantization is not None and t.data.dtype.kind in "iu":
+            t.data = t.quantization.dequantize(t.data)
+        t.quantization = None
+        return t.data
+
+    def _relayout(self, tid: int, data: np.ndarray, axis_from_old: dict[int, int]) -> None:
+        """A constant's new layout (its dtype kept); a per-channel axis follows its dimension."""
+        t = self.tensors[tid]
+        t.data, t.shape = np.ascontiguousarray(data), data.shape
+        if t.quantization is not None and not t.quantization.per_tensor:
+            t.quantization.axis = axis_from_old.get(t.quantization.axis, t.quantization.axis)
 
     def _activation(self, code: int, index: int, op: str) -> str:
         if code not in _ACTIVATIONS:
@@ -240,11 +249,10 @@ class TFLiteImporter:
             if self.tensors[t].constant:
                 raise ImportError_(f"{self.source}: output '{self.tensors[t].name}' is a constant")
         graph = Graph(self.name, self.tensors, self.nodes, inputs, outputs)
+        graph.prune()
+        self.why_float = assign_precision(graph, self.int8)
         lower_transposed_convs(graph)
         graph.prune()
-        for t in graph.tensors:
-            if t.constant and t.data.dtype != np.float32:
-                t.data = t.data.astype(np.float32)
         return graph
 
     def _find_dilated_convs(self, ops) -> dict[int, tuple[int, int, int, tuple[int, int, int, int]]]:
@@ -297,7 +305,8 @@ class TFLiteImporter:
             return True
         if not ins or not all(t >= 0 and self.tensors[t].constant for t in ins):
             return False
-        vals = [self.tensors[t].data for t in ins]
+        vals = [self.tensors[t].data if self.tensors[t].quantization is None or self.tensors[t].data.dtype.kind == "f"
+                else self.tensors[t].quantization.dequantize(self.tensors[t].data) for t in ins]
         out_shape = self.tensors[outs[0]].shape
         folds: dict[str, Callable[[], np.ndarray]] = {
             "PACK": lambda: np.stack(vals, axis=_options(op, tflite.PackOptions).Axis()),
@@ -321,6 +330,7 @@ class TFLiteImporter:
         if out.dtype.kind == "f":
             out = out.astype(np.float32)
         self.tensors[outs[0]].data = out.reshape(out_shape) if out.size == int(np.prod(out_shape)) else out
+        self.tensors[outs[0]].quantization = None  # folded to real values
         return True
 
     def _slice_const(self, x: np.ndarray, op, ins, index) -> np.ndarray:
@@ -377,7 +387,7 @@ class TFLiteImporter:
         T = self.tensors
         if name == "Convolution2DTransposeBias":  # input, OHWI weights, bias
             padding, stride_w, stride_h = self._custom_params(op, i, name, 3)
-            w = self._const(ins[1], "the weights", i, name)
+            w = self._real_const(ins[1], "the weights", i, name)
             kernel = np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0)), np.float32)
             T[ins[1]].data, T[ins[1]].shape = kernel, kernel.shape
             out_shape = T[outs[0]].shape
@@ -413,7 +423,7 @@ class TFLiteImporter:
             else:  # OHWI -> HWIO
                 hwio = np.transpose(w, (1, 2, 3, 0))
                 groups = x_shape[3] // w.shape[3]
-            T[ins[1]].data, T[ins[1]].shape = np.ascontiguousarray(hwio, np.float32), hwio.shape
+            self._relayout(ins[1], hwio, {} if depthwise else {0: 3, 1: 0, 2: 1, 3: 2})
             strides = (opts.StrideH(), opts.StrideW()) if opts else (1, 1)
             if dilated:
                 dilations, pads = (dilated[2], dilated[2]), list(dilated[3])
@@ -429,14 +439,13 @@ class TFLiteImporter:
             if opts and opts.WeightsFormat() != 0:
                 raise ImportError_(f"{self.source}: op {i} (FULLY_CONNECTED): shuffled weights are not supported")
             w = self._const(ins[1], "the weights", i, name)
-            T[ins[1]].data = np.ascontiguousarray(w.T, np.float32)
-            T[ins[1]].shape = T[ins[1]].data.shape
+            self._relayout(ins[1], w.T, {0: 1, 1: 0})
             bias = ins[2] if len(ins) > 2 and ins[2] >= 0 else -1
             self._node(name, i, [ins[0], ins[1], bias], outs,
                        activation=self._activation(opts.FusedActivationFunction() if opts else 0, i, name))
         elif name == "TRANSPOSE_CONV":
             opts = _options(op, tflite.TransposeConvOptions)
-            w = self._const(ins[1], "the weights", i, name)  # (out, kh, kw, in)
+            w = self._real_const(ins[1], "the weights", i, name)  # (out, kh, kw, in)
             kernel = np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0)), np.float32)
             T[ins[1]].data, T[ins[1]].shape = kernel, kernel.shape
             strides = (opts.StrideH(), opts.StrideW()) if opts else (1, 1)
@@ -467,7 +476,7 @@ class TFLiteImporter:
             pads = self._const(ins[1], "the paddings", i, name).astype(int).ravel().tolist()
             attrs: dict[str, Any] = {"pads": pads, "mode": "constant"}
             if name == "PADV2" and len(ins) > 2 and ins[2] >= 0:
-                attrs["value"] = float(np.asarray(self._const(ins[2], "the pad value", i, name)).ravel()[0])
+                attrs["value"] = float(np.asarray(self._real_const(ins[2], "the pad value", i, name)).ravel()[0])
             if name == "MIRROR_PAD":
                 attrs["mode"] = "reflect" if _options(op, tflite.MirrorPadOptions).Mode() == 0 else "symmetric"
             self._node(name, i, [ins[0]], outs, **attrs)
@@ -512,14 +521,16 @@ class TFLiteImporter:
             self._node(name, i, [ins[0]], outs)
 
 
-def import_tflite(path: str | Path) -> Graph:
+def import_tflite(path: str | Path, int8: bool = True) -> Graph:
+    """int8: compute a quantized model's layers in int8 where the engine can (graph/precision.py);
+    False: every layer in float32 on dequantized weights."""
     path = Path(path)
-    return import_tflite_bytes(path.read_bytes(), path.stem, str(path))
+    return import_tflite_bytes(path.read_bytes(), path.stem, str(path), int8)
 
 
-def import_tflite_bytes(data: bytes, name: str = "model", source: str = "model") -> Graph:
+def import_tflite_bytes(data: bytes, name: str = "model", source: str = "model", int8: bool = True) -> Graph:
     try:
-        return TFLiteImporter(data, name, source).run()
+        return TFLiteImporter(data, name, source, int8).run()
     except ImportError_:
         raise
     except (IndexError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OverflowError, ValueError,

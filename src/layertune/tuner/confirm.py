@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 from layertune.graph.fusion import FORMS, fuse, fused_groups
-from layertune.graph.ir import CONV_OPS, Graph
+from layertune.graph.ir import Graph
 from layertune.graph.plan import write_plan
 from layertune.runners.device import DeviceSession
 from layertune.tuner.protocol import RatioCI, Settings, measure_until_narrow, ratio_ci
@@ -71,7 +71,7 @@ def pinned(graph: Graph, threads: int) -> Graph:
     """A copy in which every convolution names its thread count (its own, else `threads`)."""
     g = graph.copy()
     for node in g.nodes:
-        if node.op in CONV_OPS:
+        if g.is_float_conv(node):
             params = dict(node.kernel)
             params.setdefault("threads", threads)
             node.set_kernel(params.pop("method"), params)
@@ -146,7 +146,7 @@ def _proposals(nodes: dict[str, list[float]], base: str, candidates: dict[str, P
     graph = candidates[base].graph
     out = []
     for index, node in enumerate(graph.nodes):
-        if node.op not in CONV_OPS:
+        if not graph.is_float_conv(node):
             continue
         own = nodes[base][index]
         best = min(nodes, key=lambda n: nodes[n][index])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from layertune.tuner.database import Record
-from layertune.graph.ir import CONV_OPS, Graph, Node
+from layertune.graph.ir import Graph, Node
 
 
 def layer_signature(graph: Graph, node: Node) -> str:
@@ -31,7 +31,7 @@ def variant_key(params: dict[str, Any]) -> str:
 
 
 def conv_nodes(graph: Graph) -> list[tuple[int, Node]]:
-    return [(i, n) for i, n in enumerate(graph.nodes) if n.op in CONV_OPS]
+    return [(i, n) for i, n in enumerate(graph.nodes) if graph.is_float_conv(n)]
 
 
 def best_records(records: list[Record], target: str, build: str, settings: str,

@@ -1,0 +1,534 @@
+// The engine's int8 ops: the nodes of a quantized model whose tensors are int8 (the importer keeps
+// them int8 where an op here computes them; graph/precision.py). Arithmetic as TFLite's
+// reference kernels: real = scale * (q - zero_point); results rounded and saturated to int8.
+#include <cmath>
+#include <cstring>
+#include <map>
+
+#include "../../graph/op.h"
+#include "../ops/common.h"
+#include "layertune/thread_pool.h"
+#include "qconv.h"
+
+namespace layertune {
+namespace {
+
+using int8::Multiplier;
+
+struct Quant {
+  float scale = 1.f;
+  int32_t zero_point = 0;
+};
+
+// A tensor's per-tensor quantization (activations).
+Quant quant_of(const OpContext& ctx, int t) {
+  const PlanTensor& pt = ctx.tensor(t);
+  if (pt.scales.size() != 1) fail(ctx.node.where(), ": tensor '", pt.name, "' needs one scale (per-tensor quantization)");
+  return {pt.scales[0], pt.zero_points[0]};
+}
+
+void expect_dtype(const OpContext& ctx, int t, DType d) {
+  if (ctx.tensor(t).dtype != d)
+    fail(ctx.node.where(), ": tensor '", ctx.tensor(t).name, "' is ", dtype_name(ctx.tensor(t).dtype), ", expected ",
+         dtype_name(d));
+}
+
+const int8_t* in8(float* const* b, int t) { return reinterpret_cast<const int8_t*>(b[t]); }
+int8_t* out8(float* const* b, int t) { return reinterpret_cast<int8_t*>(b[t]); }
+
+// CONV_2D / DEPTHWISE_CONV_2D with per-channel int8 weights and an int32 bias.
+class QConvOp final : public Op {
+ public:
+  explicit QConvOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
+    const int w = ctx.input(1);
+    expect_dtype(ctx, in_, DType::kInt8);
+    expect_dtype(ctx, out_, DType::kInt8);
+    expect_dtype(ctx, w, DType::kInt8);
+    int8::QuantizedConv q;
+    q.shape = ops::conv_shape(ctx);
+    if (ctx.shape(out_) != std::vector<int>{q.shape.batch, q.shape.out_h(), q.shape.out_w(), q.shape.out_c})
+      fail(ctx.node.where(), ": output shape does not match the layer (", q.shape.describe(), ")");
+    fill_quantized(ctx, w, q);
+    const std::string method = ctx.reference_kernels ? "int8_reference" : ctx.node.str("kernel.method", "");
+    threads_ = int(ctx.node.int_attr("kernel.threads", ctx.threads));
+    try {
+      kernel_ = int8::make_qconv(q, method.rfind("int8_", 0) == 0 ? method : "");
+    } catch (const InvalidArgument& e) {
+      fail(ctx.node.where(), ": ", e.what());
+    }
+  }
+  void run(float* const* b) override { kernel_->run(in8(b, in_), out8(b, out_), threads_); }
+
+  // The weights, bias and requantization of a layer whose output channels are the weights' last
+  // dimension (convolutions, and fully-connected layers as 1x1 convolutions).
+  static void fill_quantized(const OpContext& ctx, int w, int8::QuantizedConv& q) {
+    const PlanTensor& wt = ctx.tensor(w);
+    const Quant x = quant_of(ctx, ctx.input(0)), y = quant_of(ctx, ctx.output(0));
+    const int oc = q.shape.out_c;
+    if (wt.scales.size() != 1 && wt.scales.size() != size_t(oc))
+      fail(ctx.node.where(), ": weights '", wt.name, "' need one scale or one per output channel");
+    for (int32_t z : wt.zero_points)
+      if (z != 0) fail(ctx.node.where(), ": weights '", wt.name, "' must be symmetric (zero point 0)");
+    if (!wt.constant) fail(ctx.node.where(), ": the weights must be a constant");
+    const int8_t* wd = ctx.plan.constant_as<int8_t>(w);
+    q.weights.assign(wd, wd + wt.elements());
+    q.bias.assign(size_t(oc), 0);
+    if (ctx.has_input(2)) {
+      const int bt = ctx.input(2);
+      expect_dtype(ctx, bt, DType::kInt32);
+      if (!ctx.tensor(bt).constant || ctx.elements(bt) != oc) fail(ctx.node.where(), ": the bias must be a constant of ", oc, " values");
+      const int32_t* bd = ctx.plan.constant_as<int32_t>(bt);
+      q.bias.assign(bd, bd + oc);
+    }
+    q.input_zero_point = x.zero_point;
+    q.output_zero_point = y.zero_point;
+    q.multipliers.resize(size_t(oc));
+    for (int c = 0; c < oc; ++c) {
+      const double ws = wt.scales.size() == 1 ? wt.scales[0] : wt.scales[c];
+      q.multipliers[c] = int8::quantize_multiplier(double(x.scale) * ws / double(y.scale));
+    }
+    std::tie(q.out_min, q.out_max) = int8::activation_bounds(q.shape.activation, y.scale, y.zero_point);
+  }
+
+ private:
+  int in_, out_;
+  int threads_ = 1;
+  std::unique_ptr<int8::QConvKernel> kernel_;
+};
+
+// FULLY_CONNECTED: weights (in, out), rows of the input; computed as a 1x1 convolution.
+class QFullyConnectedOp final : public Op {
+ public:
+  explicit QFullyConnectedOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
+    const int w = ctx.input(1);
+    expect_dtype(ctx, in_, DType::kInt8);
+    expect_dtype(ctx, out_, DType::kInt8);
+    expect_dtype(ctx, w, DType::kInt8);
+    ops::expect_rank(ctx, w, 2);
+    const auto& ws = ctx.shape(w);
+    if (ctx.elements(in_) % ws[0] != 0) fail(ctx.node.where(), ": input size is not a multiple of the weights' rows");
+    const int64_t rows = ctx.elements(in_) / ws[0];
+    if (ctx.elements(out_) != rows * ws[1]) fail(ctx.node.where(), ": output size does not match the weights");
+    int8::QuantizedConv q;
+    q.shape = ConvShape::from_fields({int(rows), 1, 1, ws[0], ws[1], 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1},
+                                     parse_activation(ctx.node.str("activation", "none")));
+    QConvOp::fill_quantized(ctx, w, q);
+    threads_ = ctx.threads;
+    kernel_ = int8::make_qconv(q, ctx.reference_kernels ? "int8_reference" : "");
+  }
+  void run(float* const* b) override { kernel_->run(in8(b, in_), out8(b, out_), threads_); }
+
+ private:
+  int in_, out_;
+  int threads_ = 1;
+  std::unique_ptr<int8::QConvKernel> kernel_;
+};
+
+// QUANTIZE: real -> int8 (round half away from zero, as TFLite), or int8 -> int8 of another scale.
+class QuantizeOp final : public Op {
+ public:
+  explicit QuantizeOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)), n_(ctx.elements(out_)) {
+    expect_dtype(ctx, out_, DType::kInt8);
+    ops::expect_elements(ctx, in_, out_);
+    y_ = quant_of(ctx, out_);
+    from_int8_ = ctx.tensor(in_).dtype == DType::kInt8;
+    if (from_int8_) {
+      x_ = quant_of(ctx, in_);
+      m_ = int8::quantize_multiplier(double(x_.scale) / double(y_.scale));
+    } else {
+      expect_dtype(ctx, in_, DType::kFloat32);
+    }
+    threads_ = ctx.threads;
+  }
+  void run(float* const* b) override {
+    int8_t* y = out8(b, out_);
+    constexpr int64_t kChunk = 16384;
+    ThreadPool::global().parallel_for(threads_, (n_ + kChunk - 1) / kChunk, [&](int64_t t, int) {
+      const int64_t i0 = t * kChunk, i1 = std::min(n_, i0 + kChunk);
+      if (from_int8_) {
+        const int8_t* x = in8(b, in_);
+        for (int64_t i = i0; i < i1; ++i)
+          y[i] = int8::saturate(int8::multiply(int32_t(x[i]) - x_.zero_point, m_) + y_.zero_point, -128, 127);
+      } else {
+        const float* x = b[in_];
+        for (int64_t i = i0; i < i1; ++i) {
+          const float v = std::round(x[i] / y_.scale) + float(y_.zero_point);
+          y[i] = int8_t(std::min(std::max(v, -128.f), 127.f));
+        }
+      }
+    });
+  }
+
+ private:
+  int in_, out_;
+  int64_t n_;
+  Quant x_, y_;
+  Multiplier m_;
+  bool from_int8_ = false;
+  int threads_ = 1;
+};
+
+// DEQUANTIZE: int8 -> real.
+class DequantizeOp final : public Op {
+ public:
+  explicit DequantizeOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)), n_(ctx.elements(out_)) {
+    expect_dtype(ctx, in_, DType::kInt8);
+    expect_dtype(ctx, out_, DType::kFloat32);
+    ops::expect_elements(ctx, in_, out_);
+    x_ = quant_of(ctx, in_);
+  }
+  void run(float* const* b) override {
+    const int8_t* x = in8(b, in_);
+    float* y = b[out_];
+    for (int64_t i = 0; i < n_; ++i) y[i] = x_.scale * float(int32_t(x[i]) - x_.zero_point);
+  }
+
+ private:
+  int in_, out_;
+  int64_t n_;
+  Quant x_;
+};
+
+// ADD of two same-shaped int8 tensors: TFLite's integer ADD (both inputs rescaled to twice the
+// larger input scale with 20 bits of headroom, summed, rescaled to the output).
+class QAddOp final : public Op {
+ public:
+  explicit QAddOp(const OpContext& ctx) : a_(ctx.input(0)), b_(ctx.input(1)), out_(ctx.output(0)), n_(ctx.elements(out_)) {
+    for (int t : {a_, b_, out_}) expect_dtype(ctx, t, DType::kInt8);
+    if (ctx.shape(a_) != ctx.shape(out_) || ctx.shape(b_) != ctx.shape(out_))
+      fail(ctx.node.where(), ": int8 ADD needs inputs of the output's shape");
+    const Quant x1 = quant_of(ctx, a_), x2 = quant_of(ctx, b_), y = quant_of(ctx, out_);
+    const double twice_max = 2.0 * std::max(x1.scale, x2.scale);
+    m1_ = int8::quantize_multiplier(x1.scale / twice_max);
+    m2_ = int8::quantize_multiplier(x2.scale / twice_max);
+    mo_ = int8::quantize_multiplier(twice_max / (double(1 << kLeftShift) * y.scale));
+    z1_ = x1.zero_point, z2_ = x2.zero_point, zo_ = y.zero_point;
+    std::tie(lo_, hi_) = int8::activation_bounds(parse_activation(ctx.node.str("activation", "none")), y.scale, y.zero_point);
+    threads_ = ctx.threads;
+  }
+  void run(float* const* b) override {
+    const int8_t *x1 = in8(b, a_), *x2 = in8(b, b_);
+    int8_t* y = out8(b, out_);
+    using int8::kLanes;
+    using int8::v32;
+    constexpr int64_t kChunk = 16384;
+    const v32 m1 = int8::splat32(m1_.m), l1 = int8::splat32(std::max(m1_.shift, 0)), r1 = int8::splat32(std::max(-m1_.shift, 0));
+    const v32 m2 = int8::splat32(m2_.m), l2 = int8::splat32(std::max(m2_.shift, 0)), r2 = int8::splat32(std::max(-m2_.shift, 0));
+    const v32 mo = int8::splat32(mo_.m), lo = int8::splat32(std::max(mo_.shift, 0)), ro = int8::splat32(std::max(-mo_.shift, 0));
+    ThreadPool::global().parallel_for(threads_, (n_ + kChunk - 1) / kChunk, [&](int64_t t, int) {
+      const int64_t i0 = t * kChunk, i1 = std::min(n_, i0 + kChunk);
+      for (int64_t i = i0; i < i1; i += kLanes) {
+        const int n = int(std::min<int64_t>(kLanes, i1 - i));
+        const v32 s1 = int8::requantize((int8::widen(x1 + i, n) - z1_) << kLeftShift, m1, l1, r1);
+        const v32 s2 = int8::requantize((int8::widen(x2 + i, n) - z2_) << kLeftShift, m2, l2, r2);
+        v32 r = int8::requantize(s1 + s2, mo, lo, ro) + zo_;
+        r = r < lo_ ? int8::splat32(lo_) : r;
+        r = r > hi_ ? int8::splat32(hi_) : r;
+        int8::narrow_store(y + i, r, n);
+      }
+    });
+  }
+
+ private:
+  static constexpr int kLeftShift = 20;
+  int a_, b_, out_;
+  int64_t n_;
+  Multiplier m1_, m2_, mo_;
+  int32_t z1_ = 0, z2_ = 0, zo_ = 0, lo_ = -128, hi_ = 127;
+  int threads_ = 1;
+};
+
+// MEAN over H and W of an NHWC tensor: the sum of (q - zero point) times input scale / (output
+// scale x count), rounded.
+class QMeanOp final : public Op {
+ public:
+  explicit QMeanOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
+    expect_dtype(ctx, in_, DType::kInt8);
+    expect_dtype(ctx, out_, DType::kInt8);
+    ops::expect_rank(ctx, in_, 4);
+    auto axes = ctx.node.ints("axes");
+    std::sort(axes.begin(), axes.end());
+    if (axes != std::vector<int64_t>{1, 2}) fail(ctx.node.where(), ": int8 MEAN reduces axes 1 and 2 only");
+    shape_ = ctx.shape(in_);
+    if (ctx.elements(out_) != int64_t(shape_[0]) * shape_[3]) fail(ctx.node.where(), ": output size does not match");
+    const Quant x = quant_of(ctx, in_), y = quant_of(ctx, out_);
+    const int64_t count = int64_t(shape_[1]) * shape_[2];
+    m_ = int8::quantize_multiplier(double(x.scale) / (double(y.scale) * double(count)));
+    zx_ = x.zero_point, zy_ = y.zero_point;
+  }
+  void run(float* const* b) override {
+    const int8_t* x = in8(b, in_);
+    int8_t* y = out8(b, out_);
+    const int64_t hw = int64_t(shape_[1]) * shape_[2], C = shape_[3];
+    std::vector<int32_t> sum(static_cast<size_t>(C));
+    for (int n = 0; n < shape_[0]; ++n) {
+      std::fill(sum.begin(), sum.end(), 0);
+      const int8_t* xn = x + n * hw * C;
+      for (int64_t p = 0; p < hw; ++p)
+        for (int64_t c = 0; c < C; ++c) sum[c] += xn[p * C + c];
+      for (int64_t c = 0; c < C; ++c)
+        y[n * C + c] = int8::saturate(int8::multiply(sum[c] - int32_t(hw) * zx_, m_) + zy_, -128, 127);
+    }
+  }
+
+ private:
+  int in_, out_;
+  std::vector<int> shape_;
+  Multiplier m_;
+  int32_t zx_ = 0, zy_ = 0;
+};
+
+// AVERAGE_POOL_2D / MAX_POOL_2D (input and output share their quantization, as in TFLite).
+class QPoolOp final : public Op {
+ public:
+  explicit QPoolOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
+    expect_dtype(ctx, in_, DType::kInt8);
+    expect_dtype(ctx, out_, DType::kInt8);
+    ops::expect_nhwc_pair(ctx, in_, out_);
+    const Quant x = quant_of(ctx, in_), y = quant_of(ctx, out_);
+    if (x.scale != y.scale || x.zero_point != y.zero_point)
+      fail(ctx.node.where(), ": int8 pooling needs the same quantization on input and output");
+    max_ = ctx.node.op == "MAX_POOL_2D";
+    filter_ = ops::ints_n(ctx, "filter", 2);
+    strides_ = ops::ints_n(ctx, "strides", 2);
+    pads_ = ops::ints_n(ctx, "pads", 4);
+    xs_ = ctx.shape(in_);
+    os_ = ctx.shape(out_);
+    std::tie(lo_, hi_) = int8::activation_bounds(parse_activation(ctx.node.str("activation", "none")), y.scale, y.zero_point);
+    threads_ = ctx.threads;
+  }
+  void run(float* const* b) override {
+    const int8_t* x = in8(b, in_);
+    int8_t* y = out8(b, out_);
+    const int C = xs_[3];
+    ThreadPool::global().parallel_for(threads_, int64_t(os_[0]) * os_[1], [&](int64_t row, int) {
+      const int n = int(row / os_[1]), oy = int(row % os_[1]);
+      std::vector<int32_t> acc(static_cast<size_t>(C));
+      for (int ox = 0; ox < os_[2]; ++ox) {
+        std::fill(acc.begin(), acc.end(), max_ ? -128 : 0);
+        int count = 0;
+        for (int ky = 0; ky < filter_[0]; ++ky) {
+          const int iy = oy * int(strides_[0]) - int(pads_[0]) + ky;
+          if (iy < 0 || iy >= xs_[1]) continue;
+          for (int kx = 0; kx < filter_[1]; ++kx) {
+            const int ix = ox * int(strides_[1]) - int(pads_[2]) + kx;
+            if (ix < 0 || ix >= xs_[2]) continue;
+            const int8_t* xp = x + ((int64_t(n) * xs_[1] + iy) * xs_[2] + ix) * C;
+            ++count;
+            if (max_)
+              for (int c = 0; c < C; ++c) acc[c] = std::max<int32_t>(acc[c], xp[c]);
+            else
+              for (int c = 0; c < C; ++c) acc[c] += xp[c];
+          }
+        }
+        int8_t* yp = y + ((int64_t(n) * os_[1] + oy) * os_[2] + ox) * C;
+        for (int c = 0; c < C; ++c) {
+          int32_t v = acc[c];
+          if (!max_ && count) v = v > 0 ? (v + count / 2) / count : (v - count / 2) / count;
+          yp[c] = int8::saturate(v, lo_, hi_);
+        }
+      }
+    });
+  }
+
+ private:
+  int in_, out_;
+  bool max_ = false;
+  std::vector<int64_t> filter_, strides_, pads_;
+  std::vector<int> xs_, os_;
+  int32_t lo_ = -128, hi_ = 127;
+  int threads_ = 1;
+};
+
+// RESHAPE / SQUEEZE / EXPAND_DIMS: the same bytes.
+class QCopyOp final : public Op {
+ public:
+  explicit QCopyOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)), n_(ctx.elements(out_)) {
+    expect_dtype(ctx, in_, DType::kInt8);
+    expect_dtype(ctx, out_, DType::kInt8);
+    ops::expect_elements(ctx, in_, out_);
+    const Quant x = quant_of(ctx, in_), y = quant_of(ctx, out_);
+    if (x.scale != y.scale || x.zero_point != y.zero_point)
+      fail(ctx.node.where(), ": needs the same quantization on input and output");
+  }
+  void run(float* const* b) override {
+    if (b[in_] != b[out_]) std::memcpy(b[out_], b[in_], size_t(n_));
+  }
+
+ private:
+  int in_, out_;
+  int64_t n_;
+};
+
+// PAD / PADV2 (constant mode): the output's zero point (real 0), or PADV2's value quantized.
+class QPadOp final : public Op {
+ public:
+  explicit QPadOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
+    expect_dtype(ctx, in_, DType::kInt8);
+    expect_dtype(ctx, out_, DType::kInt8);
+    if (ctx.node.str("mode", "constant") != "constant") fail(ctx.node.where(), ": int8 PAD pads with a constant only");
+    const Quant x = quant_of(ctx, in_), y = quant_of(ctx, out_);
+    if (x.scale != y.scale || x.zero_point != y.zero_point)
+      fail(ctx.node.where(), ": int8 PAD needs the same quantization on input and output");
+    value_ = int8::saturate(y.zero_point + int32_t(std::round(ctx.node.float_attr("value", 0.f) / y.scale)), -128, 127);
+    xs_ = ctx.shape(in_);
+    os_ = ctx.shape(out_);
+    pads_ = ctx.node.ints("pads");
+    if (pads_.size() != 2 * xs_.size() || os_.size() != xs_.size()) fail(ctx.node.where(), ": pads do not match the rank");
+    for (size_t d = 0; d < xs_.size(); ++d)
+      if (pads_[2 * d] < 0 || pads_[2 * d + 1] < 0 || xs_[d] + pads_[2 * d] + pads_[2 * d + 1] != os_[d])
+        fail(ctx.node.where(), ": output shape does not match the pads");
+  }
+  void run(float* const* b) override {
+    const int8_t* x = in8(b, in_);
+    int8_t* y = out8(b, out_);
+    std::memset(y, value_, size_t(ops::product(os_)));
+    // Copy the innermost dimension's rows of the input into place.
+    const size_t rank = xs_.size();
+    const int64_t inner = xs_[rank - 1], rows = ops::product(xs_, 0, rank - 1);
+    const auto ostr = ops::strides_of(os_), istr = ops::strides_of(xs_);
+    for (int64_t r = 0; r < rows; ++r) {
+      int64_t rem = r * inner, at = 0;
+      for (size_t d = 0; d < rank; ++d) {
+        const int64_t i = rem / istr[d];
+        rem %= istr[d];
+        at += (i + pads_[2 * d]) * ostr[d];
+      }
+      std::memcpy(y + at, x + r * inner, size_t(inner));
+    }
+  }
+
+ private:
+  int in_, out_;
+  int8_t value_ = 0;
+  std::vector<int> xs_, os_;
+  std::vector<int64_t> pads_;
+};
+
+// CONCATENATION: each input's values requantized to the output's scale (TFLite's
+// ConcatenationWithScaling), copied when they share it.
+class QConcatOp final : public Op {
+ public:
+  explicit QConcatOp(const OpContext& ctx) : out_(ctx.output(0)) {
+    expect_dtype(ctx, out_, DType::kInt8);
+    const auto& os = ctx.shape(out_);
+    const int axis = int(ctx.node.int_attr("axis"));
+    if (axis < 0 || axis >= int(os.size())) fail(ctx.node.where(), ": axis out of range");
+    const Quant y = quant_of(ctx, out_);
+    outer_ = ops::product(os, 0, size_t(axis));
+    for (size_t i = 0; i < ctx.node.inputs.size(); ++i) {
+      const int t = ctx.input(i);
+      expect_dtype(ctx, t, DType::kInt8);
+      const Quant x = quant_of(ctx, t);
+      Part p{t, ops::product(ctx.shape(t), size_t(axis)), x.scale / y.scale, x.zero_point, y.zero_point,
+             x.scale == y.scale && x.zero_point == y.zero_point};
+      parts_.push_back(p);
+      row_ += p.inner;
+    }
+    if (outer_ * row_ != ctx.elements(out_)) fail(ctx.node.where(), ": inputs do not add up to the output");
+  }
+  void run(float* const* b) override {
+    int8_t* y = out8(b, out_);
+    for (int64_t o = 0; o < outer_; ++o) {
+      int8_t* dst = y + o * row_;
+      for (const Part& p : parts_) {
+        const int8_t* src = in8(b, p.tensor) + o * p.inner;
+        if (p.same) {
+          std::memcpy(dst, src, size_t(p.inner));
+        } else {
+          const float bias = -float(p.zx) * p.scale;
+          for (int64_t i = 0; i < p.inner; ++i)
+            dst[i] = int8::saturate(int32_t(std::round(float(src[i]) * p.scale + bias)) + p.zy, -128, 127);
+        }
+        dst += p.inner;
+      }
+    }
+  }
+
+ private:
+  struct Part {
+    int tensor;
+    int64_t inner;
+    float scale;
+    int32_t zx, zy;
+    bool same;
+  };
+  int out_;
+  int64_t outer_ = 1, row_ = 0;
+  std::vector<Part> parts_;
+};
+
+// Element-wise activations as a table of the 256 inputs: q -> quantize(f(dequantize(q))).
+class QLookupOp final : public Op {
+ public:
+  explicit QLookupOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)), n_(ctx.elements(out_)) {
+    expect_dtype(ctx, in_, DType::kInt8);
+    expect_dtype(ctx, out_, DType::kInt8);
+    ops::expect_elements(ctx, in_, out_);
+    const Quant x = quant_of(ctx, in_), y = quant_of(ctx, out_);
+    const std::string& op = ctx.node.op;
+    const double alpha = ctx.node.float_attr("alpha", 0.2f);
+    for (int q = -128; q < 128; ++q) {
+      const double v = double(x.scale) * (q - x.zero_point);
+      double f = v;
+      if (op == "LOGISTIC") f = 1.0 / (1.0 + std::exp(-v));
+      else if (op == "TANH") f = std::tanh(v);
+      else if (op == "HARD_SWISH") f = v * std::min(std::max(v + 3.0, 0.0), 6.0) / 6.0;
+      else if (op == "RELU") f = std::max(v, 0.0);
+      else if (op == "RELU6") f = std::min(std::max(v, 0.0), 6.0);
+      else if (op == "RELU_N1_TO_1") f = std::min(std::max(v, -1.0), 1.0);
+      else if (op == "LEAKY_RELU") f = v >= 0 ? v : alpha * v;
+      table_[size_t(q + 128)] = int8::saturate(int32_t(std::round(f / double(y.scale))) + y.zero_point, -128, 127);
+    }
+  }
+  void run(float* const* b) override {
+    const int8_t* x = in8(b, in_);
+    int8_t* y = out8(b, out_);
+    for (int64_t i = 0; i < n_; ++i) y[i] = table_[size_t(int32_t(x[i]) + 128)];
+  }
+
+ private:
+  int in_, out_;
+  int64_t n_;
+  int8_t table_[256] = {};
+};
+
+template <class T>
+std::unique_ptr<Op> make(const OpContext& ctx) {
+  return std::make_unique<T>(ctx);
+}
+
+using Factory = std::unique_ptr<Op> (*)(const OpContext&);
+const std::map<std::string, Factory>& int8_registry() {
+  static const std::map<std::string, Factory> ops = {
+      {"CONV_2D", make<QConvOp>},          {"DEPTHWISE_CONV_2D", make<QConvOp>},
+      {"FULLY_CONNECTED", make<QFullyConnectedOp>},
+      {"QUANTIZE", make<QuantizeOp>},      {"DEQUANTIZE", make<DequantizeOp>},
+      {"ADD", make<QAddOp>},               {"MEAN", make<QMeanOp>},
+      {"AVERAGE_POOL_2D", make<QPoolOp>},  {"MAX_POOL_2D", make<QPoolOp>},
+      {"RESHAPE", make<QCopyOp>},          {"SQUEEZE", make<QCopyOp>},
+      {"EXPAND_DIMS", make<QCopyOp>},      {"PAD", make<QPadOp>},
+      {"PADV2", make<QPadOp>},             {"CONCATENATION", make<QConcatOp>},
+      {"LOGISTIC", make<QLookupOp>},       {"TANH", make<QLookupOp>},
+      {"HARD_SWISH", make<QLookupOp>},     {"RELU", make<QLookupOp>},
+      {"RELU6", make<QLookupOp>},          {"RELU_N1_TO_1", make<QLookupOp>},
+      {"LEAKY_RELU", make<QLookupOp>},
+  };
+  return ops;
+}
+
+}  // namespace
+
+std::unique_ptr<Op> make_int8_op(const OpContext& ctx) {
+  auto it = int8_registry().find(ctx.node.op);
+  if (it == int8_registry().end()) fail(ctx.node.where(), ": no int8 kernel (its tensors are int8)");
+  return it->second(ctx);
+}
+
+std::vector<std::string> supported_int8_ops() {
+  std::vector<std::string> out;
+  for (const auto& kv : int8_registry()) out.push_back(kv.first);
+  return out;
+}
+
+}  // namespace layertune

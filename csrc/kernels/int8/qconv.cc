@@ -1,0 +1,346 @@
+#include "qconv.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "layertune/aligned_buffer.h"
+#include "layertune/status.h"
+#include "layertune/thread_pool.h"
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define LAYERTUNE_X86_VNNI 1
+#endif
+
+namespace layertune::int8 {
+
+std::pair<int32_t, int32_t> activation_bounds(Activation a, float scale, int32_t zero_point) {
+  auto quantize = [&](float f) { return zero_point + int32_t(std::round(f / scale)); };
+  int32_t lo = -128, hi = 127;
+  if (a == Activation::kRelu || a == Activation::kRelu6) lo = std::max(lo, quantize(0.f));
+  if (a == Activation::kRelu6) hi = std::min(hi, quantize(6.f));
+  if (a == Activation::kReluN1To1) {
+    lo = std::max(lo, quantize(-1.f));
+    hi = std::min(hi, quantize(1.f));
+  }
+  return {lo, hi};
+}
+
+namespace {
+
+// TFLite's reference_integer_ops::ConvPerChannel / DepthwiseConvPerChannel, as one grouped loop.
+class ReferenceQConv : public QConvKernel {
+ public:
+  explicit ReferenceQConv(const QuantizedConv& q) : QConvKernel(q), w_(q.weights) {}
+  const char* name() const override { return "int8_reference"; }
+
+  void run(const int8_t* x, int8_t* y, int) const override {
+    const ConvShape& s = q_.shape;
+    const int oh = s.out_h(), ow = s.out_w(), cig = s.in_c_per_group(), cog = s.out_c_per_group();
+    for (int n = 0; n < s.batch; ++n)
+      for (int oy = 0; oy < oh; ++oy)
+        for (int ox = 0; ox < ow; ++ox)
+          for (int oc = 0; oc < s.out_c; ++oc) {
+            const int g = oc / cog;
+            int32_t acc = 0;
+            for (int ky = 0; ky < s.kernel_h; ++ky) {
+              const int iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
+              if (iy < 0 || iy >= s.in_h) continue;
+              for (int kx = 0; kx < s.kernel_w; ++kx) {
+                const int ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
+                if (ix < 0 || ix >= s.in_w) continue;
+                const int8_t* xp = x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix) * s.in_c + g * cig;
+                const int8_t* wp = w_.data() + (int64_t(ky) * s.kernel_w + kx) * cig * s.out_c + oc;
+                for (int ic = 0; ic < cig; ++ic)
+                  acc += (int32_t(xp[ic]) - q_.input_zero_point) * int32_t(wp[int64_t(ic) * s.out_c]);
+              }
+            }
+            acc += q_.bias[oc];
+            acc = multiply(acc, q_.multipliers[oc]) + q_.output_zero_point;
+            y[((int64_t(n) * oh + oy) * ow + ox) * s.out_c + oc] = saturate(acc, q_.out_min, q_.out_max);
+          }
+  }
+
+ private:
+  std::vector<int8_t> w_;
+};
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Per-channel requantization lanes and biases, padded to whole vectors.
+struct Requant {
+  std::vector<int32_t> bias, m, left, right;
+  int32_t zero_point = 0, lo = -128, hi = 127;
+
+  void init(const QuantizedConv& q, int64_t padded, const std::vector<int32_t>& bias_of_channel) {
+    bias.assign(size_t(padded), 0);
+    m.assign(size_t(padded), 0);
+    left.assign(size_t(padded), 0);
+    right.assign(size_t(padded), 0);
+    for (int c = 0; c < q.shape.out_c; ++c) {
+      bias[c] = bias_of_channel[c];
+      m[c] = q.multipliers[c].m;
+      left[c] = std::max(q.multipliers[c].shift, 0);
+      right[c] = std::max(-q.multipliers[c].shift, 0);
+    }
+    zero_point = q.output_zero_point;
+    lo = q.out_min;
+    hi = q.out_max;
+  }
+  // acc (16 channels from c0) -> int8 at y (n <= 16 of them written).
+  void store(v32 acc, int64_t c0, int8_t* y, int n) const {
+    v32 r = requantize(acc + load32(&bias[c0]), load32(&m[c0]), load32(&left[c0]), load32(&right[c0]));
+    r += zero_point;
+    r = r < lo ? splat32(lo) : r;
+    r = r > hi ? splat32(hi) : r;
+    narrow_store(y, r, n);
+  }
+};
+
+// GEMM over the layer's im2col rows: A (pixels x K, uint8 = input + 128, packed per task) times
+// B (K x out_c, int8, packed in blocks of 16 channels x 4 k: the operand layout of VNNI's
+// vpdpbusd, which multiplies four unsigned bytes by four signed bytes into each int32 lane).
+// The +128 is undone through the bias: sum((x + 128) w) - (128 + input_zero_point) sum(w) =
+// sum((x - input_zero_point) w); padding reads input_zero_point, so it adds nothing.
+class GemmQConv : public QConvKernel {
+ public:
+  static constexpr int kRows = 8;      // pixels per micro-tile
+  static constexpr int kBlock = 16;    // channels per B block (one vector of int32 lanes)
+
+  explicit GemmQConv(const QuantizedConv& q) : QConvKernel(q) {
+    const ConvShape& s = q.shape;
+    k_ = int64_t(s.kernel_h) * s.kernel_w * s.in_c;
+    kp_ = round_up(k_, 4);
+    blocks_ = (s.out_c + kBlock - 1) / kBlock;
+    b_.assign(size_t(blocks_ * kp_ * kBlock), 0);
+    std::vector<int32_t> bias(size_t(s.out_c));
+    for (int c = 0; c < s.out_c; ++c) {
+      int32_t sum = 0;
+      for (int64_t k = 0; k < k_; ++k) {
+        const int8_t w = q.weights[size_t(k * s.out_c + c)];
+        sum += w;
+        b_[size_t(((c / kBlock) * (kp_ / 4) + k / 4) * kBlock * 4 + (c % kBlock) * 4 + k % 4)] = w;
+      }
+      bias[c] = q.bias[c] - (128 + q.input_zero_point) * sum;
+    }
+    rq_.init(q, blocks_ * kBlock, bias);
+    pad_ = uint8_t(q.input_zero_point + 128);
+    rows_per_task_ = int(std::clamp<int64_t>(round_up(std::max<int64_t>(32768 / kp_, 1), kRows), kRows, 64));
+#if LAYERTUNE_X86_VNNI
+    vnni_ = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
+#endif
+  }
+  const char* name() const override { return "int8_gemm"; }
+
+  void run(const int8_t* x, int8_t* y, int threads) const override {
+    const ConvShape& s = q_.shape;
+    const int64_t pixels = int64_t(s.batch) * s.out_h() * s.out_w();
+    const int64_t tasks = (pixels + rows_per_task_ - 1) / rows_per_task_;
+    threads = int(std::min<int64_t>(threads, tasks));
+    if (int(scratch_.size()) < threads) scratch_.resize(size_t(threads));
+    ThreadPool::global().parallel_for(threads, tasks, [&](int64_t task, int worker) {
+      AlignedBuffer& buf = scratch_[size_t(worker)];
+      const size_t floats = size_t(rows_per_task_ * kp_ / 4 + kBlock * kRows * 2);
+      if (buf.size() < floats) buf.resize(floats);
+      uint8_t* a = reinterpret_cast<uint8_t*>(buf.data());
+      int32_t* acc = reinterpret_cast<int32_t*>(buf.data()) + rows_per_task_ * kp_ / 4;
+      const int64_t p0 = task * rows_per_task_, rows = std::min<int64_t>(rows_per_task_, pixels - p0);
+      pack_rows(x, p0, rows, a);
+      for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+        const int nr = int(std::min<int64_t>(kRows, rows - r0));
+        for (int64_t nb = 0; nb < blocks_; nb += 2) {
+          const int nv = nb + 1 < blocks_ ? 2 : 1;
+          tile(a + r0 * kp_, nr, nb, nv, acc);
+          for (int r = 0; r < nr; ++r)
+            for (int v = 0; v < nv; ++v) {
+              const int64_t c0 = (nb + v) * kBlock;
+              rq_.store(load32(acc + (r * 2 + v) * kBlock), c0, y + (p0 + r0 + r) * s.out_c + c0,
+                        int(std::min<int64_t>(kBlock, s.out_c - c0)));
+            }
+        }
+      }
+    });
+  }
+
+ private:
+  // The im2col rows of pixels [p0, p0 + rows) as uint8 (x + 128), each kp_ long (zeros past k_).
+  void pack_rows(const int8_t* x, int64_t p0, int64_t rows, uint8_t* a) const {
+    const ConvShape& s = q_.shape;
+    const int oh = s.out_h(), ow = s.out_w();
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t p = p0 + r;
+      const int n = int(p / (int64_t(oh) * ow)), oy = int(p / ow % oh), ox = int(p % ow);
+      uint8_t* dst = a + r * kp_;
+      for (int ky = 0; ky < s.kernel_h; ++ky) {
+        const int iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
+        for (int kx = 0; kx < s.kernel_w; ++kx, dst += s.in_c) {
+          const int ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
+          if (iy < 0 || iy >= s.in_h || ix < 0 || ix >= s.in_w) {
+            std::memset(dst, pad_, size_t(s.in_c));
+            continue;
+          }
+          const int8_t* src = x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix) * s.in_c;
+          for (int c = 0; c < s.in_c; ++c) dst[c] = uint8_t(src[c]) ^ 0x80;
+        }
+      }
+      std::memset(dst, 0, size_t(kp_ - k_));
+    }
+  }
+
+  // acc[r][v][16] = A rows [0, nr) x B blocks nb, nb + nv (nv = 1 or 2).
+  void tile(const uint8_t* a, int nr, int64_t nb, int nv, int32_t* acc) const {
+    const int8_t* b = b_.data() + nb * kp_ * kBlock;
+#if LAYERTUNE_X86_VNNI
+    if (vnni_) {
+      if (nv == 2) tile_vnni<2>(a, kp_, nr, b, kp_ * kBlock, kp_ / 4, acc);
+      else tile_vnni<1>(a, kp_, nr, b, kp_ * kBlock, kp_ / 4, acc);
+      return;
+    }
+#endif
+    for (int r = 0; r < nr; ++r)
+      for (int v = 0; v < nv; ++v) {
+        v32 sum{};
+        const int8_t* bv = b + v * kp_ * kBlock;
+        for (int64_t k4 = 0; k4 < kp_ / 4; ++k4)
+          for (int j = 0; j < 4; ++j) {
+            v32 w;
+            for (int l = 0; l < kBlock; ++l) w[l] = bv[(k4 * kBlock + l) * 4 + j];
+            sum += int32_t(a[r * kp_ + k4 * 4 + j]) * w;
+          }
+        std::memcpy(acc + (r * 2 + v) * kBlock, &sum, sizeof sum);
+      }
+  }
+
+#if LAYERTUNE_X86_VNNI
+  template <int NV>
+  __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(
+      const uint8_t* a, int64_t a_stride, int nr, const int8_t* b, int64_t b_stride, int64_t k4, int32_t* acc) {
+    __m512i c[kRows][NV];
+    const uint8_t* ar[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      ar[r] = a + std::min(r, nr - 1) * a_stride;
+      for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_si512();
+    }
+    for (int64_t k = 0; k < k4; ++k) {
+      __m512i w[NV];
+      for (int v = 0; v < NV; ++v) w[v] = _mm512_loadu_si512(b + v * b_stride + k * 64);
+      for (int r = 0; r < kRows; ++r) {
+        int32_t four;
+        std::memcpy(&four, ar[r] + k * 4, 4);
+        const __m512i xr = _mm512_set1_epi32(four);
+        for (int v = 0; v < NV; ++v) c[r][v] = _mm512_dpbusd_epi32(c[r][v], xr, w[v]);
+      }
+    }
+    for (int r = 0; r < nr; ++r)
+      for (int v = 0; v < NV; ++v) _mm512_storeu_si512(acc + (r * 2 + v) * kBlock, c[r][v]);
+  }
+  bool vnni_ = false;
+#endif
+
+  int64_t k_ = 0, kp_ = 0, blocks_ = 0;
+  int rows_per_task_ = kRows;
+  uint8_t pad_ = 128;
+  std::vector<int8_t> b_;
+  Requant rq_;
+  mutable std::vector<AlignedBuffer> scratch_;  // per worker: packed A rows and the tile's int32 sums
+};
+
+// Depthwise, multiplier 1: each output pixel's channels 16 at a time in int32 lanes.
+class DepthwiseQConv : public QConvKernel {
+ public:
+  explicit DepthwiseQConv(const QuantizedConv& q) : QConvKernel(q) {
+    const ConvShape& s = q.shape;
+    cp_ = round_up(s.out_c, kLanes);
+    const int taps = s.kernel_h * s.kernel_w;
+    w_.assign(size_t(taps * cp_), 0);
+    zsum_.assign(size_t(cp_), 0);
+    for (int t = 0; t < taps; ++t)
+      for (int c = 0; c < s.out_c; ++c) {
+        w_[size_t(t * cp_ + c)] = q.weights[size_t(t * s.out_c + c)];
+        zsum_[size_t(c)] -= q.input_zero_point * q.weights[size_t(t * s.out_c + c)];
+      }
+    for (int ky = 0; ky < s.kernel_h; ++ky)
+      for (int kx = 0; kx < s.kernel_w; ++kx)
+        offsets_.push_back((int64_t(ky) * s.dilation_h * s.in_w + int64_t(kx) * s.dilation_w) * s.out_c);
+    rq_.init(q, cp_, q.bias);
+  }
+  const char* name() const override { return "int8_depthwise"; }
+
+  void run(const int8_t* x, int8_t* y, int threads) const override {
+    const ConvShape& s = q_.shape;
+    const int oh = s.out_h(), ow = s.out_w(), C = s.out_c;
+    const v32 zx = splat32(q_.input_zero_point);
+    ThreadPool::global().parallel_for(threads, int64_t(s.batch) * oh, [&](int64_t row, int) {
+      const int n = int(row / oh), oy = int(row % oh);
+      const int iy0 = oy * s.stride_h - s.pad_top;
+      const bool rows_inside = iy0 >= 0 && iy0 + (s.kernel_h - 1) * s.dilation_h < s.in_h;
+      const int taps = int(offsets_.size());
+      for (int ox = 0; ox < ow; ++ox) {
+        int8_t* yp = y + ((int64_t(n) * oh + oy) * ow + ox) * C;
+        const int ix0 = ox * s.stride_w - s.pad_left;
+        if (rows_inside && ix0 >= 0 && ix0 + (s.kernel_w - 1) * s.dilation_w < s.in_w) {
+          // Every tap inside: the zero point's share of the sum is a constant per channel.
+          const int8_t* base = x + ((int64_t(n) * s.in_h + iy0) * s.in_w + ix0) * C;
+          for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+            const int nc = int(std::min<int64_t>(kLanes, C - c0));
+            v32 acc = load32(&zsum_[size_t(c0)]);
+            const int32_t* w = &w_[size_t(c0)];
+            for (int t = 0; t < taps; ++t) acc += widen(base + offsets_[size_t(t)] + c0, nc) * load32(w + t * cp_);
+            rq_.store(acc, c0, yp + c0, nc);
+          }
+          continue;
+        }
+        for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+          const int nc = int(std::min<int64_t>(kLanes, C - c0));
+          v32 acc{};
+          for (int ky = 0; ky < s.kernel_h; ++ky) {
+            const int iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
+            if (iy < 0 || iy >= s.in_h) continue;
+            for (int kx = 0; kx < s.kernel_w; ++kx) {
+              const int ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
+              if (ix < 0 || ix >= s.in_w) continue;
+              const int8_t* xp = x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix) * C + c0;
+              acc += (widen(xp, nc) - zx) * load32(&w_[size_t((ky * s.kernel_w + kx) * cp_ + c0)]);
+            }
+          }
+          rq_.store(acc, c0, yp + c0, nc);
+        }
+      }
+    });
+  }
+
+ private:
+  int64_t cp_ = 0;
+  std::vector<int32_t> w_;  // (taps, channels padded to whole vectors), widened to int32
+  std::vector<int32_t> zsum_;  // per channel: -input_zero_point x the sum of its weights
+  std::vector<int64_t> offsets_;  // each tap's input offset from the window's first pixel
+  Requant rq_;
+};
+
+}  // namespace
+
+const char* qgemm_isa() {
+#if LAYERTUNE_X86_VNNI
+  if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) return "avx512vnni";
+#endif
+  return "portable";
+}
+
+std::string qconv_why_not(const ConvShape& s, const std::string& method) {
+  if (method == "int8_reference" || method.empty()) return "";
+  if (method == "int8_gemm") return s.groups == 1 ? "" : "int8_gemm computes ungrouped layers only";
+  if (method == "int8_depthwise")
+    return s.is_depthwise() && s.multiplier() == 1 ? "" : "int8_depthwise computes depthwise layers with multiplier 1 only";
+  return "unknown int8 method '" + method + "' (int8_reference, int8_gemm, int8_depthwise)";
+}
+
+std::unique_ptr<QConvKernel> make_qconv(const QuantizedConv& q, const std::string& method) {
+  const std::string why = qconv_why_not(q.shape, method);
+  if (!why.empty()) fail(why);
+  std::string m = method;
+  if (m.empty()) m = q.shape.groups == 1 ? "int8_gemm" : (q.shape.is_depthwise() && q.shape.multiplier() == 1) ? "int8_depthwise" : "int8_reference";
+  if (m == "int8_gemm") return std::make_unique<GemmQConv>(q);
+  if (m == "int8_depthwise") return std::make_unique<DepthwiseQConv>(q);
+  return std::make_unique<ReferenceQConv>(q);
+}
+
+}  // namespace layertune::int8

@@ -1,0 +1,48 @@
+// Quantized convolutions: int8 activations and per-channel int8 weights, int32 accumulation,
+// requantized with TFLite's fixed-point multipliers (requantize.h). A simple reference that
+// follows TFLite's reference kernel line by line (the oracle), and the optimized kernels under it:
+// a GEMM over int8 micro-kernel tiles (1x1 directly, others through an im2col of their rows) and
+// a depthwise kernel vectorized over channels.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "layertune/conv_params.h"
+#include "requantize.h"
+
+namespace layertune::int8 {
+
+// What, besides its shape, a quantized layer is.
+struct QuantizedConv {
+  ConvShape shape;
+  int32_t input_zero_point = 0, output_zero_point = 0;
+  int32_t out_min = -128, out_max = 127;        // the fused activation, in the output's integers
+  std::vector<Multiplier> multipliers;           // per output channel: input scale x weight scale / output scale
+  std::vector<int8_t> weights;                   // HWIO (depthwise: (kh, kw, 1, C x multiplier)), zero point 0
+  std::vector<int32_t> bias;                     // per output channel (zeros when the layer has none)
+};
+
+class QConvKernel {
+ public:
+  explicit QConvKernel(const QuantizedConv& q) : q_(q) { q_.weights.clear(); }
+  virtual ~QConvKernel() = default;
+  virtual void run(const int8_t* input, int8_t* output, int threads) const = 0;
+  virtual const char* name() const = 0;
+  const QuantizedConv& conv() const { return q_; }
+
+ protected:
+  QuantizedConv q_;  // without the weights: each kernel keeps them in its own layout
+};
+
+// The methods: "int8_reference" (the oracle), "int8_gemm" (regular layers), "int8_depthwise"
+// (depthwise layers with multiplier 1). "" = the default for the layer.
+std::unique_ptr<QConvKernel> make_qconv(const QuantizedConv& q, const std::string& method);
+// "" when the method can compute the layer, else why not.
+std::string qconv_why_not(const ConvShape& s, const std::string& method);
+// The activation bounds in a tensor's integers (TFLite's CalculateActivationRangeQuantized).
+std::pair<int32_t, int32_t> activation_bounds(Activation a, float scale, int32_t zero_point);
+// Which GEMM micro-kernel this CPU runs ("avx512vnni", or "portable").
+const char* qgemm_isa();
+
+}  // namespace layertune::int8

@@ -1,0 +1,138 @@
+// TFLite's integer arithmetic for quantized layers: a real multiplier as a Q31 fixed-point
+// multiplier and a power-of-two shift, and the rounding of MultiplyByQuantizedMultiplier
+// (gemmlowp's SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT). The scalar functions
+// are the definition the reference kernels use; `requantize` is the same arithmetic on a vector
+// of int32 lanes, bit for bit, for the optimized kernels.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace layertune::int8 {
+
+struct Multiplier {
+  int32_t m = 0;  // in [2^30, 2^31): the real multiplier is m * 2^(shift - 31)
+  int shift = 0;
+};
+
+// TFLite's QuantizeMultiplier.
+inline Multiplier quantize_multiplier(double real) {
+  Multiplier q;
+  if (real == 0.0) return q;
+  int shift = 0;
+  const double fraction = std::frexp(real, &shift);
+  int64_t m = static_cast<int64_t>(std::round(fraction * double(int64_t(1) << 31)));
+  if (m == (int64_t(1) << 31)) {
+    m /= 2;
+    ++shift;
+  }
+  if (shift < -31) {
+    shift = 0;
+    m = 0;
+  }
+  q.m = int32_t(m);
+  q.shift = shift;
+  return q;
+}
+
+inline int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b) {
+  if (a == b && a == std::numeric_limits<int32_t>::min()) return std::numeric_limits<int32_t>::max();
+  const int64_t ab = int64_t(a) * int64_t(b);
+  const int64_t nudge = ab >= 0 ? (int64_t(1) << 30) : (1 - (int64_t(1) << 30));
+  return int32_t((ab + nudge) / (int64_t(1) << 31));
+}
+
+inline int32_t rounding_divide_by_pot(int32_t x, int exponent) {
+  const int32_t mask = int32_t((int64_t(1) << exponent) - 1);
+  const int32_t remainder = x & mask;
+  const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+// TFLite's MultiplyByQuantizedMultiplier: x * real, rounded.
+inline int32_t multiply(int32_t x, Multiplier q) {
+  const int left = q.shift > 0 ? q.shift : 0, right = q.shift > 0 ? 0 : -q.shift;
+  return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(int32_t(uint32_t(x) << left), q.m), right);
+}
+
+inline int8_t saturate(int32_t v, int32_t lo, int32_t hi) { return int8_t(std::min(std::max(v, lo), hi)); }
+
+// Vectors of int32 lanes (GCC vector extensions; 16 lanes on AVX-512, split into the ISA's
+// registers elsewhere).
+inline constexpr int kLanes = 16;
+typedef int32_t v32 __attribute__((vector_size(kLanes * 4)));
+typedef uint32_t vu32 __attribute__((vector_size(kLanes * 4)));
+typedef int8_t v8 __attribute__((vector_size(kLanes)));
+
+inline v32 load32(const int32_t* p) {
+  v32 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline v32 splat32(int32_t x) { return x - v32{}; }
+
+// 16 int8 -> int32 lanes (n < 16: the first n, the rest 0), and back (saturating; n lanes written).
+inline v32 widen(const int8_t* p, int n = kLanes) {
+#if defined(__AVX512F__)
+  const __m128i b = n == kLanes ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))
+                                : _mm_maskz_loadu_epi8(__mmask16((1u << n) - 1), p);
+  return v32(_mm512_cvtepi8_epi32(b));
+#else
+  v8 b{};
+  std::memcpy(&b, p, size_t(n));
+  return __builtin_convertvector(b, v32);
+#endif
+}
+inline void narrow_store(int8_t* p, v32 v, int n = kLanes) {
+#if defined(__AVX512F__)
+  if (n == kLanes) _mm512_mask_cvtsepi32_storeu_epi8(p, __mmask16(0xffff), __m512i(v));
+  else _mm512_mask_cvtsepi32_storeu_epi8(p, __mmask16((1u << n) - 1), __m512i(v));
+#else
+  const v8 b = __builtin_convertvector(v, v8);
+  std::memcpy(p, &b, size_t(n));
+#endif
+}
+
+// Per-lane multiply(x, {m, shift}): the high-mul as (x*m + 2^30) >> 31 in 64 bits — the same as
+// gemmlowp's nudge-and-truncate for every product (m is never INT32_MIN, so no saturation) —
+// then the rounding right shift. `left` / `right` are the shift split as in `multiply`.
+inline v32 requantize(v32 x, v32 m, v32 left, v32 right) {
+  x = v32(vu32(x) << vu32(left));
+  v32 r;
+#if defined(__AVX512F__)
+  const __m512i xv = __m512i(x), mv = __m512i(m), nudge = _mm512_set1_epi64(int64_t(1) << 30);
+  const __m512i even = _mm512_srai_epi64(_mm512_add_epi64(_mm512_mul_epi32(xv, mv), nudge), 31);
+  const __m512i odd = _mm512_srai_epi64(
+      _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(xv, 32), _mm512_srli_epi64(mv, 32)), nudge), 31);
+  r = v32(_mm512_mask_blend_epi32(__mmask16(0xAAAA), even, _mm512_slli_epi64(odd, 32)));
+#else
+  for (int l = 0; l < kLanes; ++l) r[l] = int32_t((int64_t(x[l]) * m[l] + (int64_t(1) << 30)) >> 31);
+#endif
+  const v32 mask = (splat32(1) << right) - 1;
+  const v32 threshold = (mask >> 1) - (r < 0);  // (r < 0) is -1 in a true lane
+  return (r >> right) - ((r & mask) > threshold);
+}
+
+// Each output channel's multiplier, as the lanes `requantize` takes.
+struct ChannelMultipliers {
+  std::vector<int32_t> m, left, right;
+  void resize(size_t n) {
+    m.assign(n, 0);
+    left.assign(n, 0);
+    right.assign(n, 0);
+  }
+  void set(size_t c, Multiplier q) {
+    m[c] = q.m;
+    left[c] = q.shift > 0 ? q.shift : 0;
+    right[c] = q.shift > 0 ? 0 : -q.shift;
+  }
+  Multiplier at(size_t c) const { return {m[c], left[c] - right[c]}; }
+};
+
+}  // namespace layertune::int8

@@ -1,0 +1,321 @@
+"""int8 models computed in int8: every int8 convolution kernel bit-exact against the reference
+kernel and an independent numpy version of TFLite's arithmetic, one-op models and whole models
+against LiteRT (within 1 LSB), the precision pass, plans, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import layertune
+from layertune import _core
+from layertune.graph.ir import Graph, Node, Quantization, Tensor
+from layertune.graph.plan import graph_from_plan, plan_bytes
+from layertune.graph.tflite_import import import_tflite_bytes
+
+import int8_reference as ref
+from conftest import require
+from model_zoo import calibrated_application, digits_cnn, int8_tflite
+from tflite_helpers import litert_run
+
+RNG = np.random.default_rng(7)
+
+
+def _q(scale: float, zero: int, dtype: str = "int8") -> Quantization:
+    return Quantization(dtype, (float(scale),), (int(zero),))
+
+
+def conv_graph(x_shape, w, bias, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1,
+               activation="none", method="", sx=0.05, zx=3, sy=0.2, zy=-5, w_scales=None, op=None):
+    """real input -> QUANTIZE -> an int8 convolution -> DEQUANTIZE -> real output."""
+    kh, kw, _, oc = w.shape
+    n, h, wd, _ = x_shape
+    oh = (h + pads[0] + pads[1] - (kh - 1) * dilations[0] - 1) // strides[0] + 1
+    ow = (wd + pads[2] + pads[3] - (kw - 1) * dilations[1] - 1) // strides[1] + 1
+    w_scales = w_scales if w_scales is not None else tuple(float(s) for s in RNG.uniform(0.005, 0.02, oc))
+    tensors = [
+        Tensor("x", tuple(x_shape), quantization=_q(sx, zx)),
+        Tensor("xq", tuple(x_shape), quantization=_q(sx, zx), dtype="int8"),
+        Tensor("w", w.shape, w, Quantization("int8", w_scales, (0,) * len(w_scales), 3), "int8"),
+        Tensor("b", (oc,), bias, Quantization("int32", tuple(sx * s for s in w_scales), (0,) * len(w_scales)), "int32"),
+        Tensor("yq", (n, oh, ow, oc), quantization=_q(sy, zy), dtype="int8"),
+        Tensor("y", (n, oh, ow, oc), quantization=_q(sy, zy)),
+    ]
+    attrs = {"strides": list(strides), "dilations": list(dilations), "pads": list(pads), "groups": groups,
+             "activation": activation}
+    if method:
+        attrs["kernel.method"] = method
+    op = op or ("DEPTHWISE_CONV_2D" if groups > 1 and groups == x_shape[3] else "CONV_2D")
+    nodes = [Node("QUANTIZE", "quantize", [0], [1]), Node(op, "conv", [1, 2, 3], [4], attrs),
+             Node("DEQUANTIZE", "dequantize", [4], [5])]
+    return Graph("conv", tensors, nodes, [0], [5])
+
+
+def run_int(graph: Graph, q_x: np.ndarray, threads: int = 1, reference: bool = False) -> np.ndarray:
+    """The graph on integer input (given as the reals they stand for), its integer output."""
+    xq, yq = graph.tensors[graph.inputs[0]].quantization, graph.tensors[graph.outputs[0]].quantization
+    x = ((q_x.astype(np.float64) - xq.zero_point) * xq.scale).astype(np.float32)
+    engine = _core.Engine(plan_bytes(graph), threads, reference)
+    y = engine.run([x])[0]
+    return np.round(y.astype(np.float64) / yq.scale + yq.zero_point).astype(np.int64)
+
+
+def numpy_conv(graph: Graph, q_x: np.ndarray) -> np.ndarray:
+    conv = graph.nodes[1]
+    T = graph.tensors
+    w, b, yq = T[2], T[3], T[4].quantization
+    sx, zx = T[1].quantization.scale, T[1].quantization.zero_point
+    mults = [ref.quantize_multiplier(float(np.float32(sx)) * float(np.float32(s)) / float(np.float32(yq.scale)))
+             for s in w.quantization.scales]
+    lo, hi = -128, 127
+    act = conv.attrs["activation"]
+    if act in ("relu", "relu6"):
+        lo = max(lo, yq.zero_point)
+    if act == "relu6":
+        hi = min(hi, yq.zero_point + int(np.round(6 / np.float32(yq.scale))))
+    return ref.conv(q_x, zx, w.data, b.data, mults, yq.zero_point, lo, hi, conv.attrs["strides"],
+                    conv.attrs["pads"], conv.attrs["dilations"], conv.attrs["groups"]).astype(np.int64)
+
+
+# (input, kernel h/w, out channels, strides, pads, dilations, groups, activation): 1x1, 3x3, 5x5,
+# strided, dilated, channel counts off the 4-byte / 16-lane grid, batch 2, grouped, the activations.
+REGULAR = [
+    ((1, 8, 8, 16), 1, 24, (1, 1), (0, 0, 0, 0), (1, 1), 1, "none"),
+    ((1, 9, 11, 3), 3, 8, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu6"),
+    ((2, 10, 10, 5), 3, 40, (2, 2), (0, 1, 0, 1), (1, 1), 1, "relu"),
+    ((1, 12, 9, 7), 3, 17, (1, 1), (2, 2, 2, 2), (2, 2), 1, "none"),
+    ((1, 9, 9, 6), 5, 33, (1, 2), (2, 2, 1, 2), (1, 1), 1, "none"),
+    ((1, 6, 6, 70), 1, 130, (1, 1), (0, 0, 0, 0), (1, 1), 1, "relu"),
+    ((1, 7, 7, 8), 3, 12, (1, 1), (1, 1, 1, 1), (1, 1), 2, "none"),  # grouped: the reference
+]
+DEPTHWISE = [
+    ((1, 10, 10, 24), 3, 1, (1, 1), (1, 1, 1, 1), "relu6"),
+    ((1, 11, 11, 40), 3, 1, (2, 2), (0, 1, 0, 1), "none"),
+    ((2, 9, 9, 17), 5, 1, (1, 1), (2, 2, 2, 2), "relu"),
+    ((1, 12, 12, 33), 5, 1, (2, 2), (1, 2, 1, 2), "none"),
+    ((1, 8, 8, 6), 3, 2, (1, 1), (1, 1, 1, 1), "none"),  # multiplier 2: the reference
+]
+
+
+def _layer(case, depthwise: bool):
+    if depthwise:
+        x_shape, k, mult, strides, pads, act = case
+        c = x_shape[3]
+        w = RNG.integers(-127, 128, (k, k, 1, c * mult)).astype(np.int8)
+        kw = dict(strides=strides, pads=pads, groups=c, activation=act)
+        oc = c * mult
+    else:
+        x_shape, k, oc, strides, pads, dil, groups, act = case
+        w = RNG.integers(-127, 128, (k, k, x_shape[3] // groups, oc)).astype(np.int8)
+        kw = dict(strides=strides, pads=pads, dilations=dil, groups=groups, activation=act)
+    bias = RNG.integers(-3000, 3000, oc).astype(np.int32)
+    q_x = RNG.integers(-128, 128, x_shape).astype(np.int64)
+    return w, bias, kw, q_x
+
+
+@pytest.mark.parametrize("depthwise,case", [(False, c) for c in REGULAR] + [(True, c) for c in DEPTHWISE])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int8_conv_kernels_bit_exact(depthwise, case, threads):
+    w, bias, kw, q_x = _layer(case, depthwise)
+    fast = conv_graph(q_x.shape, w, bias, **kw)  # the default kernel for the layer
+    want = numpy_conv(fast, q_x)
+    got_ref = run_int(fast, q_x, threads, reference=True)
+    np.testing.assert_array_equal(got_ref, want, "int8_reference vs numpy")
+    np.testing.assert_array_equal(run_int(fast, q_x, threads), want, "default int8 kernel vs numpy")
+    method = "int8_depthwise" if depthwise else "int8_gemm"
+    if (depthwise and case[2] == 1) or (not depthwise and case[6] == 1):  # where the method applies
+        named = conv_graph(q_x.shape, w, bias, method=method, w_scales=fast.tensors[2].quantization.scales, **kw)
+        np.testing.assert_array_equal(run_int(named, q_x, threads), want, f"{method} vs numpy")
+    # the outputs are not all clamped: the comparison says something
+    assert len(np.unique(want)) > 10
+
+
+def test_int8_method_that_does_not_apply_is_one_line():
+    w, bias, kw, q_x = _layer(REGULAR[6], False)  # grouped
+    graph = conv_graph(q_x.shape, w, bias, method="int8_gemm", **kw)
+    with pytest.raises(ValueError, match="node 'conv'.*int8_gemm computes ungrouped layers only"):
+        _core.Engine(plan_bytes(graph), 1)
+
+
+def test_int8_plan_round_trip_and_bad_quantization():
+    w, bias, kw, q_x = _layer(REGULAR[1], False)
+    graph = conv_graph(q_x.shape, w, bias, **kw)
+    back = graph_from_plan(plan_bytes(graph))
+    assert [t.dtype for t in back.tensors] == [t.dtype for t in graph.tensors]
+    assert back.tensors[2].data.dtype == np.int8 and back.tensors[3].data.dtype == np.int32
+    assert back.tensors[2].quantization.scales == pytest.approx(graph.tensors[2].quantization.scales)
+    np.testing.assert_array_equal(run_int(back, q_x), run_int(graph, q_x))
+    graph.tensors[4].quantization = None  # an int8 tensor with no scale
+    with pytest.raises(ValueError, match="int8 tensor 'yq' has no quantization"):
+        _core.Engine(plan_bytes(graph), 1)
+
+
+# -- one-op models against LiteRT ----------------------------------------------------------------
+
+def _one_op_models():
+    tf = require("tensorflow")
+    L = tf.keras.layers
+
+    def model(shape, *layers, inputs=1):
+        xs = [tf.keras.Input(shape) for _ in range(inputs)]
+        y = xs[0] if inputs == 1 else xs
+        for layer in layers:
+            y = layer(y)
+        return tf.keras.Model(xs, y)
+
+    tf.keras.utils.set_random_seed(1)
+    return {
+        "conv3x3_relu6": model((12, 12, 5), L.Conv2D(16, 3, padding="same"), L.ReLU(6.0)),
+        "conv_s2_valid": model((13, 13, 8), L.Conv2D(24, 3, strides=2)),
+        "conv1x1": model((8, 8, 32), L.Conv2D(40, 1, activation="relu")),
+        "depthwise_s1": model((10, 10, 24), L.DepthwiseConv2D(3, padding="same")),
+        "depthwise5_s2": model((11, 11, 16), L.DepthwiseConv2D(5, strides=2, padding="same")),
+        "dense": model((20,), L.Dense(13)),
+        "add": model((6, 6, 8), L.Add(), inputs=2),
+        "concat": model((6, 6, 8), L.Concatenate(), inputs=2),
+        "mean": model((7, 7, 16), L.GlobalAveragePooling2D()),
+        "avgpool": model((8, 8, 8), L.AveragePooling2D(2)),
+        "maxpool": model((9, 9, 8), L.MaxPooling2D(3, strides=2, padding="same")),
+        "pad": model((6, 6, 4), L.ZeroPadding2D(((1, 2), (0, 1)))),
+        "logistic": model((6, 6, 4), L.Activation("sigmoid")),
+        "hard_swish": model((6, 6, 4), L.Activation(tf.nn.relu6), L.Lambda(lambda v: v * tf.nn.relu6(v + 3) / 6)),
+        "reshape_softmax": model((4, 4, 3), L.Reshape((48,)), L.Softmax()),
+    }
+
+
+ONE_OP = [
+    "conv3x3_relu6", "conv_s2_valid", "conv1x1", "depthwise_s1", "depthwise5_s2", "dense", "add", "concat", "mean",
+    "avgpool", "maxpool", "pad", "logistic", "hard_swish", "reshape_softmax"]
+
+
+def _quantized(model, rng: np.random.Generator) -> tuple[bytes, list[np.ndarray]]:
+    tf = require("tensorflow")
+    shapes = [tuple(i.shape[1:]) for i in model.inputs]
+    calib = [rng.uniform(-2, 2, (50, 1) + s).astype(np.float32) for s in shapes]
+
+    def representative():
+        for i in range(50):
+            yield [c[i] for c in calib]
+
+    from tflite_helpers import convert_keras
+    fb = convert_keras(model, optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=representative,
+                       target_spec=tf.lite.TargetSpec(supported_ops=[tf.lite.OpsSet.TFLITE_BUILTINS_INT8]),
+                       inference_input_type=tf.int8, inference_output_type=tf.int8)
+    return fb, [rng.uniform(-2, 2, (1,) + s).astype(np.float32) for s in shapes]
+
+
+def litert_int(fb: bytes, xs: list[np.ndarray], threads: int = 1, reference: bool = False) -> np.ndarray:
+    """LiteRT's output: by default with XNNPACK (fp32 requantization); reference=True with
+    TFLite's reference kernels (BUILTIN_REF), whose fixed-point arithmetic layertune's int8 path follows."""
+    if not reference:
+        return litert_run(fb, xs, threads)[0]
+    litert = require("ai_edge_litert.interpreter")
+    it = litert.Interpreter(model_content=fb, num_threads=threads,
+                            experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    for d, x in zip(it.get_input_details(), xs):
+        it.set_tensor(d["index"], x)
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"])
+
+
+def _lsb_diff(graph: Graph, fb: bytes, xs_real: list[np.ndarray], threads: int = 1, reference: bool = False) -> np.ndarray:
+    """|layertune - LiteRT| in the output's integers, for the input quantized as LiteRT takes it."""
+    xs = []
+    for t, x in zip(graph.inputs, xs_real):
+        q = graph.tensors[t].quantization
+        xs.append(np.clip(np.round(x / q.scale + q.zero_point), -128, 127).astype(np.int8))
+    want = litert_int(fb, xs, threads, reference).astype(np.int64)
+    got = layertune.Model(graph, threads).run(xs if len(xs) > 1 else xs[0])
+    oq = graph.tensors[graph.outputs[0]].quantization
+    return np.abs(np.round(got / oq.scale + oq.zero_point).astype(np.int64) - want.reshape(got.shape))
+
+
+@pytest.fixture(scope="module")
+def one_op_models():
+    return _one_op_models()
+
+
+@pytest.mark.parametrize("name", ONE_OP)
+def test_one_op_int8_models_agree_with_litert(one_op_models, name):
+    model = one_op_models[name]
+    fb, xs = _quantized(model, np.random.default_rng(ONE_OP.index(name)))
+    graph = import_tflite_bytes(fb, name)
+    main = [n for n in graph.nodes if n.op not in ("QUANTIZE", "DEQUANTIZE")]
+    if name != "reshape_softmax":  # SOFTMAX has no int8 kernel: computed in float between conversions
+        assert all(graph.tensors[n.outputs[0]].dtype == "int8" for n in main), [(n.op, graph.tensors[n.outputs[0]].dtype) for n in main]
+    else:
+        assert {n.op: graph.tensors[n.outputs[0]].dtype for n in main} == {"RESHAPE": "int8", "SOFTMAX": "float32"}
+    for threads in (1, 2):
+        diff = _lsb_diff(graph, fb, xs, threads)
+        assert diff.max() <= 1, f"{name}: {diff.max()} LSB off LiteRT"
+        if name != "reshape_softmax":  # the float SOFTMAX rounds as LiteRT's XNNPACK does, not as its reference
+            exact = _lsb_diff(graph, fb, xs, threads, reference=True)
+            assert exact.max() == 0, f"{name}: {np.mean(exact == 0):.4f} equal to TFLite's reference kernels"
+
+
+# -- whole models -------------------------------------------------------------------------------
+
+def test_int8_digits_cnn_in_int8_agrees_with_litert(tmp_path):
+    keras_model, x_test, y_test, x_train = digits_cnn()
+    fb = int8_tflite(keras_model, x_train)
+    path = tmp_path / "digits_int8.tflite"
+    path.write_bytes(fb)
+    model = layertune.load(path)
+    convs = [n for n in model.graph.nodes if n.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+    assert convs and all(model.graph.tensors[n.outputs[0]].dtype == "int8" for n in convs)
+    q = model.graph.tensors[model.graph.inputs[0]].quantization
+    xq = np.clip(np.round(x_test / q.scale + q.zero_point), -128, 127).astype(np.int8)
+    oq = model.graph.tensors[model.graph.outputs[0]].quantization
+    plan = tmp_path / "digits_int8.ltplan"
+    model.save(plan)
+    from_plan = layertune.load(plan, threads=2)
+    ours, ours_plan, theirs = [], [], []
+    for i in range(len(xq)):
+        ours.append(np.round(model.run(xq[i:i + 1]) / oq.scale + oq.zero_point))
+        ours_plan.append(np.round(from_plan.run(xq[i:i + 1]) / oq.scale + oq.zero_point))
+        theirs.append(litert_run(fb, [xq[i:i + 1]])[0])
+    ours, ours_plan, theirs = (np.concatenate(a).astype(np.int64) for a in (ours, ours_plan, theirs))
+    np.testing.assert_array_equal(ours_plan, ours)
+    assert np.mean(np.abs(ours - theirs) <= 1) >= 0.999
+    assert np.array_equal(ours.argmax(1), theirs.argmax(1))
+    assert np.mean(ours.argmax(1) == y_test) > 0.9  # and it is still a digits classifier
+
+
+# exact: every op by TFLite's integer arithmetic (MobileNetV3's HARD_SWISH is a table here, its SE
+# MUL computed in float: within 1 LSB of the reference kernels, not equal).
+@pytest.mark.parametrize("name,size,exact", [("MobileNetV2", 96, True), ("MobileNetV3Small", 96, False),
+                                             ("ResNet50", 64, True)])
+def test_int8_applications_agree_with_litert(name, size, exact):
+    tf = require("tensorflow")
+    keras_model = calibrated_application(name, size)
+    rng = np.random.default_rng(3)  # the same data whichever tests ran before
+    calib = rng.uniform(-1, 1, (8, 1, size, size, 3)).astype(np.float32)
+    from tflite_helpers import convert_keras
+    fb = convert_keras(keras_model, optimizations=[tf.lite.Optimize.DEFAULT],
+                       representative_dataset=lambda: ([c] for c in calib),
+                       target_spec=tf.lite.TargetSpec(supported_ops=[tf.lite.OpsSet.TFLITE_BUILTINS_INT8]),
+                       inference_input_type=tf.int8, inference_output_type=tf.int8)
+    graph = import_tflite_bytes(fb, name)
+    convs = [n for n in graph.nodes if n.op in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert all(graph.tensors[n.outputs[0]].dtype == "int8" for n in convs)
+    x = [rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)]
+    for threads in (1, 2):
+        ref_diff = _lsb_diff(graph, fb, x, threads, reference=True)
+        assert ref_diff.max() == 0 if exact else np.mean(ref_diff <= 1) >= 0.999, \
+            f"{name} at {threads} threads: {np.mean(ref_diff == 0):.4f} equal to TFLite's reference kernels"
+        # XNNPACK requantizes in fp32: a 1-LSB difference here and there, compounding with depth
+        diff = _lsb_diff(graph, fb, x, threads)
+        assert np.mean(diff <= 1) >= 0.95, f"{name} at {threads} threads: {np.mean(diff <= 1):.4f} within 1 LSB of XNNPACK"
+
+
+def test_int8_off_computes_in_float_as_before():
+    keras_model, x_test, _, x_train = digits_cnn()
+    fb = int8_tflite(keras_model, x_train)
+    graph = import_tflite_bytes(fb, "digits", int8=False)
+    assert all(t.dtype == "float32" for t in graph.tensors)
+    int8_graph = import_tflite_bytes(fb, "digits")
+    x = x_test[:1]
+    a = layertune.Model(graph).run(x)
+    b = layertune.Model(int8_graph).run(x)
+    assert np.abs(a - b).max() <= 2 * graph.tensors[graph.outputs[0]].quantization.scale
