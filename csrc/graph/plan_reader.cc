@@ -28,10 +28,10 @@ class Reader {
     p_ += n;
     return s;
   }
-  // A name (of the model, a tensor, a node, an op): valid UTF-8 without control characters,
-  // whatever the file holds, so that every message quoting it is one printable line. Each byte
-  // that breaks that becomes '?'.
-  std::string name() {
+  // A string of the plan (a name of the model, a tensor, a node, an op; an attribute's text):
+  // valid UTF-8 without control characters, whatever the file holds, so that every message
+  // quoting it is one printable line. Each byte that breaks that becomes '?'.
+  std::string text() {
     std::string raw = str(), out;
     for (size_t i = 0; i < raw.size();) {
       const unsigned char c = raw[i];
@@ -134,11 +134,11 @@ Plan parse(const uint8_t* data, size_t head_size, size_t size, ReadBlob&& read_b
     fail("plan is corrupt (sections out of range)");
 
   Reader r(data + meta_offset, meta_size);
-  plan.name = r.name();
+  plan.name = r.text();
   const uint32_t n_tensors = r.count(25);
   plan.tensors.resize(n_tensors);
   for (auto& t : plan.tensors) {
-    t.name = r.name();
+    t.name = r.text();
     const uint32_t rank = r.count(4);
     if (rank > 8) fail("plan: tensor '", t.name, "' has rank ", rank, " (at most 8)");
     int64_t elements = 1;
@@ -158,7 +158,7 @@ Plan parse(const uint8_t* data, size_t head_size, size_t size, ReadBlob&& read_b
       const uint8_t dtype = r.get<uint8_t>();
       if (dtype > uint8_t(DType::kInt32)) fail("plan: tensor '", t.name, "' has unknown dtype ", int(dtype));
       t.dtype = DType(dtype);
-      t.quant_dtype = r.str();
+      t.quant_dtype = r.text();
       for (uint32_t i = 0, c = r.count(4); i < c; ++i) t.scales.push_back(r.get<float>());
       for (uint32_t i = 0, c = r.count(4); i < c; ++i) t.zero_points.push_back(r.get<int32_t>());
       t.quant_axis = r.get<int32_t>();
@@ -177,12 +177,12 @@ Plan parse(const uint8_t* data, size_t head_size, size_t size, ReadBlob&& read_b
   const uint32_t n_nodes = r.count(20);
   plan.nodes.resize(n_nodes);
   for (auto& n : plan.nodes) {
-    n.op = r.name();
-    n.name = r.name();
+    n.op = r.text();
+    n.name = r.text();
     for (uint32_t i = 0, c = r.count(4); i < c; ++i) n.inputs.push_back(tensor_id(r.get<int32_t>(), true));
     for (uint32_t i = 0, c = r.count(4); i < c; ++i) n.outputs.push_back(tensor_id(r.get<int32_t>(), false));
     for (uint32_t i = 0, c = r.count(9); i < c; ++i) {
-      std::string key = r.name();
+      std::string key = r.text();
       PlanAttr a;
       const uint8_t kind = r.get<uint8_t>();
       if (kind == PlanAttr::kInts) {
@@ -193,7 +193,7 @@ Plan parse(const uint8_t* data, size_t head_size, size_t size, ReadBlob&& read_b
         for (uint32_t j = 0, m = r.count(4); j < m; ++j) a.floats.push_back(r.get<float>());
       } else if (kind == PlanAttr::kString) {
         a.kind = PlanAttr::kString;
-        a.str = r.str();
+        a.str = r.text();
       } else {
         fail("plan: ", n.where(), " has an attribute of unknown kind ", int(kind));
       }
