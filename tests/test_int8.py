@@ -86,6 +86,7 @@ REGULAR = [
     ((1, 12, 9, 7), 3, 17, (1, 1), (2, 2, 2, 2), (2, 2), 1, "none"),
     ((1, 9, 9, 6), 5, 33, (1, 2), (2, 2, 1, 2), (1, 1), 1, "none"),
     ((1, 6, 6, 70), 1, 130, (1, 1), (0, 0, 0, 0), (1, 1), 1, "relu"),
+    ((2, 7, 9, 24), 1, 40, (1, 1), (0, 0, 0, 0), (1, 1), 1, "relu6"),  # 1x1 read in place (channels % 4 == 0)
     ((1, 7, 7, 8), 3, 12, (1, 1), (1, 1, 1, 1), (1, 1), 2, "none"),  # grouped: the reference
 ]
 DEPTHWISE = [
@@ -131,7 +132,7 @@ def test_int8_conv_kernels_bit_exact(depthwise, case, threads):
 
 
 def test_int8_method_that_does_not_apply_is_one_line():
-    w, bias, kw, q_x = _layer(REGULAR[6], False)  # grouped
+    w, bias, kw, q_x = _layer(next(c for c in REGULAR if c[6] > 1), False)  # grouped
     graph = conv_graph(q_x.shape, w, bias, method="int8_gemm", **kw)
     with pytest.raises(ValueError, match="node 'conv'.*int8_gemm computes ungrouped layers only"):
         _core.Engine(plan_bytes(graph), 1)
@@ -148,6 +149,29 @@ def test_int8_plan_round_trip_and_bad_quantization():
     graph.tensors[4].quantization = None  # an int8 tensor with no scale
     with pytest.raises(ValueError, match="int8 tensor 'yq' has no quantization"):
         _core.Engine(plan_bytes(graph), 1)
+
+
+def test_quantize_rounds_half_away_from_zero_as_tflite():
+    """QUANTIZE's vectorized rounding (x / scale, ties away from zero, plus the zero point,
+    saturated) on exact ties of both signs, tiny and saturating values, over a length that leaves
+    a vector tail; and int8 -> int8 requantization against the scalar arithmetic."""
+    scale, zero = 0.25, -3
+    steps = np.array([0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 1e-8, -1e-8, 0.0, 126.5,
+                      -126.5, 1e9, -1e9, 130.5, -130.5, 7.25, -7.75, 3.5000002, -3.4999998] * 2, np.float64)
+    x = (steps * scale).astype(np.float32)
+    tensors = [Tensor("x", (1, len(x)), quantization=_q(scale, zero)),
+               Tensor("xq", (1, len(x)), quantization=_q(scale, zero), dtype="int8"),
+               Tensor("xr", (1, len(x)), quantization=_q(scale * 3.1, 5), dtype="int8"),
+               Tensor("y", (1, len(x)), quantization=_q(scale * 3.1, 5))]
+    nodes = [Node("QUANTIZE", "quantize", [0], [1]), Node("QUANTIZE", "requantize", [1], [2]),
+             Node("DEQUANTIZE", "dequantize", [2], [3])]
+    engine = _core.Engine(plan_bytes(Graph("quantize", tensors, nodes, [0], [3])), 1)
+    q = x.astype(np.float32) / np.float32(scale)
+    xq = np.clip(np.sign(q) * np.floor(np.abs(q.astype(np.float64)) + 0.5) + zero, -128, 127).astype(np.int64)
+    m, shift = ref.quantize_multiplier(float(np.float32(scale)) / float(np.float32(scale * 3.1)))
+    want = np.clip(ref.multiply_by_quantized_multiplier(xq - zero, m, shift) + 5, -128, 127)
+    got = np.round(engine.run([x])[0].astype(np.float64).ravel() / np.float32(scale * 3.1) + 5).astype(np.int64)
+    np.testing.assert_array_equal(got, want)
 
 
 # -- one-op models against LiteRT ----------------------------------------------------------------

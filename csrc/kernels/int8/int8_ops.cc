@@ -124,6 +124,17 @@ class QFullyConnectedOp final : public Op {
   std::unique_ptr<int8::QConvKernel> kernel_;
 };
 
+// TFLite's quantization of reals: x / scale rounded half away from zero, plus the zero point,
+// saturated. Written to vectorize (std::round is a library call per element): x / scale minus its
+// truncation is exact, so comparing that fraction with 0.5 rounds as std::round does.
+void quantize_reals(const float* __restrict x, int8_t* __restrict y, int64_t n, float scale, float zero_point) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float q = x[i] / scale, t = std::trunc(q), f = q - t;
+    const float r = t + (f >= 0.5f ? 1.f : 0.f) - (f <= -0.5f ? 1.f : 0.f) + zero_point;
+    y[i] = int8_t(std::min(std::max(r, -128.f), 127.f));
+  }
+}
+
 // QUANTIZE: real -> int8 (round half away from zero, as TFLite), or int8 -> int8 of another scale.
 class QuantizeOp final : public Op {
  public:
@@ -147,14 +158,14 @@ class QuantizeOp final : public Op {
       const int64_t i0 = t * kChunk, i1 = std::min(n_, i0 + kChunk);
       if (from_int8_) {
         const int8_t* x = in8(b, in_);
-        for (int64_t i = i0; i < i1; ++i)
-          y[i] = int8::saturate(int8::multiply(int32_t(x[i]) - x_.zero_point, m_) + y_.zero_point, -128, 127);
-      } else {
-        const float* x = b[in_];
-        for (int64_t i = i0; i < i1; ++i) {
-          const float v = std::round(x[i] / y_.scale) + float(y_.zero_point);
-          y[i] = int8_t(std::min(std::max(v, -128.f), 127.f));
+        const int8::v32 m = int8::splat32(m_.m), left = int8::splat32(std::max(m_.shift, 0)),
+                        right = int8::splat32(std::max(-m_.shift, 0));
+        for (int64_t i = i0; i < i1; i += int8::kLanes) {
+          const int n = int(std::min<int64_t>(int8::kLanes, i1 - i));
+          int8::narrow_store(y + i, int8::requantize(int8::widen(x + i, n) - x_.zero_point, m, left, right) + y_.zero_point, n);
         }
+      } else {
+        quantize_reals(b[in_] + i0, y + i0, i1 - i0, y_.scale, float(y_.zero_point));
       }
     });
   }
@@ -215,16 +226,14 @@ class QAddOp final : public Op {
     const v32 m1 = int8::splat32(m1_.m), l1 = int8::splat32(std::max(m1_.shift, 0)), r1 = int8::splat32(std::max(-m1_.shift, 0));
     const v32 m2 = int8::splat32(m2_.m), l2 = int8::splat32(std::max(m2_.shift, 0)), r2 = int8::splat32(std::max(-m2_.shift, 0));
     const v32 mo = int8::splat32(mo_.m), lo = int8::splat32(std::max(mo_.shift, 0)), ro = int8::splat32(std::max(-mo_.shift, 0));
+    const v32 zo = int8::splat32(zo_), lo_bound = int8::splat32(lo_), hi_bound = int8::splat32(hi_);
     ThreadPool::global().parallel_for(threads_, (n_ + kChunk - 1) / kChunk, [&](int64_t t, int) {
       const int64_t i0 = t * kChunk, i1 = std::min(n_, i0 + kChunk);
       for (int64_t i = i0; i < i1; i += kLanes) {
         const int n = int(std::min<int64_t>(kLanes, i1 - i));
         const v32 s1 = int8::requantize((int8::widen(x1 + i, n) - z1_) << kLeftShift, m1, l1, r1);
         const v32 s2 = int8::requantize((int8::widen(x2 + i, n) - z2_) << kLeftShift, m2, l2, r2);
-        v32 r = int8::requantize(s1 + s2, mo, lo, ro) + zo_;
-        r = r < lo_ ? int8::splat32(lo_) : r;
-        r = r > hi_ ? int8::splat32(hi_) : r;
-        int8::narrow_store(y + i, r, n);
+        int8::narrow_store(y + i, int8::clamp32(int8::requantize(s1 + s2, mo, lo, ro) + zo, lo_bound, hi_bound), n);
       }
     });
   }

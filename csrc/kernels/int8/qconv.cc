@@ -86,21 +86,31 @@ struct Requant {
     lo = q.out_min;
     hi = q.out_max;
   }
+  // The lanes of 16 channels from c0 (and the output's zero point and bounds), loaded once for all
+  // the pixels a loop stores: held in locals, they are not reloaded after every int8 store.
+  struct Lanes {
+    v32 bias, m, left, right, zero_point, lo, hi;
+  };
+  Lanes lanes(int64_t c0) const {
+    return {load32(&bias[c0]), load32(&m[c0]), load32(&left[c0]), load32(&right[c0]), splat32(zero_point),
+            splat32(lo), splat32(hi)};
+  }
   // acc (16 channels from c0) -> int8 at y (n <= 16 of them written).
-  void store(v32 acc, int64_t c0, int8_t* y, int n) const {
-    v32 r = requantize(acc + load32(&bias[c0]), load32(&m[c0]), load32(&left[c0]), load32(&right[c0]));
-    r += zero_point;
-    r = r < lo ? splat32(lo) : r;
-    r = r > hi ? splat32(hi) : r;
+  void store(v32 acc, int64_t c0, int8_t* y, int n) const { store(acc, lanes(c0), y, n); }
+  static void store(v32 acc, const Lanes& l, int8_t* y, int n) {
+    const v32 r = clamp32(requantize(acc + l.bias, l.m, l.left, l.right) + l.zero_point, l.lo, l.hi);
     narrow_store(y, r, n);
   }
 };
 
-// GEMM over the layer's im2col rows: A (pixels x K, uint8 = input + 128, packed per task) times
-// B (K x out_c, int8, packed in blocks of 16 channels x 4 k: the operand layout of VNNI's
-// vpdpbusd, which multiplies four unsigned bytes by four signed bytes into each int32 lane).
-// The +128 is undone through the bias: sum((x + 128) w) - (128 + input_zero_point) sum(w) =
-// sum((x - input_zero_point) w); padding reads input_zero_point, so it adds nothing.
+// GEMM over the layer's im2col rows: A (pixels x K, unsigned bytes: input + 128) times B (K x out_c,
+// int8, packed in blocks of 16 channels x 4 k: the operand layout of VNNI's vpdpbusd, which
+// multiplies four unsigned bytes by four signed bytes into each int32 lane). The +128 is undone
+// through the bias: sum((x + 128) w) - (128 + input_zero_point) sum(w) = sum((x - input_zero_point) w);
+// padding reads input_zero_point, so it adds nothing. A 1x1 layer of stride 1 whose channels are a
+// multiple of 4 (most of a MobileNet) reads its rows straight from the input, the tile adding the
+// 128 as it broadcasts them; other layers pack their rows per task (im2col). Each tile's sums are
+// requantized and stored from its registers.
 class GemmQConv : public QConvKernel {
  public:
   static constexpr int kRows = 8;      // pixels per micro-tile
@@ -110,6 +120,8 @@ class GemmQConv : public QConvKernel {
     const ConvShape& s = q.shape;
     k_ = int64_t(s.kernel_h) * s.kernel_w * s.in_c;
     kp_ = round_up(k_, 4);
+    direct_ = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
+              s.pad_bottom == 0 && s.pad_left == 0 && s.pad_right == 0 && s.in_c % 4 == 0;
     blocks_ = (s.out_c + kBlock - 1) / kBlock;
     b_.assign(size_t(blocks_ * kp_ * kBlock), 0);
     std::vector<int32_t> bias(size_t(s.out_c));
@@ -138,25 +150,21 @@ class GemmQConv : public QConvKernel {
     threads = int(std::min<int64_t>(threads, tasks));
     if (int(scratch_.size()) < threads) scratch_.resize(size_t(threads));
     ThreadPool::global().parallel_for(threads, tasks, [&](int64_t task, int worker) {
-      AlignedBuffer& buf = scratch_[size_t(worker)];
-      const size_t floats = size_t(rows_per_task_ * kp_ / 4 + kBlock * kRows * 2);
-      if (buf.size() < floats) buf.resize(floats);
-      uint8_t* a = reinterpret_cast<uint8_t*>(buf.data());
-      int32_t* acc = reinterpret_cast<int32_t*>(buf.data()) + rows_per_task_ * kp_ / 4;
       const int64_t p0 = task * rows_per_task_, rows = std::min<int64_t>(rows_per_task_, pixels - p0);
-      pack_rows(x, p0, rows, a);
+      const uint8_t* a;
+      if (direct_) {
+        a = reinterpret_cast<const uint8_t*>(x + p0 * kp_);  // signed bytes: the tile adds the 128
+      } else {
+        AlignedBuffer& buf = scratch_[size_t(worker)];
+        const size_t floats = size_t(rows_per_task_ * kp_ / 4);
+        if (buf.size() < floats) buf.resize(floats);
+        pack_rows(x, p0, rows, reinterpret_cast<uint8_t*>(buf.data()));
+        a = reinterpret_cast<const uint8_t*>(buf.data());
+      }
       for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
         const int nr = int(std::min<int64_t>(kRows, rows - r0));
-        for (int64_t nb = 0; nb < blocks_; nb += 2) {
-          const int nv = nb + 1 < blocks_ ? 2 : 1;
-          tile(a + r0 * kp_, nr, nb, nv, acc);
-          for (int r = 0; r < nr; ++r)
-            for (int v = 0; v < nv; ++v) {
-              const int64_t c0 = (nb + v) * kBlock;
-              rq_.store(load32(acc + (r * 2 + v) * kBlock), c0, y + (p0 + r0 + r) * s.out_c + c0,
-                        int(std::min<int64_t>(kBlock, s.out_c - c0)));
-            }
-        }
+        for (int64_t nb = 0; nb < blocks_; nb += 2)
+          tile(a + r0 * kp_, nr, nb, nb + 1 < blocks_ ? 2 : 1, y + (p0 + r0) * s.out_c);
       }
     });
   }
@@ -165,37 +173,62 @@ class GemmQConv : public QConvKernel {
   // The im2col rows of pixels [p0, p0 + rows) as uint8 (x + 128), each kp_ long (zeros past k_).
   void pack_rows(const int8_t* x, int64_t p0, int64_t rows, uint8_t* a) const {
     const ConvShape& s = q_.shape;
-    const int oh = s.out_h(), ow = s.out_w();
+    const int oh = s.out_h(), ow = s.out_w(), ci = s.in_c;
+    const int64_t plane = int64_t(oh) * ow;
+    int n = int(p0 / plane), oy = int(p0 / ow % oh), ox = int(p0 % ow);
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t p = p0 + r;
-      const int n = int(p / (int64_t(oh) * ow)), oy = int(p / ow % oh), ox = int(p % ow);
       uint8_t* dst = a + r * kp_;
       for (int ky = 0; ky < s.kernel_h; ++ky) {
         const int iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
-        for (int kx = 0; kx < s.kernel_w; ++kx, dst += s.in_c) {
-          const int ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
-          if (iy < 0 || iy >= s.in_h || ix < 0 || ix >= s.in_w) {
-            std::memset(dst, pad_, size_t(s.in_c));
-            continue;
-          }
-          const int8_t* src = x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix) * s.in_c;
-          for (int c = 0; c < s.in_c; ++c) dst[c] = uint8_t(src[c]) ^ 0x80;
+        const int ix0 = ox * s.stride_w - s.pad_left;
+        if (iy >= 0 && iy < s.in_h && s.dilation_w == 1 && ix0 >= 0 && ix0 + s.kernel_w <= s.in_w) {
+          // The kernel row lies inside the input: its taps are one contiguous span.
+          flip_signs(x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix0) * ci, dst, s.kernel_w * ci);
+          dst += s.kernel_w * ci;
+          continue;
+        }
+        for (int kx = 0; kx < s.kernel_w; ++kx, dst += ci) {
+          const int ix = ix0 + kx * s.dilation_w;
+          if (iy < 0 || iy >= s.in_h || ix < 0 || ix >= s.in_w) std::memset(dst, pad_, size_t(ci));
+          else flip_signs(x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix) * ci, dst, ci);
         }
       }
       std::memset(dst, 0, size_t(kp_ - k_));
+      if (++ox == ow) {
+        ox = 0;
+        if (++oy == oh) oy = 0, ++n;
+      }
     }
   }
+  // dst = src + 128 as unsigned bytes. Through restrict pointers and a local count: a byte store may
+  // alias anything, and with the layer's fields in reach the compiler kept this loop scalar.
+  static void flip_signs(const int8_t* __restrict src, uint8_t* __restrict dst, int count) {
+#if defined(__AVX512BW__)
+    // Short spans (3 channels, a 3-tap row of them) are the common case of a first layer: masked
+    // moves instead of a scalar tail.
+    const __m512i sign = _mm512_set1_epi8(char(0x80));
+    for (int c = 0; c < count; c += 64) {
+      const __mmask64 keep = count - c >= 64 ? ~__mmask64(0) : (__mmask64(1) << (count - c)) - 1;
+      _mm512_mask_storeu_epi8(dst + c, keep, _mm512_xor_si512(_mm512_maskz_loadu_epi8(keep, src + c), sign));
+    }
+#else
+    for (int c = 0; c < count; ++c) dst[c] = uint8_t(src[c]) ^ 0x80;
+#endif
+  }
 
-  // acc[r][v][16] = A rows [0, nr) x B blocks nb, nb + nv (nv = 1 or 2).
-  void tile(const uint8_t* a, int nr, int64_t nb, int nv, int32_t* acc) const {
+  // y (rows of out_c) for A rows [0, nr) x B blocks nb, nb + nv (nv = 1 or 2), requantized.
+  void tile(const uint8_t* a, int nr, int64_t nb, int nv, int8_t* y) const {
     const int8_t* b = b_.data() + nb * kp_ * kBlock;
+    const int out_c = q_.shape.out_c;
 #if LAYERTUNE_X86_VNNI
     if (vnni_) {
-      if (nv == 2) tile_vnni<2>(a, kp_, nr, b, kp_ * kBlock, kp_ / 4, acc);
-      else tile_vnni<1>(a, kp_, nr, b, kp_ * kBlock, kp_ / 4, acc);
+      auto* const kernel = direct_ ? (nv == 2 ? tile_vnni<2, true> : tile_vnni<1, true>)
+                                   : (nv == 2 ? tile_vnni<2, false> : tile_vnni<1, false>);
+      kernel(a, kp_, nr, b, kp_ * kBlock, kp_ / 4, rq_, nb * kBlock, out_c, y);
       return;
     }
 #endif
+    const uint8_t flip = direct_ ? 0x80 : 0;
     for (int r = 0; r < nr; ++r)
       for (int v = 0; v < nv; ++v) {
         v32 sum{};
@@ -204,116 +237,132 @@ class GemmQConv : public QConvKernel {
           for (int j = 0; j < 4; ++j) {
             v32 w;
             for (int l = 0; l < kBlock; ++l) w[l] = bv[(k4 * kBlock + l) * 4 + j];
-            sum += int32_t(a[r * kp_ + k4 * 4 + j]) * w;
+            sum += int32_t(a[r * kp_ + k4 * 4 + j] ^ flip) * w;
           }
-        std::memcpy(acc + (r * 2 + v) * kBlock, &sum, sizeof sum);
+        const int64_t c0 = (nb + v) * kBlock;
+        rq_.store(sum, c0, y + r * out_c + c0, int(std::min<int64_t>(kBlock, out_c - c0)));
       }
   }
 
 #if LAYERTUNE_X86_VNNI
-  template <int NV>
+  template <int NV, bool Flip>
   __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(
-      const uint8_t* a, int64_t a_stride, int nr, const int8_t* b, int64_t b_stride, int64_t k4, int32_t* acc) {
+      const uint8_t* a, int64_t a_stride, int nr, const int8_t* b, int64_t b_stride, int64_t k4, const Requant& rq,
+      int64_t c0, int out_c, int8_t* y) {
     __m512i c[kRows][NV];
     const uint8_t* ar[kRows];
     for (int r = 0; r < kRows; ++r) {
       ar[r] = a + std::min(r, nr - 1) * a_stride;
       for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_si512();
     }
+    const __m512i flip = _mm512_set1_epi32(int32_t(0x80808080u));
     for (int64_t k = 0; k < k4; ++k) {
       __m512i w[NV];
       for (int v = 0; v < NV; ++v) w[v] = _mm512_loadu_si512(b + v * b_stride + k * 64);
       for (int r = 0; r < kRows; ++r) {
         int32_t four;
         std::memcpy(&four, ar[r] + k * 4, 4);
-        const __m512i xr = _mm512_set1_epi32(four);
+        __m512i xr = _mm512_set1_epi32(four);
+        if (Flip) xr = _mm512_xor_si512(xr, flip);
         for (int v = 0; v < NV; ++v) c[r][v] = _mm512_dpbusd_epi32(c[r][v], xr, w[v]);
       }
     }
     for (int r = 0; r < nr; ++r)
-      for (int v = 0; v < NV; ++v) _mm512_storeu_si512(acc + (r * 2 + v) * kBlock, c[r][v]);
+      for (int v = 0; v < NV; ++v) {
+        const int64_t ch = c0 + v * kBlock;
+        rq.store(v32(c[r][v]), ch, y + r * out_c + ch, int(std::min<int64_t>(kBlock, out_c - ch)));
+      }
   }
   bool vnni_ = false;
 #endif
 
   int64_t k_ = 0, kp_ = 0, blocks_ = 0;
+  bool direct_ = false;  // A is the input itself (1x1, stride 1, no padding, channels a multiple of 4)
   int rows_per_task_ = kRows;
   uint8_t pad_ = 128;
   std::vector<int8_t> b_;
   Requant rq_;
-  mutable std::vector<AlignedBuffer> scratch_;  // per worker: packed A rows and the tile's int32 sums
+  mutable std::vector<AlignedBuffer> scratch_;  // per worker: packed A rows
 };
 
-// Depthwise, multiplier 1: each output pixel's channels 16 at a time in int32 lanes.
+// Depthwise, multiplier 1, through an indirection buffer: each output pixel of a row gets one
+// input pointer per tap, and a tap that falls outside the input points at a row of the input's
+// zero point, which contributes (zero_point - zero_point) w = 0 like TFLite's skipped taps. With
+// -zero_point x sum(w) folded into the bias, border and interior pixels are one loop: per chunk of
+// 16 channels (weights and requantization lanes in registers), every pixel of the row.
 class DepthwiseQConv : public QConvKernel {
  public:
   explicit DepthwiseQConv(const QuantizedConv& q) : QConvKernel(q) {
     const ConvShape& s = q.shape;
     cp_ = round_up(s.out_c, kLanes);
-    const int taps = s.kernel_h * s.kernel_w;
-    w_.assign(size_t(taps * cp_), 0);
-    zsum_.assign(size_t(cp_), 0);
-    for (int t = 0; t < taps; ++t)
+    taps_ = s.kernel_h * s.kernel_w;
+    w_.assign(size_t(taps_ * cp_), 0);
+    std::vector<int32_t> bias = q.bias;
+    for (int t = 0; t < taps_; ++t)
       for (int c = 0; c < s.out_c; ++c) {
         w_[size_t(t * cp_ + c)] = q.weights[size_t(t * s.out_c + c)];
-        zsum_[size_t(c)] -= q.input_zero_point * q.weights[size_t(t * s.out_c + c)];
+        bias[size_t(c)] -= q.input_zero_point * q.weights[size_t(t * s.out_c + c)];
       }
-    for (int ky = 0; ky < s.kernel_h; ++ky)
-      for (int kx = 0; kx < s.kernel_w; ++kx)
-        offsets_.push_back((int64_t(ky) * s.dilation_h * s.in_w + int64_t(kx) * s.dilation_w) * s.out_c);
-    rq_.init(q, cp_, q.bias);
+    rq_.init(q, cp_, bias);
+    zero_row_.assign(size_t(cp_), int8_t(q.input_zero_point));
   }
   const char* name() const override { return "int8_depthwise"; }
 
   void run(const int8_t* x, int8_t* y, int threads) const override {
     const ConvShape& s = q_.shape;
-    const int oh = s.out_h(), ow = s.out_w(), C = s.out_c;
-    const v32 zx = splat32(q_.input_zero_point);
-    ThreadPool::global().parallel_for(threads, int64_t(s.batch) * oh, [&](int64_t row, int) {
+    const int oh = s.out_h(), ow = s.out_w();
+    const int64_t rows = int64_t(s.batch) * oh;
+    threads = int(std::min<int64_t>(threads, rows));
+    if (int(scratch_.size()) < threads) scratch_.resize(size_t(threads));
+    ThreadPool::global().parallel_for(threads, rows, [&](int64_t row, int worker) {
+      std::vector<const int8_t*>& ptrs = scratch_[size_t(worker)];
+      ptrs.resize(size_t(ow) * taps_);
       const int n = int(row / oh), oy = int(row % oh);
-      const int iy0 = oy * s.stride_h - s.pad_top;
-      const bool rows_inside = iy0 >= 0 && iy0 + (s.kernel_h - 1) * s.dilation_h < s.in_h;
-      const int taps = int(offsets_.size());
-      for (int ox = 0; ox < ow; ++ox) {
-        int8_t* yp = y + ((int64_t(n) * oh + oy) * ow + ox) * C;
-        const int ix0 = ox * s.stride_w - s.pad_left;
-        if (rows_inside && ix0 >= 0 && ix0 + (s.kernel_w - 1) * s.dilation_w < s.in_w) {
-          // Every tap inside: the zero point's share of the sum is a constant per channel.
-          const int8_t* base = x + ((int64_t(n) * s.in_h + iy0) * s.in_w + ix0) * C;
-          for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
-            const int nc = int(std::min<int64_t>(kLanes, C - c0));
-            v32 acc = load32(&zsum_[size_t(c0)]);
-            const int32_t* w = &w_[size_t(c0)];
-            for (int t = 0; t < taps; ++t) acc += widen(base + offsets_[size_t(t)] + c0, nc) * load32(w + t * cp_);
-            rq_.store(acc, c0, yp + c0, nc);
-          }
-          continue;
-        }
-        for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
-          const int nc = int(std::min<int64_t>(kLanes, C - c0));
-          v32 acc{};
-          for (int ky = 0; ky < s.kernel_h; ++ky) {
+      for (int ox = 0, i = 0; ox < ow; ++ox)
+        for (int ky = 0; ky < s.kernel_h; ++ky)
+          for (int kx = 0; kx < s.kernel_w; ++kx, ++i) {
             const int iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
-            if (iy < 0 || iy >= s.in_h) continue;
-            for (int kx = 0; kx < s.kernel_w; ++kx) {
-              const int ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
-              if (ix < 0 || ix >= s.in_w) continue;
-              const int8_t* xp = x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix) * C + c0;
-              acc += (widen(xp, nc) - zx) * load32(&w_[size_t((ky * s.kernel_w + kx) * cp_ + c0)]);
-            }
+            const int ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
+            ptrs[size_t(i)] = iy < 0 || iy >= s.in_h || ix < 0 || ix >= s.in_w
+                                  ? zero_row_.data()
+                                  : x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix) * s.in_c;
           }
-          rq_.store(acc, c0, yp + c0, nc);
-        }
-      }
+      int8_t* yr = y + row * ow * s.out_c;
+      if (taps_ == 9) pixels<9>(ptrs.data(), ow, yr);
+      else if (taps_ == 25) pixels<25>(ptrs.data(), ow, yr);
+      else pixels<0>(ptrs.data(), ow, yr);
     });
   }
 
  private:
+  // One output row of ow pixels from their tap pointers (kTaps: the count when known at compile time).
+  template <int kTaps>
+  void pixels(const int8_t* const* ptrs, int ow, int8_t* y) const {
+    const int taps = kTaps ? kTaps : taps_, C = q_.shape.out_c;
+    for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+      const int nc = int(std::min<int64_t>(kLanes, C - c0));
+      const Requant::Lanes lanes = rq_.lanes(c0);
+      v32 w[kTaps ? kTaps : 1];
+      if (kTaps)
+        for (int t = 0; t < kTaps; ++t) w[t] = load32(&w_[size_t(t * cp_ + c0)]);
+      for (int ox = 0; ox < ow; ++ox) {
+        const int8_t* const* p = ptrs + int64_t(ox) * taps;
+        v32 acc{};
+        if (nc == kLanes)
+          for (int t = 0; t < taps; ++t) acc += widen(p[t] + c0) * (kTaps ? w[t] : load32(&w_[size_t(t * cp_ + c0)]));
+        else
+          for (int t = 0; t < taps; ++t) acc += widen(p[t] + c0, nc) * load32(&w_[size_t(t * cp_ + c0)]);
+        Requant::store(acc, lanes, y + int64_t(ox) * C + c0, nc);
+      }
+    }
+  }
+
   int64_t cp_ = 0;
-  std::vector<int32_t> w_;  // (taps, channels padded to whole vectors), widened to int32
-  std::vector<int32_t> zsum_;  // per channel: -input_zero_point x the sum of its weights
-  std::vector<int64_t> offsets_;  // each tap's input offset from the window's first pixel
-  Requant rq_;
+  int taps_ = 0;
+  std::vector<int32_t> w_;           // (taps, channels padded to whole vectors), widened to int32
+  std::vector<int8_t> zero_row_;     // what a tap outside the input reads: the input's zero point
+  Requant rq_;                       // its bias holds -input_zero_point x the sum of each channel's weights
+  mutable std::vector<std::vector<const int8_t*>> scratch_;  // per worker: a row's tap pointers
 };
 
 }  // namespace

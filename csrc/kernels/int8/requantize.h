@@ -99,6 +99,16 @@ inline void narrow_store(int8_t* p, v32 v, int n = kLanes) {
 #endif
 }
 
+// min(max(v, lo), hi) per lane.
+inline v32 clamp32(v32 v, v32 lo, v32 hi) {
+#if defined(__AVX512F__)
+  return v32(_mm512_min_epi32(_mm512_max_epi32(__m512i(v), __m512i(lo)), __m512i(hi)));
+#else
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
+#endif
+}
+
 // Per-lane multiply(x, {m, shift}): the high-mul as (x*m + 2^30) >> 31 in 64 bits — the same as
 // gemmlowp's nudge-and-truncate for every product (m is never INT32_MIN, so no saturation) —
 // then the rounding right shift. `left` / `right` are the shift split as in `multiply`.
