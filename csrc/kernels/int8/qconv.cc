@@ -305,6 +305,16 @@ class DepthwiseQConv : public QConvKernel {
       }
     rq_.init(q, cp_, bias);
     zero_row_.assign(size_t(cp_), int8_t(q.input_zero_point));
+    // A row whose taps all lie inside the input vertically has the same pointers relative to
+    // its first input row: each tap's offset from there, or -1 outside the input horizontally.
+    const int ow = s.out_w();
+    row_offsets_.resize(size_t(ow) * taps_);
+    for (int ox = 0, i = 0; ox < ow; ++ox)
+      for (int ky = 0; ky < s.kernel_h; ++ky)
+        for (int kx = 0; kx < s.kernel_w; ++kx, ++i) {
+          const int ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
+          row_offsets_[size_t(i)] = ix < 0 || ix >= s.in_w ? -1 : (int64_t(ky) * s.dilation_h * s.in_w + ix) * s.in_c;
+        }
   }
   const char* name() const override { return "int8_depthwise"; }
 
@@ -317,16 +327,22 @@ class DepthwiseQConv : public QConvKernel {
     ThreadPool::global().parallel_for(threads, rows, [&](int64_t row, int worker) {
       std::vector<const int8_t*>& ptrs = scratch_[size_t(worker)];
       ptrs.resize(size_t(ow) * taps_);
-      const int n = int(row / oh), oy = int(row % oh);
-      for (int ox = 0, i = 0; ox < ow; ++ox)
-        for (int ky = 0; ky < s.kernel_h; ++ky)
-          for (int kx = 0; kx < s.kernel_w; ++kx, ++i) {
-            const int iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
-            const int ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
-            ptrs[size_t(i)] = iy < 0 || iy >= s.in_h || ix < 0 || ix >= s.in_w
-                                  ? zero_row_.data()
-                                  : x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix) * s.in_c;
-          }
+      const int n = int(row / oh), oy = int(row % oh), iy0 = oy * s.stride_h - s.pad_top;
+      if (iy0 >= 0 && iy0 + (s.kernel_h - 1) * s.dilation_h < s.in_h) {
+        const int8_t* base = x + (int64_t(n) * s.in_h + iy0) * s.in_w * s.in_c;
+        for (size_t i = 0; i < ptrs.size(); ++i)
+          ptrs[i] = row_offsets_[i] < 0 ? zero_row_.data() : base + row_offsets_[i];
+      } else {
+        for (int ox = 0, i = 0; ox < ow; ++ox)
+          for (int ky = 0; ky < s.kernel_h; ++ky)
+            for (int kx = 0; kx < s.kernel_w; ++kx, ++i) {
+              const int iy = iy0 + ky * s.dilation_h;
+              const int ix = ox * s.stride_w - s.pad_left + kx * s.dilation_w;
+              ptrs[size_t(i)] = iy < 0 || iy >= s.in_h || ix < 0 || ix >= s.in_w
+                                    ? zero_row_.data()
+                                    : x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix) * s.in_c;
+            }
+      }
       int8_t* yr = y + row * ow * s.out_c;
       if (taps_ == 9) pixels<9>(ptrs.data(), ow, yr);
       else if (taps_ == 25) pixels<25>(ptrs.data(), ow, yr);
@@ -361,6 +377,7 @@ class DepthwiseQConv : public QConvKernel {
   int taps_ = 0;
   std::vector<int32_t> w_;           // (taps, channels padded to whole vectors), widened to int32
   std::vector<int8_t> zero_row_;     // what a tap outside the input reads: the input's zero point
+  std::vector<int64_t> row_offsets_;  // (ow, taps): a row's tap offsets from its first input row, -1 outside
   Requant rq_;                       // its bias holds -input_zero_point x the sum of each channel's weights
   mutable std::vector<std::vector<const int8_t*>> scratch_;  // per worker: a row's tap pointers
 };
