@@ -66,39 +66,37 @@ class ReferenceQConv : public QConvKernel {
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-// Per-channel requantization lanes and biases, padded to whole vectors.
+// Per-channel requantization, prepared per 16 channels (padded to whole vectors): the bias, the
+// multipliers' lanes (RequantLanes), the output's zero point and the activation's bounds. A loop
+// keeps a block's lanes in registers for all the pixels it stores.
 struct Requant {
-  std::vector<int32_t> bias, m, left, right;
-  int32_t zero_point = 0, lo = -128, hi = 127;
+  struct Lanes {
+    v32 bias, zero_point, lo, hi;
+    RequantLanes rq;
+    bool clamps;  // the bounds are narrower than int8's (which the narrowing store saturates to)
+  };
+  std::vector<Lanes> blocks;
 
   void init(const QuantizedConv& q, int64_t padded, const std::vector<int32_t>& bias_of_channel) {
-    bias.assign(size_t(padded), 0);
-    m.assign(size_t(padded), 0);
-    left.assign(size_t(padded), 0);
-    right.assign(size_t(padded), 0);
+    std::vector<int32_t> bias(size_t(padded), 0), m(size_t(padded), 0), left(size_t(padded), 0), right(size_t(padded), 0);
     for (int c = 0; c < q.shape.out_c; ++c) {
       bias[c] = bias_of_channel[c];
       m[c] = q.multipliers[c].m;
       left[c] = std::max(q.multipliers[c].shift, 0);
       right[c] = std::max(-q.multipliers[c].shift, 0);
     }
-    zero_point = q.output_zero_point;
-    lo = q.out_min;
-    hi = q.out_max;
+    blocks.clear();
+    for (int64_t c0 = 0; c0 < padded; c0 += kLanes)
+      blocks.push_back({load32(&bias[c0]), splat32(q.output_zero_point), splat32(q.out_min), splat32(q.out_max),
+                        requant_lanes(load32(&m[c0]), load32(&left[c0]), load32(&right[c0])),
+                        q.out_min > -128 || q.out_max < 127});
   }
-  // The lanes of 16 channels from c0 (and the output's zero point and bounds), loaded once for all
-  // the pixels a loop stores: held in locals, they are not reloaded after every int8 store.
-  struct Lanes {
-    v32 bias, m, left, right, zero_point, lo, hi;
-  };
-  Lanes lanes(int64_t c0) const {
-    return {load32(&bias[c0]), load32(&m[c0]), load32(&left[c0]), load32(&right[c0]), splat32(zero_point),
-            splat32(lo), splat32(hi)};
-  }
+  const Lanes& lanes(int64_t c0) const { return blocks[size_t(c0 / kLanes)]; }
   // acc (16 channels from c0) -> int8 at y (n <= 16 of them written).
   void store(v32 acc, int64_t c0, int8_t* y, int n) const { store(acc, lanes(c0), y, n); }
   static void store(v32 acc, const Lanes& l, int8_t* y, int n) {
-    const v32 r = clamp32(requantize(acc + l.bias, l.m, l.left, l.right) + l.zero_point, l.lo, l.hi);
+    v32 r = requantize(acc + l.bias, l.rq) + l.zero_point;
+    if (l.clamps) r = clamp32(r, l.lo, l.hi);
     narrow_store(y, r, n);
   }
 };
@@ -267,11 +265,12 @@ class GemmQConv : public QConvKernel {
         for (int v = 0; v < NV; ++v) c[r][v] = _mm512_dpbusd_epi32(c[r][v], xr, w[v]);
       }
     }
-    for (int r = 0; r < nr; ++r)
-      for (int v = 0; v < NV; ++v) {
-        const int64_t ch = c0 + v * kBlock;
-        rq.store(v32(c[r][v]), ch, y + r * out_c + ch, int(std::min<int64_t>(kBlock, out_c - ch)));
-      }
+    for (int v = 0; v < NV; ++v) {
+      const int64_t ch = c0 + v * kBlock;
+      const Requant::Lanes& lanes = rq.lanes(ch);  // a copy would be a 768-byte memcpy a block
+      const int nc = int(std::min<int64_t>(kBlock, out_c - ch));
+      for (int r = 0; r < nr; ++r) Requant::store(v32(c[r][v]), lanes, y + r * out_c + ch, nc);
+    }
   }
   bool vnni_ = false;
 #endif
@@ -357,7 +356,7 @@ class DepthwiseQConv : public QConvKernel {
     const int taps = kTaps ? kTaps : taps_, C = q_.shape.out_c;
     for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
       const int nc = int(std::min<int64_t>(kLanes, C - c0));
-      const Requant::Lanes lanes = rq_.lanes(c0);
+      const Requant::Lanes lanes = rq_.lanes(c0);  // a copy: in locals, not reloaded after each int8 store
       v32 w[kTaps ? kTaps : 1];
       if (kTaps)
         for (int t = 0; t < kTaps; ++t) w[t] = load32(&w_[size_t(t * cp_ + c0)]);

@@ -109,25 +109,47 @@ inline v32 clamp32(v32 v, v32 lo, v32 hi) {
 #endif
 }
 
+// What `requantize` needs of 16 channels' multipliers, prepared once for all the vectors of those
+// channels: the multiplier (and for AVX-512's odd lanes a copy in the low halves), the shift split
+// as in `multiply`, the rounding's mask and half, and whether any lane shifts left at all.
+struct RequantLanes {
+  v32 m, m_odd, left, right, mask, half;
+  bool any_left = true;
+};
+inline RequantLanes requant_lanes(v32 m, v32 left, v32 right) {
+  RequantLanes l;
+  l.m = l.m_odd = m;
+#if defined(__AVX512F__)
+  l.m_odd = v32(_mm512_srli_epi64(__m512i(m), 32));
+#endif
+  l.left = left;
+  l.right = right;
+  l.mask = (splat32(1) << right) - 1;
+  l.half = l.mask >> 1;
+  l.any_left = false;
+  for (int i = 0; i < kLanes; ++i) l.any_left |= left[i] != 0;
+  return l;
+}
+
 // Per-lane multiply(x, {m, shift}): the high-mul as (x*m + 2^30) >> 31 in 64 bits — the same as
 // gemmlowp's nudge-and-truncate for every product (m is never INT32_MIN, so no saturation) —
-// then the rounding right shift. `left` / `right` are the shift split as in `multiply`.
-inline v32 requantize(v32 x, v32 m, v32 left, v32 right) {
-  x = v32(vu32(x) << vu32(left));
+// then the rounding right shift: +1 where the remainder exceeds half (half + 1 below zero).
+inline v32 requantize(v32 x, const RequantLanes& l) {
+  if (l.any_left) x = v32(vu32(x) << vu32(l.left));
   v32 r;
 #if defined(__AVX512F__)
-  const __m512i xv = __m512i(x), mv = __m512i(m), nudge = _mm512_set1_epi64(int64_t(1) << 30);
-  const __m512i even = _mm512_srai_epi64(_mm512_add_epi64(_mm512_mul_epi32(xv, mv), nudge), 31);
-  const __m512i odd = _mm512_srai_epi64(
-      _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(xv, 32), _mm512_srli_epi64(mv, 32)), nudge), 31);
-  r = v32(_mm512_mask_blend_epi32(__mmask16(0xAAAA), even, _mm512_slli_epi64(odd, 32)));
+  const __m512i xv = __m512i(x), nudge = _mm512_set1_epi64(int64_t(1) << 30);
+  const __m512i even = _mm512_add_epi64(_mm512_mul_epi32(xv, __m512i(l.m)), nudge);
+  const __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(xv, 32), __m512i(l.m_odd)), nudge);
+  // bits 31..62 of each product: the low half of even >> 31, the high half of odd << 1
+  r = v32(_mm512_mask_blend_epi32(__mmask16(0xAAAA), _mm512_srli_epi64(even, 31), _mm512_add_epi64(odd, odd)));
 #else
-  for (int l = 0; l < kLanes; ++l) r[l] = int32_t((int64_t(x[l]) * m[l] + (int64_t(1) << 30)) >> 31);
+  for (int i = 0; i < kLanes; ++i) r[i] = int32_t((int64_t(x[i]) * l.m[i] + (int64_t(1) << 30)) >> 31);
 #endif
-  const v32 mask = (splat32(1) << right) - 1;
-  const v32 threshold = (mask >> 1) - (r < 0);  // (r < 0) is -1 in a true lane
-  return (r >> right) - ((r & mask) > threshold);
+  const v32 threshold = l.half - (r >> 31);  // r >> 31 is -1 below zero
+  return (r >> l.right) - ((r & l.mask) > threshold);  // a true comparison is -1
 }
+inline v32 requantize(v32 x, v32 m, v32 left, v32 right) { return requantize(x, requant_lanes(m, left, right)); }
 
 // Each output channel's multiplier, as the lanes `requantize` takes.
 struct ChannelMultipliers {
