@@ -200,6 +200,7 @@ def _one_op_models():
         "mean": model((7, 7, 16), L.GlobalAveragePooling2D()),
         "avgpool": model((8, 8, 8), L.AveragePooling2D(2)),
         "maxpool": model((9, 9, 8), L.MaxPooling2D(3, strides=2, padding="same")),
+        "maxpool_wide": model((7, 9, 70), L.MaxPooling2D(3, strides=2)),  # a whole 64-lane vector and a tail
         "pad": model((6, 6, 4), L.ZeroPadding2D(((1, 2), (0, 1)))),
         "logistic": model((6, 6, 4), L.Activation("sigmoid")),
         "hard_swish": model((6, 6, 4), L.Activation(tf.nn.relu6), L.Lambda(lambda v: v * tf.nn.relu6(v + 3) / 6)),
@@ -209,7 +210,7 @@ def _one_op_models():
 
 ONE_OP = [
     "conv3x3_relu6", "conv_s2_valid", "conv1x1", "depthwise_s1", "depthwise5_s2", "dense", "add", "concat", "mean",
-    "avgpool", "maxpool", "pad", "logistic", "hard_swish", "reshape_softmax"]
+    "avgpool", "maxpool", "maxpool_wide", "pad", "logistic", "hard_swish", "reshape_softmax"]
 
 
 def _quantized(model, rng: np.random.Generator) -> tuple[bytes, list[np.ndarray]]:

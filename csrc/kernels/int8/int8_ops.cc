@@ -169,11 +169,10 @@ class QuantizeOp final : public Op {
       const int64_t i0 = t * kChunk, i1 = std::min(n_, i0 + kChunk);
       if (from_int8_) {
         const int8_t* x = in8(b, in_);
-        const int8::v32 m = int8::splat32(m_.m), left = int8::splat32(std::max(m_.shift, 0)),
-                        right = int8::splat32(std::max(-m_.shift, 0));
+        const int8::RequantLanes m = int8::requant_lanes(m_);
         for (int64_t i = i0; i < i1; i += int8::kLanes) {
           const int n = int(std::min<int64_t>(int8::kLanes, i1 - i));
-          int8::narrow_store(y + i, int8::requantize(int8::widen(x + i, n) - x_.zero_point, m, left, right) + y_.zero_point, n);
+          int8::narrow_store(y + i, int8::requantize(int8::widen(x + i, n) - x_.zero_point, m) + y_.zero_point, n);
         }
       } else {
         quantize_reals(b[in_] + i0, y + i0, i1 - i0, y_.scale, float(y_.zero_point));
@@ -234,17 +233,15 @@ class QAddOp final : public Op {
     using int8::kLanes;
     using int8::v32;
     constexpr int64_t kChunk = 16384;
-    const v32 m1 = int8::splat32(m1_.m), l1 = int8::splat32(std::max(m1_.shift, 0)), r1 = int8::splat32(std::max(-m1_.shift, 0));
-    const v32 m2 = int8::splat32(m2_.m), l2 = int8::splat32(std::max(m2_.shift, 0)), r2 = int8::splat32(std::max(-m2_.shift, 0));
-    const v32 mo = int8::splat32(mo_.m), lo = int8::splat32(std::max(mo_.shift, 0)), ro = int8::splat32(std::max(-mo_.shift, 0));
+    const int8::RequantLanes m1 = int8::requant_lanes(m1_), m2 = int8::requant_lanes(m2_), mo = int8::requant_lanes(mo_);
     const v32 zo = int8::splat32(zo_), lo_bound = int8::splat32(lo_), hi_bound = int8::splat32(hi_);
     ThreadPool::global().parallel_for(threads_, (n_ + kChunk - 1) / kChunk, [&](int64_t t, int) {
       const int64_t i0 = t * kChunk, i1 = std::min(n_, i0 + kChunk);
       for (int64_t i = i0; i < i1; i += kLanes) {
         const int n = int(std::min<int64_t>(kLanes, i1 - i));
-        const v32 s1 = int8::requantize((int8::widen(x1 + i, n) - z1_) << kLeftShift, m1, l1, r1);
-        const v32 s2 = int8::requantize((int8::widen(x2 + i, n) - z2_) << kLeftShift, m2, l2, r2);
-        int8::narrow_store(y + i, int8::clamp32(int8::requantize(s1 + s2, mo, lo, ro) + zo, lo_bound, hi_bound), n);
+        const v32 s1 = int8::requantize((int8::widen(x1 + i, n) - z1_) << kLeftShift, m1);
+        const v32 s2 = int8::requantize((int8::widen(x2 + i, n) - z2_) << kLeftShift, m2);
+        int8::narrow_store(y + i, int8::clamp32(int8::requantize(s1 + s2, mo) + zo, lo_bound, hi_bound), n);
       }
     });
   }
@@ -323,28 +320,29 @@ class QPoolOp final : public Op {
     const int C = xs_[3];
     ThreadPool::global().parallel_for(threads_, int64_t(os_[0]) * os_[1], [&](int64_t row, int) {
       const int n = int(row / os_[1]), oy = int(row % os_[1]);
-      std::vector<int32_t> acc(static_cast<size_t>(C));
+      const int iy0 = std::max(oy * int(strides_[0]) - int(pads_[0]), 0);
+      const int iy1 = std::min(oy * int(strides_[0]) - int(pads_[0]) + int(filter_[0]), xs_[1]);
+      std::vector<int32_t> sum(max_ ? 0 : size_t(C));
       for (int ox = 0; ox < os_[2]; ++ox) {
-        std::fill(acc.begin(), acc.end(), max_ ? -128 : 0);
-        int count = 0;
-        for (int ky = 0; ky < filter_[0]; ++ky) {
-          const int iy = oy * int(strides_[0]) - int(pads_[0]) + ky;
-          if (iy < 0 || iy >= xs_[1]) continue;
-          for (int kx = 0; kx < filter_[1]; ++kx) {
-            const int ix = ox * int(strides_[1]) - int(pads_[2]) + kx;
-            if (ix < 0 || ix >= xs_[2]) continue;
-            const int8_t* xp = x + ((int64_t(n) * xs_[1] + iy) * xs_[2] + ix) * C;
-            ++count;
-            if (max_)
-              for (int c = 0; c < C; ++c) acc[c] = std::max<int32_t>(acc[c], xp[c]);
-            else
-              for (int c = 0; c < C; ++c) acc[c] += xp[c];
-          }
-        }
+        const int ix0 = std::max(ox * int(strides_[1]) - int(pads_[2]), 0);
+        const int ix1 = std::min(ox * int(strides_[1]) - int(pads_[2]) + int(filter_[1]), xs_[2]);
+        const int count = std::max(iy1 - iy0, 0) * std::max(ix1 - ix0, 0);
+        const int8_t* window = x + ((int64_t(n) * xs_[1] + iy0) * xs_[2] + ix0) * C;
+        const int64_t row_stride = int64_t(xs_[2]) * C;
         int8_t* yp = y + ((int64_t(n) * os_[1] + oy) * os_[2] + ox) * C;
+        if (max_) {
+          max_window(window, row_stride, iy1 - iy0, ix1 - ix0, C, yp);
+          continue;
+        }
+        std::fill(sum.begin(), sum.end(), 0);
+        for (int iy = 0; iy < iy1 - iy0; ++iy)
+          for (int ix = 0; ix < ix1 - ix0; ++ix) {
+            const int8_t* xp = window + iy * row_stride + int64_t(ix) * C;
+            for (int c = 0; c < C; ++c) sum[size_t(c)] += xp[c];
+          }
         for (int c = 0; c < C; ++c) {
-          int32_t v = acc[c];
-          if (!max_ && count) v = v > 0 ? (v + count / 2) / count : (v - count / 2) / count;
+          int32_t v = sum[size_t(c)];
+          if (count) v = v > 0 ? (v + count / 2) / count : (v - count / 2) / count;
           yp[c] = int8::saturate(v, lo_, hi_);
         }
       }
@@ -352,6 +350,28 @@ class QPoolOp final : public Op {
   }
 
  private:
+  // The maximum of a window (rows x cols pixels, clipped to the input), 64 channels at a time in
+  // int8 lanes, starting from the activation's lower bound (TFLite starts from -128 and clamps
+  // after: the same), then held at its upper bound.
+  void max_window(const int8_t* window, int64_t row_stride, int rows, int cols, int C, int8_t* y) const {
+    typedef int8_t v8 __attribute__((vector_size(64)));
+    for (int c0 = 0; c0 < C; c0 += 64) {
+      const size_t nc = size_t(std::min(64, C - c0));
+      v8 acc = v8{} + int8_t(lo_);
+      for (int iy = 0; iy < rows; ++iy)
+        for (int ix = 0; ix < cols; ++ix) {
+          v8 v{};
+          const int8_t* xp = window + iy * row_stride + int64_t(ix) * C + c0;
+          if (nc == 64) std::memcpy(&v, xp, 64);
+          else std::memcpy(&v, xp, nc);
+          acc = v > acc ? v : acc;
+        }
+      const v8 hi = v8{} + int8_t(hi_);
+      acc = acc > hi ? hi : acc;
+      std::memcpy(y + c0, &acc, nc);
+    }
+  }
+
   int in_, out_;
   bool max_ = false;
   std::vector<int64_t> filter_, strides_, pads_;

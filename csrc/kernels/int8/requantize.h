@@ -149,7 +149,10 @@ inline v32 requantize(v32 x, const RequantLanes& l) {
   const v32 threshold = l.half - (r >> 31);  // r >> 31 is -1 below zero
   return (r >> l.right) - ((r & l.mask) > threshold);  // a true comparison is -1
 }
-inline v32 requantize(v32 x, v32 m, v32 left, v32 right) { return requantize(x, requant_lanes(m, left, right)); }
+// The lanes of one multiplier for every lane (a per-tensor requantization).
+inline RequantLanes requant_lanes(Multiplier q) {
+  return requant_lanes(splat32(q.m), splat32(std::max(q.shift, 0)), splat32(std::max(-q.shift, 0)));
+}
 
 // Each output channel's multiplier, as the lanes `requantize` takes.
 struct ChannelMultipliers {
