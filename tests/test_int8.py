@@ -4,6 +4,11 @@ against LiteRT (within 1 LSB), the precision pass, plans, errors."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -19,6 +24,7 @@ from model_zoo import calibrated_application, digits_cnn, int8_tflite
 from tflite_helpers import litert_run
 
 RNG = np.random.default_rng(7)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _q(scale: float, zero: int, dtype: str = "int8") -> Quantization:
@@ -129,6 +135,19 @@ def test_int8_conv_kernels_bit_exact(depthwise, case, threads):
         np.testing.assert_array_equal(run_int(named, q_x, threads), want, f"{method} vs numpy")
     # the outputs are not all clamped: the comparison says something
     assert len(np.unique(want)) > 10
+
+
+def test_the_portable_int8_gemm_agrees_too():
+    """The int8 kernels without VNNI (LAYERTUNE_INT8_ISA=portable: the code that ARM targets and
+    x86 CPUs without VNNI run) on the same grid, in a process of their own."""
+    env = {**os.environ, "LAYERTUNE_INT8_ISA": "portable"}
+    isa = subprocess.run([sys.executable, "-c", "from layertune import _core; print(_core.int8_gemm_isa())"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert isa.stdout.strip() == "portable", isa.stdout + isa.stderr
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_int8.py::test_int8_conv_kernels_bit_exact"],  # by its id: never this test again
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
 
 
 def test_int8_method_that_does_not_apply_is_one_line():

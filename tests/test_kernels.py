@@ -213,6 +213,8 @@ def test_the_default_tile_is_chosen_by_the_layers_shape():
 def test_conv_methods_lists_methods_and_params():
     methods = layertune.conv_methods()
     assert set(methods) == {"reference", "simple", "unrolled", "winograd"}
+    assert layertune.conv_methods("int8") == {"int8_reference": ("threads",), "int8_gemm": ("threads", "tile_rows"),
+                                              "int8_depthwise": ("threads",)}
     assert set(methods["winograd"]) >= {"winograd_tile", "separable_block_depth", "nonseparable_filter_block_depth",
                                         "nonseparable_channel_depth", "threads"}
     assert all("threads" in params for params in methods.values())

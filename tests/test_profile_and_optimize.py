@@ -41,6 +41,17 @@ def run_cli(args: list[str], cache: Path, timeout: float = 600) -> subprocess.Co
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def tune(tmp_path: Path, model: str, options: dict, repeats: int) -> tuple[dict, str]:
+    """profile_and_optimize over tmp_path/models with these options into tmp_path/out (its
+    results store there): `model`'s summary and what the command printed."""
+    (tmp_path / "options.json").write_text(json.dumps(options))
+    out = tmp_path / "out"
+    proc = run_cli(["--model_path", str(tmp_path / "models"), "--options", str(tmp_path / "options.json"),
+                    "--output_path", str(out), "--repeats", str(repeats)], tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / model / "summary.json").read_text()), proc.stdout
+
+
 def check_outputs(out: Path, model: str = "digits_cnn") -> dict:
     folder = out / model
     for name in ("optimized.ltplan", "report.md", "summary.json", "layers.png", "whole_model.png"):
@@ -95,6 +106,39 @@ def test_host_run_then_resume(workspace):
     assert leftovers() == before
 
 
+def test_int8_model_is_tuned_over_the_int8_methods(tmp_path):
+    """A quantized model: its int8 convolutions are timed over the method table's int8 rows (an
+    ELL options file names none: every int8 method), each variant checked exactly against
+    int8_reference in the profiler; the written plan names int8 methods and computes what the
+    default int8 engine computes, bit for bit; no uniform float plan is timed (none changes a
+    layer)."""
+    require("tensorflow")
+    from model_zoo import digits_cnn, int8_tflite
+
+    model, x_test, _, x_train = digits_cnn()
+    models = tmp_path / "models"
+    models.mkdir()
+    tflite = models / "digits_int8.tflite"
+    tflite.write_bytes(int8_tflite(model, x_train))
+    summary, _ = tune(tmp_path, "digits_int8", {**SMALL_OPTIONS, "parallel": [False, True]}, repeats=3)
+    out = tmp_path / "out"
+    whole = summary["whole_model"]
+    assert whole["check"]["error"] is None
+    assert_never_slower(whole)
+    assert not any(name.startswith("uniform-") for name in whole["latency_ms"])
+    assert summary["layers"] and all(row["signature"].endswith("-int8") and row["chosen"]["method"].startswith("int8_")
+                                     for row in summary["layers"])
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert all(r["error"] is None and r["max_abs_diff"] == 0 and r["max_abs_ref"] > 10 for r in records)
+    assert {r["params"].get("tile_rows") for r in records if r["params"]["method"] == "int8_gemm"} >= {4, 8, 12}
+    assert {r["params"]["method"] for r in records} == {"int8_gemm", "int8_depthwise"}
+    plan = layertune.load(out / "digits_int8" / "optimized.ltplan")
+    assert all(layer.kernel["method"].startswith("int8_") for layer in plan.layers if layer.op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
+    default = layertune.load(tflite)
+    for x in x_test[:5]:
+        np.testing.assert_array_equal(plan.run(x[None].astype(np.float32)), default.run(x[None].astype(np.float32)))
+
+
 def test_fused_plans_are_timed_against_the_unfused_chain(tmp_path):
     """A model with swish and a residual add: its verification times the chosen plan fused (every
     form, and each form alone) beside the plan itself; a fused plan is written only when it was
@@ -110,12 +154,8 @@ def test_fused_plans_are_timed_against_the_unfused_chain(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     (models / "swishnet.tflite").write_bytes(flatbuffer)
-    (tmp_path / "small.json").write_text(json.dumps(SMALL_OPTIONS))
+    whole = tune(tmp_path, "swishnet", SMALL_OPTIONS, repeats=3)[0]["whole_model"]
     out = tmp_path / "out"
-    proc = run_cli(["--model_path", str(models), "--options", str(tmp_path / "small.json"), "--output_path", str(out),
-                    "--repeats", "3"], tmp_path / "cache")
-    assert proc.returncode == 0, proc.stderr
-    whole = json.loads((out / "swishnet" / "summary.json").read_text())["whole_model"]
     fused = [n for n in whole["latency_ms"] if "+" in n]
     base = fused[0].split("+")[0]
     assert sorted(fused) == sorted(f"{base}+{form}" for form in ("fused", "swish", "add")), whole["latency_ms"]
@@ -139,18 +179,13 @@ def test_a_variant_much_slower_in_the_model_is_never_kept(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     (models / "mobilenet_v2.tflite").write_bytes(application_tflite("MobileNetV2", 32))
-    (tmp_path / "unrolled.json").write_text(json.dumps({"convolution_methods": ["unrolled"], "parallel": [False]}))
-    out = tmp_path / "out"
-    proc = run_cli(["--model_path", str(models), "--options", str(tmp_path / "unrolled.json"), "--output_path", str(out),
-                    "--repeats", "2"], tmp_path / "cache")
-    assert proc.returncode == 0, proc.stderr
-    summary = json.loads((out / "mobilenet_v2" / "summary.json").read_text())
+    summary, printed = tune(tmp_path, "mobilenet_v2", {"convolution_methods": ["unrolled"], "parallel": [False]}, repeats=2)
     whole = summary["whole_model"]
     assert whole["ratios"]["uniform-unrolled@1"]["hi"] < 1.0  # measured, and much slower than what was written
     depthwise = [r for r in summary["layers"] if r["op"] == "DEPTHWISE_CONV_2D"]
     assert depthwise and all(r["final"]["method"] != "unrolled" for r in depthwise)
     assert_never_slower(whole)
-    assert "strongest baseline" in proc.stdout and "uniform-unrolled@1" in proc.stdout
+    assert "strongest baseline" in printed and "uniform-unrolled@1" in printed
 
 
 def test_host_over_ssh(workspace, sshd):

@@ -15,7 +15,7 @@ import layertune
 from layertune import _core
 from layertune.graph.ir import Graph
 from layertune.kernels import profiler_path
-from layertune.methods import methods, options_table, tunable_methods, why_not
+from layertune.methods import default_int8_method, methods, options_table, tunable_methods, why_not
 from layertune.runners.device import DeviceSession
 from layertune.runners.pool import Job, run_pool
 from layertune.runners.transport import DeviceError, LocalTransport
@@ -45,8 +45,11 @@ STRIDED = conv((1, 16, 16, 32), (3, 3, 32, 64), strides=(2, 2), pads=(0, 1, 0, 1
 
 def test_the_table_names_every_method_once_with_threads_first():
     table = methods()
-    assert list(table) == ["reference", "simple", "unrolled", "winograd"]
-    assert not table["reference"].tunable and tunable_methods() == ("simple", "unrolled", "winograd")
+    assert list(table) == ["reference", "simple", "unrolled", "winograd", "int8_reference", "int8_gemm", "int8_depthwise"]
+    assert not table["reference"].tunable and tunable_methods("float32") == ("simple", "unrolled", "winograd")
+    assert not table["int8_reference"].tunable and tunable_methods("int8") == ("int8_gemm", "int8_depthwise")
+    assert tunable_methods() == tunable_methods("float32") + tunable_methods("int8")
+    assert {m.dtype for m in table.values()} == {"float32", "int8"}
     assert all(m.params[0].name == "threads" for m in table.values())
     assert table["winograd"].param("winograd_tile").choices == (2, 4, 6)
     assert table["winograd"].param("separable_block_depth").layers == "depthwise"
@@ -66,6 +69,31 @@ def test_applicability_comes_from_the_core():
         why_not(REGULAR, "winograd", {"winograd_tile": 3})
     with pytest.raises(ValueError, match="unknown method 'fastest'"):
         why_not(REGULAR, "fastest")
+
+
+def test_int8_layers_take_the_int8_rows_and_float_layers_the_float_ones():
+    """What a layer computes in is part of where a method applies: the int8 rows for int8 layers
+    (each with its own reason where it cannot), the float rows for float layers; an ELL options
+    file, which names no int8 method, tunes an int8 layer over every int8 method."""
+    int8_regular, int8_depthwise = {**REGULAR, "dtype": "int8"}, {**DEPTHWISE, "dtype": "int8"}
+    assert why_not(int8_regular, "int8_gemm") is None and why_not(int8_depthwise, "int8_depthwise") is None
+    assert "computes int8 layers, this layer is float32" in why_not(REGULAR, "int8_gemm")
+    assert "computes float32 layers, this layer is int8" in why_not(int8_regular, "unrolled")
+    assert "ungrouped" in why_not(int8_depthwise, "int8_gemm")
+    assert "depthwise layers only" in why_not(int8_regular, "int8_depthwise")
+    assert default_int8_method(int8_regular) == "int8_gemm" and default_int8_method(int8_depthwise) == "int8_depthwise"
+    grouped = {**conv((1, 8, 8, 16), (3, 3, 8, 16), groups=2), "dtype": "int8"}
+    assert default_int8_method(grouped) == "int8_reference"  # no tunable int8 method computes it
+    ell = options()  # convolution_methods: simple, unrolled, winograd
+    variants = layer_variants(int8_regular, ell, 2)
+    assert {(v["method"], v["tile_rows"], v["threads"]) for v in variants} == {
+        ("int8_gemm", r, t) for r in (4, 8, 12) for t in (1, 2)}  # parallel [true, false] on 2 cores
+    assert {v["method"] for v in layer_variants(int8_depthwise, ell, 2)} == {"int8_depthwise"}
+    assert layer_variants(grouped, ell, 2) == []
+    assert {v["method"] for v in layer_variants(REGULAR, ell, 1)} == {"simple", "unrolled", "winograd"}
+    only = options(convolution_methods=["unrolled", "int8_gemm"], int8_gemm_parameters={"tile_rows": [12]})
+    assert {(v["method"], v["tile_rows"]) for v in layer_variants(int8_regular, only, 1)} == {("int8_gemm", 12)}
+    assert layer_variants(int8_depthwise, only, 1) == []  # the options name int8_gemm only
 
 
 def test_a_one_channel_layer_accepts_a_depthwise_depth_but_varies_only_what_it_uses():

@@ -250,14 +250,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("why_not_applicable",
         [](std::tuple<int, int, int, int> input, std::tuple<int, int, int> kernel, std::tuple<int, int> strides,
            std::tuple<int, int> dilations, std::tuple<int, int, int, int> pads, int groups,
-           const std::string& activation, const std::string& method, const std::map<std::string, int>& params) {
+           const std::string& activation, const std::string& method, const std::map<std::string, int>& params,
+           const std::string& dtype) {
           const auto [kh, kw, out_c] = kernel;
           return why_not_applicable(
               conv_shape(input, kh, kw, out_c, strides, dilations, pads, groups, activation),
-              method_params(method, params));
+              method_params(method, params), dtype);
         },
         py::arg("input_shape"), py::arg("kernel"), py::arg("strides"), py::arg("dilations"), py::arg("pads"),
-        py::arg("groups"), py::arg("activation"), py::arg("method"), py::arg("params"));
+        py::arg("groups"), py::arg("activation"), py::arg("method"), py::arg("params"), py::arg("dtype") = "float32");
   m.def("meaningful_params",
         [](std::tuple<int, int, int, int> input, std::tuple<int, int, int> kernel, std::tuple<int, int> strides,
            std::tuple<int, int> dilations, std::tuple<int, int, int, int> pads, int groups,

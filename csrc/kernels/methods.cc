@@ -15,6 +15,9 @@ std::unique_ptr<ConvKernel> make_reference_conv(const ConvShape&, const MethodPa
 std::unique_ptr<ConvKernel> make_simple_conv(const ConvShape&, const MethodParams&, const float*, const float*);
 std::unique_ptr<ConvKernel> make_unrolled_conv(const ConvShape&, const MethodParams&, const float*, const float*);
 std::unique_ptr<ConvKernel> make_winograd_conv(const ConvShape&, const MethodParams&, const float*, const float*);
+std::unique_ptr<int8::QConvKernel> make_int8_reference_conv(const int8::QuantizedConv&, const MethodParams&);
+std::unique_ptr<int8::QConvKernel> make_int8_gemm_conv(const int8::QuantizedConv&, const MethodParams&);
+std::unique_ptr<int8::QConvKernel> make_int8_depthwise_conv(const int8::QuantizedConv&, const MethodParams&);
 
 namespace {
 
@@ -50,9 +53,32 @@ ParamSpec block(const char* name, const char* doc, LayerKind layers, const char*
 
 MethodSpec row(const char* name, const char* doc, bool tunable, std::vector<ParamSpec> own,
                std::string (*applies)(const ConvShape&), ConvFactory make) {
-  MethodSpec m{name, doc, tunable, {threads_param()}, applies, make};
+  MethodSpec m;
+  m.name = name;
+  m.doc = doc;
+  m.tunable = tunable;
+  m.params = {threads_param()};
   m.params.insert(m.params.end(), own.begin(), own.end());
+  m.applies = applies;
+  m.make = make;
   return m;
+}
+
+MethodSpec int8_row(const char* name, const char* doc, bool tunable, std::vector<ParamSpec> own,
+                    std::string (*applies)(const ConvShape&), QConvFactory make) {
+  MethodSpec m = row(name, doc, tunable, std::move(own), applies, nullptr);
+  m.dtype = "int8";
+  m.make_int8 = make;
+  return m;
+}
+
+std::string int8_gemm_applies(const ConvShape& s) {
+  return s.groups == 1 ? "" : cat("int8_gemm computes ungrouped layers only, this layer has ", s.groups, " groups");
+}
+
+std::string int8_depthwise_applies(const ConvShape& s) {
+  if (!s.is_depthwise()) return "int8_depthwise computes depthwise layers only";
+  return s.multiplier() == 1 ? "" : cat("int8_depthwise computes depthwise layers with multiplier 1, this layer's is ", s.multiplier());
 }
 
 std::vector<MethodSpec> build_table() {
@@ -69,6 +95,12 @@ std::vector<MethodSpec> build_table() {
   gemm_tile.choices = {0};
   for (int code : gemm::kTileCodes) gemm_tile.choices.push_back(code);
   gemm_tile.options_key = "gemm_tiles";
+  ParamSpec tile_rows;
+  tile_rows.name = "tile_rows";
+  tile_rows.doc = "output pixels per register tile (each times two vectors of 16 channels)";
+  tile_rows.choices = {4, 8, 12};
+  tile_rows.default_value = 8;
+  tile_rows.sweep = {4, 8, 12};
   return {
       row("reference", "plain loops with double accumulation: the oracle every variant is checked against", false, {},
           everywhere, make_reference_conv),
@@ -85,6 +117,14 @@ std::vector<MethodSpec> build_table() {
                  "winograd_parameters"),
            block("nonseparable_channel_depth", "input channels per block", LayerKind::kRegular, "winograd_parameters")},
           winograd_applies, make_winograd_conv),
+      int8_row("int8_reference", "TFLite's reference integer loops (ConvPerChannel): the oracle of the int8 kernels",
+               false, {}, everywhere, make_int8_reference_conv),
+      int8_row("int8_gemm",
+               "im2col (1x1 stride-1 layers read in place) x int8 weights in a register-tiled GEMM: VNNI's vpdpbusd "
+               "where the CPU has it, portable vectors elsewhere",
+               true, {tile_rows}, int8_gemm_applies, make_int8_gemm_conv),
+      int8_row("int8_depthwise", "depthwise over an indirection buffer, 16 channels per int32 vector", true, {},
+               int8_depthwise_applies, make_int8_depthwise_conv),
   };
 }
 
@@ -175,8 +215,9 @@ std::string MethodParams::describe() const {
   return s + cat("threads=", threads, ")");
 }
 
-std::string why_not_applicable(const ConvShape& s, const MethodParams& params) {
+std::string why_not_applicable(const ConvShape& s, const MethodParams& params, const std::string& dtype) {
   const MethodSpec& m = find_method(params.method);
+  if (m.dtype != dtype) return cat("method: ", m.name, " computes ", m.dtype, " layers, this layer is ", dtype);
   std::string why = m.applies(s);
   if (!why.empty()) return "method: " + why;
   for (const auto& [name, value] : params.values) {
@@ -204,8 +245,8 @@ std::vector<std::string> meaningful_params(const ConvShape& s, const std::string
   return out;
 }
 
-void check_applicable(const ConvShape& shape, const MethodParams& params) {
-  std::string why = why_not_applicable(shape, params);
+void check_applicable(const ConvShape& shape, const MethodParams& params, const std::string& dtype) {
+  std::string why = why_not_applicable(shape, params, dtype);
   if (!why.empty()) fail(why);
 }
 
@@ -218,7 +259,8 @@ std::string methods_json() {
   std::string out = "[";
   for (const auto& m : conv_methods()) {
     out += cat(out.size() > 1 ? ", " : "", "{\"name\": ", json_string(m.name), ", \"doc\": ", json_string(m.doc),
-               ", \"tunable\": ", m.tunable ? "true" : "false", ", \"params\": [");
+               ", \"tunable\": ", m.tunable ? "true" : "false", ", \"dtype\": ", json_string(m.dtype),
+               ", \"params\": [");
     for (size_t i = 0; i < m.params.size(); ++i) {
       const ParamSpec& p = m.params[i];
       out += cat(i ? ", " : "", "{\"name\": ", json_string(p.name), ", \"doc\": ", json_string(p.doc),

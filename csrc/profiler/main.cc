@@ -20,7 +20,8 @@
 // others are timed in interleaved rounds with it, and each line carries both round series
 // (`rounds_ms`, `baseline_rounds_ms`) for the host's ratio statistics. `compare` does the same
 // for whole plans. The lines:
-//   L <layer key> n h w c out_c kh kw sh sw dh dw pad_t pad_b pad_l pad_r groups activation
+//   L <layer key> n h w c out_c kh kw sh sw dh dw pad_t pad_b pad_l pad_r groups activation [float32|int8]
+// (an int8 layer: seeded int8 data and requantization, its variants checked exactly against int8_reference)
 //   V <layer key> <variant key> <method> [name=value ...]
 // --flush-bytes N writes N bytes before every timed run, so that weights are as cold as inside
 // a whole model. An invalid variant or a wrong answer is a record with "error", never a stop.
@@ -40,12 +41,15 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <map>
 #include <sstream>
 #include <thread>
 #include <string>
 #include <vector>
 
+#include "../kernels/int8/qconv.h"
 #include "layertune/aligned_buffer.h"
 #include "layertune/conv.h"
 #include "layertune/engine.h"
@@ -361,6 +365,90 @@ MethodParams parse_variant(const std::vector<std::string>& words) {
   return p;
 }
 
+// One layer of a job, with seeded data: each variant's kernel as a run, its output checked against
+// the layer's reference method (float32: within the tolerance; int8: exactly, as the int8 kernels
+// compute TFLite's arithmetic bit for bit).
+class JobLayer {
+ public:
+  virtual ~JobLayer() = default;
+  // The variant's kernel, prepared, as a run (InvalidArgument when it cannot compute the layer).
+  virtual std::function<void()> prepare(const MethodParams& p) = 0;
+  // The last run's output against the reference's.
+  virtual Comparison check() const = 0;
+  virtual bool correct(const Comparison& c, double tolerance) const { return c.within(tolerance); }
+};
+
+class FloatJobLayer final : public JobLayer {
+ public:
+  FloatJobLayer(const ConvShape& s, uint32_t seed, int cores)
+      : s_(s), input_(s.input_size()), weights_(s.weight_size()), bias_(s.out_c), out_(s.output_size()),
+        ref_(s.output_size()) {
+    fill_uniform(input_.data(), input_.size(), seed, -1.f, 1.f);
+    fill_uniform(weights_.data(), weights_.size(), seed + 1, -1.f, 1.f);
+    fill_uniform(bias_.data(), bias_.size(), seed + 2, -1.f, 1.f);
+    MethodParams reference;
+    reference.method = "reference";
+    reference.threads = cores;
+    make_conv_kernel(s, reference, weights_.data(), bias_.data())->run(input_.data(), ref_.data());
+  }
+  std::function<void()> prepare(const MethodParams& p) override {
+    std::shared_ptr<ConvKernel> k = make_conv_kernel(s_, p, weights_.data(), bias_.data());
+    return [this, k] { k->run(input_.data(), out_.data()); };
+  }
+  Comparison check() const override { return compare(out_.data(), ref_.data(), out_.size()); }
+
+ private:
+  ConvShape s_;
+  AlignedBuffer input_, weights_, bias_, out_, ref_;
+};
+
+class Int8JobLayer final : public JobLayer {
+ public:
+  Int8JobLayer(const ConvShape& s, uint32_t seed, int cores)
+      : input_(size_t(s.input_size())), out_(size_t(s.output_size())), ref_(size_t(s.output_size())) {
+    auto uniform = [](size_t n, uint32_t sd, float lo, float hi) {
+      std::vector<float> v(n);
+      fill_uniform(v.data(), n, sd, lo, hi);
+      return v;
+    };
+    auto to_int8 = [](float v, int lo) { return int8_t(std::min(std::max(int(std::floor(v)), lo), 127)); };
+    q_.shape = s;
+    const auto x = uniform(input_.size(), seed, -128.f, 128.f);
+    for (size_t i = 0; i < x.size(); ++i) input_[i] = to_int8(x[i], -128);
+    const auto w = uniform(size_t(s.weight_size()), seed + 1, -127.f, 128.f);
+    for (float v : w) q_.weights.push_back(to_int8(v, -127));
+    for (float v : uniform(size_t(s.out_c), seed + 2, -2000.f, 2000.f)) q_.bias.push_back(int32_t(v));
+    q_.input_zero_point = 3;
+    q_.output_zero_point = -5;
+    // Sums of k products of +-127 spread as 127^2 sqrt(k / 9): multipliers that map them onto the
+    // int8 range with few outputs clamped, so that an exact comparison says something.
+    const double k = double(s.kernel_h) * s.kernel_w * s.in_c_per_group();
+    for (float u : uniform(size_t(s.out_c), seed + 3, 0.5f, 1.5f))
+      q_.multipliers.push_back(int8::quantize_multiplier(u * 20.0 / (127.0 * 127.0 * std::sqrt(k / 9.0))));
+    std::tie(q_.out_min, q_.out_max) = int8::activation_bounds(s.activation, 0.05f, q_.output_zero_point);
+    MethodParams reference;
+    reference.method = "int8_reference";
+    int8::make_qconv(q_, reference)->run(input_.data(), ref_.data(), cores);
+  }
+  std::function<void()> prepare(const MethodParams& p) override {
+    std::shared_ptr<int8::QConvKernel> k = int8::make_qconv(q_, p);
+    return [this, k, threads = p.threads] { k->run(input_.data(), out_.data(), threads); };
+  }
+  Comparison check() const override {
+    Comparison c;
+    for (size_t i = 0; i < out_.size(); ++i) {
+      c.max_abs_diff = std::max(c.max_abs_diff, std::abs(double(out_[i]) - double(ref_[i])));
+      c.max_abs_ref = std::max(c.max_abs_ref, std::abs(double(ref_[i])));
+    }
+    return c;
+  }
+  bool correct(const Comparison& c, double) const override { return c.max_abs_diff == 0; }
+
+ private:
+  int8::QuantizedConv q_;
+  std::vector<int8_t> input_, out_, ref_;
+};
+
 int cmd_job(const Args& a) {
   // The job comes in a file, or inline (--text): a runner saves an upload round trip per job.
   const bool inline_text = a.flags.count("text") != 0;
@@ -381,7 +469,7 @@ int cmd_job(const Args& a) {
   }
   std::istream& f = inline_text ? static_cast<std::istream&>(text) : file;
 
-  std::map<std::string, ConvShape> layers;
+  std::map<std::string, std::pair<ConvShape, std::string>> layers;  // shape, dtype
   std::map<std::string, std::vector<std::pair<std::string, std::vector<std::string>>>> variants;
   std::vector<std::string> order;
   std::string line;
@@ -398,8 +486,11 @@ int cmd_job(const Args& a) {
       for (int& v : f)
         if (!(in >> v)) fail(path, ":", line_no, ": a layer line needs 16 integers and an activation");
       if (!(in >> act)) fail(path, ":", line_no, ": missing activation");
+      std::string dtype = "float32";
+      in >> dtype;  // optional: the tensors' type, float32 or int8
+      if (dtype != "float32" && dtype != "int8") fail(path, ":", line_no, ": dtype must be float32 or int8, got '", dtype, "'");
       if (!layers.count(key)) order.push_back(key);
-      layers[key] = ConvShape::from_fields(f, parse_activation(act));
+      layers[key] = {ConvShape::from_fields(f, parse_activation(act)), dtype};
     } else if (kind == "V") {
       std::string vkey;
       std::vector<std::string> words;
@@ -415,25 +506,19 @@ int cmd_job(const Args& a) {
 
   const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
   for (const std::string& key : order) {
-    const ConvShape& s = layers[key];
-    AlignedBuffer input(s.input_size()), weights(s.weight_size()), bias(s.out_c), out(s.output_size()), ref(s.output_size());
-    fill_uniform(input.data(), input.size(), seed, -1.f, 1.f);
-    fill_uniform(weights.data(), weights.size(), seed + 1, -1.f, 1.f);
-    fill_uniform(bias.data(), bias.size(), seed + 2, -1.f, 1.f);
-    MethodParams ref_params;
-    ref_params.method = "reference";
-    ref_params.threads = cores;
-    make_conv_kernel(s, ref_params, weights.data(), bias.data())->run(input.data(), ref.data());
+    const auto& [s, dtype] = layers[key];
+    const std::unique_ptr<JobLayer> data = dtype == "int8" ? std::unique_ptr<JobLayer>(new Int8JobLayer(s, seed, cores))
+                                                           : std::unique_ptr<JobLayer>(new FloatJobLayer(s, seed, cores));
     // The layer's first variant is its baseline: every group of variants is timed interleaved
     // with it (time_interleaved), at most as many at once as `memory-mib` holds (a prepared
     // kernel is assumed to take up to 4x the weights: Winograd F(4x4)'s transformed filters).
     const auto& vs = variants[key];
     if (vs.empty()) continue;
     const size_t per_group = std::max<size_t>(1, size_t(memory_bytes / std::max(1.0, 16.0 * s.weight_size())));
-    std::unique_ptr<ConvKernel> baseline;
+    std::function<void()> baseline;
     std::string baseline_error;
     try {
-      baseline = make_conv_kernel(s, parse_variant(vs[0].second), weights.data(), bias.data());
+      baseline = data->prepare(parse_variant(vs[0].second));
     } catch (const InvalidArgument& e) {
       baseline_error = e.what();
     }
@@ -441,7 +526,7 @@ int cmd_job(const Args& a) {
       struct Entry {
         std::string vkey, method, error = "null", message;
         int threads = 0;
-        std::unique_ptr<ConvKernel> kernel;
+        std::function<void()> run;
         Comparison c;
       };
       std::vector<Entry> group;
@@ -452,23 +537,23 @@ int cmd_job(const Args& a) {
         try {
           const MethodParams p = parse_variant(vs[i].second);
           e.threads = p.threads;
-          e.kernel = make_conv_kernel(s, p, weights.data(), bias.data());
-          e.kernel->run(input.data(), out.data());
-          e.c = compare(out.data(), ref.data(), out.size());
-          if (!e.c.within(tolerance)) e.error = json_string("wrong-answer");
+          e.run = data->prepare(p);
+          e.run();
+          e.c = data->check();
+          if (!data->correct(e.c, tolerance)) e.error = json_string("wrong-answer");
         } catch (const InvalidArgument& ex) {
           e.error = json_string("invalid");
           e.message = ex.what();
-          e.kernel.reset();
+          e.run = nullptr;
         }
         group.push_back(std::move(e));
       }
       std::vector<std::function<void()>> runs;
-      if (baseline) runs.push_back([&] { baseline->run(input.data(), out.data()); });
+      if (baseline) runs.push_back(baseline);
       std::vector<Entry*> timed;
       for (auto& e : group)
-        if (baseline && e.kernel && e.error == "null") {
-          runs.push_back([&, k = e.kernel.get()] { k->run(input.data(), out.data()); });
+        if (baseline && e.run && e.error == "null") {
+          runs.push_back(e.run);
           timed.push_back(&e);
         }
       const auto flush_caches = [&] {

@@ -22,10 +22,12 @@ _ACTIVATIONS = {None: "none", "none": "none", "linear": "none", "relu": "relu", 
                 "relu_n1_to_1": "relu_n1_to_1"}
 
 
-def conv_methods() -> dict[str, tuple[str, ...]]:
-    """The convolution methods and the parameters each accepts (``reference`` is the oracle);
-    the whole table, with ranges and defaults, is ``layertune.methods.methods()``."""
-    return {name: tuple(p.name for p in m.params) for name, m in methods().items()}
+def conv_methods(dtype: str = "float32") -> dict[str, tuple[str, ...]]:
+    """The convolution methods of layers computing in `dtype` and the parameters each accepts:
+    by default the float32 ones that conv2d / Conv2D take (``reference`` is the oracle); "int8"
+    lists the int8 rows (quantized models' layers). The whole table, with ranges and defaults, is
+    ``layertune.methods.methods()``."""
+    return {name: tuple(p.name for p in m.params) for name, m in methods().items() if m.dtype == dtype}
 
 
 def peak_gflops(threads: int = 1, seconds: float = 0.5) -> float:

@@ -46,6 +46,7 @@ class Method:
     doc: str
     tunable: bool
     params: tuple[MethodParam, ...]  # "threads" first
+    dtype: str  # what its layers compute in: "float32" or "int8"
 
     def param(self, name: str) -> MethodParam | None:
         return next((p for p in self.params if p.name == name), None)
@@ -58,18 +59,26 @@ def methods() -> dict[str, Method]:
     for m in json.loads(_core.methods_json()):
         params = tuple(MethodParam(p["name"], p["doc"], tuple(p["choices"]), p["min"], p["max"], p["default"],
                                    p["layers"], p["options_key"], tuple(p["sweep"])) for p in m["params"])
-        out[m["name"]] = Method(m["name"], m["doc"], m["tunable"], params)
+        out[m["name"]] = Method(m["name"], m["doc"], m["tunable"], params, m["dtype"])
     return out
 
 
-def tunable_methods() -> tuple[str, ...]:
-    return tuple(name for name, m in methods().items() if m.tunable)
+def tunable_methods(dtype: str | None = None) -> tuple[str, ...]:
+    """The tunable methods (of layers computing in `dtype` only, if given), in table order."""
+    return tuple(name for name, m in methods().items() if m.tunable and dtype in (None, m.dtype))
 
 
 def why_not(conv: dict[str, Any], method: str, params: dict[str, int] | None = None) -> str | None:
-    """Why the core cannot compute this convolution (``Graph.conv_info``) with this method and
-    these parameters, or None when it can. No weights are packed."""
-    return _core.why_not_applicable(*_layer_args(conv), method, dict(params or {})) or None
+    """Why the core cannot compute this convolution (``Graph.conv_info``, whose ``dtype`` says what
+    it computes in) with this method and these parameters, or None when it can. No weights are
+    packed."""
+    return _core.why_not_applicable(*_layer_args(conv), method, dict(params or {}), conv.get("dtype", "float32")) or None
+
+
+def default_int8_method(conv: dict[str, Any]) -> str:
+    """An int8 convolution's kernel when none is chosen: the first tunable int8 method of the
+    table that computes it, else the reference (the core's int8::default_method, the same rule)."""
+    return next((m for m in tunable_methods("int8") if not why_not(conv, m)), "int8_reference")
 
 
 def _layer_args(conv: dict[str, Any]) -> tuple:

@@ -124,8 +124,9 @@ class Model:
         node = self.graph.nodes[index]
         if node.op not in CONV_OPS:
             raise ValueError(f"layer {index} ({node.name}) is a {node.op}, not a convolution")
-        if not self.graph.is_float_conv(node):
-            raise ValueError(f"layer {index} ({node.name}) computes in int8; the method table's kernels are float32")
+        if not self.graph.is_tunable_conv(node):
+            raise ValueError(f"layer {index} ({node.name}) computes in {self.graph.tensors[node.outputs[0]].dtype}: "
+                             "no kernel of the method table computes it")
         if threads is not None:
             params["threads"] = threads
         try:

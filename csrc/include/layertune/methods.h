@@ -13,6 +13,10 @@
 namespace layertune {
 
 class ConvKernel;
+namespace int8 {
+struct QuantizedConv;
+class QConvKernel;
+}  // namespace int8
 
 // Which layers a parameter means something for.
 enum class LayerKind { kAny, kRegular, kDepthwise };
@@ -37,6 +41,8 @@ struct ParamSpec {
 
 using ConvFactory = std::unique_ptr<ConvKernel> (*)(const ConvShape&, const MethodParams&, const float* weights,
                                                    const float* bias);
+// An int8 method's factory: the layer with its int8 weights, int32 bias and requantization.
+using QConvFactory = std::unique_ptr<int8::QConvKernel> (*)(const int8::QuantizedConv&, const MethodParams&);
 
 struct MethodSpec {
   std::string name;
@@ -44,7 +50,9 @@ struct MethodSpec {
   bool tunable = true;           // false: the reference oracle, never a tuning candidate
   std::vector<ParamSpec> params;  // "threads" first, then the method's own
   std::string (*applies)(const ConvShape&) = nullptr;  // "" when the method can compute the layer
-  ConvFactory make = nullptr;
+  std::string dtype = "float32";  // what its layers compute in: "float32" or "int8" (kernels/int8/)
+  ConvFactory make = nullptr;       // float32 methods
+  QConvFactory make_int8 = nullptr;  // int8 methods
 
   const ParamSpec* param(const std::string& name) const;
 };
@@ -54,8 +62,9 @@ const std::vector<MethodSpec>& conv_methods();
 // The method called `name`; InvalidArgument listing the known ones otherwise.
 const MethodSpec& find_method(const std::string& name);
 
-// "" when the method and every explicitly set parameter can compute this layer, else why not.
-std::string why_not_applicable(const ConvShape& shape, const MethodParams& params);
+// "" when the method and every explicitly set parameter can compute this layer (whose tensors
+// are `dtype`: a float32 layer takes float32 methods, an int8 layer int8 ones), else why not.
+std::string why_not_applicable(const ConvShape& shape, const MethodParams& params, const std::string& dtype = "float32");
 // The table as JSON (a list of methods with their parameters): what the bindings and the
 // profiler's `methods` command report.
 std::string methods_json();
@@ -65,6 +74,6 @@ std::string methods_json();
 std::vector<std::string> meaningful_params(const ConvShape& shape, const std::string& method);
 
 // InvalidArgument with why_not_applicable's reason.
-void check_applicable(const ConvShape& shape, const MethodParams& params);
+void check_applicable(const ConvShape& shape, const MethodParams& params, const std::string& dtype = "float32");
 
 }  // namespace layertune

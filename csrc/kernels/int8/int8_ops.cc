@@ -49,10 +49,10 @@ class QConvOp final : public Op {
     if (ctx.shape(out_) != std::vector<int>{q.shape.batch, q.shape.out_h(), q.shape.out_w(), q.shape.out_c})
       fail(ctx.node.where(), ": output shape does not match the layer (", q.shape.describe(), ")");
     fill_quantized(ctx, w, q);
-    const std::string method = ctx.reference_kernels ? "int8_reference" : ctx.node.str("kernel.method", "");
-    threads_ = int(ctx.node.int_attr("kernel.threads", ctx.threads));
+    const MethodParams choice = ops::kernel_choice(ctx, int8::default_method(q.shape), "int8_reference");
+    threads_ = choice.threads;
     try {
-      kernel_ = int8::make_qconv(q, method.rfind("int8_", 0) == 0 ? method : "");
+      kernel_ = int8::make_qconv(q, choice);
     } catch (const InvalidArgument& e) {
       fail(ctx.node.where(), ": ", e.what());
     }
@@ -114,7 +114,9 @@ class QFullyConnectedOp final : public Op {
                                      parse_activation(ctx.node.str("activation", "none")));
     QConvOp::fill_quantized(ctx, w, q);
     threads_ = ctx.threads;
-    kernel_ = int8::make_qconv(q, ctx.reference_kernels ? "int8_reference" : "");
+    MethodParams choice;
+    choice.method = ctx.reference_kernels ? "int8_reference" : int8::default_method(q.shape);
+    kernel_ = int8::make_qconv(q, choice);
   }
   void run(float* const* b) override { kernel_->run(in8(b, in_), out8(b, out_), threads_); }
 

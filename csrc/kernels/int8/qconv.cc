@@ -1,9 +1,11 @@
 #include "qconv.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "layertune/aligned_buffer.h"
+#include "layertune/methods.h"
 #include "layertune/status.h"
 #include "layertune/thread_pool.h"
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -111,16 +113,21 @@ struct Requant {
 // requantized and stored from its registers.
 class GemmQConv : public QConvKernel {
  public:
-  static constexpr int kRows = 8;      // pixels per micro-tile
+  static constexpr int kMaxRows = 12;  // pixels per micro-tile: tile_rows, 4, 8 or 12
   static constexpr int kBlock = 16;    // channels per B block (one vector of int32 lanes)
 
-  explicit GemmQConv(const QuantizedConv& q) : QConvKernel(q) {
+  GemmQConv(const QuantizedConv& q, int tile_rows) : QConvKernel(q), rows_(tile_rows) {
     const ConvShape& s = q.shape;
     k_ = int64_t(s.kernel_h) * s.kernel_w * s.in_c;
     kp_ = round_up(k_, 4);
     direct_ = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
               s.pad_bottom == 0 && s.pad_left == 0 && s.pad_right == 0 && s.in_c % 4 == 0;
     blocks_ = (s.out_c + kBlock - 1) / kBlock;
+#if LAYERTUNE_X86_VNNI
+    vnni_ = std::strcmp(qgemm_isa(), "avx512vnni") == 0;
+#endif
+    // B per block of 16 channels: for VNNI 4 k of each channel together (vpdpbusd's operand);
+    // for the portable tile the 16 channels of each k together (one load, widened once).
     b_.assign(size_t(blocks_ * kp_ * kBlock), 0);
     std::vector<int32_t> bias(size_t(s.out_c));
     for (int c = 0; c < s.out_c; ++c) {
@@ -128,16 +135,14 @@ class GemmQConv : public QConvKernel {
       for (int64_t k = 0; k < k_; ++k) {
         const int8_t w = q.weights[size_t(k * s.out_c + c)];
         sum += w;
-        b_[size_t(((c / kBlock) * (kp_ / 4) + k / 4) * kBlock * 4 + (c % kBlock) * 4 + k % 4)] = w;
+        const int64_t block = c / kBlock, lane = c % kBlock;
+        b_[size_t(vnni() ? (block * (kp_ / 4) + k / 4) * kBlock * 4 + lane * 4 + k % 4 : (block * kp_ + k) * kBlock + lane)] = w;
       }
       bias[c] = q.bias[c] - (128 + q.input_zero_point) * sum;
     }
     rq_.init(q, blocks_ * kBlock, bias);
     pad_ = uint8_t(q.input_zero_point + 128);
-    rows_per_task_ = int(std::clamp<int64_t>(round_up(std::max<int64_t>(32768 / kp_, 1), kRows), kRows, 64));
-#if LAYERTUNE_X86_VNNI
-    vnni_ = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
-#endif
+    rows_per_task_ = int(std::clamp<int64_t>(round_up(std::max<int64_t>(32768 / kp_, 1), rows_), rows_, round_up(64, rows_)));
   }
   const char* name() const override { return "int8_gemm"; }
 
@@ -159,8 +164,8 @@ class GemmQConv : public QConvKernel {
         pack_rows(x, p0, rows, reinterpret_cast<uint8_t*>(buf.data()));
         a = reinterpret_cast<const uint8_t*>(buf.data());
       }
-      for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-        const int nr = int(std::min<int64_t>(kRows, rows - r0));
+      for (int64_t r0 = 0; r0 < rows; r0 += rows_) {
+        const int nr = int(std::min<int64_t>(rows_, rows - r0));
         for (int64_t nb = 0; nb < blocks_; nb += 2)
           tile(a + r0 * kp_, nr, nb, nb + 1 < blocks_ ? 2 : 1, y + (p0 + r0) * s.out_c);
       }
@@ -220,8 +225,7 @@ class GemmQConv : public QConvKernel {
     const int out_c = q_.shape.out_c;
 #if LAYERTUNE_X86_VNNI
     if (vnni_) {
-      auto* const kernel = direct_ ? (nv == 2 ? tile_vnni<2, true> : tile_vnni<1, true>)
-                                   : (nv == 2 ? tile_vnni<2, false> : tile_vnni<1, false>);
+      const auto kernel = rows_ == 4 ? vnni_tile<4>(nv) : rows_ == 12 ? vnni_tile<12>(nv) : vnni_tile<8>(nv);
       kernel(a, kp_, nr, b, kp_ * kBlock, kp_ / 4, rq_, nb * kBlock, out_c, y);
       return;
     }
@@ -231,12 +235,8 @@ class GemmQConv : public QConvKernel {
       for (int v = 0; v < nv; ++v) {
         v32 sum{};
         const int8_t* bv = b + v * kp_ * kBlock;
-        for (int64_t k4 = 0; k4 < kp_ / 4; ++k4)
-          for (int j = 0; j < 4; ++j) {
-            v32 w;
-            for (int l = 0; l < kBlock; ++l) w[l] = bv[(k4 * kBlock + l) * 4 + j];
-            sum += int32_t(a[r * kp_ + k4 * 4 + j] ^ flip) * w;
-          }
+        const uint8_t* ar = a + r * kp_;
+        for (int64_t k = 0; k < k_; ++k) sum += int32_t(ar[k] ^ flip) * widen(bv + k * kBlock);
         const int64_t c0 = (nb + v) * kBlock;
         rq_.store(sum, c0, y + r * out_c + c0, int(std::min<int64_t>(kBlock, out_c - c0)));
       }
@@ -253,7 +253,15 @@ class GemmQConv : public QConvKernel {
     return acc;
   }
 
-  template <int NV, bool Flip>
+  using VnniTile = void (*)(const uint8_t*, int64_t, int, const int8_t*, int64_t, int64_t, const Requant&, int64_t, int,
+                            int8_t*);
+  template <int R>
+  VnniTile vnni_tile(int nv) const {
+    return direct_ ? (nv == 2 ? tile_vnni<R, 2, true> : tile_vnni<R, 1, true>)
+                   : (nv == 2 ? tile_vnni<R, 2, false> : tile_vnni<R, 1, false>);
+  }
+
+  template <int kRows, int NV, bool Flip>
   __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(
       const uint8_t* a, int64_t a_stride, int nr, const int8_t* b, int64_t b_stride, int64_t k4, const Requant& rq,
       int64_t c0, int out_c, int8_t* y) {
@@ -284,10 +292,18 @@ class GemmQConv : public QConvKernel {
   }
   bool vnni_ = false;
 #endif
+  bool vnni() const {
+#if LAYERTUNE_X86_VNNI
+    return vnni_;
+#else
+    return false;
+#endif
+  }
 
   int64_t k_ = 0, kp_ = 0, blocks_ = 0;
   bool direct_ = false;  // A is the input itself (1x1, stride 1, no padding, channels a multiple of 4)
-  int rows_per_task_ = kRows;
+  int rows_ = 8;  // tile_rows
+  int rows_per_task_ = 8;
   uint8_t pad_ = 128;
   std::vector<int8_t> b_;
   Requant rq_;
@@ -395,27 +411,44 @@ class DepthwiseQConv : public QConvKernel {
 
 const char* qgemm_isa() {
 #if LAYERTUNE_X86_VNNI
-  if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) return "avx512vnni";
+  // LAYERTUNE_INT8_ISA=portable: the portable GEMM on a CPU that has VNNI too (how the tests
+  // check, on x86, the code that ARM targets and older x86 CPUs run).
+  static const bool forced_portable = [] {
+    const char* isa = std::getenv("LAYERTUNE_INT8_ISA");
+    return isa && std::strcmp(isa, "portable") == 0;
+  }();
+  if (!forced_portable && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) return "avx512vnni";
 #endif
   return "portable";
 }
 
-std::string qconv_why_not(const ConvShape& s, const std::string& method) {
-  if (method == "int8_reference" || method.empty()) return "";
-  if (method == "int8_gemm") return s.groups == 1 ? "" : "int8_gemm computes ungrouped layers only";
-  if (method == "int8_depthwise")
-    return s.is_depthwise() && s.multiplier() == 1 ? "" : "int8_depthwise computes depthwise layers with multiplier 1 only";
-  return "unknown int8 method '" + method + "' (int8_reference, int8_gemm, int8_depthwise)";
+std::string default_method(const ConvShape& s) {
+  // The first tunable int8 method of the table that computes the layer (Python's
+  // methods.default_int8_method asks the same of the same table).
+  for (const MethodSpec& m : conv_methods())
+    if (m.dtype == "int8" && m.tunable && m.applies(s).empty()) return m.name;
+  return "int8_reference";
 }
 
-std::unique_ptr<QConvKernel> make_qconv(const QuantizedConv& q, const std::string& method) {
-  const std::string why = qconv_why_not(q.shape, method);
-  if (!why.empty()) fail(why);
-  std::string m = method;
-  if (m.empty()) m = q.shape.groups == 1 ? "int8_gemm" : (q.shape.is_depthwise() && q.shape.multiplier() == 1) ? "int8_depthwise" : "int8_reference";
-  if (m == "int8_gemm") return std::make_unique<GemmQConv>(q);
-  if (m == "int8_depthwise") return std::make_unique<DepthwiseQConv>(q);
-  return std::make_unique<ReferenceQConv>(q);
+std::unique_ptr<QConvKernel> make_qconv(const QuantizedConv& q, const MethodParams& params) {
+  q.shape.validate();
+  check_applicable(q.shape, params, "int8");
+  return find_method(params.method).make_int8(q, params);
 }
 
 }  // namespace layertune::int8
+
+namespace layertune {
+
+// The int8 rows' factories (methods.cc).
+std::unique_ptr<int8::QConvKernel> make_int8_reference_conv(const int8::QuantizedConv& q, const MethodParams&) {
+  return std::make_unique<int8::ReferenceQConv>(q);
+}
+std::unique_ptr<int8::QConvKernel> make_int8_gemm_conv(const int8::QuantizedConv& q, const MethodParams& p) {
+  return std::make_unique<int8::GemmQConv>(q, p.get("tile_rows"));
+}
+std::unique_ptr<int8::QConvKernel> make_int8_depthwise_conv(const int8::QuantizedConv& q, const MethodParams&) {
+  return std::make_unique<int8::DepthwiseQConv>(q);
+}
+
+}  // namespace layertune

@@ -35,11 +35,12 @@ class QConvKernel {
   QuantizedConv q_;  // without the weights: each kernel keeps them in its own layout
 };
 
-// The methods: "int8_reference" (the oracle), "int8_gemm" (regular layers), "int8_depthwise"
-// (depthwise layers with multiplier 1). "" = the default for the layer.
-std::unique_ptr<QConvKernel> make_qconv(const QuantizedConv& q, const std::string& method);
-// "" when the method can compute the layer, else why not.
-std::string qconv_why_not(const ConvShape& s, const std::string& method);
+// The int8 methods are rows of the method table (methods.cc: int8_reference, the oracle;
+// int8_gemm; int8_depthwise). The one a layer gets when it names none:
+std::string default_method(const ConvShape& s);
+// The kernel of `params` (an int8 method of the table) for the layer; InvalidArgument saying why
+// not when it cannot compute it.
+std::unique_ptr<QConvKernel> make_qconv(const QuantizedConv& q, const MethodParams& params);
 // The activation bounds in a tensor's integers (TFLite's CalculateActivationRangeQuantized).
 std::pair<int32_t, int32_t> activation_bounds(Activation a, float scale, int32_t zero_point);
 // Which GEMM micro-kernel this CPU runs ("avx512vnni", or "portable").

@@ -7,9 +7,28 @@
 
 #include "../../graph/op.h"
 #include "layertune/conv_params.h"
+#include "layertune/methods.h"
 #include "layertune/status.h"
 
 namespace layertune::ops {
+
+// The kernel choice stored in a convolution node ("kernel.method", "kernel.<param>", checked against
+// the method table): `fallback` when the node names no method, `reference` on the reference engine.
+inline MethodParams kernel_choice(const OpContext& ctx, const std::string& fallback, const std::string& reference) {
+  MethodParams p;
+  p.method = ctx.reference_kernels ? reference : ctx.node.str("kernel.method", fallback);
+  p.threads = ctx.threads;
+  if (ctx.reference_kernels) return p;
+  for (const auto& [key, attr] : ctx.node.attrs) {
+    if (key.rfind("kernel.", 0) != 0 || key == "kernel.method") continue;
+    try {
+      p.set(key.substr(7), int(ctx.node.int_attr(key)));
+    } catch (const InvalidArgument& e) {
+      fail(ctx.node.where(), ": ", e.what());
+    }
+  }
+  return p;
+}
 
 inline std::pair<float, float> fused_activation(const OpContext& ctx) {
   return activation_range(parse_activation(ctx.node.str("activation", "none")));

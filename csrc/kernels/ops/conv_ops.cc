@@ -11,23 +11,6 @@ namespace {
 
 using ops::fused_activation;
 
-// The kernel choice stored in the node ("kernel.method", "kernel.<param>").
-MethodParams kernel_choice(const OpContext& ctx) {
-  MethodParams p;
-  p.method = ctx.reference_kernels ? "reference" : ctx.node.str("kernel.method", "unrolled");
-  p.threads = ctx.threads;
-  if (ctx.reference_kernels) return p;
-  for (const auto& [key, attr] : ctx.node.attrs) {
-    if (key.rfind("kernel.", 0) != 0 || key == "kernel.method") continue;
-    try {
-      p.set(key.substr(7), int(ctx.node.int_attr(key)));
-    } catch (const InvalidArgument& e) {
-      fail(ctx.node.where(), ": ", e.what());
-    }
-  }
-  return p;
-}
-
 // y[r] = clamp(x[r] W + b) for a few rows r, with W (in, out) row-major: streams W once per row,
 // vectorized over the outputs. For fully-connected layers and 1x1 convolutions on a handful of
 // pixels, where a GEMM register tile would compute mostly padding.
@@ -129,7 +112,7 @@ class ConvOp final : public GemvOrKernelOp {
     const float* bias = ctx.has_input(2) ? ctx.constant(ctx.input(2)) : nullptr;
     const ConvShape s = ops::conv_shape(ctx);
     try {
-      const MethodParams choice = kernel_choice(ctx);
+      const MethodParams choice = ops::kernel_choice(ctx, "unrolled", "reference");
       rows_ = int64_t(s.batch) * s.out_h() * s.out_w();
       if (choice.method != "reference" && rows_ <= kGemvMaxRows && s.kernel_h == 1 && s.kernel_w == 1 &&
           s.groups == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top + s.pad_bottom + s.pad_left + s.pad_right == 0) {

@@ -118,8 +118,12 @@ class Graph:
         return out
 
     def is_float_conv(self, node: Node) -> bool:
-        """A convolution the float kernels compute (the method table's; int8 layers have their own)."""
+        """A convolution computed in float32 (the one kind fusion's epilogues apply to)."""
         return node.op in CONV_OPS and self.tensors[node.outputs[0]].dtype == "float32"
+
+    def is_tunable_conv(self, node: Node) -> bool:
+        """A convolution the method table's kernels compute: in float32, or in int8 (its own rows)."""
+        return node.op in CONV_OPS and self.tensors[node.outputs[0]].dtype in ("float32", "int8")
 
     def conv_info(self, node: Node) -> dict[str, Any]:
         """The convolution a CONV_2D / DEPTHWISE_CONV_2D node computes, as layertune.Conv2D arguments."""
@@ -128,7 +132,8 @@ class Graph:
         y = self.tensors[node.outputs[0]].shape
         return {"input": x, "weights": w, "output": y, "strides": tuple(node.attrs["strides"]),
                 "dilations": tuple(node.attrs["dilations"]), "pads": tuple(node.attrs["pads"]),
-                "groups": int(node.attrs.get("groups", 1)), "activation": node.attrs.get("activation", "none")}
+                "groups": int(node.attrs.get("groups", 1)), "activation": node.attrs.get("activation", "none"),
+                "dtype": self.tensors[node.outputs[0]].dtype}
 
     def flops(self, node: Node) -> int:
         """Multiply-adds x 2 of the layer's direct algorithm (0 for ops that are not layers)."""

@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 
 from layertune.graph.ir import Graph, Node
-from layertune.methods import why_not
+from layertune.methods import default_int8_method, why_not
 
 
 def default_kernel(graph: Graph, node: Node) -> dict[str, Any]:
     info = graph.conv_info(node)
+    if info["dtype"] == "int8":
+        return {"method": default_int8_method(info)}
     kh, kw, cig, out_c = info["weights"]
     groups = info["groups"]
     cog = out_c // groups
@@ -44,6 +46,6 @@ def check_kernel(graph: Graph, node: Node, method: str, params: dict[str, Any]) 
 def apply_default_kernels(graph: Graph, overwrite: bool = False) -> None:
     """Gives every convolution without a kernel choice (or every one, with overwrite) the default."""
     for node in graph.nodes:
-        if graph.is_float_conv(node) and (overwrite or "kernel.method" not in node.attrs):
+        if graph.is_tunable_conv(node) and (overwrite or "kernel.method" not in node.attrs):
             choice = default_kernel(graph, node)
             node.set_kernel(choice.pop("method"), choice)

@@ -71,7 +71,7 @@ def pinned(graph: Graph, threads: int) -> Graph:
     """A copy in which every convolution names its thread count (its own, else `threads`)."""
     g = graph.copy()
     for node in g.nodes:
-        if g.is_float_conv(node):
+        if g.is_tunable_conv(node):
             params = dict(node.kernel)
             params.setdefault("threads", threads)
             node.set_kernel(params.pop("method"), params)
@@ -146,7 +146,7 @@ def _proposals(nodes: dict[str, list[float]], base: str, candidates: dict[str, P
     graph = candidates[base].graph
     out = []
     for index, node in enumerate(graph.nodes):
-        if not graph.is_float_conv(node):
+        if not graph.is_tunable_conv(node):
             continue
         own = nodes[base][index]
         best = min(nodes, key=lambda n: nodes[n][index])

@@ -285,6 +285,8 @@ def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, sett
                   for i, t in enumerate(sorted(threads))}
     for m, method in enumerate(settings.options.methods):
         uniform = _uniform(default, method)
+        if all(a.attrs == b.attrs for a, b in zip(uniform.nodes, default.nodes)):
+            continue  # the method computes none of this model's layers: the default plan again
         for i, t in enumerate(sorted(threads)):
             candidates[f"uniform-{method}@{t}"] = PlanCandidate(uniform, t, baseline=True,
                                                                 simplicity=100 * (m + 1) + i)

@@ -14,7 +14,8 @@ def layer_signature(graph: Graph, node: Node) -> str:
     n, h, w, ch = c["input"]
     kh, kw, _, oc = c["weights"]
     return (f"{n}x{h}x{w}x{ch}-k{kh}x{kw}-o{oc}-s{c['strides'][0]}x{c['strides'][1]}"
-            f"-d{c['dilations'][0]}x{c['dilations'][1]}-p{'.'.join(map(str, c['pads']))}-g{c['groups']}-{c['activation']}")
+            f"-d{c['dilations'][0]}x{c['dilations'][1]}-p{'.'.join(map(str, c['pads']))}-g{c['groups']}-{c['activation']}"
+            + ("-int8" if c["dtype"] == "int8" else ""))
 
 
 def layer_line(graph: Graph, node: Node, signature: str) -> str:
@@ -23,7 +24,7 @@ def layer_line(graph: Graph, node: Node, signature: str) -> str:
     n, h, w, ch = c["input"]
     kh, kw, _, oc = c["weights"]
     fields = [n, h, w, ch, oc, kh, kw, *c["strides"], *c["dilations"], *c["pads"], c["groups"]]
-    return f"L {signature} {' '.join(map(str, fields))} {c['activation']}"
+    return f"L {signature} {' '.join(map(str, fields))} {c['activation']}" + (" int8" if c["dtype"] == "int8" else "")
 
 
 def variant_key(params: dict[str, Any]) -> str:
@@ -31,7 +32,7 @@ def variant_key(params: dict[str, Any]) -> str:
 
 
 def conv_nodes(graph: Graph) -> list[tuple[int, Node]]:
-    return [(i, n) for i, n in enumerate(graph.nodes) if graph.is_float_conv(n)]
+    return [(i, n) for i, n in enumerate(graph.nodes) if graph.is_tunable_conv(n)]
 
 
 def best_records(records: list[Record], target: str, build: str, settings: str,

@@ -1,5 +1,5 @@
 """The variants to time for one layer: every tunable method the options name that can compute
-the layer, times the product of the values of each of its parameters that applies to the layer
+the layer (for an int8 layer, every int8 method when the options name none), times the product of the values of each of its parameters that applies to the layer
 (the options' values, else the table's sweep; a parameter with neither is left to the kernel),
 at each thread count. What applies is asked of the core's method table."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from layertune.methods import meaningful_params, methods, why_not
+from layertune.methods import meaningful_params, methods, tunable_methods, why_not
 from layertune.tuner.options import ProfileOptions
 
 
@@ -36,9 +36,18 @@ def method_variants(conv: dict[str, Any], method: str, options: ProfileOptions) 
     return [dict(combo) for combo in itertools.product(*axes)]
 
 
+def layer_methods(conv: dict[str, Any], options: ProfileOptions) -> tuple[str, ...]:
+    """The methods tried on a convolution: those of the options for its dtype; for an int8 layer
+    whose options name no int8 method (ELL's files know none), every tunable int8 method."""
+    dtype = conv.get("dtype", "float32")
+    named = tuple(m for m in options.methods if methods()[m].dtype == dtype)
+    return named or (tunable_methods("int8") if dtype == "int8" else ())
+
+
 def layer_variants(conv: dict[str, Any], options: ProfileOptions, device_cores: int) -> list[dict[str, Any]]:
     """The variants ({"method": ..., "threads": ..., params...}) that apply to one convolution."""
-    per_method = {m: method_variants(conv, m, options) for m in options.methods}
+    chosen = layer_methods(conv, options)
+    per_method = {m: method_variants(conv, m, options) for m in chosen}
     return [{"method": m, "threads": threads, **params}
             for threads in thread_counts(options, device_cores)
-            for m in options.methods for params in per_method[m]]
+            for m in chosen for params in per_method[m]]
