@@ -30,7 +30,7 @@ threads, so that an op type that does not scale (or gets slower) is named.
 
 With --int8 the model is the converter's full-int8 quantization of the same application (int8
 input and output, calibrated on 8 random images) and the rows are: LiteRT int8 (the baseline),
-layertune's int8 path, layertune on the same model in float32 (`int8=False`), LiteRT fp32 and
+layertune's int8 path (with --tuned also the plan profile_and_optimize writes for the int8 model), layertune on the same model in float32 (`int8=False`), LiteRT fp32 and
 layertune fp32; max|diff| is then against LiteRT int8's dequantized output, and the weight bytes
 of the int8 plan are printed against the fp32 plan's.
 """
@@ -231,7 +231,8 @@ def per_op_table(flatbuffer: bytes, name: str, x: np.ndarray, thread_counts: lis
           + " ".join(f"{totals[first] / totals[t]:6.2f}" for t in thread_counts[1:]))
 
 
-def tuned_measurement(tflite: Path, name: str, threads: int, x: np.ndarray, want: np.ndarray) -> benchlib.Measurement:
+def tuned_measurement(tflite: Path, name: str, threads: int, x: np.ndarray, want: np.ndarray,
+                      label: str = "layertune tuned") -> benchlib.Measurement:
     """The plan profile_and_optimize writes for this model (build_tflite's file) with at most
     `threads` threads."""
     from bench_tuning import engine_timer, tune  # bench_tuning imports this module: import late
@@ -240,8 +241,10 @@ def tuned_measurement(tflite: Path, name: str, threads: int, x: np.ndarray, want
         print(f"  {name} tuned for {threads} thread(s) in {seconds:.0f} s: {summary['whole_model']['written']}", flush=True)
         # the loaded model keeps what it needs: the folder may go
         model = layertune.load(Path(out) / "tuned" / tflite.stem / "optimized.ltplan", threads=threads)
-    diff = float(np.abs(model.run(x) - want).max())
-    return benchlib.Measurement("layertune tuned", engine_timer(model, x), info={"threads": threads, "max_abs_diff": diff})
+    diff = float(np.abs(model.run(x).reshape(want.shape) - want).max())
+    # the engine takes real values: integer input goes through Model.time (converted before the timed runs)
+    timer = engine_timer(model, x) if x.dtype == np.float32 else (lambda w, r: model.time(x, w, r))
+    return benchlib.Measurement(label, timer, info={"threads": threads, "max_abs_diff": diff})
 
 
 def plan_constant_bytes(model: layertune.Model) -> int:
@@ -276,6 +279,9 @@ def int8_items(name: str, args, cache: Path) -> tuple[list[benchlib.Measurement]
             diff = float(np.abs(model.run(inp).reshape(want.shape) - want).max())
             items.append(benchlib.Measurement(label, lambda w, r, m=model, i=inp: m.time(i, w, r),
                                               info={"threads": threads, "max_abs_diff": diff}))
+        if args.tuned:
+            items.append(tuned_measurement(tflite_path(name, args.size, cache, int8=True), name, threads, xq, want,
+                                           "layertune int8 tuned"))
         items.append(benchlib.Measurement("LiteRT fp32 (XNNPACK)", benchlib.litert_timer(
             benchlib.litert_interpreter(fb32, threads), [x]), info={"threads": threads}))
     return items, fb8, xq, want

@@ -113,7 +113,6 @@ struct Requant {
 // requantized and stored from its registers.
 class GemmQConv : public QConvKernel {
  public:
-  static constexpr int kMaxRows = 12;  // pixels per micro-tile: tile_rows, 4, 8 or 12
   static constexpr int kBlock = 16;    // channels per B block (one vector of int32 lanes)
 
   GemmQConv(const QuantizedConv& q, int tile_rows) : QConvKernel(q), rows_(tile_rows) {
@@ -149,11 +148,17 @@ class GemmQConv : public QConvKernel {
   void run(const int8_t* x, int8_t* y, int threads) const override {
     const ConvShape& s = q_.shape;
     const int64_t pixels = int64_t(s.batch) * s.out_h() * s.out_w();
-    const int64_t tasks = (pixels + rows_per_task_ - 1) / rows_per_task_;
+    const int64_t row_tasks = (pixels + rows_per_task_ - 1) / rows_per_task_, pairs = (blocks_ + 1) / 2;
+    // A layer with few row tasks (a 7x7 map is one) also splits its channel blocks, so that every
+    // thread has work; on one thread that would only pack the rows again.
+    const int64_t groups = threads > 1 ? std::min<int64_t>(pairs, (int64_t(threads) * 4 + row_tasks - 1) / row_tasks) : 1;
+    const int64_t tasks = row_tasks * groups;
     threads = int(std::min<int64_t>(threads, tasks));
     if (int(scratch_.size()) < threads) scratch_.resize(size_t(threads));
     ThreadPool::global().parallel_for(threads, tasks, [&](int64_t task, int worker) {
-      const int64_t p0 = task * rows_per_task_, rows = std::min<int64_t>(rows_per_task_, pixels - p0);
+      const int64_t row_task = task / groups, group = task % groups;
+      const int64_t p0 = row_task * rows_per_task_, rows = std::min<int64_t>(rows_per_task_, pixels - p0);
+      const int64_t nb0 = group * pairs / groups * 2, nb1 = std::min(blocks_, (group + 1) * pairs / groups * 2);
       const uint8_t* a;
       if (direct_) {
         a = reinterpret_cast<const uint8_t*>(x + p0 * kp_);  // signed bytes: the tile adds the 128
@@ -166,7 +171,7 @@ class GemmQConv : public QConvKernel {
       }
       for (int64_t r0 = 0; r0 < rows; r0 += rows_) {
         const int nr = int(std::min<int64_t>(rows_, rows - r0));
-        for (int64_t nb = 0; nb < blocks_; nb += 2)
+        for (int64_t nb = nb0; nb < nb1; nb += 2)
           tile(a + r0 * kp_, nr, nb, nb + 1 < blocks_ ? 2 : 1, y + (p0 + r0) * s.out_c);
       }
     });
