@@ -154,20 +154,4 @@ inline RequantLanes requant_lanes(Multiplier q) {
   return requant_lanes(splat32(q.m), splat32(std::max(q.shift, 0)), splat32(std::max(-q.shift, 0)));
 }
 
-// Each output channel's multiplier, as the lanes `requantize` takes.
-struct ChannelMultipliers {
-  std::vector<int32_t> m, left, right;
-  void resize(size_t n) {
-    m.assign(n, 0);
-    left.assign(n, 0);
-    right.assign(n, 0);
-  }
-  void set(size_t c, Multiplier q) {
-    m[c] = q.m;
-    left[c] = q.shift > 0 ? q.shift : 0;
-    right[c] = q.shift > 0 ? 0 : -q.shift;
-  }
-  Multiplier at(size_t c) const { return {m[c], left[c] - right[c]}; }
-};
-
 }  // namespace layertune::int8
