@@ -1,6 +1,7 @@
 """TFLite's integer arithmetic in numpy (int64), written for obviousness and sharing no code with
 layertune's int8 kernels: QuantizeMultiplier, MultiplyByQuantizedMultiplier and a quantized
-convolution through tests/numpy_conv.py's float64 convolution (exact on these integers)."""
+convolution through tests/numpy_conv.py's float64 convolution (exact on these integers); and
+XNNPACK's fp32 requantization, which LiteRT runs by default (requantization="xnnpack")."""
 
 from __future__ import annotations
 
@@ -44,10 +45,22 @@ def multiply_by_quantized_multiplier(x: np.ndarray, m: np.ndarray, shift: np.nda
     return (high >> right) + (remainder > threshold)
 
 
-def conv(q_x, zx, w, bias, multipliers, zy, lo, hi, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1):
-    """A quantized convolution: int8 x (N,H,W,C), int8 w HWIO, int32 bias, per-channel (m, shift)."""
+def xnnpack_requantize(acc: np.ndarray, scales: np.ndarray, zy: int, lo: int, hi: int) -> np.ndarray:
+    """XNNPACK's fp32 requantization: the sum as float32 times the float32 scale, clamped to the
+    bounds less the zero point, rounded to nearest even, plus the zero point."""
+    f = np.asarray(acc).astype(np.float32) * np.asarray(scales, np.float32)
+    f = np.clip(f, np.float32(lo - zy), np.float32(hi - zy))
+    return np.rint(f).astype(np.int64) + zy
+
+
+def conv(q_x, zx, w, bias, multipliers, zy, lo, hi, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1,
+         xnnpack_scales=None):
+    """A quantized convolution: int8 x (N,H,W,C), int8 w HWIO, int32 bias, per-channel (m, shift) —
+    or, given xnnpack_scales (per channel, float32), XNNPACK's requantization."""
     acc = conv2d(np.asarray(q_x, np.float64) - zx, w, None, strides, pads, dilations, groups)
     acc = np.rint(acc).astype(np.int64) + np.asarray(bias, np.int64)
+    if xnnpack_scales is not None:
+        return xnnpack_requantize(acc, xnnpack_scales, zy, lo, hi).astype(np.int8)
     m = np.array([p[0] for p in multipliers], np.int64)
     s = np.array([p[1] for p in multipliers], np.int64)
     y = multiply_by_quantized_multiplier(acc, m, s) + zy

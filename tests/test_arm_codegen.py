@@ -173,8 +173,9 @@ def _default_gemm_loop(name: str):
 def test_int8_kernels_are_bit_exact_on_arm(base, tmp_path):
     """The int8 kernels in the cross-built profilers (their portable GEMM and requantization; VNNI
     is x86 only): a 1x1 layer read in place, im2col layers (padded 3x3, strided 5x5), depthwise 3x3 and
-    5x5 with borders and strides, at 1 and 2 threads — each plan against the profiler's own int8
-    reference kernel, exactly (tolerance 0)."""
+    5x5 with borders and strides, at 1 and 2 threads, in both requantization arithmetics (TFLite's
+    fixed point, XNNPACK's fp32: its rounding must survive pi3's -funsafe-math-optimizations) — each
+    plan against the profiler's own int8 reference kernel, exactly (tolerance 0)."""
     from test_int8 import DEPTHWISE, REGULAR, _layer, conv_graph  # the x86 tests' layer grid
 
     from layertune.graph.plan import plan_bytes
@@ -185,12 +186,12 @@ def test_int8_kernels_are_bit_exact_on_arm(base, tmp_path):
     assert any(c[1] == 1 and c[0][3] % 4 == 0 for c, dw in cases if not dw)  # the in-place 1x1 path is among them
     for i, (case, depthwise) in enumerate(cases):
         w, bias, kw, q_x = _layer(case, depthwise)
-        plan = tmp_path / f"int8_{i}.ltplan"
-        plan.write_bytes(plan_bytes(conv_graph(q_x.shape, w, bias, **kw)))
-        for threads in ("1", "2"):
+        for requantization, threads in [(r, t) for r in ("tflite", "xnnpack") for t in ("1", "2")]:
+            plan = tmp_path / f"int8_{i}_{requantization}.ltplan"
+            plan.write_bytes(plan_bytes(conv_graph(q_x.shape, w, bias, requantization=requantization, **kw)))
             proc = subprocess.run([*QEMU[base], str(profiler), "run", "--plan", str(plan), "--threads", threads,
                                    "--check", "1", "--tolerance", "0", "--repeats", "1", "--warmup", "0"],
                                   capture_output=True, text=True, timeout=120)
-            assert proc.returncode == 0, (base, case, proc.stdout, proc.stderr)
+            assert proc.returncode == 0, (base, case, requantization, proc.stdout, proc.stderr)
             line = json.loads(proc.stdout)
-            assert line["error"] is None and line["max_abs_diff"] == 0 and line["max_abs_ref"] > 0, (base, case, line)
+            assert line["error"] is None and line["max_abs_diff"] == 0 and line["max_abs_ref"] > 0, (base, case, requantization, line)

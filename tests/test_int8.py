@@ -16,6 +16,7 @@ import layertune
 from layertune import _core
 from layertune.graph.ir import Graph, Node, Quantization, Tensor
 from layertune.graph.plan import graph_from_plan, plan_bytes
+from layertune.graph.precision import REQUANTIZED_OPS
 from layertune.graph.tflite_import import import_tflite_bytes
 
 import int8_reference as ref
@@ -32,7 +33,8 @@ def _q(scale: float, zero: int, dtype: str = "int8") -> Quantization:
 
 
 def conv_graph(x_shape, w, bias, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1,
-               activation="none", method="", sx=0.05, zx=3, sy=0.2, zy=-5, w_scales=None, op=None):
+               activation="none", method="", sx=0.05, zx=3, sy=0.2, zy=-5, w_scales=None, op=None,
+               requantization="tflite"):
     """real input -> QUANTIZE -> an int8 convolution -> DEQUANTIZE -> real output."""
     kh, kw, _, oc = w.shape
     n, h, wd, _ = x_shape
@@ -48,7 +50,7 @@ def conv_graph(x_shape, w, bias, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations
         Tensor("y", (n, oh, ow, oc), quantization=_q(sy, zy)),
     ]
     attrs = {"strides": list(strides), "dilations": list(dilations), "pads": list(pads), "groups": groups,
-             "activation": activation}
+             "activation": activation, "requantization": requantization}
     if method:
         attrs["kernel.method"] = method
     op = op or ("DEPTHWISE_CONV_2D" if groups > 1 and groups == x_shape[3] else "CONV_2D")
@@ -73,6 +75,9 @@ def numpy_conv(graph: Graph, q_x: np.ndarray) -> np.ndarray:
     sx, zx = T[1].quantization.scale, T[1].quantization.zero_point
     mults = [ref.quantize_multiplier(float(np.float32(sx)) * float(np.float32(s)) / float(np.float32(yq.scale)))
              for s in w.quantization.scales]
+    xnnpack_scales = None
+    if conv.attrs["requantization"] == "xnnpack":  # float32 arithmetic, in XNNPACK's order
+        xnnpack_scales = [np.float32(np.float32(sx) * np.float32(s)) / np.float32(yq.scale) for s in w.quantization.scales]
     lo, hi = -128, 127
     act = conv.attrs["activation"]
     if act in ("relu", "relu6"):
@@ -80,7 +85,7 @@ def numpy_conv(graph: Graph, q_x: np.ndarray) -> np.ndarray:
     if act == "relu6":
         hi = min(hi, yq.zero_point + int(np.round(6 / np.float32(yq.scale))))
     return ref.conv(q_x, zx, w.data, b.data, mults, yq.zero_point, lo, hi, conv.attrs["strides"],
-                    conv.attrs["pads"], conv.attrs["dilations"], conv.attrs["groups"]).astype(np.int64)
+                    conv.attrs["pads"], conv.attrs["dilations"], conv.attrs["groups"], xnnpack_scales).astype(np.int64)
 
 
 # (input, kernel h/w, out channels, strides, pads, dilations, groups, activation): 1x1, 3x3, 5x5,
@@ -122,8 +127,10 @@ def _layer(case, depthwise: bool):
 
 @pytest.mark.parametrize("depthwise,case", [(False, c) for c in REGULAR] + [(True, c) for c in DEPTHWISE])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_int8_conv_kernels_bit_exact(depthwise, case, threads):
+@pytest.mark.parametrize("requantization", ["tflite", "xnnpack"])
+def test_int8_conv_kernels_bit_exact(depthwise, case, threads, requantization):
     w, bias, kw, q_x = _layer(case, depthwise)
+    kw["requantization"] = requantization
     fast = conv_graph(q_x.shape, w, bias, **kw)  # the default kernel for the layer
     want = numpy_conv(fast, q_x)
     got_ref = run_int(fast, q_x, threads, reference=True)
@@ -168,6 +175,15 @@ def test_int8_plan_round_trip_and_bad_quantization():
     graph.tensors[4].quantization = None  # an int8 tensor with no scale
     with pytest.raises(ValueError, match="int8 tensor 'yq' has no quantization"):
         _core.Engine(plan_bytes(graph), 1)
+
+
+def test_an_unknown_requantization_is_one_line(tmp_path):
+    w, bias, kw, q_x = _layer(REGULAR[0], False)
+    graph = conv_graph(q_x.shape, w, bias, requantization="gemmlowp", **kw)
+    with pytest.raises(ValueError, match="node 'conv'.*requantization must be tflite or xnnpack, got 'gemmlowp'"):
+        _core.Engine(plan_bytes(graph), 1)
+    with pytest.raises(ValueError, match="requantization must be one of xnnpack, tflite, got 'fp32'"):
+        import_tflite_bytes(b"", "m", requantization="fp32")
 
 
 def test_quantize_rounds_half_away_from_zero_as_tflite():
@@ -290,11 +306,17 @@ def test_one_op_int8_models_agree_with_litert(one_op_models, name):
         assert all(graph.tensors[n.outputs[0]].dtype == "int8" for n in main), [(n.op, graph.tensors[n.outputs[0]].dtype) for n in main]
     else:
         assert {n.op: graph.tensors[n.outputs[0]].dtype for n in main} == {"RESHAPE": "int8", "SOFTMAX": "float32"}
+    requantized = [n for n in main if n.op in REQUANTIZED_OPS]
+    assert all(n.attrs["requantization"] == "xnnpack" for n in requantized)  # the default
+    fixed = import_tflite_bytes(fb, name, requantization="tflite")
+    assert all(n.attrs["requantization"] == "tflite" for n in fixed.nodes if n.op in REQUANTIZED_OPS)
     for threads in (1, 2):
         diff = _lsb_diff(graph, fb, xs, threads)
         assert diff.max() <= 1, f"{name}: {diff.max()} LSB off LiteRT"
+        if requantized:  # XNNPACK's own arithmetic: LiteRT's output, every element
+            assert diff.max() == 0, f"{name}: {np.mean(diff == 0):.4f} equal to LiteRT (XNNPACK)"
         if name != "reshape_softmax":  # the float SOFTMAX rounds as LiteRT's XNNPACK does, not as its reference
-            exact = _lsb_diff(graph, fb, xs, threads, reference=True)
+            exact = _lsb_diff(fixed, fb, xs, threads, reference=True)
             assert exact.max() == 0, f"{name}: {np.mean(exact == 0):.4f} equal to TFLite's reference kernels"
 
 
@@ -326,8 +348,9 @@ def test_int8_digits_cnn_in_int8_agrees_with_litert(tmp_path):
     assert np.mean(ours.argmax(1) == y_test) > 0.9  # and it is still a digits classifier
 
 
-# exact: every op by TFLite's integer arithmetic (MobileNetV3's HARD_SWISH is a table here, its SE
-# MUL computed in float: within 1 LSB of the reference kernels, not equal).
+# exact: every op by TFLite's integer arithmetic with requantization="tflite", and by XNNPACK's by
+# default: equal to TFLite's reference kernels, and to LiteRT (XNNPACK), element for element.
+# (MobileNetV3's HARD_SWISH is a table here, its SE MUL computed in float: within 1 LSB, not equal.)
 @pytest.mark.parametrize("name,size,exact", [("MobileNetV2", 96, True), ("MobileNetV3Small", 96, False),
                                              ("ResNet50", 64, True)])
 def test_int8_applications_agree_with_litert(name, size, exact):
@@ -340,17 +363,18 @@ def test_int8_applications_agree_with_litert(name, size, exact):
                        representative_dataset=lambda: ([c] for c in calib),
                        target_spec=tf.lite.TargetSpec(supported_ops=[tf.lite.OpsSet.TFLITE_BUILTINS_INT8]),
                        inference_input_type=tf.int8, inference_output_type=tf.int8)
-    graph = import_tflite_bytes(fb, name)
+    graph = import_tflite_bytes(fb, name)  # XNNPACK's arithmetic (the default)
+    fixed = import_tflite_bytes(fb, name, requantization="tflite")  # TFLite's reference kernels'
     convs = [n for n in graph.nodes if n.op in ("CONV_2D", "DEPTHWISE_CONV_2D")]
     assert all(graph.tensors[n.outputs[0]].dtype == "int8" for n in convs)
     x = [rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)]
     for threads in (1, 2):
-        ref_diff = _lsb_diff(graph, fb, x, threads, reference=True)
+        ref_diff = _lsb_diff(fixed, fb, x, threads, reference=True)
         assert ref_diff.max() == 0 if exact else np.mean(ref_diff <= 1) >= 0.999, \
             f"{name} at {threads} threads: {np.mean(ref_diff == 0):.4f} equal to TFLite's reference kernels"
-        # XNNPACK requantizes in fp32: a 1-LSB difference here and there, compounding with depth
         diff = _lsb_diff(graph, fb, x, threads)
-        assert np.mean(diff <= 1) >= 0.95, f"{name} at {threads} threads: {np.mean(diff <= 1):.4f} within 1 LSB of XNNPACK"
+        assert diff.max() == 0 if exact else np.mean(diff <= 1) >= 0.999, \
+            f"{name} at {threads} threads: {np.mean(diff == 0):.4f} equal to LiteRT, {np.mean(diff <= 1):.4f} within 1 LSB"
 
 
 def test_int8_off_computes_in_float_as_before():

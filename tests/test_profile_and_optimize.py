@@ -126,7 +126,8 @@ def test_int8_model_is_tuned_over_the_int8_methods(tmp_path):
     assert whole["check"]["error"] is None
     assert_never_slower(whole)
     assert not any(name.startswith("uniform-") for name in whole["latency_ms"])
-    assert summary["layers"] and all(row["signature"].endswith("-int8") and row["chosen"]["method"].startswith("int8_")
+    # timed in the layers' own arithmetic (XNNPACK's requantization, the default)
+    assert summary["layers"] and all(row["signature"].endswith("-int8-xnnpack") and row["chosen"]["method"].startswith("int8_")
                                      for row in summary["layers"])
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert all(r["error"] is None and r["max_abs_diff"] == 0 and r["max_abs_ref"] > 10 for r in records)
@@ -134,6 +135,7 @@ def test_int8_model_is_tuned_over_the_int8_methods(tmp_path):
     assert {r["params"]["method"] for r in records} == {"int8_gemm", "int8_depthwise"}
     plan = layertune.load(out / "digits_int8" / "optimized.ltplan")
     assert all(layer.kernel["method"].startswith("int8_") for layer in plan.layers if layer.op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
+    assert all(n.attrs["requantization"] == "xnnpack" for n in plan.graph.nodes if n.op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
     default = layertune.load(tflite)
     for x in x_test[:5]:
         np.testing.assert_array_equal(plan.run(x[None].astype(np.float32)), default.run(x[None].astype(np.float32)))

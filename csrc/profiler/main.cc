@@ -20,8 +20,9 @@
 // others are timed in interleaved rounds with it, and each line carries both round series
 // (`rounds_ms`, `baseline_rounds_ms`) for the host's ratio statistics. `compare` does the same
 // for whole plans. The lines:
-//   L <layer key> n h w c out_c kh kw sh sw dh dw pad_t pad_b pad_l pad_r groups activation [float32|int8]
-// (an int8 layer: seeded int8 data and requantization, its variants checked exactly against int8_reference)
+//   L <layer key> n h w c out_c kh kw sh sw dh dw pad_t pad_b pad_l pad_r groups activation [float32|int8 [tflite|xnnpack]]
+// (an int8 layer: seeded int8 data, requantized in the arithmetic named (tflite when none),
+// its variants checked exactly against int8_reference)
 //   V <layer key> <variant key> <method> [name=value ...]
 // --flush-bytes N writes N bytes before every timed run, so that weights are as cold as inside
 // a whole model. An invalid variant or a wrong answer is a record with "error", never a stop.
@@ -404,7 +405,7 @@ class FloatJobLayer final : public JobLayer {
 
 class Int8JobLayer final : public JobLayer {
  public:
-  Int8JobLayer(const ConvShape& s, uint32_t seed, int cores)
+  Int8JobLayer(const ConvShape& s, int8::Requantization requantization, uint32_t seed, int cores)
       : input_(size_t(s.input_size())), out_(size_t(s.output_size())), ref_(size_t(s.output_size())) {
     auto uniform = [](size_t n, uint32_t sd, float lo, float hi) {
       std::vector<float> v(n);
@@ -423,8 +424,12 @@ class Int8JobLayer final : public JobLayer {
     // Sums of k products of +-127 spread as 127^2 sqrt(k / 9): multipliers that map them onto the
     // int8 range with few outputs clamped, so that an exact comparison says something.
     const double k = double(s.kernel_h) * s.kernel_w * s.in_c_per_group();
-    for (float u : uniform(size_t(s.out_c), seed + 3, 0.5f, 1.5f))
-      q_.multipliers.push_back(int8::quantize_multiplier(u * 20.0 / (127.0 * 127.0 * std::sqrt(k / 9.0))));
+    q_.requantization = requantization;
+    for (float u : uniform(size_t(s.out_c), seed + 3, 0.5f, 1.5f)) {
+      const double real = u * 20.0 / (127.0 * 127.0 * std::sqrt(k / 9.0));
+      q_.multipliers.push_back(int8::quantize_multiplier(real));
+      q_.scales.push_back(float(real));
+    }
     std::tie(q_.out_min, q_.out_max) = int8::activation_bounds(s.activation, 0.05f, q_.output_zero_point);
     MethodParams reference;
     reference.method = "int8_reference";
@@ -469,7 +474,12 @@ int cmd_job(const Args& a) {
   }
   std::istream& f = inline_text ? static_cast<std::istream&>(text) : file;
 
-  std::map<std::string, std::pair<ConvShape, std::string>> layers;  // shape, dtype
+  struct JobLayerSpec {
+    ConvShape shape;
+    std::string dtype;
+    int8::Requantization requantization;
+  };
+  std::map<std::string, JobLayerSpec> layers;
   std::map<std::string, std::vector<std::pair<std::string, std::vector<std::string>>>> variants;
   std::vector<std::string> order;
   std::string line;
@@ -486,11 +496,15 @@ int cmd_job(const Args& a) {
       for (int& v : f)
         if (!(in >> v)) fail(path, ":", line_no, ": a layer line needs 16 integers and an activation");
       if (!(in >> act)) fail(path, ":", line_no, ": missing activation");
-      std::string dtype = "float32";
+      std::string dtype = "float32", requantization = "tflite";
       in >> dtype;  // optional: the tensors' type, float32 or int8
       if (dtype != "float32" && dtype != "int8") fail(path, ":", line_no, ": dtype must be float32 or int8, got '", dtype, "'");
+      if (dtype == "int8") in >> requantization;  // optional: its arithmetic
+      int8::Requantization r;
+      if (!int8::parse_requantization(requantization, &r))
+        fail(path, ":", line_no, ": requantization must be tflite or xnnpack, got '", requantization, "'");
       if (!layers.count(key)) order.push_back(key);
-      layers[key] = {ConvShape::from_fields(f, parse_activation(act)), dtype};
+      layers[key] = {ConvShape::from_fields(f, parse_activation(act)), dtype, r};
     } else if (kind == "V") {
       std::string vkey;
       std::vector<std::string> words;
@@ -506,8 +520,8 @@ int cmd_job(const Args& a) {
 
   const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
   for (const std::string& key : order) {
-    const auto& [s, dtype] = layers[key];
-    const std::unique_ptr<JobLayer> data = dtype == "int8" ? std::unique_ptr<JobLayer>(new Int8JobLayer(s, seed, cores))
+    const auto& [s, dtype, requantization] = layers[key];
+    const std::unique_ptr<JobLayer> data = dtype == "int8" ? std::unique_ptr<JobLayer>(new Int8JobLayer(s, requantization, seed, cores))
                                                            : std::unique_ptr<JobLayer>(new FloatJobLayer(s, seed, cores));
     // The layer's first variant is its baseline: every group of variants is timed interleaved
     // with it (time_interleaved), at most as many at once as `memory-mib` holds (a prepared

@@ -18,6 +18,7 @@ from layertune.graph.keras_import import import_keras
 from layertune.graph.kernel_choice import apply_default_kernels, check_kernel
 from layertune.graph.onnx_import import import_onnx
 from layertune.graph.plan import graph_from_plan, plan_bytes, write_plan
+from layertune.graph.precision import DEFAULT_REQUANTIZATION
 from layertune.graph.tflite_import import import_tflite
 
 SOURCE_SUFFIXES = (".tflite", ".onnx", ".keras", ".h5")  # what the tuner reads; plans are its output
@@ -48,11 +49,13 @@ class Layer:
     kernel: dict[str, Any] | None  # convolutions: {"method": ..., parameters...}
 
 
-def import_graph(path: str | os.PathLike, input_shapes: InputShapes | None = None, int8: bool = True) -> Graph:
+def import_graph(path: str | os.PathLike, input_shapes: InputShapes | None = None, int8: bool = True,
+                 requantization: str = DEFAULT_REQUANTIZATION) -> Graph:
     """The graph of a .tflite, .onnx, .keras / .h5 or .ltplan file; ValueError with one line if it
     cannot be read. `input_shapes` fixes an ONNX model's dynamic input dimensions by input name;
     `int8` computes a quantized TFLite model's layers in int8 where the engine has the kernels
-    (graph/precision.py), else everything in float32."""
+    (graph/precision.py), else everything in float32; `requantization` is their arithmetic
+    (precision.REQUANTIZATIONS)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such model file")
@@ -62,7 +65,7 @@ def import_graph(path: str | os.PathLike, input_shapes: InputShapes | None = Non
     if suffix == ".onnx":
         return import_onnx(path, input_shapes)
     if suffix == ".tflite":
-        return import_tflite(path, int8)
+        return import_tflite(path, int8, requantization)
     if suffix in (".keras", ".h5"):
         return import_keras(path)
     if suffix == ".ltplan":
@@ -182,7 +185,8 @@ class Model:
 
 
 def load(path: str | os.PathLike, threads: int = 1, input_shapes: InputShapes | None = None,
-         fuse: bool | Iterable[str] = True, int8: bool = True) -> Model:
+         fuse: bool | Iterable[str] = True, int8: bool = True,
+         requantization: str = DEFAULT_REQUANTIZATION) -> Model:
     """A model from .tflite, .onnx (needs onnx; `input_shapes` fixes dynamic dimensions, e.g.
     ``{"images": (1, 3, 640, 640)}``), .keras / .h5 (needs TensorFlow) or .ltplan.
 
@@ -191,8 +195,12 @@ def load(path: str | os.PathLike, threads: int = 1, input_shapes: InputShapes | 
     was written (the tuner wrote it fused or not, whichever it measured faster).
 
     `int8`: a quantized .tflite model computes in int8 the layers the engine has int8 kernels for
-    (the others in float32 between DEQUANTIZE and QUANTIZE nodes); False: all in float32."""
-    graph = import_graph(path, input_shapes, int8)
+    (the others in float32 between DEQUANTIZE and QUANTIZE nodes); False: all in float32.
+
+    `requantization`: whose arithmetic int8 convolutions, fully-connected layers and ADDs follow
+    when they round their sums to int8 — ``xnnpack`` (what LiteRT runs by default on a CPU: faster,
+    and LiteRT's own output for those layers) or ``tflite`` (TFLite's reference kernels, bit for bit)."""
+    graph = import_graph(path, input_shapes, int8, requantization)
     if Path(path).suffix.lower() != ".ltplan" and fuse is not False:
         graph = fuse_graph(graph, FORMS if fuse is True else check_forms(fuse, "fuse"))
     return Model(graph, threads)

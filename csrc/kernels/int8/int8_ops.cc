@@ -82,10 +82,15 @@ class QConvOp final : public Op {
     }
     q.input_zero_point = x.zero_point;
     q.output_zero_point = y.zero_point;
+    const std::string requantization = ctx.node.str("requantization", "tflite");
+    if (!int8::parse_requantization(requantization, &q.requantization))
+      fail(ctx.node.where(), ": requantization must be tflite or xnnpack, got '", requantization, "'");
     q.multipliers.resize(size_t(oc));
+    q.scales.resize(size_t(oc));
     for (int c = 0; c < oc; ++c) {
       const double ws = wt.scales.size() == 1 ? wt.scales[0] : wt.scales[c];
       q.multipliers[c] = int8::quantize_multiplier(double(x.scale) * ws / double(y.scale));
+      q.scales[c] = int8::fp32_scale(x.scale, float(ws), y.scale);
     }
     std::tie(q.out_min, q.out_max) = int8::activation_bounds(q.shape.activation, y.scale, y.zero_point);
   }
@@ -212,8 +217,12 @@ class DequantizeOp final : public Op {
   Quant x_;
 };
 
-// ADD of two same-shaped int8 tensors: TFLite's integer ADD (both inputs rescaled to twice the
-// larger input scale with 20 bits of headroom, summed, rescaled to the output).
+// ADD of two same-shaped int8 tensors, in the node's `requantization` arithmetic:
+// - tflite: TFLite's integer ADD (both inputs rescaled to twice the larger input scale with 20 bits
+//   of headroom, summed, rescaled to the output; three fixed-point requantizations);
+// - xnnpack: XNNPACK's (each input's scale over the output's, as multipliers of 21 bits that share
+//   one shift; one rounding shift of the sum). Where XNNPACK refuses the scales (a ratio outside
+//   [2^-10, 2^8)) LiteRT falls back to TFLite's kernel, and so does this.
 class QAddOp final : public Op {
  public:
   explicit QAddOp(const OpContext& ctx) : a_(ctx.input(0)), b_(ctx.input(1)), out_(ctx.output(0)), n_(ctx.elements(out_)) {
@@ -226,15 +235,20 @@ class QAddOp final : public Op {
     m2_ = int8::quantize_multiplier(x2.scale / twice_max);
     mo_ = int8::quantize_multiplier(twice_max / (double(1 << kLeftShift) * y.scale));
     z1_ = x1.zero_point, z2_ = x2.zero_point, zo_ = y.zero_point;
+    int8::Requantization r = int8::Requantization::kTflite;
+    const std::string requantization = ctx.node.str("requantization", "tflite");
+    if (!int8::parse_requantization(requantization, &r))
+      fail(ctx.node.where(), ": requantization must be tflite or xnnpack, got '", requantization, "'");
+    xnnpack_ = r == int8::Requantization::kXnnpack && xnnpack_multipliers(x1.scale / y.scale, x2.scale / y.scale);
     std::tie(lo_, hi_) = int8::activation_bounds(parse_activation(ctx.node.str("activation", "none")), y.scale, y.zero_point);
     threads_ = ctx.threads;
   }
   void run(float* const* b) override {
+    if (xnnpack_) return run_xnnpack(in8(b, a_), in8(b, b_), out8(b, out_));
     const int8_t *x1 = in8(b, a_), *x2 = in8(b, b_);
     int8_t* y = out8(b, out_);
     using int8::kLanes;
     using int8::v32;
-    constexpr int64_t kChunk = 16384;
     const int8::RequantLanes m1 = int8::requant_lanes(m1_), m2 = int8::requant_lanes(m2_), mo = int8::requant_lanes(mo_);
     const v32 zo = int8::splat32(zo_), lo_bound = int8::splat32(lo_), hi_bound = int8::splat32(hi_);
     ThreadPool::global().parallel_for(threads_, (n_ + kChunk - 1) / kChunk, [&](int64_t t, int) {
@@ -250,8 +264,42 @@ class QAddOp final : public Op {
 
  private:
   static constexpr int kLeftShift = 20;
+  static constexpr int64_t kChunk = 16384;
+
+  // XNNPACK's multipliers: the larger ratio's exponent e sets the shift 20 - e, and each ratio
+  // times 2^shift, rounded to nearest even, is its multiplier. False where XNNPACK refuses.
+  bool xnnpack_multipliers(float r1, float r2) {
+    for (float r : {r1, r2})
+      if (!(r >= 0x1.0p-10f && r < 0x1.0p+8f)) return false;
+    int exponent = 0;
+    std::frexp(std::max(r1, r2), &exponent);  // max = f 2^exponent, f in [0.5, 1)
+    shift_ = 20 - (exponent - 1);
+    xm1_ = int32_t(std::nearbyint(std::ldexp(r1, shift_)));
+    xm2_ = int32_t(std::nearbyint(std::ldexp(r2, shift_)));
+    xbias_ = (int32_t(1) << (shift_ - 1)) - xm1_ * z1_ - xm2_ * z2_;
+    return true;
+  }
+  // zo + clamp((bias + x1 m1 + x2 m2) >> shift, lo - zo, hi - zo): the sum rounded half up.
+  void run_xnnpack(const int8_t* x1, const int8_t* x2, int8_t* y) const {
+    using int8::v32;
+    const v32 m1 = int8::splat32(xm1_), m2 = int8::splat32(xm2_), bias = int8::splat32(xbias_), zo = int8::splat32(zo_);
+    const v32 lo = int8::splat32(lo_ - zo_), hi = int8::splat32(hi_ - zo_);
+    const int shift = shift_;
+    ThreadPool::global().parallel_for(threads_, (n_ + kChunk - 1) / kChunk, [&](int64_t t, int) {
+      const int64_t i0 = t * kChunk, i1 = std::min(n_, i0 + kChunk);
+      for (int64_t i = i0; i < i1; i += int8::kLanes) {
+        const int n = int(std::min<int64_t>(int8::kLanes, i1 - i));
+        const v32 sum = bias + int8::widen(x1 + i, n) * m1 + int8::widen(x2 + i, n) * m2;
+        int8::narrow_store(y + i, int8::clamp32(sum >> shift, lo, hi) + zo, n);
+      }
+    });
+  }
+
   int a_, b_, out_;
   int64_t n_;
+  bool xnnpack_ = false;
+  int shift_ = 0;
+  int32_t xm1_ = 0, xm2_ = 0, xbias_ = 0;
   Multiplier m1_, m2_, mo_;
   int32_t z1_ = 0, z2_ = 0, zo_ = 0, lo_ = -128, hi_ = 127;
   int threads_ = 1;

@@ -29,7 +29,8 @@ std::pair<int32_t, int32_t> activation_bounds(Activation a, float scale, int32_t
 
 namespace {
 
-// TFLite's reference_integer_ops::ConvPerChannel / DepthwiseConvPerChannel, as one grouped loop.
+// TFLite's reference_integer_ops::ConvPerChannel / DepthwiseConvPerChannel, as one grouped loop
+// (with XNNPACK's fp32 requantization when the layer asks for it).
 class ReferenceQConv : public QConvKernel {
  public:
   explicit ReferenceQConv(const QuantizedConv& q) : QConvKernel(q), w_(q.weights) {}
@@ -57,8 +58,10 @@ class ReferenceQConv : public QConvKernel {
               }
             }
             acc += q_.bias[oc];
-            acc = multiply(acc, q_.multipliers[oc]) + q_.output_zero_point;
-            y[((int64_t(n) * oh + oy) * ow + ox) * s.out_c + oc] = saturate(acc, q_.out_min, q_.out_max);
+            y[((int64_t(n) * oh + oy) * ow + ox) * s.out_c + oc] =
+                q_.requantization == Requantization::kXnnpack
+                    ? requantize_fp32(acc, q_.scales[oc], q_.output_zero_point, q_.out_min, q_.out_max)
+                    : saturate(multiply(acc, q_.multipliers[oc]) + q_.output_zero_point, q_.out_min, q_.out_max);
           }
   }
 
@@ -69,34 +72,45 @@ class ReferenceQConv : public QConvKernel {
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 // Per-channel requantization, prepared per 16 channels (padded to whole vectors): the bias, the
-// multipliers' lanes (RequantLanes), the output's zero point and the activation's bounds. A loop
-// keeps a block's lanes in registers for all the pixels it stores.
+// multipliers' lanes (RequantLanes) or fp32 scales, the output's zero point and the activation's
+// bounds. A loop keeps a block's lanes in registers for all the pixels it stores.
 struct Requant {
   struct Lanes {
     v32 bias, zero_point, lo, hi;
-    RequantLanes rq;
-    bool clamps;  // the bounds are narrower than int8's (which the narrowing store saturates to)
+    RequantLanes rq;     // fixed point
+    v32f scale, lo_f, hi_f;  // fp32: the scales, and the bounds less the zero point
+    bool fp32;
+    bool clamps;  // fixed point: the bounds are narrower than int8's (which the narrowing store saturates to)
   };
   std::vector<Lanes> blocks;
 
   void init(const QuantizedConv& q, int64_t padded, const std::vector<int32_t>& bias_of_channel) {
     std::vector<int32_t> bias(size_t(padded), 0), m(size_t(padded), 0), left(size_t(padded), 0), right(size_t(padded), 0);
+    std::vector<float> scale(size_t(padded), 0.f);
+    const bool fp32 = q.requantization == Requantization::kXnnpack;
     for (int c = 0; c < q.shape.out_c; ++c) {
       bias[c] = bias_of_channel[c];
       m[c] = q.multipliers[c].m;
       left[c] = std::max(q.multipliers[c].shift, 0);
       right[c] = std::max(-q.multipliers[c].shift, 0);
+      if (fp32) scale[c] = q.scales[c];
     }
     blocks.clear();
     for (int64_t c0 = 0; c0 < padded; c0 += kLanes)
       blocks.push_back({load32(&bias[c0]), splat32(q.output_zero_point), splat32(q.out_min), splat32(q.out_max),
-                        requant_lanes(load32(&m[c0]), load32(&left[c0]), load32(&right[c0])),
-                        q.out_min > -128 || q.out_max < 127});
+                        requant_lanes(load32(&m[c0]), load32(&left[c0]), load32(&right[c0])), loadf(&scale[c0]),
+                        splatf(float(q.out_min - q.output_zero_point)), splatf(float(q.out_max - q.output_zero_point)),
+                        fp32, q.out_min > -128 || q.out_max < 127});
   }
   const Lanes& lanes(int64_t c0) const { return blocks[size_t(c0 / kLanes)]; }
   // acc (16 channels from c0) -> int8 at y (n <= 16 of them written).
   void store(v32 acc, int64_t c0, int8_t* y, int n) const { store(acc, lanes(c0), y, n); }
   static void store(v32 acc, const Lanes& l, int8_t* y, int n) {
+    if (l.fp32) {
+      const v32f f = __builtin_convertvector(acc + l.bias, v32f) * l.scale;
+      narrow_store(y, round_even(minf(maxf(f, l.lo_f), l.hi_f)) + l.zero_point, n);
+      return;
+    }
     v32 r = requantize(acc + l.bias, l.rq) + l.zero_point;
     if (l.clamps) r = clamp32(r, l.lo, l.hi);
     narrow_store(y, r, n);
@@ -427,6 +441,14 @@ const char* qgemm_isa() {
   return "portable";
 }
 
+const char* requantization_name(Requantization r) { return r == Requantization::kXnnpack ? "xnnpack" : "tflite"; }
+bool parse_requantization(const std::string& name, Requantization* out) {
+  if (name == "xnnpack") *out = Requantization::kXnnpack;
+  else if (name == "tflite") *out = Requantization::kTflite;
+  else return false;
+  return true;
+}
+
 std::string default_method(const ConvShape& s) {
   // The first tunable int8 method of the table that computes the layer (Python's
   // methods.default_int8_method asks the same of the same table).
@@ -437,6 +459,8 @@ std::string default_method(const ConvShape& s) {
 
 std::unique_ptr<QConvKernel> make_qconv(const QuantizedConv& q, const MethodParams& params) {
   q.shape.validate();
+  if (q.requantization == Requantization::kXnnpack && q.scales.size() != size_t(q.shape.out_c))
+    throw InvalidArgument(cat("xnnpack requantization needs one scale per output channel (", q.shape.out_c, "), got ", q.scales.size()));
   check_applicable(q.shape, params, "int8");
   return find_method(params.method).make_int8(q, params);
 }

@@ -1,5 +1,5 @@
 // Quantized convolutions: int8 activations and per-channel int8 weights, int32 accumulation,
-// requantized with TFLite's fixed-point multipliers (requantize.h). A simple reference that
+// requantized in TFLite's fixed point or XNNPACK's fp32 arithmetic (requantize.h; the layer says which). A simple reference that
 // follows TFLite's reference kernel line by line (the oracle), and the optimized kernels under it:
 // a GEMM over int8 micro-kernel tiles (1x1 directly, others through an im2col of their rows) and
 // a depthwise kernel vectorized over channels.
@@ -18,7 +18,9 @@ struct QuantizedConv {
   ConvShape shape;
   int32_t input_zero_point = 0, output_zero_point = 0;
   int32_t out_min = -128, out_max = 127;        // the fused activation, in the output's integers
+  Requantization requantization = Requantization::kTflite;
   std::vector<Multiplier> multipliers;           // per output channel: input scale x weight scale / output scale
+  std::vector<float> scales;                     // the same in float32 (fp32_scale): kFp32's
   std::vector<int8_t> weights;                   // HWIO (depthwise: (kh, kw, 1, C x multiplier)), zero point 0
   std::vector<int32_t> bias;                     // per output channel (zeros when the layer has none)
 };

@@ -1,14 +1,19 @@
-// TFLite's integer arithmetic for quantized layers: a real multiplier as a Q31 fixed-point
-// multiplier and a power-of-two shift, and the rounding of MultiplyByQuantizedMultiplier
-// (gemmlowp's SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT). The scalar functions
-// are the definition the reference kernels use; `requantize` is the same arithmetic on a vector
-// of int32 lanes, bit for bit, for the optimized kernels.
+// The two arithmetics that requantize a quantized layer's int32 sums to its int8 output:
+// - tflite, TFLite's reference kernels' fixed point: a real multiplier as a Q31 fixed-point multiplier and
+//   a power-of-two shift, and the rounding of MultiplyByQuantizedMultiplier (gemmlowp's
+//   SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT);
+// - xnnpack, XNNPACK's fp32 (what LiteRT runs by default on a CPU): the sum times the real multiplier in
+//   float32, clamped to the output's bounds, rounded to nearest even. A few instructions instead of
+//   a dozen, which in layers of few input channels is most of their time.
+// The scalar functions are the definitions the reference kernels use; the vector functions are the
+// same arithmetic on int32 lanes, bit for bit, for the optimized kernels.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -63,12 +68,47 @@ inline int32_t multiply(int32_t x, Multiplier q) {
 
 inline int8_t saturate(int32_t v, int32_t lo, int32_t hi) { return int8_t(std::min(std::max(v, lo), hi)); }
 
+enum class Requantization { kTflite, kXnnpack };
+// "tflite" / "xnnpack" (the plan attribute `requantization`'s values); parse: false for another.
+const char* requantization_name(Requantization r);
+bool parse_requantization(const std::string& name, Requantization* out);
+
+// XNNPACK's scale of an output channel: computed in float32, in this order.
+inline float fp32_scale(float input_scale, float weight_scale, float output_scale) {
+  return input_scale * weight_scale / output_scale;
+}
+// XNNPACK's fp32 requantization of one sum (TFLite's reference has no such kernel: this is its
+// definition here): zero_point + round-to-nearest-even(clamp(acc * scale, lo - zp, hi - zp)).
+inline int8_t requantize_fp32(int32_t acc, float scale, int32_t zero_point, int32_t lo, int32_t hi) {
+  const float f = std::min(std::max(float(acc) * scale, float(lo - zero_point)), float(hi - zero_point));
+  return int8_t(int32_t(std::nearbyint(f)) + zero_point);
+}
+
 // Vectors of int32 lanes (GCC vector extensions; 16 lanes on AVX-512, split into the ISA's
 // registers elsewhere).
 inline constexpr int kLanes = 16;
 typedef int32_t v32 __attribute__((vector_size(kLanes * 4)));
 typedef uint32_t vu32 __attribute__((vector_size(kLanes * 4)));
 typedef int8_t v8 __attribute__((vector_size(kLanes)));
+typedef float v32f __attribute__((vector_size(kLanes * 4)));
+inline v32f loadf(const float* p) {
+  v32f v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline v32f splatf(float x) { return x - v32f{}; }
+// Round to nearest, ties to even (the default rounding mode). Not through adding and subtracting
+// 1.5 x 2^23: ARM's -funsafe-math-optimizations folds that away.
+inline v32 round_even(v32f f) {
+#if defined(__AVX512F__)
+  return v32(_mm512_cvtps_epi32(__m512(f)));
+#else
+  for (int i = 0; i < kLanes; ++i) f[i] = __builtin_rintf(f[i]);
+  return __builtin_convertvector(f, v32);
+#endif
+}
+inline v32f minf(v32f a, v32f b) { return a < b ? a : b; }
+inline v32f maxf(v32f a, v32f b) { return a > b ? a : b; }
 
 inline v32 load32(const int32_t* p) {
   v32 v;

@@ -133,7 +133,9 @@ class Graph:
         return {"input": x, "weights": w, "output": y, "strides": tuple(node.attrs["strides"]),
                 "dilations": tuple(node.attrs["dilations"]), "pads": tuple(node.attrs["pads"]),
                 "groups": int(node.attrs.get("groups", 1)), "activation": node.attrs.get("activation", "none"),
-                "dtype": self.tensors[node.outputs[0]].dtype}
+                "dtype": self.tensors[node.outputs[0]].dtype,
+                # an int8 layer's arithmetic (graph/precision.py; a plan without it: fixed point)
+                "requantization": node.attrs.get("requantization", "tflite")}
 
     def flops(self, node: Node) -> int:
         """Multiply-adds x 2 of the layer's direct algorithm (0 for ops that are not layers)."""

@@ -18,6 +18,15 @@ from layertune import _core
 from layertune.graph.ir import CONV_OPS, Graph, Node, Tensor
 
 INT8_OPS = frozenset(_core.supported_int8_ops())
+# Whose integer arithmetic an int8 convolution, fully-connected layer or ADD follows when it
+# rescales its int32 sums to int8 (the node attribute `requantization`; kernels/int8/requantize.h):
+# - "xnnpack": XNNPACK's, which LiteRT runs by default on a CPU (convolutions: the sum times the
+#   real multiplier in float32, rounded to nearest even; ADD: 21-bit multipliers, one rounding shift);
+# - "tflite": TFLite's reference kernels' (Q31 fixed-point multipliers, gemmlowp's rounding).
+# xnnpack is the default: it is the cheaper, and it gives those layers LiteRT's own output.
+REQUANTIZATIONS = ("xnnpack", "tflite")
+DEFAULT_REQUANTIZATION = "xnnpack"
+REQUANTIZED_OPS = CONV_OPS + ("FULLY_CONNECTED", "ADD")
 _SAME_QUANT_OPS = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "PAD", "PADV2"}
 
 
@@ -80,9 +89,17 @@ def _real(t: Tensor) -> np.ndarray:
     return np.asarray(t.data, np.float32)
 
 
-def assign_precision(graph: Graph, int8: bool = True) -> dict[str, str]:
+def check_requantization(requantization: str) -> None:
+    """ValueError unless `requantization` is one of REQUANTIZATIONS."""
+    if requantization not in REQUANTIZATIONS:
+        raise ValueError(f"requantization must be one of {', '.join(REQUANTIZATIONS)}, got {requantization!r}")
+
+
+def assign_precision(graph: Graph, int8: bool = True, requantization: str = DEFAULT_REQUANTIZATION) -> dict[str, str]:
     """Sets every tensor's engine dtype (in place) and inserts the conversions; with int8=False
-    every node runs in float32. Returns, for each quantized node left in float, why."""
+    every node runs in float32. int8 convolutions and fully-connected layers get `requantization`
+    (REQUANTIZATIONS). Returns, for each quantized node left in float, why."""
+    check_requantization(requantization)
     T = graph.tensors
     readers: dict[int, list[bool]] = {}
     decided: list[tuple[Node, bool]] = []
@@ -121,6 +138,8 @@ def assign_precision(graph: Graph, int8: bool = True) -> dict[str, str]:
         node.inputs = ins
         for o in node.outputs:
             stored[o] = "int8" if on and node.op != "DEQUANTIZE" else "float32"
+        if on and node.op in REQUANTIZED_OPS:
+            node.attrs["requantization"] = requantization
         decided.append((node, on))
         nodes.append(node)
     graph.nodes = nodes

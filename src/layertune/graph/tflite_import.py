@@ -25,7 +25,7 @@ import tflite
 
 from layertune import _core
 from layertune.graph.ir import Graph, Node, Quantization, Tensor
-from layertune.graph.precision import assign_precision
+from layertune.graph.precision import DEFAULT_REQUANTIZATION, assign_precision, check_requantization
 from layertune.graph.transposed_conv import lower_transposed_convs
 
 _OP_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
@@ -110,9 +110,11 @@ def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int,
 
 
 class TFLiteImporter:
-    def __init__(self, data: bytes, name: str, source: str, int8: bool = True):
+    def __init__(self, data: bytes, name: str, source: str, int8: bool = True,
+                 requantization: str = DEFAULT_REQUANTIZATION):
         self.source = source
         self.int8 = int8
+        self.requantization = requantization
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ImportError_(f"{source}: not a TFLite model (no TFL3 identifier)")
         try:
@@ -250,7 +252,7 @@ class TFLiteImporter:
                 raise ImportError_(f"{self.source}: output '{self.tensors[t].name}' is a constant")
         graph = Graph(self.name, self.tensors, self.nodes, inputs, outputs)
         graph.prune()
-        self.why_float = assign_precision(graph, self.int8)
+        self.why_float = assign_precision(graph, self.int8, self.requantization)
         lower_transposed_convs(graph)
         graph.prune()
         return graph
@@ -521,16 +523,19 @@ class TFLiteImporter:
             self._node(name, i, [ins[0]], outs)
 
 
-def import_tflite(path: str | Path, int8: bool = True) -> Graph:
-    """int8: compute a quantized model's layers in int8 where the engine can (graph/precision.py);
-    False: every layer in float32 on dequantized weights."""
+def import_tflite(path: str | Path, int8: bool = True, requantization: str = DEFAULT_REQUANTIZATION) -> Graph:
+    """int8: compute a quantized model's layers in int8 where the engine can (graph/precision.py),
+    requantizing in `requantization`'s arithmetic; False: every layer in float32 on dequantized
+    weights."""
     path = Path(path)
-    return import_tflite_bytes(path.read_bytes(), path.stem, str(path), int8)
+    return import_tflite_bytes(path.read_bytes(), path.stem, str(path), int8, requantization)
 
 
-def import_tflite_bytes(data: bytes, name: str = "model", source: str = "model", int8: bool = True) -> Graph:
+def import_tflite_bytes(data: bytes, name: str = "model", source: str = "model", int8: bool = True,
+                        requantization: str = DEFAULT_REQUANTIZATION) -> Graph:
+    check_requantization(requantization)
     try:
-        return TFLiteImporter(data, name, source, int8).run()
+        return TFLiteImporter(data, name, source, int8, requantization).run()
     except ImportError_:
         raise
     except (IndexError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OverflowError, ValueError,

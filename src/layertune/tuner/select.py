@@ -15,7 +15,14 @@ def layer_signature(graph: Graph, node: Node) -> str:
     kh, kw, _, oc = c["weights"]
     return (f"{n}x{h}x{w}x{ch}-k{kh}x{kw}-o{oc}-s{c['strides'][0]}x{c['strides'][1]}"
             f"-d{c['dilations'][0]}x{c['dilations'][1]}-p{'.'.join(map(str, c['pads']))}-g{c['groups']}-{c['activation']}"
-            + ("-int8" if c["dtype"] == "int8" else ""))
+            + _int8_suffix(c, "-"))
+
+
+def _int8_suffix(c: dict[str, Any], sep: str) -> str:
+    """An int8 layer's dtype and, unless TFLite's fixed point (the older signatures), its arithmetic."""
+    if c["dtype"] != "int8":
+        return ""
+    return f"{sep}int8" + ("" if c["requantization"] == "tflite" else f"{sep}{c['requantization']}")
 
 
 def layer_line(graph: Graph, node: Node, signature: str) -> str:
@@ -24,7 +31,7 @@ def layer_line(graph: Graph, node: Node, signature: str) -> str:
     n, h, w, ch = c["input"]
     kh, kw, _, oc = c["weights"]
     fields = [n, h, w, ch, oc, kh, kw, *c["strides"], *c["dilations"], *c["pads"], c["groups"]]
-    return f"L {signature} {' '.join(map(str, fields))} {c['activation']}" + (" int8" if c["dtype"] == "int8" else "")
+    return f"L {signature} {' '.join(map(str, fields))} {c['activation']}" + _int8_suffix(c, " ")
 
 
 def variant_key(params: dict[str, Any]) -> str:
