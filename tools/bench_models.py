@@ -30,7 +30,9 @@ threads, so that an op type that does not scale (or gets slower) is named.
 
 With --int8 the model is the converter's full-int8 quantization of the same application (int8
 input and output, calibrated on 8 random images) and the rows are: LiteRT int8 (the baseline),
-layertune's int8 path (with --tuned also the plan profile_and_optimize writes for the int8 model), layertune on the same model in float32 (`int8=False`), LiteRT fp32 and
+layertune's int8 path (requantizing in XNNPACK's arithmetic, the default; with --tuned also the
+plan profile_and_optimize writes for the int8 model), the same in TFLite's reference arithmetic
+(requantization="tflite"), layertune on the same model in float32 (`int8=False`), LiteRT fp32 and
 layertune fp32; max|diff| is then against LiteRT int8's dequantized output, and the weight bytes
 of the int8 plan are printed against the fp32 plan's.
 """
@@ -271,6 +273,8 @@ def int8_items(name: str, args, cache: Path) -> tuple[list[benchlib.Measurement]
     items = []
     for threads in args.threads:
         models = [("layertune int8", layertune.Model(fuse(import_tflite_bytes(fb8, name)), threads), xq),
+                  ("layertune int8, tflite arith.", layertune.Model(
+                      fuse(import_tflite_bytes(fb8, name, requantization="tflite")), threads), xq),
                   ("layertune int8 model in fp32", layertune.Model(fuse(import_tflite_bytes(fb8, name, int8=False)), threads), xq),
                   ("layertune fp32", layertune_model(fb32, name, threads, None), x)]
         items.append(benchlib.Measurement("LiteRT int8 (XNNPACK)", benchlib.litert_timer(
