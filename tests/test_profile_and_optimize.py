@@ -41,13 +41,13 @@ def run_cli(args: list[str], cache: Path, timeout: float = 600) -> subprocess.Co
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def tune(tmp_path: Path, model: str, options: dict, repeats: int) -> tuple[dict, str]:
-    """profile_and_optimize over tmp_path/models with these options into tmp_path/out (its
-    results store there): `model`'s summary and what the command printed."""
+def tune(tmp_path: Path, model: str, options: dict, repeats: int, *extra: str) -> tuple[dict, str]:
+    """profile_and_optimize over tmp_path/models with these options (and extra arguments) into
+    tmp_path/out (its results store there): `model`'s summary and what the command printed."""
     (tmp_path / "options.json").write_text(json.dumps(options))
     out = tmp_path / "out"
     proc = run_cli(["--model_path", str(tmp_path / "models"), "--options", str(tmp_path / "options.json"),
-                    "--output_path", str(out), "--repeats", str(repeats)], tmp_path / "cache")
+                    "--output_path", str(out), "--repeats", str(repeats), *extra], tmp_path / "cache")
     assert proc.returncode == 0, proc.stderr
     return json.loads((out / model / "summary.json").read_text()), proc.stdout
 
@@ -139,6 +139,14 @@ def test_int8_model_is_tuned_over_the_int8_methods(tmp_path):
     default = layertune.load(tflite)
     for x in x_test[:5]:
         np.testing.assert_array_equal(plan.run(x[None].astype(np.float32)), default.run(x[None].astype(np.float32)))
+    # In TFLite's arithmetic: its own measurements (other signatures), and a plan that keeps it.
+    summary, _ = tune(tmp_path, "digits_int8", {**SMALL_OPTIONS, "parallel": [False]}, 1, "--requantization", "tflite")
+    assert summary["layers"] and all(row["signature"].endswith("-int8") for row in summary["layers"])
+    plan = layertune.load(out / "digits_int8" / "optimized.ltplan")
+    assert all(n.attrs["requantization"] == "tflite" for n in plan.graph.nodes if n.op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
+    fixed = layertune.load(tflite, requantization="tflite")
+    for x in x_test[:5]:
+        np.testing.assert_array_equal(plan.run(x[None].astype(np.float32)), fixed.run(x[None].astype(np.float32)))
 
 
 def test_fused_plans_are_timed_against_the_unfused_chain(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from layertune.graph.precision import DEFAULT_REQUANTIZATION, REQUANTIZATIONS
 from layertune.model import load, parse_input_shape
 from layertune.runners.devices import Device, devices_from_arguments
 from layertune.search.block import Placement
@@ -29,7 +30,8 @@ log = logging.getLogger("layertune")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    model = load(args.model, threads=args.threads, input_shapes=dict(args.input_shape or []) or None)
+    model = load(args.model, threads=args.threads, input_shapes=dict(args.input_shape or []) or None,
+                 requantization=args.requantization)
     if args.input:
         try:
             x = np.load(args.input)
@@ -74,10 +76,16 @@ def _cmd_profile(args: argparse.Namespace) -> int:
                            rounds=args.rounds, timeout=args.timeout, parallel_run=args.parallel_run,
                            parallel_build=args.parallel_build, use_cache=not args.no_cache, temp_dir=args.temp_dir,
                            flush_bytes=args.flush_bytes, lease_wait=args.lease_wait, whole_model=whole_model,
-                           input_shapes=dict(args.input_shape or []))
+                           input_shapes=dict(args.input_shape or []), requantization=args.requantization)
     for result in profile_and_optimize(models, settings).values():
         print(result.summary_line())
     return 0
+
+
+def add_requantization_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--requantization", choices=REQUANTIZATIONS, default=DEFAULT_REQUANTIZATION,
+                   help="an int8 model's arithmetic: xnnpack (LiteRT's on a CPU, the default) or tflite "
+                        "(TFLite's reference kernels, bit for bit)")
 
 
 def add_input_shape_argument(p: argparse.ArgumentParser) -> None:
@@ -132,6 +140,7 @@ def add_profile_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_path", required=True,
                    help="a model file, or a folder searched for *.tflite, *.onnx, *.keras, *.h5")
     add_input_shape_argument(p)
+    add_requantization_argument(p)
     p.add_argument("--models", nargs="+", help="only these models (file stems)")
     p.add_argument("--output_path", "-o", required=True, help="output folder: results, plans, reports")
     p.add_argument("--concurrent_models", type=int, default=1, help="(accepted for ELL compatibility; models share one job queue)")
@@ -210,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a model (.tflite, .onnx, .keras, .h5, .ltplan) and print its latency")
     run.add_argument("model", help="the model file")
     add_input_shape_argument(run)
+    add_requantization_argument(run)
     run.add_argument("--threads", type=int, default=1)
     run.add_argument("--repeat", type=int, default=10, help="timed runs")
     run.add_argument("--warmup", type=int, default=3, help="untimed runs first")

@@ -17,6 +17,7 @@ from layertune.graph.keras_import import keras_to_tflite
 from layertune.graph.fusion import fused_groups
 from layertune.graph.kernel_choice import apply_default_kernels, check_kernel, default_kernel
 from layertune.graph.plan import write_plan
+from layertune.graph.precision import DEFAULT_REQUANTIZATION
 from layertune.graph.tflite_import import import_tflite_bytes
 from layertune.jsonfile import write_json
 from layertune.graph.onnx_import import import_onnx
@@ -70,6 +71,7 @@ class RunSettings:
     lease_wait: float = 0.0
     whole_model: Settings = field(default_factory=Settings)  # the protocol of the whole-model decisions
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # ONNX inputs' dynamic dimensions fixed
+    requantization: str = DEFAULT_REQUANTIZATION  # an int8 model's arithmetic (graph/precision.py)
 
     def measurement_key(self) -> str:
         """Every setting that changes a per-layer measurement: part of each record's key, so a
@@ -121,7 +123,8 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
             graphs[path] = import_onnx(path, settings.input_shapes, other_inputs_ok=True)
         else:
             tflites[path] = path.read_bytes() if path.suffix.lower() == ".tflite" else keras_to_tflite(path)
-            graphs[path] = import_tflite_bytes(tflites[path], path.stem, str(path))
+            graphs[path] = import_tflite_bytes(tflites[path], path.stem, str(path),
+                                               requantization=settings.requantization)
         log.info("imported %s: %d layers, %d convolutions", path.name, len(graphs[path].nodes),
                  len(conv_nodes(graphs[path])))
     named = {g.tensors[t].name for p, g in graphs.items() if p.suffix.lower() == ".onnx" for t in g.inputs}
