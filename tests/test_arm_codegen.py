@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+
+import layertune
 import layertune.methods
 from layertune.tuner.build import build_profiler
 from layertune.tuner.targets import BUILTIN
@@ -175,7 +178,9 @@ def test_int8_kernels_are_bit_exact_on_arm(base, tmp_path):
     is x86 only): a 1x1 layer read in place, im2col layers (padded 3x3, strided 5x5), depthwise 3x3 and
     5x5 with borders and strides, at 1 and 2 threads, in both requantization arithmetics (TFLite's
     fixed point, XNNPACK's fp32: its rounding must survive pi3's -funsafe-math-optimizations) — each
-    plan against the profiler's own int8 reference kernel, exactly (tolerance 0)."""
+    plan against the profiler's own int8 reference kernel, exactly (tolerance 0), and on one input
+    against the x86 engine (a fault both ARM kernels shared, such as a narrowing store that wrapped
+    instead of saturating, shows only there)."""
     from test_int8 import DEPTHWISE, REGULAR, _layer, conv_graph  # the x86 tests' layer grid
 
     from layertune.graph.plan import plan_bytes
@@ -188,10 +193,72 @@ def test_int8_kernels_are_bit_exact_on_arm(base, tmp_path):
         w, bias, kw, q_x = _layer(case, depthwise)
         for requantization, threads in [(r, t) for r in ("tflite", "xnnpack") for t in ("1", "2")]:
             plan = tmp_path / f"int8_{i}_{requantization}.ltplan"
-            plan.write_bytes(plan_bytes(conv_graph(q_x.shape, w, bias, requantization=requantization, **kw)))
+            graph = conv_graph(q_x.shape, w, bias, requantization=requantization, **kw)  # (its scales drawn now)
+            plan.write_bytes(plan_bytes(graph))
             proc = subprocess.run([*QEMU[base], str(profiler), "run", "--plan", str(plan), "--threads", threads,
                                    "--check", "1", "--tolerance", "0", "--repeats", "1", "--warmup", "0"],
                                   capture_output=True, text=True, timeout=120)
             assert proc.returncode == 0, (base, case, requantization, proc.stdout, proc.stderr)
             line = json.loads(proc.stdout)
             assert line["error"] is None and line["max_abs_diff"] == 0 and line["max_abs_ref"] > 0, (base, case, requantization, line)
+            if threads == "1":
+                x = np.random.default_rng(i).uniform(-8, 8, q_x.shape).astype(np.float32)  # past int8's range
+                x.tofile(tmp_path / "x.f32")
+                proc = subprocess.run([*QEMU[base], str(profiler), "infer", "--plan", str(plan), "--count", "1",
+                                       "--inputs", str(tmp_path / "x.f32"), "--outputs", str(tmp_path / "y.f32"), "--warmup", "0"],
+                                      capture_output=True, text=True, timeout=120)
+                assert proc.returncode == 0, (base, case, proc.stderr)
+                on_arm = np.fromfile(tmp_path / "y.f32", np.float32)
+                np.testing.assert_array_equal(on_arm, layertune.Model(graph).run(x).ravel(), f"{base} {case} {requantization}")
+
+
+@pytest.fixture(scope="module")
+def residual_int8_cnn():
+    """A quantized CNN with the int8 ops of a classification net: convolutions (3x3 stride 2, 1x1),
+    depthwise, a residual ADD, MEAN and FULLY_CONNECTED; its flatbuffer and inputs."""
+    from conftest import require
+    from test_int8 import _quantized
+
+    tf = require("tensorflow")
+    tf.keras.utils.set_random_seed(5)
+    inp = tf.keras.Input((12, 12, 3), batch_size=1)
+    x = tf.keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inp)
+    y = tf.keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6")(x)
+    y = tf.keras.layers.Conv2D(16, 1)(y)
+    x = tf.keras.layers.Add()([x, y])
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    out = tf.keras.layers.Dense(10)(x)
+    return _quantized(tf.keras.Model(inp, out), np.random.default_rng(5))
+
+
+@pytest.mark.parametrize("base", list(QEMU))
+def test_whole_int8_models_are_exact_on_arm(base, tmp_path, residual_int8_cnn):
+    """A whole int8 model in the cross-built profiler under qemu (`infer` on 8 samples, 2 threads),
+    in both arithmetics: every output equals the x86 engine's bit for bit (integer arithmetic, and
+    float32 steps in the same order), and in XNNPACK's arithmetic LiteRT's as well."""
+    from layertune.graph.tflite_import import import_tflite_bytes
+    from tflite_helpers import litert_run
+
+    need(QEMU[base][0], BUILTIN[base].compiler)
+    profiler, _ = build_profiler(BUILTIN[base])
+    fb, _ = residual_int8_cnn
+    xs = np.random.default_rng(1).uniform(-2, 2, (8, 1, 12, 12, 3)).astype(np.float32)
+    for requantization in ("tflite", "xnnpack"):
+        model = layertune.Model(import_tflite_bytes(fb, "cnn", requantization=requantization))
+        assert {"ADD", "MEAN", "DEPTHWISE_CONV_2D"} <= {n.op for n in model.graph.nodes}
+        q = model.graph.tensors[model.graph.inputs[0]].quantization
+        xq = np.clip(np.round(xs / q.scale + q.zero_point), -128, 127)
+        real = ((xq - q.zero_point) * q.scale).astype(np.float32)  # on the input's grid: the same integers everywhere
+        model.save(tmp_path / f"{requantization}.ltplan")
+        (tmp_path / "in.f32").write_bytes(real.tobytes())
+        proc = subprocess.run([*QEMU[base], str(profiler), "infer", "--plan", str(tmp_path / f"{requantization}.ltplan"),
+                               "--count", "8", "--inputs", str(tmp_path / "in.f32"), "--outputs", str(tmp_path / "out.f32"),
+                               "--threads", "2", "--warmup", "0"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, (base, proc.stderr)
+        on_arm = np.fromfile(tmp_path / "out.f32", np.float32).reshape(8, -1)
+        on_x86 = np.stack([model.run(r).ravel() for r in real])
+        np.testing.assert_array_equal(on_arm, on_x86, f"{base}, {requantization}")
+        if requantization == "xnnpack":
+            oq = model.graph.tensors[model.graph.outputs[0]].quantization
+            litert = np.stack([litert_run(fb, [x.astype(np.int8)])[0].ravel() for x in xq])
+            np.testing.assert_array_equal(np.round(on_arm / oq.scale + oq.zero_point), litert, base)

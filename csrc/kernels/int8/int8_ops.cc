@@ -20,6 +20,15 @@ struct Quant {
   int32_t zero_point = 0;
 };
 
+// The node's `requantization` attribute (absent: tflite, as plans were before it).
+int8::Requantization requantization_of(const OpContext& ctx) {
+  int8::Requantization r = int8::Requantization::kTflite;
+  const std::string name = ctx.node.str("requantization", "tflite");
+  if (!int8::parse_requantization(name, &r))
+    fail(ctx.node.where(), ": requantization must be tflite or xnnpack, got '", name, "'");
+  return r;
+}
+
 // A tensor's per-tensor quantization (activations).
 Quant quant_of(const OpContext& ctx, int t) {
   const PlanTensor& pt = ctx.tensor(t);
@@ -82,9 +91,7 @@ class QConvOp final : public Op {
     }
     q.input_zero_point = x.zero_point;
     q.output_zero_point = y.zero_point;
-    const std::string requantization = ctx.node.str("requantization", "tflite");
-    if (!int8::parse_requantization(requantization, &q.requantization))
-      fail(ctx.node.where(), ": requantization must be tflite or xnnpack, got '", requantization, "'");
+    q.requantization = requantization_of(ctx);
     q.multipliers.resize(size_t(oc));
     q.scales.resize(size_t(oc));
     for (int c = 0; c < oc; ++c) {
@@ -235,11 +242,8 @@ class QAddOp final : public Op {
     m2_ = int8::quantize_multiplier(x2.scale / twice_max);
     mo_ = int8::quantize_multiplier(twice_max / (double(1 << kLeftShift) * y.scale));
     z1_ = x1.zero_point, z2_ = x2.zero_point, zo_ = y.zero_point;
-    int8::Requantization r = int8::Requantization::kTflite;
-    const std::string requantization = ctx.node.str("requantization", "tflite");
-    if (!int8::parse_requantization(requantization, &r))
-      fail(ctx.node.where(), ": requantization must be tflite or xnnpack, got '", requantization, "'");
-    xnnpack_ = r == int8::Requantization::kXnnpack && xnnpack_multipliers(x1.scale / y.scale, x2.scale / y.scale);
+    xnnpack_ = requantization_of(ctx) == int8::Requantization::kXnnpack &&
+               xnnpack_multipliers(x1.scale / y.scale, x2.scale / y.scale);
     std::tie(lo_, hi_) = int8::activation_bounds(parse_activation(ctx.node.str("activation", "none")), y.scale, y.zero_point);
     threads_ = ctx.threads;
   }
@@ -306,7 +310,7 @@ class QAddOp final : public Op {
 };
 
 // MEAN over H and W of an NHWC tensor: the sum of (q - zero point) times input scale / (output
-// scale x count), rounded.
+// scale x count), rounded (TFLite's fixed point, or XNNPACK's float32 as the node says).
 class QMeanOp final : public Op {
  public:
   explicit QMeanOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
@@ -321,6 +325,9 @@ class QMeanOp final : public Op {
     const Quant x = quant_of(ctx, in_), y = quant_of(ctx, out_);
     const int64_t count = int64_t(shape_[1]) * shape_[2];
     m_ = int8::quantize_multiplier(double(x.scale) / (double(y.scale) * double(count)));
+    // XNNPACK's: the sum times (input scale / output scale) / count, in float32
+    xnnpack_ = requantization_of(ctx) == int8::Requantization::kXnnpack;
+    scale_ = x.scale / y.scale / float(count);
     zx_ = x.zero_point, zy_ = y.zero_point;
   }
   void run(float* const* b) override {
@@ -334,7 +341,8 @@ class QMeanOp final : public Op {
       for (int64_t p = 0; p < hw; ++p)
         for (int64_t c = 0; c < C; ++c) sum[c] += xn[p * C + c];
       for (int64_t c = 0; c < C; ++c)
-        y[n * C + c] = int8::saturate(int8::multiply(sum[c] - int32_t(hw) * zx_, m_) + zy_, -128, 127);
+        y[n * C + c] = xnnpack_ ? int8::requantize_fp32(sum[c] - int32_t(hw) * zx_, scale_, zy_, -128, 127)
+                                : int8::saturate(int8::multiply(sum[c] - int32_t(hw) * zx_, m_) + zy_, -128, 127);
     }
   }
 
@@ -342,6 +350,8 @@ class QMeanOp final : public Op {
   int in_, out_;
   std::vector<int> shape_;
   Multiplier m_;
+  bool xnnpack_ = false;
+  float scale_ = 0.f;
   int32_t zx_ = 0, zy_ = 0;
 };
 

@@ -134,6 +134,10 @@ inline void narrow_store(int8_t* p, v32 v, int n = kLanes) {
   if (n == kLanes) _mm512_mask_cvtsepi32_storeu_epi8(p, __mmask16(0xffff), __m512i(v));
   else _mm512_mask_cvtsepi32_storeu_epi8(p, __mmask16((1u << n) - 1), __m512i(v));
 #else
+  // Saturated first, as vpmovsdb does: a plain conversion keeps the low byte (300 became 44), and
+  // the kernels leave the clamp to this store where the bounds are int8's own.
+  v = v < -128 ? -128 : v;
+  v = v > 127 ? 127 : v;
   const v8 b = __builtin_convertvector(v, v8);
   std::memcpy(p, &b, size_t(n));
 #endif
