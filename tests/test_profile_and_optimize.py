@@ -35,19 +35,20 @@ def workspace(tmp_path):
     return tmp_path
 
 
-def run_cli(args: list[str], cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, LAYERTUNE_CACHE=str(cache))
+def run_cli(args: list[str], cache: Path, timeout: float = 600, **env_extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LAYERTUNE_CACHE=str(cache), **env_extra)
     return subprocess.run([sys.executable, str(ROOT / "tools" / "profile_and_optimize.py"), *args],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def tune(tmp_path: Path, model: str, options: dict, repeats: int, *extra: str) -> tuple[dict, str]:
-    """profile_and_optimize over tmp_path/models with these options (and extra arguments) into
-    tmp_path/out (its results store there): `model`'s summary and what the command printed."""
+def tune(tmp_path: Path, model: str, options: dict, repeats: int, *extra: str, **env: str) -> tuple[dict, str]:
+    """profile_and_optimize over tmp_path/models with these options (and extra arguments, and
+    environment) into tmp_path/out (its results store there): `model`'s summary and what the
+    command printed."""
     (tmp_path / "options.json").write_text(json.dumps(options))
     out = tmp_path / "out"
     proc = run_cli(["--model_path", str(tmp_path / "models"), "--options", str(tmp_path / "options.json"),
-                    "--output_path", str(out), "--repeats", str(repeats), *extra], tmp_path / "cache")
+                    "--output_path", str(out), "--repeats", str(repeats), *extra], tmp_path / "cache", **env)
     assert proc.returncode == 0, proc.stderr
     return json.loads((out / model / "summary.json").read_text()), proc.stdout
 
@@ -130,9 +131,15 @@ def test_int8_model_is_tuned_over_the_int8_methods(tmp_path):
     assert summary["layers"] and all(row["signature"].endswith("-int8-xnnpack") and row["chosen"]["method"].startswith("int8_")
                                      for row in summary["layers"])
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert all(r["error"] is None and r["max_abs_diff"] == 0 and r["max_abs_ref"] > 10 for r in records)
-    assert {r["params"].get("tile_rows") for r in records if r["params"]["method"] == "int8_gemm"} >= {4, 8, 12}
-    assert {r["params"]["method"] for r in records} == {"int8_gemm", "int8_depthwise"}
+    int8_records = [r for r in records if r["layer"].endswith("-int8-xnnpack")]
+    assert all(r["error"] is None and r["max_abs_diff"] == 0 and r["max_abs_ref"] > 10 for r in int8_records)
+    assert {r["params"].get("tile_rows") for r in int8_records if r["params"]["method"] == "int8_gemm"} >= {4, 8, 12}
+    assert {r["params"]["method"] for r in int8_records} == {"int8_gemm", "int8_depthwise"}
+    # the per-layer precision choice: every int8 layer's float32 twin timed over the float methods
+    twins = {r["layer"] for r in records if r not in int8_records}
+    assert len(twins) == len(summary["layers"]) and all(r["error"] is None for r in records if r not in int8_records)
+    assert all(row["float_time_ms"] > 0 and row["precision"] in ("int8", "float32") for row in summary["layers"])
+    assert "float32 twin" in (out / "digits_int8" / "report.md").read_text()
     plan = layertune.load(out / "digits_int8" / "optimized.ltplan")
     assert all(layer.kernel["method"].startswith("int8_") for layer in plan.layers if layer.op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
     assert all(n.attrs["requantization"] == "xnnpack" for n in plan.graph.nodes if n.op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
@@ -147,6 +154,41 @@ def test_int8_model_is_tuned_over_the_int8_methods(tmp_path):
     fixed = layertune.load(tflite, requantization="tflite")
     for x in x_test[:5]:
         np.testing.assert_array_equal(plan.run(x[None].astype(np.float32)), fixed.run(x[None].astype(np.float32)))
+
+
+def test_int8_layers_are_chosen_in_float32_where_that_measured_faster(tmp_path):
+    """The per-layer precision choice. With the int8 GEMM forced onto its portable code
+    (LAYERTUNE_INT8_ISA=portable: what a CPU without VNNI runs) the float32 kernels are the faster
+    on this machine: the tuner builds the mixed plan (those layers in float32 between DEQUANTIZE and
+    QUANTIZE, the others in int8), times it as a whole against the baselines, and the report and
+    summary say what each layer computes in. With 'precisions': ['int8'] no twin is timed."""
+    require("tensorflow")
+    from model_zoo import digits_cnn, int8_tflite
+    from tflite_helpers import litert_run
+
+    model, x_test, _, x_train = digits_cnn()
+    (tmp_path / "models").mkdir()
+    tflite = tmp_path / "models" / "digits_int8.tflite"
+    tflite.write_bytes(int8_tflite(model, x_train))
+    summary, _ = tune(tmp_path, "digits_int8", {**SMALL_OPTIONS, "parallel": [True]}, 3, LAYERTUNE_INT8_ISA="portable")
+    whole, rows = summary["whole_model"], summary["layers"]
+    assert all(row["float_time_ms"] is not None for row in rows)
+    in_float = [row for row in rows if row["float_time_ms"] < 0.9 * row["time_ms"]]
+    assert in_float, rows  # the portable int8 kernels lose to AVX-512 float32 ones
+    assert "tuned-mixed" in whole["latency_ms"]  # timed as a whole, beside the baselines
+    plan = layertune.load(tmp_path / "out" / "digits_int8" / "optimized.ltplan")
+    dtypes = {n.name: plan.graph.tensors[n.outputs[0]].dtype for n in plan.graph.nodes}
+    assert all(dtypes[row["name"]] == row["precision"] for row in rows)
+    if whole["written"].startswith("tuned-mixed"):
+        assert {row["name"] for row in rows if row["precision"] == "float32"} == {row["name"] for row in in_float}
+    q = plan.graph.tensors[plan.graph.inputs[0]].quantization
+    oq = plan.graph.tensors[plan.graph.outputs[0]].quantization
+    xq = np.clip(np.round(x_test[:20] / q.scale + q.zero_point), -128, 127).astype(np.int8)
+    ours = np.concatenate([np.round(plan.run(x[None]) / oq.scale + oq.zero_point) for x in xq])
+    theirs = np.concatenate([litert_run(tflite.read_bytes(), [x[None]])[0] for x in xq])
+    assert np.mean(np.abs(ours - theirs) <= 1) >= 0.99  # float32 layers round otherwise, a LSB here and there
+    summary, _ = tune(tmp_path, "digits_int8", {**SMALL_OPTIONS, "parallel": [True], "precisions": ["int8"]}, 1)
+    assert all(row["float_time_ms"] is None and row["precision"] == "int8" for row in summary["layers"])
 
 
 def test_fused_plans_are_timed_against_the_unfused_chain(tmp_path):

@@ -168,6 +168,9 @@ def test_threads_make_parallel_optional_and_the_sweep_fills_unnamed_parameters()
      "unknown key 'simple_parameters.threads'"),
     ({"convolution_methods": ["simple"], "threads": [0]}, "'threads': threads: must be an integer in [1, 1024]"),
     ({"convolution_methods": ["simple"], "parallel": [False], "tiles": [2]}, "unknown key 'tiles'"),
+    ({"convolution_methods": ["simple"], "parallel": [False], "precisions": ["fp16"]},
+     "'precisions' must be a non-empty list of int8, float32"),
+    ({"convolution_methods": ["simple"], "parallel": [False], "precisions": []}, "'precisions' must be"),
 ])
 def test_bad_options_name_the_key(data, fragment):
     with pytest.raises(OptionsError, match=fragment.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")

@@ -96,9 +96,11 @@ def check_requantization(requantization: str) -> None:
         raise ValueError(f"requantization must be one of {', '.join(REQUANTIZATIONS)}, got {requantization!r}")
 
 
-def assign_precision(graph: Graph, int8: bool = True, requantization: str = DEFAULT_REQUANTIZATION) -> dict[str, str]:
+def assign_precision(graph: Graph, int8: bool = True, requantization: str = DEFAULT_REQUANTIZATION,
+                     float_layers: frozenset[str] = frozenset()) -> dict[str, str]:
     """Sets every tensor's engine dtype (in place) and inserts the conversions; with int8=False
-    every node runs in float32. int8 convolutions and fully-connected layers get `requantization`
+    every node runs in float32, and so do the nodes named in `float_layers` (the tuner's per-layer
+    precision choice). int8 convolutions and fully-connected layers get `requantization`
     (REQUANTIZATIONS). Returns, for each quantized node left in float, why."""
     check_requantization(requantization)
     T = graph.tensors
@@ -119,7 +121,8 @@ def assign_precision(graph: Graph, int8: bool = True, requantization: str = DEFA
         return converted[(t, to)]
 
     for node in graph.nodes:
-        reason = int8_blocker(graph, node) if int8 else "int8 off"
+        reason = ("int8 off" if not int8 else "chosen in float32" if node.name in float_layers
+                  else int8_blocker(graph, node))
         if node.op == "DEQUANTIZE" and not reason and stored.get(node.inputs[0]) != "int8":
             reason = "its input is computed in float"
         on = not reason

@@ -111,10 +111,11 @@ def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int,
 
 class TFLiteImporter:
     def __init__(self, data: bytes, name: str, source: str, int8: bool = True,
-                 requantization: str = DEFAULT_REQUANTIZATION):
+                 requantization: str = DEFAULT_REQUANTIZATION, float_layers: frozenset[str] = frozenset()):
         self.source = source
         self.int8 = int8
         self.requantization = requantization
+        self.float_layers = float_layers
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ImportError_(f"{source}: not a TFLite model (no TFL3 identifier)")
         try:
@@ -252,7 +253,7 @@ class TFLiteImporter:
                 raise ImportError_(f"{self.source}: output '{self.tensors[t].name}' is a constant")
         graph = Graph(self.name, self.tensors, self.nodes, inputs, outputs)
         graph.prune()
-        self.why_float = assign_precision(graph, self.int8, self.requantization)
+        self.why_float = assign_precision(graph, self.int8, self.requantization, self.float_layers)
         lower_transposed_convs(graph)
         graph.prune()
         return graph
@@ -532,10 +533,12 @@ def import_tflite(path: str | Path, int8: bool = True, requantization: str = DEF
 
 
 def import_tflite_bytes(data: bytes, name: str = "model", source: str = "model", int8: bool = True,
-                        requantization: str = DEFAULT_REQUANTIZATION) -> Graph:
+                        requantization: str = DEFAULT_REQUANTIZATION, float_layers: frozenset[str] = frozenset()) -> Graph:
+    """`float_layers`: names of nodes computed in float32 even where int8 kernels could (the
+    tuner's per-layer precision choice)."""
     check_requantization(requantization)
     try:
-        return TFLiteImporter(data, name, source, int8, requantization).run()
+        return TFLiteImporter(data, name, source, int8, requantization, frozenset(float_layers)).run()
     except ImportError_:
         raise
     except (IndexError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OverflowError, ValueError,

@@ -13,7 +13,9 @@ intervals, a difference within noise is no difference and the simpler plan wins)
    before more) that no other baseline beats beyond noise.
 3. **Confirm per-layer changes, heaviest layers first.** Starting from the strongest baseline, a
    layer's change is proposed when another screened plan ran that layer faster inside the model,
-   beyond noise (per-node interval below 1), taking that plan's kernel and its thread count.
+   beyond noise (per-node interval below 1), taking that plan's kernel and its thread count
+   (among plans of the same nodes: the tuned plan with some of an int8 model's layers in float32,
+   which has conversions between them, competes only as a whole).
    All proposals are applied together and the result is timed against the current plan; kept
    only if the whole model is faster beyond noise, otherwise the heaviest half is tried, and so
    on, for a bounded number of tries.
@@ -142,14 +144,17 @@ def _strongest(series: dict[str, list[float]], candidates: dict[str, PlanCandida
 def _proposals(nodes: dict[str, list[float]], base: str, candidates: dict[str, PlanCandidate],
                margin: float = 0.05) -> list[tuple[int, str]]:
     """(node index, plan) for each convolution some plan ran faster inside the model than `base`
-    by more than `margin`, heaviest node of `base` first."""
+    by more than `margin`, heaviest node of `base` first. Only plans with `base`'s nodes, one for
+    one, take part (a plan with layers chosen in another precision has conversions between them:
+    it competes as a whole)."""
     graph = candidates[base].graph
+    same = [n for n in nodes if [x.name for x in candidates[n].graph.nodes] == [x.name for x in graph.nodes]]
     out = []
     for index, node in enumerate(graph.nodes):
         if not graph.is_tunable_conv(node):
             continue
         own = nodes[base][index]
-        best = min(nodes, key=lambda n: nodes[n][index])
+        best = min(same, key=lambda n: nodes[n][index])
         kernel = pinned(candidates[best].graph, candidates[best].threads).nodes[index].kernel
         mine = pinned(graph, candidates[base].threads).nodes[index].kernel
         if best != base and nodes[best][index] < own * (1 - margin) and kernel != mine:

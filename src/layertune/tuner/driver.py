@@ -10,7 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from layertune.graph.ir import Graph, Node
 from layertune.graph.keras_import import keras_to_tflite
@@ -117,14 +117,19 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
     # 1. Import everything first: a bad model stops the run before any work.
     graphs: dict[Path, Graph] = {}
     tflites: dict[Path, bytes | None] = {}  # what LiteRT runs beside the plans (none for ONNX models)
+    # An int8 model's twin: its int8 convolutions in float32 (between DEQUANTIZE and QUANTIZE), each
+    # a layer of its own to time, when the options allow float32 (the per-layer precision choice).
+    twins: dict[Path, Graph] = {}
     for path in model_files:
         if path.suffix.lower() == ".onnx":
             tflites[path] = None
             graphs[path] = import_onnx(path, settings.input_shapes, other_inputs_ok=True)
         else:
             tflites[path] = path.read_bytes() if path.suffix.lower() == ".tflite" else keras_to_tflite(path)
-            graphs[path] = import_tflite_bytes(tflites[path], path.stem, str(path),
-                                               requantization=settings.requantization)
+            graphs[path] = _import_tflite(tflites[path], path, settings)
+            int8_layers = _int8_layers(graphs[path])
+            if int8_layers and "float32" in settings.options.precisions:
+                twins[path] = _import_tflite(tflites[path], path, settings, int8_layers)
         log.info("imported %s: %d layers, %d convolutions", path.name, len(graphs[path].nodes),
                  len(conv_nodes(graphs[path])))
     named = {g.tensors[t].name for p, g in graphs.items() if p.suffix.lower() == ".onnx" for t in g.inputs}
@@ -133,9 +138,10 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
                          f"{', '.join(sorted(set(settings.input_shapes) - named))}")
     # 2. Unique layer signatures.
     layers: dict[str, tuple[Graph, Node]] = {}
-    for graph in graphs.values():
-        for _, node in conv_nodes(graph):
-            layers.setdefault(layer_signature(graph, node), (graph, node))
+    for path, graph in graphs.items():
+        for g in (graph, twins.get(path)) if path in twins else (graph,):
+            for _, node in conv_nodes(g):
+                layers.setdefault(layer_signature(g, node), (g, node))
     # 3. The profiler for the target.
     t_build = time.monotonic()
     profiler, build = build_profiler(settings.target, jobs=2)
@@ -179,7 +185,8 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
             tflite = Path(tmp) / names[path] / "model.tflite" if tflites[path] is not None else None
             if tflite is not None:
                 tflite.write_bytes(tflites[path])
-            rows, candidates = _candidates(graph, best, store, settings, build, threads)
+            mixed = (lambda names, p=path: _import_tflite(tflites[p], p, settings, names)) if path in twins else None
+            rows, candidates = _candidates(graph, best, store, settings, build, threads, twins.get(path), mixed)
             verification, outcome = _choose_on_device(candidates, device, settings, Path(tmp) / names[path], tflite,
                                                       threads)
             if outcome is not None:
@@ -254,6 +261,22 @@ def model_names(paths: list[Path]) -> dict[Path, str]:
     return {p: p.stem if stems.count(p.stem) == 1 else f"{p.stem}_{p.suffix.lstrip('.')}" for p in paths}
 
 
+def _import_tflite(data: bytes, path: Path, settings: RunSettings, float_layers: frozenset[str] = frozenset()) -> Graph:
+    return import_tflite_bytes(data, path.stem, str(path), requantization=settings.requantization,
+                               float_layers=float_layers)
+
+
+def _int8_layers(graph: Graph) -> frozenset[str]:
+    """The names of a graph's int8 convolutions (the layers a per-layer precision choice is about)."""
+    return frozenset(n.name for _, n in conv_nodes(graph) if graph.conv_info(n)["dtype"] == "int8")
+
+
+# A layer of an int8 model goes float32 in the mixed plan only when its float32 twin measured at
+# least this much faster alone: the DEQUANTIZE / QUANTIZE around it are not in that time (the whole
+# model decides in the end: tuner/confirm.py).
+FLOAT_MARGIN = 0.9
+
+
 def _default_variant(graph: Graph, node: Node, threads: int) -> dict[str, Any]:
     """The layer's default kernel at the most threads the options allow: the baseline its
     variants are timed with."""
@@ -265,14 +288,18 @@ def _with_baseline(baseline: tuple[str, dict], variants: list[tuple[str, dict]])
 
 
 def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, settings: RunSettings, build: str,
-                threads: tuple[int, ...]) -> tuple[list[LayerRow], dict[str, PlanCandidate]]:
+                threads: tuple[int, ...], twin: Graph | None = None,
+                mixed: Callable[[frozenset[str]], Graph] | None = None) -> tuple[list[LayerRow], dict[str, PlanCandidate]]:
     """The per-layer rows and the whole-model candidates: layertune's baselines (the default
     choice and each uniform method, at every allowed thread count) and the tuned plan (each
-    layer's fastest variant timed alone, with its own thread count)."""
+    layer's fastest variant timed alone, with its own thread count). For an int8 model with its
+    float32 `twin`, also "tuned-mixed": the tuned plan with the layers whose float32 twin was
+    faster (by FLOAT_MARGIN) computed in float32 (`mixed` imports the model so)."""
     default = graph.copy()
     apply_default_kernels(default, overwrite=True)
     tuned = default.copy()
-    rows = []
+    twin_nodes = {n.name: n for _, n in conv_nodes(twin)} if twin is not None else {}
+    rows, in_float = [], {}
     for index, node in conv_nodes(tuned):
         sig = layer_signature(tuned, node)
         chosen = best.get(sig)
@@ -281,9 +308,14 @@ def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, sett
         if chosen:
             params = dict(chosen.params)
             node.set_kernel(params.pop("method"), params)
+        float_rec = best.get(layer_signature(twin, twin_nodes[node.name])) if node.name in twin_nodes else None
         rows.append(LayerRow(index, node.name, node.op, sig, tuned.flops(node), chosen.params if chosen else None,
                              chosen.median_ms if chosen else None, default.nodes[index].kernel,
-                             default_rec.median_ms if default_rec and default_rec.ok else None))
+                             default_rec.median_ms if default_rec and default_rec.ok else None,
+                             float_chosen=float_rec.params if float_rec else None,
+                             float_time_ms=float_rec.median_ms if float_rec else None))
+        if float_rec and (not chosen or float_rec.median_ms < FLOAT_MARGIN * chosen.median_ms):
+            in_float[node.name] = float_rec.params
     candidates = {f"default@{t}": PlanCandidate(default, t, baseline=True, simplicity=i)
                   for i, t in enumerate(sorted(threads))}
     for m, method in enumerate(settings.options.methods):
@@ -294,7 +326,21 @@ def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, sett
             candidates[f"uniform-{method}@{t}"] = PlanCandidate(uniform, t, baseline=True,
                                                                 simplicity=100 * (m + 1) + i)
     candidates["tuned"] = PlanCandidate(tuned, max(threads), baseline=False)
+    if in_float and mixed is not None:
+        candidates["tuned-mixed"] = PlanCandidate(_mixed_plan(mixed(frozenset(in_float)), tuned, in_float),
+                                                  max(threads), baseline=False)
     return rows, candidates
+
+
+def _mixed_plan(graph: Graph, tuned: Graph, in_float: dict[str, dict[str, Any]]) -> Graph:
+    """`graph` (the model with the layers of `in_float` in float32) with their float32 kernels, and
+    every other convolution's kernel as in `tuned`."""
+    apply_default_kernels(graph, overwrite=True)
+    int8_kernels = {n.name: n.kernel for _, n in conv_nodes(tuned)}
+    for _, node in conv_nodes(graph):
+        params = dict(in_float.get(node.name) or int8_kernels[node.name])
+        node.set_kernel(params.pop("method"), params)
+    return graph
 
 
 def _choose_on_device(candidates: dict[str, PlanCandidate], device: DeviceSequence, settings: RunSettings,
@@ -327,10 +373,14 @@ def _fill_rows(rows: list[LayerRow], outcome: Outcome, candidates: dict[str, Pla
     written = {n.name: n for n in outcome.graph.nodes}
     source = outcome.written.split("+", 1)[0]  # a fused plan's kernels are those of the plan it fused
     base = source if source in candidates else outcome.strongest
+    # by name: a fused plan has fewer nodes, a mixed-precision plan more (its conversions)
+    index_of = {plan: {n.name: i for i, n in enumerate(candidates[plan].graph.nodes)} for plan in outcome.screen_node_ms}
     for row in rows:
-        row.in_model_ms = {plan: round(times[row.index], 4) for plan, times in outcome.screen_node_ms.items()}
-        row.final = written[row.name].kernel  # by name: a fused plan has fewer nodes
+        row.in_model_ms = {plan: round(times[index_of[plan][row.name]], 4)
+                           for plan, times in outcome.screen_node_ms.items() if row.name in index_of[plan]}
+        row.final = written[row.name].kernel
         row.final_from = changed.get(row.index, base)
+        row.precision = outcome.graph.tensors[written[row.name].outputs[0]].dtype
 
 
 def _uniform(graph: Graph, method: str) -> Graph:

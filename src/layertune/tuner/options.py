@@ -19,6 +19,9 @@ from layertune.methods import methods, tunable_methods
 from layertune.paths import shipped
 
 
+PRECISIONS = ("int8", "float32")
+
+
 @dataclass(frozen=True)
 class ProfileOptions:
     methods: tuple[str, ...]
@@ -26,6 +29,9 @@ class ProfileOptions:
     threads: tuple[int, ...] | None = None  # exact thread counts; overrides `parallel`
     values: dict[tuple[str, str], tuple[int, ...]] = field(default_factory=dict)  # (method, param) -> values
     fusion: tuple[str, ...] = FORMS  # the fusion forms whose plans are timed against the unfused chain
+    # what an int8 model's convolutions are timed in: float32 too = each may be chosen in float32
+    # (between DEQUANTIZE and QUANTIZE) where that measured faster
+    precisions: tuple[str, ...] = PRECISIONS
 
 
 class OptionsError(ValueError):
@@ -63,7 +69,7 @@ def parse_options(data: Any, source: str = "options") -> ProfileOptions:
         raise OptionsError(f"{source}: expected a JSON object")
     list_keys = _list_keys()
     method_keys = {f"{m}_parameters": m for m in tunable_methods()}
-    known = ["convolution_methods", "parallel", "threads", "fusion", *list_keys,
+    known = ["convolution_methods", "parallel", "threads", "fusion", "precisions", *list_keys,
              *(k for k in method_keys if k not in list_keys)]
     for key in data:
         if key not in known and key != "comment":
@@ -99,8 +105,12 @@ def parse_options(data: Any, source: str = "options") -> ProfileOptions:
     fusion = data.get("fusion", list(FORMS))
     if not isinstance(fusion, list) or any(f not in FORMS for f in fusion):
         raise OptionsError(f"{source}: 'fusion' must be a list of some of {', '.join(FORMS)} ([] tries no fusion)")
+    precisions = data.get("precisions", list(PRECISIONS))
+    if not isinstance(precisions, list) or not precisions or any(p not in PRECISIONS for p in precisions):
+        raise OptionsError(f"{source}: 'precisions' must be a non-empty list of {', '.join(PRECISIONS)}")
     return ProfileOptions(methods=tuple(dict.fromkeys(chosen)), parallel=tuple(dict.fromkeys(parallel)),
-                          threads=threads, values=values, fusion=tuple(dict.fromkeys(fusion)))
+                          threads=threads, values=values, fusion=tuple(dict.fromkeys(fusion)),
+                          precisions=tuple(dict.fromkeys(precisions)))
 
 
 def load_options(path: str | Path) -> ProfileOptions:

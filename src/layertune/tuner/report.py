@@ -23,6 +23,7 @@ def _fmt_variant(params: dict[str, Any] | None) -> str:
 def write_report(out_dir: Path, result: ModelResult) -> None:
     lines = [f"# {result.model} on {result.target}", ""]
     whole = result.whole_model
+    int8_model = any(r.precision == "int8" or r.float_time_ms is not None for r in result.layers)
     if whole.error is None:
         lat = whole.latency_ms
         lines += ["## Whole model", "",
@@ -61,12 +62,17 @@ def write_report(out_dir: Path, result: ModelResult) -> None:
               f"utilization {pool.utilization}; profiler build {result.build_seconds} s; "
               f"failed measurements {result.failed_measurements}.", "",
               "## Layers", "",
+              *([f"An int8 model: each int8 layer was also timed in float32 (its twin, between DEQUANTIZE and "
+                 f"QUANTIZE); {sum(r.precision == 'float32' for r in result.layers)} of its layers compute in float32 "
+                 "in optimized.ltplan.", ""] if int8_model else []),
               "Isolated: the fastest variant timed alone (and the default's time alone). In the model: the kernel in "
               "optimized.ltplan, the plan it comes from, and its time inside the screening's whole-model runs beside "
               f"the strongest baseline's ({result.whole_model.strongest_baseline}); a speed-up only where the kernel "
               "changed.", "",
-              "| # | op | layer | MFLOP | tuned (isolated) | ms | default | default ms | in the model: kept | from | ms | baseline ms | speedup |",
-              "| ---: | --- | --- | ---: | --- | ---: | --- | ---: | --- | --- | ---: | ---: | ---: |"]
+              "| # | op | layer | MFLOP | tuned (isolated) | ms | default | default ms | in the model: kept | from | ms | baseline ms | speedup |"
+              + (" float32 twin (isolated) | ms | computes in |" if int8_model else ""),
+              "| ---: | --- | --- | ---: | --- | ---: | --- | ---: | --- | --- | ---: | ---: | ---: |"
+              + (" --- | ---: | --- |" if int8_model else "")]
     strongest = result.whole_model.strongest_baseline
     for row in result.layers:
         kept = row.in_model_ms.get(row.final_from)
@@ -75,7 +81,8 @@ def write_report(out_dir: Path, result: ModelResult) -> None:
         lines.append(f"| {row.index} | {row.op} | {row.signature} | {row.flops / 1e6:.1f} | "
                      f"{_fmt_variant(row.chosen)} | {_ms(row.time_ms)} | {_fmt_variant(row.default)} | "
                      f"{_ms(row.default_time_ms)} | {_fmt_variant(row.final)} | {row.final_from} | {_ms(kept)} | {_ms(base)} | "
-                     f"{speed} |")
+                     f"{speed} |" + (f" {_fmt_variant(row.float_chosen)} | {_ms(row.float_time_ms)} | {row.precision or '-'} |"
+                                     if int8_model else ""))
     plots = _plots(out_dir, result)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]

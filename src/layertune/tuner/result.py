@@ -58,6 +58,10 @@ class LayerRow:
     in_model_ms: dict[str, float] = field(default_factory=dict)  # candidate plan -> time inside the model
     final: dict[str, Any] | None = None  # the kernel in optimized.ltplan
     final_from: str = ""  # which candidate plan it came from
+    # an int8 layer's float32 twin (the per-layer precision choice): its fastest variant and time
+    float_chosen: dict[str, Any] | None = None
+    float_time_ms: float | None = None
+    precision: str = ""  # what the layer computes in, in optimized.ltplan: "float32" or "int8"
 
 
 @dataclass
@@ -101,8 +105,13 @@ class ModelResult:
         whole = self.whole_model
         if whole.error is not None:
             return f"{self.name}: {whole.error}"
-        what = ("the tuned plan" if whole.written.startswith("confirmed") or whole.written == "tuned" else
-                f"baseline {whole.written} (no tuned change was faster beyond noise)")
+        source, _, fused = whole.written.partition("+")
+        if not source.startswith(("default@", "uniform-")):  # confirmed-N, tuned, tuned-mixed, and their fused forms
+            what = f"the tuned plan ({whole.written})"
+        elif fused:
+            what = f"baseline {source} with fusion ({fused}; no per-layer change was faster beyond noise)"
+        else:
+            what = f"baseline {whole.written} (no tuned change was faster beyond noise)"
         ratios = ", ".join(f"{name} {r['ratio']:.2f}x [{r['lo']:.2f}, {r['hi']:.2f}]"
                            for name, r in sorted(whole.ratios.items()))
         return (f"{self.name}: wrote {what}, {whole.latency_ms[whole.written]:.3f} ms at --threads {whole.threads}; "
