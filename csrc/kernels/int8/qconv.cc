@@ -178,7 +178,7 @@ class GemmQConv : public QConvKernel {
         a = reinterpret_cast<const uint8_t*>(x + p0 * kp_);  // signed bytes: the tile adds the 128
       } else {
         AlignedBuffer& buf = scratch_[size_t(worker)];
-        const size_t floats = size_t(rows_per_task_ * kp_ / 4);
+        const size_t floats = size_t(rows_per_task_ * kp_ / 4) + kSpanSlack / 4;
         if (buf.size() < floats) buf.resize(floats);
         pack_rows(x, p0, rows, reinterpret_cast<uint8_t*>(buf.data()));
         a = reinterpret_cast<const uint8_t*>(buf.data());
@@ -195,6 +195,7 @@ class GemmQConv : public QConvKernel {
   // The im2col rows of pixels [p0, p0 + rows) as uint8 (x + 128), each kp_ long (zeros past k_).
   void pack_rows(const int8_t* x, int64_t p0, int64_t rows, uint8_t* a) const {
     const ConvShape& s = q_.shape;
+    const int8_t* x_end = x + s.input_size();
     const int oh = s.out_h(), ow = s.out_w(), ci = s.in_c;
     const int64_t plane = int64_t(oh) * ow;
     int n = int(p0 / plane), oy = int(p0 / ow % oh), ox = int(p0 % ow);
@@ -205,7 +206,9 @@ class GemmQConv : public QConvKernel {
         const int ix0 = ox * s.stride_w - s.pad_left;
         if (iy >= 0 && iy < s.in_h && s.dilation_w == 1 && ix0 >= 0 && ix0 + s.kernel_w <= s.in_w) {
           // The kernel row lies inside the input: its taps are one contiguous span.
-          flip_signs(x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix0) * ci, dst, s.kernel_w * ci);
+          const int8_t* src = x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix0) * ci;
+          if (s.kernel_w * ci <= kSpanSlack && src + kSpanSlack <= x_end) flip_short_span(src, dst);
+          else flip_signs(src, dst, s.kernel_w * ci);
           dst += s.kernel_w * ci;
           continue;
         }
@@ -221,6 +224,22 @@ class GemmQConv : public QConvKernel {
         if (++oy == oh) oy = 0, ++n;
       }
     }
+  }
+  // A span of at most 16 bytes (a first layer's kernel row: 3 taps of 3 channels) as one 16-byte
+  // move: the bytes past it are garbage that the next span, the row's zero tail or the next row
+  // overwrites (the buffer has kSpanSlack bytes past its last row). A masked move per span, its mask
+  // computed each time, took most of MobileNetV2's first layer.
+  static constexpr int kSpanSlack = 16;
+  static void flip_short_span(const int8_t* src, uint8_t* dst) {
+#if defined(__SSE2__)
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_xor_si128(v, _mm_set1_epi8(char(0x80))));
+#else
+    uint8_t tmp[kSpanSlack];
+    std::memcpy(tmp, src, kSpanSlack);
+    for (int c = 0; c < kSpanSlack; ++c) tmp[c] ^= 0x80;
+    std::memcpy(dst, tmp, kSpanSlack);
+#endif
   }
   // dst = src + 128 as unsigned bytes. Through restrict pointers and a local count: a byte store may
   // alias anything, and with the layer's fields in reach the compiler kept this loop scalar.
