@@ -460,7 +460,6 @@ const char* qgemm_isa() {
   return "portable";
 }
 
-const char* requantization_name(Requantization r) { return r == Requantization::kXnnpack ? "xnnpack" : "tflite"; }
 bool parse_requantization(const std::string& name, Requantization* out) {
   if (name == "xnnpack") *out = Requantization::kXnnpack;
   else if (name == "tflite") *out = Requantization::kTflite;

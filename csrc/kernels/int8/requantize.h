@@ -69,8 +69,7 @@ inline int32_t multiply(int32_t x, Multiplier q) {
 inline int8_t saturate(int32_t v, int32_t lo, int32_t hi) { return int8_t(std::min(std::max(v, lo), hi)); }
 
 enum class Requantization { kTflite, kXnnpack };
-// "tflite" / "xnnpack" (the plan attribute `requantization`'s values); parse: false for another.
-const char* requantization_name(Requantization r);
+// "tflite" / "xnnpack" (the plan attribute `requantization`'s values) -> *out; false for another name.
 bool parse_requantization(const std::string& name, Requantization* out);
 
 // XNNPACK's scale of an output channel: computed in float32, in this order.
