@@ -231,34 +231,55 @@ def residual_int8_cnn():
     return _quantized(tf.keras.Model(inp, out), np.random.default_rng(5))
 
 
+@pytest.fixture(scope="module")
+def mobilenet_v2_int8():
+    """MobileNetV2 at 96x96 (random weights, calibrated batch norm), fully quantized by the converter."""
+    from conftest import require
+    from model_zoo import calibrated_application
+    from tflite_helpers import convert_keras
+
+    tf = require("tensorflow")
+    calib = np.random.default_rng(3).uniform(-1, 1, (8, 1, 96, 96, 3)).astype(np.float32)
+    return convert_keras(calibrated_application("MobileNetV2", 96), optimizations=[tf.lite.Optimize.DEFAULT],
+                         representative_dataset=lambda: ([c] for c in calib),
+                         target_spec=tf.lite.TargetSpec(supported_ops=[tf.lite.OpsSet.TFLITE_BUILTINS_INT8]),
+                         inference_input_type=tf.int8, inference_output_type=tf.int8)
+
+
 @pytest.mark.parametrize("base", list(QEMU))
-def test_whole_int8_models_are_exact_on_arm(base, tmp_path, residual_int8_cnn):
-    """A whole int8 model in the cross-built profiler under qemu (`infer` on 8 samples, 2 threads),
-    in both arithmetics: every output equals the x86 engine's bit for bit (integer arithmetic, and
-    float32 steps in the same order), and in XNNPACK's arithmetic LiteRT's as well."""
+@pytest.mark.parametrize("model", ["residual_cnn", "MobileNetV2"])
+def test_whole_int8_models_are_exact_on_arm(base, model, tmp_path, request):
+    """A whole int8 model in the cross-built profiler under qemu (`infer` at 2 threads: the small
+    residual CNN on 8 samples, MobileNetV2 at 96x96 on 2), in both arithmetics: every output
+    equals the x86 engine's bit for bit (integer arithmetic, and float32 steps in the same order;
+    MobileNetV2's float SOFTMAX too), and in XNNPACK's arithmetic LiteRT's as well."""
     from layertune.graph.tflite_import import import_tflite_bytes
     from tflite_helpers import litert_run
 
     need(QEMU[base][0], BUILTIN[base].compiler)
     profiler, _ = build_profiler(BUILTIN[base])
-    fb, _ = residual_int8_cnn
-    xs = np.random.default_rng(1).uniform(-2, 2, (8, 1, 12, 12, 3)).astype(np.float32)
+    if model == "residual_cnn":
+        fb, _ = request.getfixturevalue("residual_int8_cnn")
+        xs = np.random.default_rng(1).uniform(-2, 2, (8, 1, 12, 12, 3)).astype(np.float32)
+    else:
+        fb = request.getfixturevalue("mobilenet_v2_int8")
+        xs = np.random.default_rng(1).uniform(-1, 1, (2, 1, 96, 96, 3)).astype(np.float32)
     for requantization in ("tflite", "xnnpack"):
-        model = layertune.Model(import_tflite_bytes(fb, "cnn", requantization=requantization))
-        assert {"ADD", "MEAN", "DEPTHWISE_CONV_2D"} <= {n.op for n in model.graph.nodes}
-        q = model.graph.tensors[model.graph.inputs[0]].quantization
+        net = layertune.Model(import_tflite_bytes(fb, model, requantization=requantization))
+        assert {"ADD", "MEAN", "DEPTHWISE_CONV_2D"} <= {n.op for n in net.graph.nodes}
+        q = net.graph.tensors[net.graph.inputs[0]].quantization
         xq = np.clip(np.round(xs / q.scale + q.zero_point), -128, 127)
         real = ((xq - q.zero_point) * q.scale).astype(np.float32)  # on the input's grid: the same integers everywhere
-        model.save(tmp_path / f"{requantization}.ltplan")
+        net.save(tmp_path / f"{requantization}.ltplan")
         (tmp_path / "in.f32").write_bytes(real.tobytes())
         proc = subprocess.run([*QEMU[base], str(profiler), "infer", "--plan", str(tmp_path / f"{requantization}.ltplan"),
-                               "--count", "8", "--inputs", str(tmp_path / "in.f32"), "--outputs", str(tmp_path / "out.f32"),
+                               "--count", str(len(xs)), "--inputs", str(tmp_path / "in.f32"), "--outputs", str(tmp_path / "out.f32"),
                                "--threads", "2", "--warmup", "0"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, (base, proc.stderr)
-        on_arm = np.fromfile(tmp_path / "out.f32", np.float32).reshape(8, -1)
-        on_x86 = np.stack([model.run(r).ravel() for r in real])
+        on_arm = np.fromfile(tmp_path / "out.f32", np.float32).reshape(len(xs), -1)
+        on_x86 = np.stack([net.run(r).ravel() for r in real])
         np.testing.assert_array_equal(on_arm, on_x86, f"{base}, {requantization}")
         if requantization == "xnnpack":
-            oq = model.graph.tensors[model.graph.outputs[0]].quantization
+            oq = net.graph.tensors[net.graph.outputs[0]].quantization
             litert = np.stack([litert_run(fb, [x.astype(np.int8)])[0].ravel() for x in xq])
             np.testing.assert_array_equal(np.round(on_arm / oq.scale + oq.zero_point), litert, base)

@@ -243,7 +243,7 @@ class QAddOp final : public Op {
     mo_ = int8::quantize_multiplier(twice_max / (double(1 << kLeftShift) * y.scale));
     z1_ = x1.zero_point, z2_ = x2.zero_point, zo_ = y.zero_point;
     xnnpack_ = requantization_of(ctx) == int8::Requantization::kXnnpack &&
-               xnnpack_multipliers(x1.scale / y.scale, x2.scale / y.scale);
+               xnnpack_multipliers(int8::ieee_div(x1.scale, y.scale), int8::ieee_div(x2.scale, y.scale));
     std::tie(lo_, hi_) = int8::activation_bounds(parse_activation(ctx.node.str("activation", "none")), y.scale, y.zero_point);
     threads_ = ctx.threads;
   }
@@ -327,7 +327,7 @@ class QMeanOp final : public Op {
     m_ = int8::quantize_multiplier(double(x.scale) / (double(y.scale) * double(count)));
     // XNNPACK's: the sum times (input scale / output scale) / count, in float32
     xnnpack_ = requantization_of(ctx) == int8::Requantization::kXnnpack;
-    scale_ = x.scale / y.scale / float(count);
+    scale_ = int8::ieee_div(int8::ieee_div(x.scale, y.scale), float(count));
     zx_ = x.zero_point, zy_ = y.zero_point;
   }
   void run(float* const* b) override {

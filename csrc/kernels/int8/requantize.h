@@ -72,9 +72,21 @@ enum class Requantization { kTflite, kXnnpack };
 // "tflite" / "xnnpack" (the plan attribute `requantization`'s values) -> *out; false for another name.
 bool parse_requantization(const std::string& name, Requantization* out);
 
+// a * b and a / b rounded as one IEEE float32 operation each, also under pi3's
+// -funsafe-math-optimizations: there GCC hoisted 1 / output_scale out of the loop over channels
+// and multiplied by it (-freciprocal-math), and a scale 1 ulp off moved an output across a
+// rounding boundary. Through volatile operands, each is one operation it cannot rewrite.
+inline float ieee_mul(float a, float b) {
+  volatile float x = a, y = b;
+  return x * y;
+}
+inline float ieee_div(float a, float b) {
+  volatile float x = a, y = b;
+  return x / y;
+}
 // XNNPACK's scale of an output channel: computed in float32, in this order.
 inline float fp32_scale(float input_scale, float weight_scale, float output_scale) {
-  return input_scale * weight_scale / output_scale;
+  return ieee_div(ieee_mul(input_scale, weight_scale), output_scale);
 }
 // XNNPACK's fp32 requantization of one sum (TFLite's reference has no such kernel: this is its
 // definition here): zero_point + round-to-nearest-even(clamp(acc * scale, lo - zp, hi - zp)).
