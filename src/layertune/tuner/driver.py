@@ -298,7 +298,8 @@ def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, sett
     default = graph.copy()
     apply_default_kernels(default, overwrite=True)
     tuned = default.copy()
-    twin_nodes = {n.name: n for _, n in conv_nodes(twin)} if twin is not None else {}
+    int8_layers = _int8_layers(graph)  # a layer already in float32 has no twin
+    twin_nodes = {n.name: n for _, n in conv_nodes(twin) if n.name in int8_layers} if twin is not None else {}
     rows, in_float = [], {}
     for index, node in conv_nodes(tuned):
         sig = layer_signature(tuned, node)
