@@ -16,11 +16,16 @@ std::vector<int64_t> plan_memory(const Plan& plan, int64_t* arena_floats) {
   std::vector<int> first(n_tensors, -2), last(n_tensors, -2);
   for (int t : plan.inputs) first[t] = last[t] = -1;
   for (int i = 0; i < end; ++i) {
+    // A strip group's op reads and writes its tensors at any of its nodes: they live across it.
+    int span0 = i, span1 = i;
+    for (int g = std::max(0, i - int(kStripGroupNodes) + 1); g <= i; ++g)
+      if (starts_strip_group(plan.nodes[g]) && g + int(kStripGroupNodes) <= end)
+        span0 = std::min(span0, g), span1 = std::max(span1, g + int(kStripGroupNodes) - 1);
     for (int t : plan.nodes[i].inputs)
-      if (t >= 0) last[t] = std::max(last[t], i);
+      if (t >= 0) last[t] = std::max(last[t], span1);
     for (int t : plan.nodes[i].outputs) {
-      if (first[t] == -2) first[t] = i;
-      last[t] = std::max(last[t], i);
+      if (first[t] == -2) first[t] = span0;
+      last[t] = std::max(last[t], span1);
     }
   }
   for (int t : plan.outputs) last[t] = end;  // graph outputs live to the end
@@ -96,18 +101,31 @@ Engine::Engine(Plan plan, int threads, bool reference_kernels) : plan_(std::move
         else kept[node.inputs[i]] = true;
       }
   ops_.reserve(plan_.nodes.size());
-  for (const PlanNode& node : plan_.nodes) {
-    for (int t : node.inputs)
-      if (t >= 0 && !plan_.tensors[t].constant && !buffers_[t])
-        fail(node.where(), ": reads tensor '", plan_.tensors[t].name, "' that nothing produces");
-    ops_.push_back(make_op(OpContext{plan_, node, threads_, reference_kernels}));
-    for (size_t i = 0; i < node.inputs.size(); ++i) {
-      const int t = node.inputs[i];
-      if (t >= 0 && plan_.tensors[t].constant && read_only_to_prepare(node, i) && --pending[t] == 0 && !kept[t]) {
-        plan_.release(t);
-        buffers_[t] = nullptr;
+  for (size_t n = 0; n < plan_.nodes.size();) {
+    // The nodes one op computes: a strip group's three (the reference engine runs them apart).
+    const bool group = !reference_kernels && starts_strip_group(plan_.nodes[n]);
+    const size_t count = group ? kStripGroupNodes : 1;
+    for (size_t k = n; k < std::min(n + count, plan_.nodes.size()); ++k)
+      for (int t : plan_.nodes[k].inputs)
+        if (t >= 0 && !plan_.tensors[t].constant && !buffers_[t])
+          fail(plan_.nodes[k].where(), ": reads tensor '", plan_.tensors[t].name, "' that nothing produces");
+    if (group) {
+      ops_.push_back(make_strip_group_op(plan_, n, threads_));
+      for (size_t k = 1; k < count; ++k) ops_.push_back(make_no_op());
+    } else {
+      ops_.push_back(make_op(OpContext{plan_, plan_.nodes[n], threads_, reference_kernels}));
+    }
+    for (size_t k = n; k < n + count; ++k) {
+      const PlanNode& node = plan_.nodes[k];
+      for (size_t i = 0; i < node.inputs.size(); ++i) {
+        const int t = node.inputs[i];
+        if (t >= 0 && plan_.tensors[t].constant && read_only_to_prepare(node, i) && --pending[t] == 0 && !kept[t]) {
+          plan_.release(t);
+          buffers_[t] = nullptr;
+        }
       }
     }
+    n += count;
   }
 }
 

@@ -55,4 +55,12 @@ std::unique_ptr<Op> make_resize_op(const OpContext&);          // RESIZE_BILINEA
 std::unique_ptr<Op> make_argmax_pool_op(const OpContext&);     // MAX_POOL_WITH_ARGMAX_2D
 std::unique_ptr<Op> make_max_unpool_op(const OpContext&);      // MAX_UNPOOLING_2D
 
+// An inverted-residual strip group (kernels/ops/strip_group.cc): a node with `strip_rows` and the
+// two nodes after it (depthwise, project) computed by one op in row strips; the two others' ops
+// are no-ops. The reference engine runs the three nodes on their own.
+bool starts_strip_group(const PlanNode& node);
+constexpr size_t kStripGroupNodes = 3;
+std::unique_ptr<Op> make_strip_group_op(const Plan& plan, size_t first, int threads);
+std::unique_ptr<Op> make_no_op();
+
 }  // namespace layertune

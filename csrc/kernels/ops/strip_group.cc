@@ -1,0 +1,248 @@
+// An inverted-residual strip group (graph/fusion.py, form `strips`): a 1x1 expand convolution, the
+// depthwise convolution that reads it and the 1x1 project convolution that reads that, computed
+// a strip of output rows at a time, so that the expanded tensor (MobileNetV2's is 4.8 MB at
+// 224x224) never leaves the cache: each strip expands only the input rows its depthwise window
+// needs, into a small buffer, and rows shared with the next strip stay there.
+//
+// Threads take contiguous chunks of rows (one per thread), each running its strips with kernels
+// and buffers of its own (prepared for one thread); a chunk recomputes the expanded rows its
+// window shares with the chunk above, a few rows per chunk. The buffers are the arena slots of
+// the two tensors the group never writes (the expanded and the depthwise output): the arena is
+// warm in cache, buffers of the op's own would come from memory at every run (measured: a 28x28
+// group took 1.4x the unfused chain's time with them).
+#include <cstring>
+#include <map>
+#include <tuple>
+
+#include "../gemm/gemm.h"
+#include "common.h"
+#include "layertune/conv.h"
+#include "layertune/thread_pool.h"
+
+namespace layertune {
+namespace {
+
+// One strip of a chunk, planned at prepare time.
+struct Strip {
+  int keep_from = 0;        // buffer rows [keep_from, held) move to the top (rows the last strip expanded)
+  int kept = 0;             // how many rows were kept
+  int expand_r0 = 0, expand_r1 = 0;  // input rows to expand after them
+  int expand_kernel = -1;   // index into a worker's expand kernels (-1: nothing to expand)
+  int depthwise_kernel = 0;
+  int project_kernel = 0;
+  int o0 = 0, o1 = 0;       // the depthwise's (and the group's) output rows
+};
+
+struct Worker {
+  std::vector<std::unique_ptr<ConvKernel>> expand, depthwise, project;
+};
+
+class StripGroupOp final : public Op {
+ public:
+  StripGroupOp(const Plan& plan, size_t first, int threads)
+      : expand_(plan.nodes[first]), depthwise_(plan.nodes[first + 1]), project_(plan.nodes[first + 2]) {
+    const OpContext ce{plan, expand_, 1, false}, cd{plan, depthwise_, 1, false}, cp{plan, project_, 1, false};
+    const ConvShape se = ops::conv_shape(ce), sd = ops::conv_shape(cd), sp = ops::conv_shape(cp);
+    check(se, sd, sp, ce, cd, cp);
+    in_ = ce.input(0);
+    out_ = cp.output(0);
+    expanded_ = ce.output(0);
+    depthwise_out_ = cd.output(0);
+    const PostOps post_e = post_ops_of(expand_), post_d = post_ops_of(depthwise_), post_p = post_ops_of(project_);
+    if (post_ops_need_residual(post_e) || post_ops_need_residual(post_d))
+      fail(expand_.where(), ": strip group: only the project convolution may add a residual");
+    if (post_ops_need_residual(post_p)) residual_ = cp.input(3);
+    batch_ = se.batch, in_h_ = se.in_h, in_w_ = se.in_w, in_c_ = se.in_c, mid_c_ = se.out_c;
+    out_h_ = sd.out_h(), out_w_ = sd.out_w(), out_c_ = sp.out_c;
+    stride_ = sd.stride_h, kernel_h_ = sd.kernel_h, pad_top_ = sd.pad_top;
+    const int rows = int(expand_.int_attr("strip_rows"));
+    if (rows <= 0) fail(expand_.where(), ": strip_rows must be positive, got ", rows);
+    // The strip height: at most `rows`, and low enough that every worker's buffers fit in the two
+    // tensors' slots (the expanded rows of two chunks overlap by the depthwise's window).
+    strip_rows_ = rows;
+    int workers = threads;
+    while (!plan_strips(se, sd, sp, workers)) {
+      if (strip_rows_ > 1) --strip_rows_;
+      else --workers, strip_rows_ = rows;  // one worker always fits: its buffers are parts of a whole image
+    }
+
+    // Kernels for every strip shape, one set per worker (a kernel's scratch is its own).
+    const MethodParams pe = one_thread(ce, se), pd = one_thread(cd, sd), pp = one_thread(cp, sp);
+    const float *we = ce.constant(ce.input(1)), *wd = cd.constant(cd.input(1)), *wp = cp.constant(cp.input(1));
+    const float* be = ce.has_input(2) ? ce.constant(ce.input(2)) : nullptr;
+    const float* bd = cd.has_input(2) ? cd.constant(cd.input(2)) : nullptr;
+    const float* bp = cp.has_input(2) ? cp.constant(cp.input(2)) : nullptr;
+    workers_.resize(size_t(chunks_));
+    for (Worker& w : workers_) {
+      try {
+        for (const ConvShape& s : expand_shapes_) w.expand.push_back(prepared(s, pe, we, be, post_e));
+        for (const ConvShape& s : depthwise_shapes_) w.depthwise.push_back(prepared(s, pd, wd, bd, post_d));
+        for (const ConvShape& s : project_shapes_) w.project.push_back(prepared(s, pp, wp, bp, post_p));
+      } catch (const InvalidArgument& e) {
+        fail(expand_.where(), ": strip group: ", e.what());
+      }
+    }
+  }
+
+  void run(float* const* b) override {
+    const float* x = b[in_];
+    float* y = b[out_];
+    const float* residual = residual_ >= 0 ? b[residual_] : nullptr;
+    const int workers = int(workers_.size());
+    ThreadPool::global().parallel_for(workers, int64_t(batch_) * chunks_, [&](int64_t task, int worker) {
+      const int n = int(task / chunks_), c = int(task % chunks_);
+      Worker& w = workers_[size_t(worker)];
+      const int64_t in_row = int64_t(in_w_) * in_c_, mid_row = int64_t(in_w_) * mid_c_;
+      const int64_t out_row = int64_t(out_w_) * out_c_;
+      const float* xn = x + int64_t(n) * in_h_ * in_row;
+      float* yn = y + int64_t(n) * out_h_ * out_row;
+      const float* rn = residual ? residual + int64_t(n) * out_h_ * out_row : nullptr;
+      float* buf = b[expanded_] + worker * expanded_stride_;
+      float* dw_out = b[depthwise_out_] + worker * depthwise_stride_;
+      for (const Strip& st : plan_[size_t(c)]) {
+        if (st.kept && st.keep_from)
+          std::memmove(buf, buf + st.keep_from * mid_row, size_t(st.kept * mid_row) * sizeof(float));
+        if (st.expand_kernel >= 0)
+          w.expand[size_t(st.expand_kernel)]->run(xn + st.expand_r0 * in_row, buf + st.kept * mid_row, nullptr);
+        w.depthwise[size_t(st.depthwise_kernel)]->run(buf, dw_out, nullptr);
+        w.project[size_t(st.project_kernel)]->run(dw_out, yn + st.o0 * out_row,
+                                                  rn ? rn + st.o0 * out_row : nullptr);
+      }
+    });
+  }
+
+ private:
+  static PostOps post_ops_of(const PlanNode& node) {
+    try {
+      return parse_post_ops(node.str("epilogue", ""));
+    } catch (const InvalidArgument& e) {
+      fail(node.where(), ": ", e.what());
+    }
+  }
+
+  static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+
+  // Plans the strips of `strip_rows_` rows in one chunk per worker (no more chunks than strips);
+  // false when the workers' buffers would not fit in the expanded and depthwise tensors' slots.
+  bool plan_strips(const ConvShape& se, const ConvShape& sd, const ConvShape& sp, int workers) {
+    const int rows = strip_rows_;
+    const int strips = (out_h_ + rows - 1) / rows;
+    chunks_ = std::max(1, std::min(workers, strips));
+    plan_.clear();
+    expand_shapes_.clear(), depthwise_shapes_.clear(), project_shapes_.clear();
+    std::map<int, int> expand_keys, project_keys;
+    std::map<std::tuple<int, int, int>, int> depthwise_keys;
+    auto key_index = [](auto& keys, const auto& key, auto& shapes, const ConvShape& shape) {
+      auto [it, added] = keys.emplace(key, int(shapes.size()));
+      if (added) shapes.push_back(shape);
+      return it->second;
+    };
+    int max_buffer_rows = 0, max_out_rows = 0;
+    for (int c = 0; c < chunks_; ++c) {
+      const int first_strip = c * strips / chunks_, end_strip = (c + 1) * strips / chunks_;
+      std::vector<Strip> plan_c;
+      int held0 = 0, held1 = 0;  // input rows the buffer holds: [held0, held1)
+      for (int s = first_strip; s < end_strip; ++s) {
+        Strip st;
+        st.o0 = s * rows, st.o1 = std::min(out_h_, (s + 1) * rows);
+        const int lo = st.o0 * stride_ - pad_top_, hi = (st.o1 - 1) * stride_ - pad_top_ + kernel_h_;
+        const int a = std::max(0, lo), b = std::min(in_h_, hi);
+        if (a >= held0 && a < held1) st.keep_from = a - held0, st.kept = held1 - a;
+        st.expand_r0 = a + st.kept, st.expand_r1 = b;
+        if (st.expand_r1 > st.expand_r0) {
+          ConvShape s1 = se;  // strips are of one image
+          s1.batch = 1, s1.in_h = st.expand_r1 - st.expand_r0;
+          st.expand_kernel = key_index(expand_keys, s1.in_h, expand_shapes_, s1);
+        }
+        ConvShape s2 = sd;
+        s2.batch = 1, s2.in_h = b - a, s2.pad_top = a - lo, s2.pad_bottom = hi - b;
+        st.depthwise_kernel = key_index(depthwise_keys, std::make_tuple(s2.in_h, s2.pad_top, s2.pad_bottom),
+                                        depthwise_shapes_, s2);
+        ConvShape s3 = sp;
+        s3.batch = 1, s3.in_h = st.o1 - st.o0;
+        st.project_kernel = key_index(project_keys, s3.in_h, project_shapes_, s3);
+        held0 = a, held1 = b;
+        max_buffer_rows = std::max(max_buffer_rows, b - a);
+        max_out_rows = std::max(max_out_rows, st.o1 - st.o0);
+        plan_c.push_back(st);
+      }
+      plan_.push_back(std::move(plan_c));
+    }
+    // Each worker's part of the two slots (16-float aligned, as the arena's).
+    expanded_stride_ = round16(int64_t(max_buffer_rows) * in_w_ * mid_c_);
+    depthwise_stride_ = round16(int64_t(max_out_rows) * out_w_ * mid_c_);
+    return chunks_ * expanded_stride_ <= round16(int64_t(batch_) * in_h_ * in_w_ * mid_c_) &&
+           chunks_ * depthwise_stride_ <= round16(int64_t(batch_) * out_h_ * out_w_ * mid_c_);
+  }
+
+
+  // The node's kernel choice for a strip of `whole`: on one thread (the group's chunks are its
+  // threads' work), with what the kernel would choose from the whole layer's shape fixed (a
+  // strip's pixel count would choose another GEMM tile: 8x1 where the layer has 12x2).
+  static MethodParams one_thread(const OpContext& ctx, const ConvShape& whole) {
+    MethodParams p = ops::kernel_choice(ctx, "unrolled", "reference");
+    p.threads = 1;
+    if (p.method == "unrolled" && p.get("gemm_tile") == 0)
+      p.set("gemm_tile", gemm::tile_for_shape(int64_t(whole.batch) * whole.out_h() * whole.out_w(), whole.out_c_per_group()));
+    return p;
+  }
+
+  static std::unique_ptr<ConvKernel> prepared(const ConvShape& s, const MethodParams& p, const float* w,
+                                              const float* bias, const PostOps& post) {
+    auto kernel = make_conv_kernel(s, p, w, bias);
+    kernel->set_post_ops(post);
+    return kernel;
+  }
+
+  void check(const ConvShape& se, const ConvShape& sd, const ConvShape& sp, const OpContext& ce, const OpContext& cd,
+             const OpContext& cp) const {
+    auto pointwise = [](const ConvShape& s) {
+      return s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.groups == 1 &&
+             s.pad_top + s.pad_bottom + s.pad_left + s.pad_right == 0;
+    };
+    if (expand_.op != "CONV_2D" || !pointwise(se))
+      fail(expand_.where(), ": strip group: this expand layer must be a 1x1 CONV_2D with stride 1 and no padding");
+    if (!sd.is_depthwise() || sd.multiplier() != 1 || sd.dilation_h != 1 || sd.dilation_w != 1)
+      fail(expand_.where(), ": strip group: the node after it, '", depthwise_.name,
+           "', must be a depthwise convolution with multiplier 1 and dilation 1");
+    if (project_.op != "CONV_2D" || !pointwise(sp))
+      fail(expand_.where(), ": strip group: the second node after it, '", project_.name,
+           "', must be a 1x1 CONV_2D with stride 1 and no padding");
+    if (cd.input(0) != ce.output(0) || cp.input(0) != cd.output(0))
+      fail(expand_.where(), ": strip group: '", depthwise_.name, "' must read this node's output and '", project_.name,
+           "' the depthwise's");
+    if (sd.batch != se.batch || sd.in_h != se.in_h || sd.in_w != se.in_w || sd.in_c != se.out_c ||
+        sp.in_h != sd.out_h() || sp.in_w != sd.out_w() || sp.in_c != sd.out_c)
+      fail(expand_.where(), ": strip group: the three layers' shapes do not chain");
+  }
+
+  const PlanNode &expand_, &depthwise_, &project_;
+  int in_ = -1, out_ = -1, residual_ = -1, expanded_ = -1, depthwise_out_ = -1;
+  int64_t expanded_stride_ = 0, depthwise_stride_ = 0;
+  int strip_rows_ = 0;
+  int batch_ = 1, in_h_ = 0, in_w_ = 0, in_c_ = 0, mid_c_ = 0, out_h_ = 0, out_w_ = 0, out_c_ = 0;
+  int stride_ = 1, kernel_h_ = 1, pad_top_ = 0;
+  int chunks_ = 1;
+  std::vector<std::vector<Strip>> plan_;  // per chunk
+  std::vector<ConvShape> expand_shapes_, depthwise_shapes_, project_shapes_;  // a worker's kernels
+  std::vector<Worker> workers_;
+};
+
+class NoOp final : public Op {
+ public:
+  void run(float* const*) override {}
+};
+
+}  // namespace
+
+bool starts_strip_group(const PlanNode& node) { return node.has("strip_rows"); }
+
+std::unique_ptr<Op> make_strip_group_op(const Plan& plan, size_t first, int threads) {
+  if (first + 2 >= plan.nodes.size())
+    fail(plan.nodes[first].where(), ": strip group: needs the depthwise and project nodes after it");
+  return std::make_unique<StripGroupOp>(plan, first, threads);
+}
+
+std::unique_ptr<Op> make_no_op() { return std::make_unique<NoOp>(); }
+
+}  // namespace layertune
