@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 import layertune
+import numpy_conv
+from layertune import _core
 from layertune.graph.fusion import FORMS, fuse, fused_groups
 from layertune.graph.ir import Graph, Node, Tensor
+from layertune.graph.plan import plan_bytes
 from test_kernels import LAYERS, Layer, assert_close, make_data, numpy_reference, variants
 
 EPILOGUES = ["swish", "hard_swish", "add:relu", "add:none,swish", "add:relu6,hard_swish"]
@@ -193,7 +196,7 @@ def test_forms_switch_on_and_off():
     assert ops(fuse(g)) == ["CONV_2D", "CONV_2D"]
     with pytest.raises(ValueError, match="unknown fusion form 'relu'"):
         fuse(g, ("relu",))
-    assert set(FORMS) == {"pad", "swish", "hard_swish", "add"}
+    assert set(FORMS) == {"pad", "swish", "hard_swish", "add", "inverted_residual"}
 
 
 def test_a_zero_pad_becomes_the_convolutions_padding():
@@ -232,3 +235,123 @@ def test_a_bad_epilogue_in_a_plan_names_the_node():
     g.nodes[0].attrs["epilogue"] = "add:none"
     with pytest.raises(ValueError, match="conv_a.*missing input 3"):
         layertune.Model(g).run(np.zeros((1, 7, 9, 6), np.float32))
+
+
+# --- inverted-residual strips (kernels/ops/strip_group.cc) -------------------------------------
+
+def inverted_residual(shape=(1, 13, 11, 8), expand_c=24, stride=1, pads=(1, 1, 1, 1), residual=True,
+                      k=3, epilogues=("", "")) -> tuple[Graph, Builder]:
+    """x -> 1x1 expand (relu6) -> kxk depthwise (relu6) -> 1x1 project (+ x): MobileNetV2's block."""
+    b = Builder(shape)
+    e = b.conv("expand", 0, expand_c, k=1, activation="relu6", pads=[0, 0, 0, 0])
+    n, h, w, c = b.tensors[e].shape
+    wd = b.tensor("dw/w", (k, k, 1, c), b.rng.uniform(-0.5, 0.5, (k, k, 1, c)).astype(np.float32))
+    bd = b.tensor("dw/b", (c,), b.rng.uniform(-0.5, 0.5, c).astype(np.float32))
+    oh = (h + pads[0] + pads[1] - k) // stride + 1
+    ow = (w + pads[2] + pads[3] - k) // stride + 1
+    d = b.tensor("dw/y", (n, oh, ow, c))
+    b.nodes.append(Node("DEPTHWISE_CONV_2D", "dw", [e, wd, bd], [d], {"strides": [stride, stride], "dilations": [1, 1],
+                                                                       "pads": list(pads), "groups": c,
+                                                                       "activation": "relu6"}))
+    for node, step in zip(b.nodes, epilogues):
+        if step:
+            node.attrs["epilogue"] = step
+    y = b.conv("project", d, shape[3], k=1, pads=[0, 0, 0, 0])
+    if residual:
+        y = b.op("ADD", "add", [y, 0], activation="none")
+    return b.graph(y), b
+
+
+def numpy_inverted_residual(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """The block by numpy_conv, from the graph's own weights (float64)."""
+    y = x
+    for node in graph.nodes:
+        if node.op == "ADD":
+            y = y + x
+            continue
+        w, bias = (graph.tensors[t].data for t in node.inputs[1:3])
+        y = numpy_conv.conv2d(y, w, bias, tuple(node.attrs["strides"]), tuple(node.attrs["pads"]), (1, 1),
+                              int(node.attrs["groups"]), node.attrs["activation"])
+        if node.attrs.get("epilogue") == "hard_swish":
+            y = y * np.clip(y + 3.0, 0.0, 6.0) / 6.0
+    return y
+
+
+def reference_engine(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """The plan on the engine's reference path (which runs a strip group's nodes one by one)."""
+    engine = _core.Engine(plan_bytes(graph), 1, True)
+    return engine.run([x])[0]
+
+
+STRIP_CASES = [  # shape, stride, pads (top, bottom, left, right), residual, strip rows, threads
+    ((1, 13, 11, 8), 1, (1, 1, 1, 1), True, 1, 1),
+    ((1, 13, 11, 8), 1, (1, 1, 1, 1), True, 4, 2),
+    ((1, 13, 11, 8), 1, (1, 1, 1, 1), True, 100, 3),
+    ((2, 12, 9, 6), 2, (0, 1, 0, 1), False, 2, 2),   # TensorFlow's SAME at stride 2 on even rows
+    ((2, 13, 10, 6), 2, (1, 1, 1, 1), False, 3, 3),
+    ((1, 9, 7, 5), 1, (0, 0, 0, 0), False, 2, 2),    # VALID: the output has fewer rows
+    ((1, 17, 5, 4), 2, (2, 1, 0, 2), False, 1, 2),   # odd pads, a pad larger than the stride
+]
+
+
+@pytest.mark.parametrize("case", STRIP_CASES, ids=[f"{c[0]}-s{c[1]}-p{c[2]}-rows{c[4]}-t{c[5]}" for c in STRIP_CASES])
+def test_inverted_residual_strips_give_the_unfused_answer(case):
+    """Strips of every height (1 row; rows that do not divide the output; more rows than it has), on
+    1-3 threads (chunks whose windows overlap), strides 1 and 2, batch 2: the fused plan equals the
+    unfused one and the independent numpy chain."""
+    shape, stride, pads, residual, rows, threads = case
+    g, _ = inverted_residual(shape, stride=stride, pads=pads, residual=residual)
+    f = fuse(g, strip_rows=rows, strip_min_bytes=0)
+    assert [n.attrs.get("strip_rows") for n in f.nodes] == [rows, None, None]
+    assert fused_groups(f) == {"expand": ["dw", "project"] + (["add"] if residual else [])} or \
+        fused_groups(f) == {"project": ["add"], "expand": ["dw", "project"]}
+    x = np.random.default_rng(3).uniform(-1, 1, shape).astype(np.float32)
+    want = numpy_inverted_residual(g, x)
+    got = layertune.Model(f, threads).run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    np.testing.assert_allclose(got, reference_engine(f, x), rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    same_answer(g, f, threads)
+
+
+@pytest.mark.parametrize("method", ["simple", "unrolled"])
+def test_strip_groups_use_each_nodes_kernel_choice(method, tmp_path):
+    """Each node keeps its kernel (the depthwise on `simple` or on `unrolled`) and a hard-swish
+    epilogue on the expand (MobileNetV3's block); the plan round-trips and runs as written."""
+    g, _ = inverted_residual((1, 14, 12, 8), epilogues=("hard_swish", ""))
+    f = fuse(g, ("add", "inverted_residual"), strip_rows=3, strip_min_bytes=0)
+    for node in f.nodes:
+        node.set_kernel(method if node.op == "DEPTHWISE_CONV_2D" else "unrolled", {"threads": 2})
+    layertune.Model(f).save(tmp_path / "strips.ltplan")
+    loaded = layertune.load(tmp_path / "strips.ltplan", threads=2)
+    assert loaded.graph.nodes[0].attrs["strip_rows"] == 3
+    assert [n.attrs.get("strip_group") for n in loaded.graph.nodes] == [None, "expand", "expand"]
+    x = np.random.default_rng(4).uniform(-1, 1, (1, 14, 12, 8)).astype(np.float32)
+    want = numpy_inverted_residual(g, x)
+    np.testing.assert_allclose(loaded.run(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+def test_what_may_not_be_strip_grouped_is_left_alone():
+    """An expanded tensor that is also a graph output and a 3x3 expand are no strip groups; small
+    expanded tensors stay unfused by default."""
+    g, b = inverted_residual()
+    assert "strip_rows" not in fuse(g).nodes[0].attrs  # 13x11x24 floats: below STRIP_MIN_BYTES
+    assert "strip_rows" in fuse(g, strip_min_bytes=0).nodes[0].attrs
+    g.outputs.append(1 + 2)  # the expanded tensor is a graph output too ("expand/y" is tensor 3)
+    assert b.tensors[3].name == "expand/y"
+    assert not any("strip_rows" in n.attrs for n in fuse(g, strip_min_bytes=0).nodes)
+    g3, _ = inverted_residual(k=3)
+    g3.nodes[0].attrs["pads"] = [1, 1, 1, 1]
+    g3.tensors[g3.nodes[0].inputs[1]] = Tensor("w3", (3, 3, 8, 24), np.zeros((3, 3, 8, 24), np.float32))
+    assert not any("strip_rows" in n.attrs for n in fuse(g3, strip_min_bytes=0).nodes)
+
+
+def test_a_bad_strip_group_in_a_plan_names_the_node():
+    g, _ = inverted_residual(residual=False)
+    f = fuse(g, strip_rows=2, strip_min_bytes=0)
+    f.nodes[0].attrs["strip_rows"] = 0
+    with pytest.raises(ValueError, match="'expand'.*strip_rows must be positive"):
+        layertune.Model(f).run(np.zeros((1, 13, 11, 8), np.float32))
+    f.nodes[0].attrs["strip_rows"] = 2
+    f.nodes[1], f.nodes[2] = f.nodes[2], f.nodes[1]  # the project before the depthwise
+    with pytest.raises(ValueError, match="'expand'.*strip group: the node after it, 'project', must be a depthwise"):
+        layertune.Model(f).run(np.zeros((1, 13, 11, 8), np.float32))
