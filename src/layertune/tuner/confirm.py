@@ -194,24 +194,31 @@ def _written(series: dict[str, list[float]], current: str, strongest: str, basel
     return written
 
 
-def fused_variants(name: str, candidate: PlanCandidate, forms: tuple[str, ...]) -> dict[str, PlanCandidate]:
+def fused_variants(name: str, candidate: PlanCandidate, forms: tuple[str, ...],
+                   strip_rows: tuple[int, ...] = (0,)) -> dict[str, PlanCandidate]:
     """`candidate` with every form of `forms` fused ("<name>+fused"), and with each form alone
-    ("<name>+<form>") where more than one of them applies; none where none applies."""
-    alone = {f: fuse(candidate.graph, (f,)) for f in forms}
+    ("<name>+<form>") where more than one of them applies; none where none applies. The strips of
+    `inverted_residual` are `strip_rows[0]` high; each further height is one more plan with every
+    form ("<name>+fused/rows=<n>")."""
+    alone = {f: fuse(candidate.graph, (f,), strip_rows[0]) for f in forms}
     alone = {f: g for f, g in alone.items() if fused_groups(g)}
     if not alone:
         return {}
-    out = {f"{name}+fused": PlanCandidate(fuse(candidate.graph, forms), candidate.threads, baseline=False)}
+    out = {f"{name}+fused": PlanCandidate(fuse(candidate.graph, forms, strip_rows[0]), candidate.threads, baseline=False)}
     if len(alone) > 1:
         out.update({f"{name}+{f}": PlanCandidate(g, candidate.threads, baseline=False) for f, g in alone.items()})
+    if "inverted_residual" in alone:
+        out.update({f"{name}+fused/rows={rows}": PlanCandidate(fuse(candidate.graph, forms, rows), candidate.threads,
+                                                               baseline=False) for rows in strip_rows[1:]})
     return out
 
 
 def select_plan(candidates: dict[str, PlanCandidate], bench: Bench, reference: str,
                 max_tries: int = 4, progress: Callable[[str], None] = log.info,
-                fusion: tuple[str, ...] = FORMS) -> Outcome:
+                fusion: tuple[str, ...] = FORMS, strip_rows: tuple[int, ...] = (0,)) -> Outcome:
     """The algorithm of this module's docstring. `reference` names the baseline the screening's
-    intervals are taken against (the default plan); `fusion` the fusion forms tried."""
+    intervals are taken against (the default plan); `fusion` the fusion forms tried, with the
+    inverted-residual strip heights `strip_rows`."""
     names = list(candidates)
     for name in names:
         bench.add(name, candidates[name])
@@ -234,7 +241,7 @@ def select_plan(candidates: dict[str, PlanCandidate], bench: Bench, reference: s
             break
         batch = batch[: len(batch) // 2]  # the heaviest half
     # Verification: the result and its fused forms against every baseline and LiteRT, in the same rounds.
-    fused = fused_variants(current_name, candidates[current_name], fusion)
+    fused = fused_variants(current_name, candidates[current_name], fusion, strip_rows)
     for name, candidate in fused.items():
         bench.add(name, candidate)
     candidates = {**candidates, **fused}

@@ -350,7 +350,8 @@ def _choose_on_device(candidates: dict[str, PlanCandidate], device: DeviceSequen
     def step(session: DeviceSession) -> tuple[Verification, Outcome]:
         bench = Bench(session, folder, settings.whole_model, settings.timeout, tflite, tuple(sorted(threads)))
         reference = f"default@{max(threads)}"
-        outcome = select_plan(dict(candidates), bench, reference, fusion=settings.options.fusion)
+        outcome = select_plan(dict(candidates), bench, reference, fusion=settings.options.fusion,
+                              strip_rows=settings.options.strip_rows)
         write_plan(outcome.graph, folder / "written.ltplan")
         remote = session.upload(folder / "written.ltplan", "written.ltplan")
         check = session.profiler_json(["run", "--plan", remote, "--threads", str(outcome.threads), "--repeats", "1",

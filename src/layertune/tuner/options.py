@@ -32,6 +32,9 @@ class ProfileOptions:
     # what an int8 model's convolutions are timed in: float32 too = each may be chosen in float32
     # (between DEQUANTIZE and QUANTIZE) where that measured faster
     precisions: tuple[str, ...] = PRECISIONS
+    # the heights of the inverted-residual strips tried (fusion form `inverted_residual`); 0 = each
+    # group's own (graph/fusion.py's budget)
+    strip_rows: tuple[int, ...] = (0,)
 
 
 class OptionsError(ValueError):
@@ -69,7 +72,7 @@ def parse_options(data: Any, source: str = "options") -> ProfileOptions:
         raise OptionsError(f"{source}: expected a JSON object")
     list_keys = _list_keys()
     method_keys = {f"{m}_parameters": m for m in tunable_methods()}
-    known = ["convolution_methods", "parallel", "threads", "fusion", "precisions", *list_keys,
+    known = ["convolution_methods", "parallel", "threads", "fusion", "precisions", "strip_rows", *list_keys,
              *(k for k in method_keys if k not in list_keys)]
     for key in data:
         if key not in known and key != "comment":
@@ -108,9 +111,13 @@ def parse_options(data: Any, source: str = "options") -> ProfileOptions:
     precisions = data.get("precisions", list(PRECISIONS))
     if not isinstance(precisions, list) or not precisions or any(p not in PRECISIONS for p in precisions):
         raise OptionsError(f"{source}: 'precisions' must be a non-empty list of {', '.join(PRECISIONS)}")
+    strip_rows = data.get("strip_rows", [0])
+    if (not isinstance(strip_rows, list) or not strip_rows
+            or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in strip_rows)):
+        raise OptionsError(f"{source}: 'strip_rows' must be a non-empty list of row counts (0: each group's own)")
     return ProfileOptions(methods=tuple(dict.fromkeys(chosen)), parallel=tuple(dict.fromkeys(parallel)),
                           threads=threads, values=values, fusion=tuple(dict.fromkeys(fusion)),
-                          precisions=tuple(dict.fromkeys(precisions)))
+                          precisions=tuple(dict.fromkeys(precisions)), strip_rows=tuple(dict.fromkeys(strip_rows)))
 
 
 def load_options(path: str | Path) -> ProfileOptions:
