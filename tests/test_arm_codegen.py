@@ -36,6 +36,17 @@ def need(*tools: str) -> None:
             pytest.skip(f"{tool} is not installed")
 
 
+def checked_run(base: str, profiler: Path, plan: Path, threads: str, tolerance: str, what) -> dict:
+    """`run --check 1` of a plan under qemu: the engine's answer against its reference path."""
+    proc = subprocess.run([*QEMU[base], str(profiler), "run", "--plan", str(plan), "--threads", threads,
+                           "--check", "1", "--tolerance", tolerance, "--repeats", "1", "--warmup", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (base, what, proc.stdout, proc.stderr)
+    line = json.loads(proc.stdout)
+    assert line["error"] is None and line["max_abs_ref"] > 0, (base, what, line)
+    return line
+
+
 # odd sizes: partial tiles in rows and columns, k not a multiple of four; blocks of 5 x 7, and k
 # blocks long enough for the hand-scheduled loops (gemm_asm.inc: 16 k an iteration on aarch64, 4
 # on armv7) with every tail length they leave: k = 117 (7 x 16 + 5), 40 in blocks of 33 (2 x 16 + 1,
@@ -104,6 +115,30 @@ def test_fused_epilogues_are_right_on_arm(base):
                 line = json.loads(proc.stdout)
                 assert line["error"] is None, (base, method, epilogue, line)
                 assert line["max_abs_diff"] <= 1e-4 * line["max_abs_ref"], (base, method, epilogue, line)
+
+
+@pytest.mark.parametrize("base", list(QEMU))
+def test_inverted_residual_strips_are_right_on_arm(base, tmp_path):
+    """An inverted-residual strip group (graph/fusion.py) in the cross-built profiler: strips of 1
+    and 3 rows, stride 1 with a residual and stride 2, on 1 and 3 threads (chunks whose windows
+    overlap) — the engine's answer against its reference path, which runs the three nodes apart."""
+    from test_fusion import inverted_residual
+
+    from layertune.graph.fusion import fuse
+    from layertune.graph.plan import plan_bytes
+
+    need(QEMU[base][0], BUILTIN[base].compiler)
+    profiler, _ = build_profiler(BUILTIN[base])
+    for shape, stride, residual in [((1, 13, 11, 8), 1, True), ((2, 12, 9, 6), 2, False)]:
+        g, _ = inverted_residual(shape, stride=stride, pads=(1, 1, 1, 1) if stride == 1 else (0, 1, 0, 1),
+                                 residual=residual)
+        for rows, threads in [(1, "1"), (3, "3")]:
+            f = fuse(g, strip_rows=rows, strip_min_bytes=0)
+            assert f.nodes[0].attrs["strip_rows"] == rows
+            plan = tmp_path / f"strips_{stride}_{rows}.ltplan"
+            plan.write_bytes(plan_bytes(f))
+            line = checked_run(base, profiler, plan, threads, "1e-5", (stride, rows))
+            assert line["max_abs_diff"] <= 1e-5 * line["max_abs_ref"], (base, stride, rows, line)
 
 
 def test_the_hand_scheduled_loops_are_generated_from_their_script():
@@ -194,12 +229,8 @@ def test_int8_kernels_are_bit_exact_on_arm(base, tmp_path):
             plan = tmp_path / f"int8_{i}_{requantization}.ltplan"
             graph = conv_graph(q_x.shape, w, bias, requantization=requantization, **kw)  # (its scales drawn now)
             plan.write_bytes(plan_bytes(graph))
-            proc = subprocess.run([*QEMU[base], str(profiler), "run", "--plan", str(plan), "--threads", threads,
-                                   "--check", "1", "--tolerance", "0", "--repeats", "1", "--warmup", "0"],
-                                  capture_output=True, text=True, timeout=120)
-            assert proc.returncode == 0, (base, case, requantization, proc.stdout, proc.stderr)
-            line = json.loads(proc.stdout)
-            assert line["error"] is None and line["max_abs_diff"] == 0 and line["max_abs_ref"] > 0, (base, case, requantization, line)
+            line = checked_run(base, profiler, plan, threads, "0", (case, requantization))
+            assert line["max_abs_diff"] == 0, (base, case, requantization, line)
             if threads == "1":
                 x = np.random.default_rng(i).uniform(-8, 8, q_x.shape).astype(np.float32)  # past int8's range
                 x.tofile(tmp_path / "x.f32")
