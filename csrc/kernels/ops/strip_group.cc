@@ -1,4 +1,4 @@
-// An inverted-residual strip group (graph/fusion.py, form `strips`): a 1x1 expand convolution, the
+// An inverted-residual strip group (graph/fusion.py, form `inverted_residual`): a 1x1 expand convolution, the
 // depthwise convolution that reads it and the 1x1 project convolution that reads that, computed
 // a strip of output rows at a time, so that the expanded tensor (MobileNetV2's is 4.8 MB at
 // 224x224) never leaves the cache: each strip expands only the input rows its depthwise window
