@@ -30,10 +30,14 @@ void ThreadPool::wake(int threads) {
   cv_.notify_all();
 }
 
-void ThreadPool::work(int worker) {
-  for (int64_t t = next_.fetch_add(1, std::memory_order_relaxed); t < n_;
-       t = next_.fetch_add(1, std::memory_order_relaxed))
+void ThreadPool::take(Range& range, int worker) {
+  for (int64_t t = range.next.fetch_add(1, std::memory_order_relaxed); t < range.end;
+       t = range.next.fetch_add(1, std::memory_order_relaxed))
     fn_(ctx_, t, worker);
+}
+
+void ThreadPool::work(int worker) {
+  for (int k = 0; k < parts_; ++k) take(ranges_[size_t((worker + k) % parts_)], worker);  // its own, then the rest
 }
 
 void ThreadPool::run(int threads, int64_t n, TaskFn fn, void* ctx) {
@@ -44,8 +48,12 @@ void ThreadPool::run(int threads, int64_t n, TaskFn fn, void* ctx) {
     std::lock_guard<std::mutex> lock(mu_);
     fn_ = fn;
     ctx_ = ctx;
-    n_ = n;
-    next_.store(0, std::memory_order_relaxed);
+    parts_ = helpers + 1;
+    if (ranges_.size() < size_t(parts_)) ranges_ = std::vector<Range>(size_t(parts_));
+    for (int w = 0; w < parts_; ++w) {
+      ranges_[size_t(w)].next.store(n * w / parts_, std::memory_order_relaxed);
+      ranges_[size_t(w)].end = n * (w + 1) / parts_;
+    }
     active_helpers_ = helpers;
     closed_ = false;
     generation_.fetch_add(1, std::memory_order_release);

@@ -95,7 +95,7 @@ class BinaryOp final : public Op {
     const float* a = buf[a_];
     const float* b = buf[b_];
     float* o = buf[out_];
-    const int threads = outer * inner >= (1 << 16) ? threads_ : 1;
+    const int threads = outer * inner >= (1 << 13) ? threads_ : 1;
     // Tasks of about kChunk elements: a long row in chunks (so that even a fully merged shape, one
     // row, splits), short rows in groups (a squeeze-excite MUL has H*W rows of C: one task a row
     // spends more on handing out tasks than on the rows).
