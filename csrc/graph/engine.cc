@@ -16,11 +16,12 @@ std::vector<int64_t> plan_memory(const Plan& plan, int64_t* arena_floats) {
   std::vector<int> first(n_tensors, -2), last(n_tensors, -2);
   for (int t : plan.inputs) first[t] = last[t] = -1;
   for (int i = 0; i < end; ++i) {
-    // A strip group's op reads and writes its tensors at any of its nodes: they live across it.
+    // A fused group's op reads and writes its tensors at any of its nodes: they live across it.
     int span0 = i, span1 = i;
-    for (int g = std::max(0, i - int(kStripGroupNodes) + 1); g <= i; ++g)
-      if (starts_strip_group(plan.nodes[g]) && g + int(kStripGroupNodes) <= end)
-        span0 = std::min(span0, g), span1 = std::max(span1, g + int(kStripGroupNodes) - 1);
+    for (int g = std::max(0, i - int(kMaxGroupNodes) + 1); g <= i; ++g) {
+      const int count = int(fused_group_nodes(plan.nodes[g]));
+      if (count > 1 && g + count > i && g + count <= end) span0 = std::min(span0, g), span1 = std::max(span1, g + count - 1);
+    }
     for (int t : plan.nodes[i].inputs)
       if (t >= 0) last[t] = std::max(last[t], span1);
     for (int t : plan.nodes[i].outputs) {
@@ -102,15 +103,16 @@ Engine::Engine(Plan plan, int threads, bool reference_kernels) : plan_(std::move
       }
   ops_.reserve(plan_.nodes.size());
   for (size_t n = 0; n < plan_.nodes.size();) {
-    // The nodes one op computes: a strip group's three (the reference engine runs them apart).
-    const bool group = !reference_kernels && starts_strip_group(plan_.nodes[n]);
-    const size_t count = group ? kStripGroupNodes : 1;
+    // The nodes one op computes: a fused group's (the reference engine runs them apart).
+    const size_t count = reference_kernels ? 1 : fused_group_nodes(plan_.nodes[n]);
+    const bool group = count > 1;
     for (size_t k = n; k < std::min(n + count, plan_.nodes.size()); ++k)
       for (int t : plan_.nodes[k].inputs)
         if (t >= 0 && !plan_.tensors[t].constant && !buffers_[t])
           fail(plan_.nodes[k].where(), ": reads tensor '", plan_.tensors[t].name, "' that nothing produces");
     if (group) {
-      ops_.push_back(make_strip_group_op(plan_, n, threads_));
+      ops_.push_back(starts_strip_group(plan_.nodes[n]) ? make_strip_group_op(plan_, n, threads_)
+                                                         : make_squeeze_excite_op(plan_, n, threads_));
       for (size_t k = 1; k < count; ++k) ops_.push_back(make_no_op());
     } else {
       ops_.push_back(make_op(OpContext{plan_, plan_.nodes[n], threads_, reference_kernels}));

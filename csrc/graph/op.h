@@ -61,6 +61,18 @@ std::unique_ptr<Op> make_max_unpool_op(const OpContext&);      // MAX_UNPOOLING_
 bool starts_strip_group(const PlanNode& node);
 constexpr size_t kStripGroupNodes = 3;
 std::unique_ptr<Op> make_strip_group_op(const Plan& plan, size_t first, int threads);
+// A squeeze-excite group (kernels/ops/squeeze_excite.cc): a MEAN with `se_nodes` (5 or 6) and the
+// nodes after it up to the MUL, computed by one op; 0 for any other node.
+size_t squeeze_excite_nodes(const PlanNode& node);
+std::unique_ptr<Op> make_squeeze_excite_op(const Plan& plan, size_t first, int threads);
 std::unique_ptr<Op> make_no_op();
+
+// How many nodes, from this one, one fused op computes (1: the node alone).
+inline size_t fused_group_nodes(const PlanNode& node) {
+  if (starts_strip_group(node)) return kStripGroupNodes;
+  if (const size_t n = squeeze_excite_nodes(node)) return n;
+  return 1;
+}
+constexpr size_t kMaxGroupNodes = 6;
 
 }  // namespace layertune
