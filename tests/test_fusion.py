@@ -196,7 +196,7 @@ def test_forms_switch_on_and_off():
     assert ops(fuse(g)) == ["CONV_2D", "CONV_2D"]
     with pytest.raises(ValueError, match="unknown fusion form 'relu'"):
         fuse(g, ("relu",))
-    assert set(FORMS) == {"pad", "swish", "hard_swish", "add", "inverted_residual"}
+    assert set(FORMS) == {"pad", "swish", "hard_swish", "add", "inverted_residual", "squeeze_excite"}
 
 
 def test_a_zero_pad_becomes_the_convolutions_padding():
@@ -283,6 +283,15 @@ def reference_engine(graph: Graph, x: np.ndarray) -> np.ndarray:
     return engine.run([x])[0]
 
 
+def group_is_right(graph: Graph, fused: Graph, x: np.ndarray, want: np.ndarray, threads: int) -> None:
+    """A fused group's plan equals the independent numpy answer, the reference engine (which runs
+    the group's nodes one by one) and the unfused graph."""
+    got = layertune.Model(fused, threads).run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    np.testing.assert_allclose(got, reference_engine(fused, x), rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    same_answer(graph, fused, threads)
+
+
 STRIP_CASES = [  # shape, stride, pads (top, bottom, left, right), residual, strip rows, threads
     ((1, 13, 11, 8), 1, (1, 1, 1, 1), True, 1, 1),
     ((1, 13, 11, 8), 1, (1, 1, 1, 1), True, 4, 2),
@@ -306,11 +315,7 @@ def test_inverted_residual_strips_give_the_unfused_answer(case):
     assert fused_groups(f) == {"expand": ["dw", "project"] + (["add"] if residual else [])} or \
         fused_groups(f) == {"project": ["add"], "expand": ["dw", "project"]}
     x = np.random.default_rng(3).uniform(-1, 1, shape).astype(np.float32)
-    want = numpy_inverted_residual(g, x)
-    got = layertune.Model(f, threads).run(x)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
-    np.testing.assert_allclose(got, reference_engine(f, x), rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
-    same_answer(g, f, threads)
+    group_is_right(g, f, x, numpy_inverted_residual(g, x), threads)
 
 
 @pytest.mark.parametrize("method", ["simple", "unrolled"])
@@ -355,3 +360,104 @@ def test_a_bad_strip_group_in_a_plan_names_the_node():
     f.nodes[1], f.nodes[2] = f.nodes[2], f.nodes[1]  # the project before the depthwise
     with pytest.raises(ValueError, match="'expand'.*strip group: the node after it, 'project', must be a depthwise"):
         layertune.Model(f).run(np.zeros((1, 13, 11, 8), np.float32))
+
+
+# --- squeeze-and-excite as one op (kernels/ops/squeeze_excite.cc) ---------------------------------
+
+def squeeze_excite(shape=(1, 9, 7, 37), reduced=5, reshape=True, reduce_act="none", swish=True,
+                   mul_act="none", gate_first=False) -> tuple[Graph, Builder]:
+    """x -> MEAN(1, 2) -> [RESHAPE] -> 1x1 reduce (+ swish) -> 1x1 expand -> LOGISTIC -> x * gate
+    -> 3x3 convolution (so that the block's output is read by a layer, as in EfficientNet)."""
+    b = Builder(shape)
+    n, _, _, c = shape
+    m = b.op("MEAN", "se/mean", [0], shape=(n, c) if reshape else (n, 1, 1, c), axes=[1, 2] if reshape else [2, -3])
+    b.nodes[-1].attrs.pop("activation")
+    if reshape:
+        m = b.op("RESHAPE", "se/reshape", [m], shape=(n, 1, 1, c))
+        b.nodes[-1].attrs.pop("activation")
+    r = b.conv("se/reduce", m, reduced, k=1, activation=reduce_act, pads=[0, 0, 0, 0])
+    if swish:
+        r = b.op("MUL", "se/swish", [r, b.op("LOGISTIC", "se/swish_gate", [r])])
+    e = b.conv("se/expand", r, c, k=1, pads=[0, 0, 0, 0])
+    gate = b.op("LOGISTIC", "se/gate", [e])
+    y = b.op("MUL", "se/excite", [gate, 0] if gate_first else [0, gate], shape=shape, activation=mul_act)
+    return b.graph(b.conv("after", y, 4)), b
+
+
+def numpy_squeeze_excite(graph: Graph, x: np.ndarray) -> np.ndarray:
+    """The block by its definition, in float64, from the graph's own weights; then the 3x3 layer."""
+    nodes = {n.name: n for n in graph.nodes}
+    weights = lambda name: [graph.tensors[t].data.astype(np.float64) for t in nodes[name].inputs[1:3]]
+    act = {"none": lambda v: v, "relu": lambda v: np.maximum(v, 0), "relu6": lambda v: np.clip(v, 0, 6)}
+    w1, b1 = weights("se/reduce")
+    w2, b2 = weights("se/expand")
+    h = act[nodes["se/reduce"].attrs["activation"]](x.astype(np.float64).mean(axis=(1, 2)) @ w1[0, 0] + b1)
+    if "se/swish" in nodes:
+        h = h / (1.0 + np.exp(-h))
+    gate = 1.0 / (1.0 + np.exp(-(h @ w2[0, 0] + b2)))
+    y = act[nodes["se/excite"].attrs["activation"]](x * gate[:, None, None, :])
+    w3, b3 = weights("after")
+    return numpy_conv.conv2d(y, w3, b3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "none")
+
+
+SE_CASES = [  # shape, reshape, reduce activation, swish, MUL activation, gate first, threads
+    ((1, 9, 7, 37), True, "none", True, "none", False, 1),
+    ((2, 9, 7, 37), True, "relu", False, "relu6", True, 2),
+    ((1, 40, 41, 20), False, "none", True, "none", False, 2),   # 1640 pixels: several chunks per thread
+    ((2, 33, 30, 48), True, "relu6", True, "none", True, 3),
+    ((1, 1, 1, 300), True, "none", True, "none", False, 2),     # one pixel; channels past 16 vectors
+]
+
+
+@pytest.mark.parametrize("case", SE_CASES, ids=[f"{c[0]}-reshape{int(c[1])}-{c[2]}-swish{int(c[3])}-{c[4]}-t{c[6]}"
+                                                 for c in SE_CASES])
+def test_squeeze_excite_groups_give_the_unfused_answer(case):
+    """MEAN with and without a RESHAPE after it (keepdims), the reduce layer's activation and swish,
+    the MUL's own activation and either operand order, batch 2, 1-3 threads, channels off the SIMD
+    width: the group equals the independent numpy block, the reference engine (which runs its
+    nodes one by one) and the unfused graph."""
+    shape, reshape, reduce_act, swish, mul_act, gate_first, threads = case
+    g, _ = squeeze_excite(shape, reshape=reshape, reduce_act=reduce_act, swish=swish, mul_act=mul_act,
+                          gate_first=gate_first)
+    f = fuse(g, ("squeeze_excite",))
+    count = 5 + reshape
+    assert f.nodes[0].op == "MEAN" and f.nodes[0].attrs["se_nodes"] == count
+    assert [n.attrs.get("se_group") for n in f.nodes[1:count]] == ["se/mean"] * (count - 1)
+    assert fused_groups(f)["se/mean"] == [n.name for n in f.nodes[1:count]]
+    if swish:  # the reduce layer's swish went into its epilogue on the way
+        assert f.nodes[1 + reshape].attrs["epilogue"] == "swish"
+    x = np.random.default_rng(5).uniform(-1, 1, shape).astype(np.float32)
+    group_is_right(g, f, x, numpy_squeeze_excite(g, x), threads)
+
+
+def test_what_is_no_squeeze_excite_is_left_alone():
+    """A MEAN over one axis, a gate that another node reads too, a MUL by another tensor than the
+    MEAN's input: no group (and the graphs still run as written)."""
+    g, b = squeeze_excite()
+    g.nodes[0].attrs["axes"] = [1]
+    g.tensors[g.nodes[0].outputs[0]] = Tensor("se/mean/y", (1, 7, 37))
+    assert not any("se_nodes" in n.attrs for n in fuse(g).nodes)
+    g, b = squeeze_excite()
+    gate = next(n for n in g.nodes if n.name == "se/gate").outputs[0]
+    g.outputs.append(gate)
+    assert not any("se_nodes" in n.attrs for n in fuse(g).nodes)
+    g, b = squeeze_excite()
+    other = b.tensor("other", (1, 9, 7, 37))
+    mul = next(n for n in g.nodes if n.name == "se/excite")
+    g.nodes.insert(0, Node("RELU", "other", [0], [other], {}))
+    mul.inputs[0] = other
+    assert not any("se_nodes" in n.attrs for n in fuse(g).nodes)
+    same_answer(g, fuse(g))
+
+
+def test_a_bad_squeeze_excite_group_in_a_plan_names_the_node():
+    g, _ = squeeze_excite()
+    f = fuse(g, ("squeeze_excite",))
+    f.nodes[0].attrs["se_nodes"] = 4
+    x = np.zeros((1, 9, 7, 37), np.float32)
+    with pytest.raises(ValueError, match="'se/mean'.*se_nodes must be 5 or 6"):
+        layertune.Model(f).run(x)
+    f.nodes[0].attrs["se_nodes"] = 6
+    f.nodes[2], f.nodes[3] = f.nodes[3], f.nodes[2]  # the expand before the reduce
+    with pytest.raises(ValueError, match="'se/mean'.*squeeze-excite group: 'se/expand' must read"):
+        layertune.Model(f).run(x)

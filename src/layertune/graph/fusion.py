@@ -18,6 +18,12 @@ switched on or off on its own (the tuner times the fused plan against the unfuse
   two others ``strip_group`` (the expand's name), and the three become consecutive; each keeps
   its own kernel choice; the group runs on the engine's threads, each taking a contiguous part
   of the rows. Applied where the expanded tensor is at least STRIP_MIN_BYTES.
+- ``squeeze_excite``: MEAN over height and width, an optional RESHAPE, a 1x1 reduce and a 1x1
+  expand CONV_2D on the 1x1 map, LOGISTIC, and the MUL of the MEAN's input by that gate
+  (EfficientNet's squeeze-and-excite) computed by one op (kernels/ops/squeeze_excite.cc). The
+  reduce convolution's own swish or hard-swish is fused into it first; the MEAN gets
+  ``se_nodes`` (how many nodes the group has, 5 or 6), the others ``se_group`` (the MEAN's
+  name), and they become consecutive in the MEAN's place.
 
 The last three become steps of the convolution's ``epilogue`` attribute (the core's `PostOps`,
 applied by every kernel to each output block it finishes), an ``add`` step's tensor the
@@ -31,7 +37,7 @@ from typing import Iterable
 
 from layertune.graph.ir import CONV_OPS, Graph, Node
 
-FORMS = ("pad", "swish", "hard_swish", "add", "inverted_residual")
+FORMS = ("pad", "swish", "hard_swish", "add", "inverted_residual", "squeeze_excite")
 EPILOGUE_FORMS = ("swish", "hard_swish", "add")
 # Below this an expanded tensor stays in cache anyway and strips only add their overhead. Measured
 # in MobileNetV2 at 224x224 on a 2 MiB-L2 x86 core: the 28x28x192 groups (588 KiB) took 1.1-1.25x
@@ -68,16 +74,19 @@ def fuse(graph: Graph, forms: Iterable[str] = FORMS, strip_rows: int = 0,
     g.prune()
     if "inverted_residual" in forms:  # after `add`: the residual ADD belongs to the project
         _group_inverted_residuals(g, strip_rows, strip_min_bytes)
+    if "squeeze_excite" in forms:
+        _group_squeeze_excites(g)
     return g
 
 
 def fused_groups(graph: Graph) -> dict[str, list[str]]:
-    """{convolution node: the nodes it absorbed, and the nodes of its strip group} of a fused
-    graph (or plan)."""
+    """{convolution node: the nodes it absorbed; first node of a strip or squeeze-excite group: the
+    group's other nodes} of a fused graph (or plan)."""
     groups = {n.name: str(n.attrs["fused"]).split(",") for n in graph.nodes if n.attrs.get("fused")}
     for n in graph.nodes:
-        if "strip_group" in n.attrs:
-            groups.setdefault(str(n.attrs["strip_group"]), []).append(n.name)
+        for key in ("strip_group", "se_group"):
+            if key in n.attrs:
+                groups.setdefault(str(n.attrs[key]), []).append(n.name)
     return groups
 
 
@@ -226,3 +235,54 @@ def _default_strip_rows(graph: Graph, dw: Node) -> int:
     row_bytes = w * c * 4
     rows = (STRIP_BUDGET_BYTES // row_bytes - kh) // stride + 1
     return max(1, int(rows))
+
+
+def _only_reader(graph: Graph, tensor: int) -> Node | None:
+    """The one node that reads `tensor`, if exactly one does and it is not a graph output."""
+    readers = _readers(graph, tensor)
+    return readers[0] if len(readers) == 1 and tensor not in graph.outputs else None
+
+
+def _dense_on_one_pixel(graph: Graph, node: Node | None, reads: int) -> bool:
+    """A float 1x1 CONV_2D reading `reads` into a 1x1 map, without a residual."""
+    return (node is not None and _pointwise(graph, node) and node.inputs[0] == reads
+            and graph.tensors[node.outputs[0]].shape[1:3] == (1, 1) and not _adds_residual(node))
+
+
+def _group_squeeze_excites(graph: Graph) -> None:
+    """Marks each MEAN -> [RESHAPE] -> CONV_2D -> CONV_2D -> LOGISTIC -> MUL chain as a squeeze-excite
+    group (see the module's text)."""
+    for mean in [n for n in graph.nodes if n.op == "MEAN"]:
+        x = mean.inputs[0]
+        shape = graph.tensors[x].shape
+        if (len(shape) != 4 or graph.tensors[x].dtype != "float32" or "se_group" in mean.attrs
+                or sorted(a % 4 for a in mean.attrs.get("axes", [])) != [1, 2]):
+            continue
+        chain = [mean]
+        nxt = _only_reader(graph, mean.outputs[0])
+        if nxt is not None and nxt.op == "RESHAPE":
+            chain.append(nxt)
+            nxt = _only_reader(graph, nxt.outputs[0])
+        if not _dense_on_one_pixel(graph, nxt, chain[-1].outputs[0]):
+            continue
+        reduce = nxt
+        while _fuse_one(graph, reduce, ("swish", "hard_swish")):
+            pass
+        expand = _only_reader(graph, reduce.outputs[0])
+        if not _dense_on_one_pixel(graph, expand, reduce.outputs[0]) or graph.tensors[expand.outputs[0]].shape[3] != shape[3]:
+            continue
+        gate = _only_reader(graph, expand.outputs[0])
+        if gate is None or gate.op != "LOGISTIC":
+            continue
+        mul = _only_reader(graph, gate.outputs[0])
+        if (mul is None or mul.op != "MUL" or sorted(mul.inputs) != sorted([x, gate.outputs[0]])
+                or graph.tensors[mul.outputs[0]].shape != shape):
+            continue
+        chain += [reduce, expand, gate, mul]
+        for node in chain[1:]:
+            graph.nodes.remove(node)
+        first = graph.nodes.index(mean)
+        graph.nodes[first + 1:first + 1] = chain[1:]
+        mean.attrs["se_nodes"] = len(chain)
+        for node in chain[1:]:
+            node.attrs["se_group"] = mean.name
