@@ -118,11 +118,13 @@ def test_fused_epilogues_are_right_on_arm(base):
 
 
 @pytest.mark.parametrize("base", list(QEMU))
-def test_inverted_residual_strips_are_right_on_arm(base, tmp_path):
-    """An inverted-residual strip group (graph/fusion.py) in the cross-built profiler: strips of 1
-    and 3 rows, stride 1 with a residual and stride 2, on 1 and 3 threads (chunks whose windows
-    overlap) — the engine's answer against its reference path, which runs the three nodes apart."""
-    from test_fusion import inverted_residual
+def test_fused_groups_are_right_on_arm(base, tmp_path):
+    """The ops that compute several nodes (graph/fusion.py) in the cross-built profiler, against the
+    engine's reference path, which runs the nodes apart: an inverted-residual strip group (strips
+    of 1 and 3 rows, stride 1 with a residual and stride 2, on 1 and 3 threads: chunks whose
+    windows overlap) and squeeze-excite groups (batch 2 with channels off the NEON width, and
+    enough pixels for several chunks, on 2 and 3 threads)."""
+    from test_fusion import inverted_residual, squeeze_excite
 
     from layertune.graph.fusion import fuse
     from layertune.graph.plan import plan_bytes
@@ -139,6 +141,14 @@ def test_inverted_residual_strips_are_right_on_arm(base, tmp_path):
             plan.write_bytes(plan_bytes(f))
             line = checked_run(base, profiler, plan, threads, "1e-5", (stride, rows))
             assert line["max_abs_diff"] <= 1e-5 * line["max_abs_ref"], (base, stride, rows, line)
+    for shape, threads in [((2, 9, 7, 37), "2"), ((1, 40, 41, 20), "3")]:
+        g, _ = squeeze_excite(shape, reduce_act="relu")
+        f = fuse(g, ("squeeze_excite",))
+        assert f.nodes[0].attrs["se_nodes"] == 6
+        plan = tmp_path / f"se_{shape[3]}.ltplan"
+        plan.write_bytes(plan_bytes(f))
+        line = checked_run(base, profiler, plan, threads, "1e-5", shape)
+        assert line["max_abs_diff"] <= 1e-5 * line["max_abs_ref"], (base, shape, line)
 
 
 def test_the_hand_scheduled_loops_are_generated_from_their_script():
