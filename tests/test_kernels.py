@@ -188,19 +188,19 @@ def test_winograd_f6_error_at_512_input_channels():
 
 
 def test_the_default_tile_is_chosen_by_the_layers_shape():
-    """gemm_tile 0: on AVX-512 the tile of 12x2, 6x2 and 8x1 vectors that pads the GEMM least
-    (16 output channels: 8x1, no half-empty second vector; a 7x7 map: 6x2, not a 12-row tile for
-    its 49th pixel), the default unless another saves 2%; elsewhere the ISA's default."""
+    """gemm_tile 0: on AVX-512 7x1 vectors, or 7x2 where K >= 512 and the second vector pads the
+    product at most 2% more (1024 inputs to 16 outputs: no); elsewhere the ISA's default."""
     from layertune import _core
-    default = _core.gemm_tile_for_shape(12 * 1000, 64)
+    default = _core.gemm_tile_for_shape(12 * 1000, 64, 16)
     if _core.isa() == "avx512":
-        assert default == 122
-        assert _core.gemm_tile_for_shape(112 * 112, 16) == 81
-        assert _core.gemm_tile_for_shape(56 * 56, 144) == 81
-        assert _core.gemm_tile_for_shape(7 * 7, 160) == 62
-        assert _core.gemm_tile_for_shape(56 * 56, 24) == 122  # 8x1 pads 0.3% less: not enough
-    for m, n in ((112 * 112, 16), (7 * 7, 160), (1, 1)):
-        tile = _core.gemm_tile_for_shape(m, n)
+        assert default == 71
+        assert _core.gemm_tile_for_shape(112 * 112, 16, 32) == 71
+        assert _core.gemm_tile_for_shape(7 * 7, 1280, 320) == 71
+        assert _core.gemm_tile_for_shape(7 * 7, 512, 2048) == 72
+        assert _core.gemm_tile_for_shape(7 * 7, 16, 1024) == 71
+        assert _core.gemm_tile_for_shape(7 * 7, 48, 1024) == 71  # 64 columns for 48: 33% more
+    for m, n, k in ((112 * 112, 16, 32), (7 * 7, 160, 960), (7 * 7, 512, 2048), (1, 1, 1)):
+        tile = _core.gemm_tile_for_shape(m, n, k)
         assert tile in GEMM_TILES
         if _core.isa() != "avx512":
             assert tile == default

@@ -278,6 +278,6 @@ PYBIND11_MODULE(_core, m) {
         py::call_guard<py::gil_scoped_release>());
   m.def("isa", [] { return std::string(simd::isa_name()); });
   // The register tile `gemm_tile` 0 gives an m x n GEMM (unrolled: m output pixels, n output channels).
-  m.def("gemm_tile_for_shape", &gemm::tile_for_shape, py::arg("m"), py::arg("n"));
+  m.def("gemm_tile_for_shape", &gemm::tile_for_shape, py::arg("m"), py::arg("n"), py::arg("k"));
   m.def("simd_lanes", [] { return simd::kLanes; });
 }

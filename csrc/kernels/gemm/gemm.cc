@@ -231,14 +231,15 @@ MicroKernel micro_kernel_for(int tile_code) {
   return k;
 }
 
-int tile_for_shape(int64_t m, int64_t n) {
+int tile_for_shape(int64_t m, int64_t n, int64_t k) {
   auto padded = [&](int code) {
     const int64_t mr = code % kPackedA / 10, nr = int64_t(code % 10) * kLanes;
     return double((m + mr - 1) / mr * mr) * double((n + nr - 1) / nr * nr);
   };
   int best = kShapeTiles[0];
-  for (int code : kShapeTiles)
-    if (padded(code) < padded(best) && padded(code) < 0.98 * padded(kShapeTiles[0])) best = code;
+  if (k >= kWideTileMinK)
+    for (int code : kShapeTiles)
+      if (padded(code) <= 1.02 * padded(kShapeTiles[0])) best = code;
   return best;
 }
 

@@ -15,7 +15,7 @@ namespace layertune::gemm {
 // tile; which fit the register file without spilling is the ISA's business, so each ISA has a
 // default (the one `gemm_tile` 0 means), picked from the core's measurements on x86 and from
 // tools/arm_codegen.py on ARM.
-inline constexpr int kTileCodes[] = {21, 22, 41, 42, 43, 61, 62, 64, 81, 82, 83, 122, 1044};
+inline constexpr int kTileCodes[] = {21, 22, 41, 42, 43, 61, 62, 64, 71, 72, 74, 81, 82, 83, 122, 142, 1044};
 inline constexpr int kPackedA = 1000;
 #if defined(__AVX512F__)
 inline constexpr int kDefaultTile = 122;  // 24 accumulators of 32 zmm
@@ -30,15 +30,21 @@ inline constexpr int kDefaultTile = 62;  // 12 of 16 xmm
 #else
 inline constexpr int kDefaultTile = 82;  // VFP, one float a vector: 16 of 32 s registers (arm_codegen's pick)
 #endif
-// The tiles `gemm_tile` 0 chooses among by the layer's shape (tile_for_shape), the ISA's default
-// first. On AVX-512, measured on MobileNetV2's 1x1 layers (tools/bench_kernels.py): 8x1 vectors
-// 0.48x the default's time on 16 output channels and 0.93x on 144, 6x2 0.90x on 7x7 maps, where
-// twelve rows leave a partial tile of one. On ARM the default's hand-scheduled loop wins alone.
+// The tiles `gemm_tile` 0 chooses among by the layer's shape (tile_for_shape): the first, or a
+// later one where K >= kWideTileMinK and it pads the product at most 2% more. On AVX-512, 7x1
+// vectors (XNNPACK's tile there): 7 divides the pixel counts of a 224-input network's maps
+// (112^2 ... 7^2), where 12 rows left a partial tile (a 7x7 map's 49th pixel took a 12-row tile),
+// and one-vector panels pad 16, 24 and 144 output channels least; 7x2 for long K, where two
+// vectors halve A's broadcasts per multiply-add. Measured with tools/bench_kernels.py-style loops
+// (one thread, GFLOP/s against a 118 peak): 7x7x320->1280 87 -> 101 (12x2 -> 7x1), 112x112x16->96
+// 85 -> 92, 7x7x2048->512 59 -> 87 (7x2); whole models 0.92-0.97x the time of the 12x2/6x2/8x1
+// choice (interleaved). On ARM the default's hand-scheduled loop wins alone.
 #if defined(__AVX512F__)
-inline constexpr int kShapeTiles[] = {122, 62, 81};
+inline constexpr int kShapeTiles[] = {71, 72};
 #else
 inline constexpr int kShapeTiles[] = {kDefaultTile};
 #endif
+inline constexpr int kWideTileMinK = 512;
 // The default tile's shape, for kernels that don't tune the tile (Winograd's GEMM).
 inline constexpr bool kDefaultPacksA = kDefaultTile >= kPackedA;
 inline constexpr int kMR = kDefaultTile % kPackedA / 10, kNRV = kDefaultTile % 10;
@@ -64,9 +70,9 @@ struct MicroKernel {
 };
 // The micro-kernel of a tile code (0: this ISA's default); InvalidArgument for an unknown code.
 MicroKernel micro_kernel_for(int tile_code);
-// Of kShapeTiles, the one that computes the least padding on an m x n product (whole tiles of
-// rows and of columns); the default unless another computes 2% less.
-int tile_for_shape(int64_t m, int64_t n);
+// Of kShapeTiles, the tile for an m x k times k x n product (see there; padding counts whole
+// tiles of rows and of columns).
+int tile_for_shape(int64_t m, int64_t n, int64_t k);
 
 // The default tile's micro-kernel, for kernels that don't tune the tile (A packed by pack_a when
 // kDefaultPacksA).

@@ -178,12 +178,13 @@ class StripGroupOp final : public Op {
 
   // The node's kernel choice for a strip of `whole`: on one thread (the group's chunks are its
   // threads' work), with what the kernel would choose from the whole layer's shape fixed (a
-  // strip's pixel count would choose another GEMM tile: 8x1 where the layer has 12x2).
+  // strip's pixel count could choose another GEMM tile than the layer's).
   static MethodParams one_thread(const OpContext& ctx, const ConvShape& whole) {
     MethodParams p = ops::kernel_choice(ctx, "unrolled", "reference");
     p.threads = 1;
     if (p.method == "unrolled" && p.get("gemm_tile") == 0)
-      p.set("gemm_tile", gemm::tile_for_shape(int64_t(whole.batch) * whole.out_h() * whole.out_w(), whole.out_c_per_group()));
+      p.set("gemm_tile", gemm::tile_for_shape(int64_t(whole.batch) * whole.out_h() * whole.out_w(), whole.out_c_per_group(),
+                                              int64_t(whole.kernel_h) * whole.kernel_w * whole.in_c_per_group()));
     return p;
   }
 

@@ -22,7 +22,7 @@ class UnrolledConv final : public ConvKernel {
     const int cig = s.in_c_per_group(), cog = s.out_c_per_group();
     k_ = s.kernel_h * s.kernel_w * cig;
     const int tile = p.get("gemm_tile");  // 0: the ISA's tile that pads this layer least
-    tile_ = gemm::micro_kernel_for(tile ? tile : gemm::tile_for_shape(int64_t(s.batch) * s.out_h() * s.out_w(), cog));
+    tile_ = gemm::micro_kernel_for(tile ? tile : gemm::tile_for_shape(int64_t(s.batch) * s.out_h() * s.out_w(), cog, k_));
     const int tile_m = tile_.mr, tile_n = tile_.nr;
     panels_ = ceil_div(cog, tile_n);
     direct_ = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
