@@ -142,6 +142,7 @@ void Engine::execute(const std::vector<const float*>& inputs, const std::vector<
     const int t = plan_.inputs[i];
     std::memcpy(buffers_[t], inputs[i], plan_.tensors[t].elements() * sizeof(float));
   }
+  after_node(kInputsCopied);
   for (size_t i = 0; i < ops_.size(); ++i) {
     ops_[i]->run(buffers_.data());
     after_node(i);
@@ -161,7 +162,7 @@ std::vector<double> Engine::run_profiled(const std::vector<const float*>& inputs
   auto t0 = std::chrono::steady_clock::now();
   execute(inputs, outputs, [&](size_t i) {
     auto t1 = std::chrono::steady_clock::now();
-    seconds[i] = std::chrono::duration<double>(t1 - t0).count();
+    if (i != kInputsCopied) seconds[i] = std::chrono::duration<double>(t1 - t0).count();
     t0 = t1;
   });
   return seconds;

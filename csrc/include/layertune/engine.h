@@ -26,7 +26,8 @@ class Engine {
 
   // inputs / outputs in the plan's order, each of its tensor's size.
   void run(const std::vector<const float*>& inputs, const std::vector<float*>& outputs);
-  // As run, and returns the seconds each node took.
+  // As run, and returns the seconds each node took (copying the inputs in and the outputs out
+  // is counted in no node).
   std::vector<double> run_profiled(const std::vector<const float*>& inputs, const std::vector<float*>& outputs);
 
   const Plan& plan() const { return plan_; }
@@ -37,6 +38,9 @@ class Engine {
   size_t weight_bytes() const { return plan_.constant_bytes(); }
 
  private:
+  // Calls after_node(kInputsCopied) once the inputs are in the arena, then after_node(i) after
+  // each op i.
+  static constexpr size_t kInputsCopied = ~size_t{0};
   template <class Hook>
   void execute(const std::vector<const float*>& inputs, const std::vector<float*>& outputs, Hook&& after_node);
 
