@@ -14,13 +14,14 @@ of one run (tools/benchlib.py):
     process of its own after the others (its thread pool spins long after each run and slowed
     the next system in a shared process by up to 1.5x); with --tvm-trials N also TVM tuned by
     meta_schedule with N trials (layertune.search.tvm_compiler; the tuning time is printed).
-Prints median latency and the ratio to LiteRT with its 95% interval over the rounds (paired round
-by round), and each system's speed-up from the fewest threads to the most; then peak memory, each system in its own
-process: layertune's engine (layertune-profiler's peak RSS, minus the profiler's own) and
-LiteRT's interpreter (RSS growth from creating and running it); with --per-op, where layertune's
-default plan spends its time: each op type's milliseconds per run at every thread count
-(Model.run_profiled, thread counts alternating round by round) and its speed-up over the fewest
-threads, so that an op type that does not scale (or gets slower) is named.
+Prints median latency and the ratio to LiteRT with its 95% interval over the rounds (paired round by
+round: the ratio is the median of the rounds' ratios), and each system's speed-up from the fewest
+threads to the most; then peak memory, each system in its own process: layertune's engine
+(layertune-profiler's peak RSS, minus the profiler's own) and LiteRT's interpreter (RSS growth from
+creating and running it); with --per-op, where layertune's default plan spends its time: each op
+type's milliseconds per run at every thread count (Model.run_profiled, thread counts alternating
+round by round) and its speed-up over the fewest threads, so that an op type that does not scale (or
+gets slower) is named.
 
     python tools/bench_models.py                       # all three models (~10 minutes)
     python tools/bench_models.py --models MobileNetV2 --no-tvm
@@ -311,12 +312,15 @@ def report(name: str, args, items: list[benchlib.Measurement], want: np.ndarray,
         lite = lite_item.median
         for i in rows:
             diff = i.info.get("max_abs_diff")
-            ci = paired_ratio(i, lite_item, args.repeats)
-            interval = f"[{ci.lo:.2f}, {ci.hi:.2f}]" if ci and i is not lite_item else "-"
-            print(f"  {i.label:28s} {threads:7d} {i.median * 1e3:10.2f} {i.median / lite:8.2f} {interval:>14s} "
+            ci = paired_ratio(i, lite_item, args.repeats) if i is not lite_item else None
+            # the paired ratio (median of the rounds' ratios) where there is one, so that the
+            # ratio lies inside its interval; the ratio of medians for a system timed apart
+            ratio = ci.ratio if ci else i.median / lite
+            interval = f"[{ci.lo:.2f}, {ci.hi:.2f}]" if ci else "-"
+            print(f"  {i.label:28s} {threads:7d} {i.median * 1e3:10.2f} {ratio:8.2f} {interval:>14s} "
                   f"{'-' if diff is None else f'{diff:.2e}':>10s}")
             summary.append({"model": name, "system": i.label, "threads": threads, "median_ms": i.median * 1e3,
-                            "ratio_to_litert": i.median / lite})
+                            "ratio_to_litert": ratio})
     if len(args.threads) > 1:  # each system's speed-up from the fewest threads to the most, paired by round
         few, most = min(args.threads), max(args.threads)
         for label in dict.fromkeys(i.label for i in items):
