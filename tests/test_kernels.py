@@ -74,7 +74,7 @@ WINOGRAD_TILES = layertune.methods.methods()["winograd"].param("winograd_tile").
 def variants(layer: Layer) -> list[tuple[str, dict]]:
     """Every method that applies to the layer, with parameter settings that exercise odd blockings."""
     out: list[tuple[str, dict]] = [("simple", {}), ("simple", {"threads": 2})]
-    out += [("unrolled", {}), ("unrolled", {"block_m": 13, "block_k": 7, "threads": 2}),
+    out += [("unrolled", {}), ("unrolled", {"threads": 2}), ("unrolled", {"block_m": 13, "block_k": 7, "threads": 2}),
             ("unrolled", {"block_m": 1, "block_k": 5000})]
     # every register tile, with blockings that leave partial tiles in both directions
     out += [("unrolled", {"gemm_tile": t, "block_m": 7, "block_k": 9}) for t in GEMM_TILES]

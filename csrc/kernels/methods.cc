@@ -107,7 +107,7 @@ std::vector<MethodSpec> build_table() {
       row("simple", "direct convolution vectorized over channels (NHWC); the fast path for depthwise and small layers",
           true, {}, everywhere, make_simple_conv),
       row("unrolled", "im2col + a blocked GEMM with a register-blocked SIMD micro-kernel", true,
-          {gemm_tile, block("block_m", "output pixels per GEMM block", LayerKind::kAny, ""),
+          {gemm_tile, block("block_m", "output pixels per GEMM block (at most; blocks are evened out and, on several threads, cut finer)", LayerKind::kAny, ""),
            block("block_k", "reduction depth per GEMM block", LayerKind::kAny, "")},
           everywhere, make_unrolled_conv),
       row("winograd", "Winograd F(2x2,3x3) / F(4x4,3x3) / F(6x6,3x3) for 3x3, stride 1, dilation 1", true,

@@ -35,9 +35,20 @@ class UnrolledConv final : public ConvKernel {
     block_m_ = std::min(block_m_, round_up(m, tile_m));
     block_k_ = block_k ? block_k : 256;
     m_blocks_ = ceil_div(m, block_m_);
-    // Too few pixel blocks to keep every thread busy: also split the output channels.
-    const int64_t blocks = int64_t(m_blocks_) * s.groups;
-    col_chunks_ = blocks >= 4 * p.threads ? 1 : int(std::min<int64_t>(panels_, ceil_div(4 * p.threads, int(blocks))));
+    // The same number of blocks, as even as the tile allows: 196 pixels in 112 + 84 would give one
+    // of two threads 57% of the work; 98 + 98 gives each half.
+    block_m_ = round_up(ceil_div(m, m_blocks_), tile_m);
+    // Too few pixel blocks to keep every thread busy: also split the output channels; if there
+    // are too few weight panels for that as well (7x7x960 -> 160 has 5 of 32 channels: 3 + 2 on
+    // two threads), cut the pixels finer, down to one micro-row a block, so that the threads'
+    // contiguous shares of the tasks come out even.
+    const int64_t blocks = int64_t(m_blocks_) * s.groups, target = 4 * p.threads;
+    col_chunks_ = blocks >= target ? 1 : int(std::min<int64_t>(panels_, ceil_div(target, blocks)));
+    if (p.threads > 1 && blocks * col_chunks_ < target) {
+      m_blocks_ = int(std::min<int64_t>(ceil_div(m, tile_m), ceil_div(int(4 * target), s.groups * col_chunks_)));
+      block_m_ = round_up(ceil_div(m, m_blocks_), tile_m);
+      m_blocks_ = ceil_div(m, block_m_);
+    }
     scratch_.resize(p.threads);
     // im2col rows (or the direct path's tail rows), then a packed-A tile's packed slice of A
     a_floats_ = direct_ ? size_t(tile_m) * k_ : size_t(block_m_) * k_;
