@@ -127,6 +127,23 @@ def test_ops_split_across_threads_match_litert(case_id, tmp_path):
         assert_matches(got, want, what=f"{case_id} at {threads} threads")
 
 
+def test_logistic_is_accurate_to_each_values_own_size(tmp_path):
+    """The sigmoid (LOGISTIC, and the swish epilogue and squeeze-excite gate that share it) keeps
+    every value within 1e-6 of its own size, the tiny ones of large negative inputs too: it is
+    computed from e^-|x|, and e^x's polynomial is fitted for relative error (tools/fit_exp.py).
+    numpy in float64 is the reference."""
+    tf = require("tensorflow")
+    x = np.linspace(-86, 30, 3 * 1001, dtype=np.float32).reshape(1, 3, 1001)
+    flatbuffer = convert_function(tf.math.sigmoid, [x.shape])
+    path = tmp_path / "logistic.tflite"
+    path.write_bytes(flatbuffer)
+    got = layertune.load(path).run(x).astype(np.float64)
+    want = 1 / (1 + np.exp(-x.astype(np.float64)))
+    relative = np.abs(got - want) / want
+    worst = int(np.argmax(relative))
+    assert relative.max() < 1e-6, f"sigmoid({x.flat[worst]}) = {got.flat[worst]}, want {want.flat[worst]}"
+
+
 def test_squeeze_matches_litert(tmp_path):
     tf = require("tensorflow")
     flatbuffer = reshape_as_squeeze(convert_function(lambda x: tf.squeeze(x, 2), [(1, 6, 1, 5)]), [2])
