@@ -42,10 +42,11 @@ class UnrolledConv final : public ConvKernel {
     // are too few weight panels for that as well (7x7x960 -> 160 has 5 of 32 channels: 3 + 2 on
     // two threads), cut the pixels finer, down to one micro-row a block, so that the threads'
     // contiguous shares of the tasks come out even.
-    const int64_t blocks = int64_t(m_blocks_) * s.groups, target = 4 * p.threads;
-    col_chunks_ = blocks >= target ? 1 : int(std::min<int64_t>(panels_, ceil_div(target, blocks)));
+    const int target = 4 * p.threads;
+    const int64_t blocks = int64_t(m_blocks_) * s.groups;
+    col_chunks_ = blocks >= target ? 1 : std::min(panels_, ceil_div(target, int(blocks)));
     if (p.threads > 1 && blocks * col_chunks_ < target) {
-      m_blocks_ = int(std::min<int64_t>(ceil_div(m, tile_m), ceil_div(int(4 * target), s.groups * col_chunks_)));
+      m_blocks_ = std::min(ceil_div(m, tile_m), ceil_div(4 * target, s.groups * col_chunks_));
       block_m_ = round_up(ceil_div(m, m_blocks_), tile_m);
       m_blocks_ = ceil_div(m, block_m_);
     }
