@@ -9,12 +9,11 @@ import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import layertune
 from layertune import _core
-from layertune.graph.ir import Graph, Node, Tensor
+from layertune.graph.ir import Graph
 from layertune.graph.kernel_choice import default_kernel
 from layertune.kernels import profiler_path
 from layertune.methods import default_int8_method, methods, options_table, tunable_methods, why_not
@@ -98,20 +97,16 @@ def test_int8_layers_take_the_int8_rows_and_float_layers_the_float_ones():
     assert layer_variants(int8_depthwise, only, 1) == []  # the options name int8_gemm only
 
 
-def float_conv_node(hw: int, channels: int, kernel: int = 3) -> tuple[Graph, Node]:
-    """One float convolution, channels -> channels on an hw x hw map, 'same' padding."""
-    w = np.zeros((kernel, kernel, channels, channels), np.float32)
-    pad = kernel // 2
-    tensors = [Tensor("x", (1, hw, hw, channels)), Tensor("w", w.shape, w), Tensor("y", (1, hw, hw, channels))]
-    node = Node("CONV_2D", "conv", [0, 1, -1], [2], {"strides": [1, 1], "dilations": [1, 1], "pads": [pad] * 4,
-                                                     "groups": 1, "activation": "relu"})
-    return Graph("conv", tensors, [node], [0], [2]), node
-
-
 def test_the_default_choice_follows_the_maps_size():
     """3x3 layers: Winograd F(4x4) from 28x28 maps, F(2x2) on 14x14, the GEMM below (a 7x7 map is
     16 padded 2x2 tiles, and the transformed weights stream from memory); 1x1 layers the GEMM."""
-    choice = lambda hw, c, k=3: default_kernel(*float_conv_node(hw, c, k))  # noqa: E731
+    from test_fusion import Builder
+
+    def choice(hw: int, channels: int, k: int = 3) -> dict:
+        builder = Builder((1, hw, hw, channels))
+        graph = builder.graph(builder.conv("conv", 0, channels, k=k))
+        return default_kernel(graph, graph.nodes[0])
+
     assert choice(28, 128) == {"method": "winograd", "winograd_tile": 4}
     assert choice(14, 256) == {"method": "winograd", "winograd_tile": 2}
     assert choice(7, 512) == {"method": "unrolled"}

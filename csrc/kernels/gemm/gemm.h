@@ -4,6 +4,7 @@
 #include <cstddef>
 
 #include "layertune/aligned_buffer.h"
+#include "layertune/conv_params.h"
 #include "layertune/simd.h"
 
 namespace layertune::gemm {
@@ -73,6 +74,13 @@ MicroKernel micro_kernel_for(int tile_code);
 // Of kShapeTiles, the tile for an m x k times k x n product (see there; padding counts whole
 // tiles of rows and of columns).
 int tile_for_shape(int64_t m, int64_t n, int64_t k);
+// The same for a convolution's im2col GEMM, per group (output pixels x output channels, K = taps x
+// input channels): the tile unrolled takes for `gemm_tile` 0, which a strip group fixes from the
+// whole layer.
+inline int tile_for_conv(const ConvShape& s) {
+  return tile_for_shape(int64_t(s.batch) * s.out_h() * s.out_w(), s.out_c_per_group(),
+                        int64_t(s.kernel_h) * s.kernel_w * s.in_c_per_group());
+}
 
 // The default tile's micro-kernel, for kernels that don't tune the tile (A packed by pack_a when
 // kDefaultPacksA).

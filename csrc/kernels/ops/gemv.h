@@ -32,15 +32,16 @@ struct Gemv {
   float lo = 0, hi = 0;
 
   int64_t blocks() const { return (out + kBlock - 1) / kBlock; }
+  int64_t panel_offset(int64_t b) const { return b * in * kBlock; }  // every panel before b is full
   int64_t panel_width(int64_t b) const {
     return std::min(kBlock, (out - b * kBlock + simd::kLanes - 1) / simd::kLanes * simd::kLanes);
   }
 
   void set_weights(const float* w) {  // (in, out) row-major; after in and out are set
-    weights.resize(blocks() ? size_t(in * ((blocks() - 1) * kBlock + panel_width(blocks() - 1))) : 0);
+    weights.resize(blocks() ? size_t(panel_offset(blocks() - 1) + in * panel_width(blocks() - 1)) : 0);
     for (int64_t b = 0; b < blocks(); ++b) {
       const int64_t j0 = b * kBlock, n = std::min(kBlock, out - j0), width = panel_width(b);
-      float* panel = weights.data() + b * in * kBlock;
+      float* panel = weights.data() + panel_offset(b);
       for (int64_t i = 0; i < in; ++i) {
         std::memcpy(panel + i * width, w + i * out + j0, size_t(n) * sizeof(float));
         std::fill(panel + i * width + n, panel + (i + 1) * width, 0.f);
@@ -55,7 +56,7 @@ struct Gemv {
     ThreadPool::global().parallel_for(threads, nblocks * rows, [&](int64_t t, int) {
       const int64_t row = t / nblocks, b = t % nblocks, j0 = b * kBlock, n = std::min<int64_t>(kBlock, out - j0);
       const float* xr = x + row * in;
-      const float* w = weights.data() + b * in * kBlock;
+      const float* w = weights.data() + panel_offset(b);
       float* yr = y + row * out + j0;
       const vf vlo = simd::splat(lo), vhi = simd::splat(hi);
       if (n == kBlock) {

@@ -183,8 +183,7 @@ class StripGroupOp final : public Op {
     MethodParams p = ops::kernel_choice(ctx, "unrolled", "reference");
     p.threads = 1;
     if (p.method == "unrolled" && p.get("gemm_tile") == 0)
-      p.set("gemm_tile", gemm::tile_for_shape(int64_t(whole.batch) * whole.out_h() * whole.out_w(), whole.out_c_per_group(),
-                                              int64_t(whole.kernel_h) * whole.kernel_w * whole.in_c_per_group()));
+      p.set("gemm_tile", gemm::tile_for_conv(whole));
     return p;
   }
 

@@ -21,8 +21,8 @@ class UnrolledConv final : public ConvKernel {
   UnrolledConv(const ConvShape& s, const MethodParams& p, const float* w, const float* b) : ConvKernel(s, p) {
     const int cig = s.in_c_per_group(), cog = s.out_c_per_group();
     k_ = s.kernel_h * s.kernel_w * cig;
-    const int tile = p.get("gemm_tile");  // 0: the ISA's tile that pads this layer least
-    tile_ = gemm::micro_kernel_for(tile ? tile : gemm::tile_for_shape(int64_t(s.batch) * s.out_h() * s.out_w(), cog, k_));
+    const int tile = p.get("gemm_tile");  // 0: the ISA's tile for this layer's shape
+    tile_ = gemm::micro_kernel_for(tile ? tile : gemm::tile_for_conv(s));
     const int tile_m = tile_.mr, tile_n = tile_.nr;
     panels_ = ceil_div(cog, tile_n);
     direct_ = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
@@ -35,9 +35,6 @@ class UnrolledConv final : public ConvKernel {
     block_m_ = std::min(block_m_, round_up(m, tile_m));
     block_k_ = block_k ? block_k : 256;
     m_blocks_ = ceil_div(m, block_m_);
-    // The same number of blocks, as even as the tile allows: 196 pixels in 112 + 84 would give one
-    // of two threads 57% of the work; 98 + 98 gives each half.
-    block_m_ = round_up(ceil_div(m, m_blocks_), tile_m);
     // Too few pixel blocks to keep every thread busy: also split the output channels; if there
     // are too few weight panels for that as well (7x7x960 -> 160 has 5 of 32 channels: 3 + 2 on
     // two threads), cut the pixels finer, down to one micro-row a block, so that the threads'
@@ -45,11 +42,12 @@ class UnrolledConv final : public ConvKernel {
     const int target = 4 * p.threads;
     const int64_t blocks = int64_t(m_blocks_) * s.groups;
     col_chunks_ = blocks >= target ? 1 : std::min(panels_, ceil_div(target, int(blocks)));
-    if (p.threads > 1 && blocks * col_chunks_ < target) {
+    if (p.threads > 1 && blocks * col_chunks_ < target)
       m_blocks_ = std::min(ceil_div(m, tile_m), ceil_div(4 * target, s.groups * col_chunks_));
-      block_m_ = round_up(ceil_div(m, m_blocks_), tile_m);
-      m_blocks_ = ceil_div(m, block_m_);
-    }
+    // That many blocks, as even as the tile allows: 196 pixels in 112 + 84 would give one of two
+    // threads 57% of the work; 98 + 98 gives each half.
+    block_m_ = round_up(ceil_div(m, m_blocks_), tile_m);
+    m_blocks_ = ceil_div(m, block_m_);
     scratch_.resize(p.threads);
     // im2col rows (or the direct path's tail rows), then a packed-A tile's packed slice of A
     a_floats_ = direct_ ? size_t(tile_m) * k_ : size_t(block_m_) * k_;
