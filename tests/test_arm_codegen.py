@@ -36,11 +36,11 @@ def need(*tools: str) -> None:
             pytest.skip(f"{tool} is not installed")
 
 
-def checked_run(base: str, profiler: Path, plan: Path, threads: str, tolerance: str, what) -> dict:
+def checked_run(base: str, profiler: Path, plan: Path, threads: str, tolerance: str, what, qemu=None, env=None) -> dict:
     """`run --check 1` of a plan under qemu: the engine's answer against its reference path."""
-    proc = subprocess.run([*QEMU[base], str(profiler), "run", "--plan", str(plan), "--threads", threads,
+    proc = subprocess.run([*(qemu or QEMU[base]), str(profiler), "run", "--plan", str(plan), "--threads", threads,
                            "--check", "1", "--tolerance", tolerance, "--repeats", "1", "--warmup", "0"],
-                          capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, (base, what, proc.stdout, proc.stderr)
     line = json.loads(proc.stdout)
     assert line["error"] is None and line["max_abs_ref"] > 0, (base, what, line)
@@ -216,40 +216,56 @@ def _default_gemm_loop(name: str):
     return arm_codegen.pick_loop(body, "most_fma")
 
 
+# Each ARM target's int8 GEMM tiles (qgemm_tiles.h), as the profiler's `info` names them: the one a CPU
+# gets (qemu's default aarch64 CPU has the dot product, a Cortex-A53 has not; armv6 has no NEON) and
+# the portable code forced by LAYERTUNE_INT8_ISA.
+INT8_TILES = {"pi3_64": [([], {}, "neon_dot"), (["-cpu", "cortex-a53"], {}, "neon"),
+                         ([], {"LAYERTUNE_INT8_ISA": "portable"}, "portable")],
+              "pi3": [([], {}, "neon"), ([], {"LAYERTUNE_INT8_ISA": "portable"}, "portable")],
+              "pi0": [([], {}, "portable")]}
+
+
 @pytest.mark.parametrize("base", list(QEMU))
 def test_int8_kernels_are_bit_exact_on_arm(base, tmp_path):
-    """The int8 kernels in the cross-built profilers (their portable GEMM and requantization; VNNI
-    is x86 only): a 1x1 layer read in place, im2col layers (padded 3x3, strided 5x5), depthwise 3x3 and
-    5x5 with borders and strides, at 1 and 2 threads, in both requantization arithmetics (TFLite's
-    fixed point, XNNPACK's fp32: its rounding must survive pi3's -funsafe-math-optimizations) — each
-    plan against the profiler's own int8 reference kernel, exactly (tolerance 0), and on one input
-    against the x86 engine (a fault both ARM kernels shared, such as a narrowing store that wrapped
-    instead of saturating, shows only there)."""
+    """The int8 kernels in the cross-built profilers, on every GEMM tile the target has (NEON's
+    widening multiply-accumulate, aarch64's dot product, the portable code; VNNI is x86 only): a
+    1x1 layer read in place, im2col layers (padded 3x3, strided 5x5), depthwise 3x3 and 5x5 with
+    borders and strides, at 1 and 2 threads, in both requantization arithmetics (TFLite's fixed
+    point, XNNPACK's fp32: its rounding must survive pi3's -funsafe-math-optimizations) — each plan
+    against the profiler's own int8 reference kernel, exactly (tolerance 0), and on one input against
+    the x86 engine (a fault both ARM kernels shared, such as a narrowing store that wrapped instead
+    of saturating, shows only there)."""
     from test_int8 import DEPTHWISE, REGULAR, _layer, conv_graph  # the x86 tests' layer grid
 
     from layertune.graph.plan import plan_bytes
 
     need(QEMU[base][0], BUILTIN[base].compiler)
     profiler, _ = build_profiler(BUILTIN[base])
-    cases = [(c, False) for c in REGULAR if c[1] in (1, 5) or c[4] != (0, 0, 0, 0)][:4] + [(c, True) for c in DEPTHWISE[:4]]
+    # in place and packed rows; k (padded to 4) 16, 28, 48, 152, 20: every tail of NEON's 8 and sdot's 16 k steps
+    cases = [(REGULAR[i], False) for i in (0, 1, 2, 4, 7)] + [(c, True) for c in DEPTHWISE[:4]]
+    assert {-(-c[1] ** 2 * c[0][3] // 4) * 4 % 16 for c, dw in cases if not dw} == {0, 4, 8, 12}
     assert any(c[1] == 1 and c[0][3] % 4 == 0 for c, dw in cases if not dw)  # the in-place 1x1 path is among them
-    for i, (case, depthwise) in enumerate(cases):
-        w, bias, kw, q_x = _layer(case, depthwise)
-        for requantization, threads in [(r, t) for r in ("tflite", "xnnpack") for t in ("1", "2")]:
-            plan = tmp_path / f"int8_{i}_{requantization}.ltplan"
-            graph = conv_graph(q_x.shape, w, bias, requantization=requantization, **kw)  # (its scales drawn now)
-            plan.write_bytes(plan_bytes(graph))
-            line = checked_run(base, profiler, plan, threads, "0", (case, requantization))
-            assert line["max_abs_diff"] == 0, (base, case, requantization, line)
-            if threads == "1":
-                x = np.random.default_rng(i).uniform(-8, 8, q_x.shape).astype(np.float32)  # past int8's range
-                x.tofile(tmp_path / "x.f32")
-                proc = subprocess.run([*QEMU[base], str(profiler), "infer", "--plan", str(plan), "--count", "1",
-                                       "--inputs", str(tmp_path / "x.f32"), "--outputs", str(tmp_path / "y.f32"), "--warmup", "0"],
-                                      capture_output=True, text=True, timeout=120)
-                assert proc.returncode == 0, (base, case, proc.stderr)
-                on_arm = np.fromfile(tmp_path / "y.f32", np.float32)
-                np.testing.assert_array_equal(on_arm, layertune.Model(graph).run(x).ravel(), f"{base} {case} {requantization}")
+    for cpu, env, isa in INT8_TILES[base]:
+        qemu, env = [QEMU[base][0], *cpu] if cpu else QEMU[base], {**os.environ, **env}
+        info = subprocess.run([*qemu, str(profiler), "info"], env=env, capture_output=True, text=True, timeout=60)
+        assert json.loads(info.stdout)["int8_isa"] == isa, (base, cpu, env.get("LAYERTUNE_INT8_ISA"), info.stdout)
+        for i, (case, depthwise) in enumerate(cases):
+            w, bias, kw, q_x = _layer(case, depthwise)
+            for requantization, threads in [(r, t) for r in ("tflite", "xnnpack") for t in ("1", "2")]:
+                plan = tmp_path / f"int8_{i}_{requantization}.ltplan"
+                graph = conv_graph(q_x.shape, w, bias, requantization=requantization, **kw)  # (its scales drawn now)
+                plan.write_bytes(plan_bytes(graph))
+                line = checked_run(base, profiler, plan, threads, "0", (isa, case, requantization), qemu, env)
+                assert line["max_abs_diff"] == 0, (base, isa, case, requantization, line)
+                if threads == "1":
+                    x = np.random.default_rng(i).uniform(-8, 8, q_x.shape).astype(np.float32)  # past int8's range
+                    x.tofile(tmp_path / "x.f32")
+                    proc = subprocess.run([*qemu, str(profiler), "infer", "--plan", str(plan), "--count", "1",
+                                           "--inputs", str(tmp_path / "x.f32"), "--outputs", str(tmp_path / "y.f32"),
+                                           "--warmup", "0"], env=env, capture_output=True, text=True, timeout=120)
+                    assert proc.returncode == 0, (base, isa, case, proc.stderr)
+                    on_arm = np.fromfile(tmp_path / "y.f32", np.float32)
+                    np.testing.assert_array_equal(on_arm, layertune.Model(graph).run(x).ravel(), f"{base} {isa} {case} {requantization}")
 
 
 @pytest.fixture(scope="module")

@@ -89,7 +89,9 @@ def numpy_conv(graph: Graph, q_x: np.ndarray) -> np.ndarray:
 
 
 # (input, kernel h/w, out channels, strides, pads, dilations, groups, activation): 1x1, 3x3, 5x5,
-# strided, dilated, channel counts off the 4-byte / 16-lane grid, batch 2, grouped, the activations.
+# strided, dilated, channel counts off the 4-byte / 16-lane grid, batch 2, grouped, the activations;
+# k (padded to 4) leaves every tail of the GEMM tiles' k steps (8 for NEON, 16 for the dot product):
+# 16, 28 (tails 4 / 12), 48, 64, 152 (8), 72 (8), 24 (8, in place), 20 (4, in place).
 REGULAR = [
     ((1, 8, 8, 16), 1, 24, (1, 1), (0, 0, 0, 0), (1, 1), 1, "none"),
     ((1, 9, 11, 3), 3, 8, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu6"),
@@ -98,6 +100,7 @@ REGULAR = [
     ((1, 9, 9, 6), 5, 33, (1, 2), (2, 2, 1, 2), (1, 1), 1, "none"),
     ((1, 6, 6, 70), 1, 130, (1, 1), (0, 0, 0, 0), (1, 1), 1, "relu"),
     ((2, 7, 9, 24), 1, 40, (1, 1), (0, 0, 0, 0), (1, 1), 1, "relu6"),  # 1x1 read in place (channels % 4 == 0)
+    ((1, 5, 6, 20), 1, 19, (1, 1), (0, 0, 0, 0), (1, 1), 1, "none"),  # in place, k past the tiles' 8 / 16: a tail of 4
     ((1, 7, 7, 8), 3, 12, (1, 1), (1, 1, 1, 1), (1, 1), 2, "none"),  # grouped: the reference
 ]
 DEPTHWISE = [
@@ -144,17 +147,27 @@ def test_int8_conv_kernels_bit_exact(depthwise, case, threads, requantization):
     assert len(np.unique(want)) > 10
 
 
-def test_the_portable_int8_gemm_agrees_too():
-    """The int8 kernels without VNNI (LAYERTUNE_INT8_ISA=portable: the code that ARM targets and
-    x86 CPUs without VNNI run) on the same grid, in a process of their own."""
-    env = {**os.environ, "LAYERTUNE_INT8_ISA": "portable"}
-    isa = subprocess.run([sys.executable, "-c", "from layertune import _core; print(_core.int8_gemm_isa())"],
+@pytest.mark.parametrize("isa", ["avx2", "portable"])
+def test_the_other_int8_gemm_tiles_agree_too(isa):
+    """The int8 GEMM's tiles for CPUs without VNNI (LAYERTUNE_INT8_ISA: AVX2's vpmaddwd tile, and the
+    portable code that ARMv6 and the oracle of every layout run) on the same grid, in a process of
+    their own. (The NEON tiles run under qemu: test_arm_codegen.py.)"""
+    env = {**os.environ, "LAYERTUNE_INT8_ISA": isa}
+    got = subprocess.run([sys.executable, "-c", "from layertune import _core; print(_core.int8_gemm_isa())"],
                          env=env, capture_output=True, text=True, timeout=120)
-    assert isa.stdout.strip() == "portable", isa.stdout + isa.stderr
+    assert got.stdout.strip() == isa, got.stdout + got.stderr
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "tests/test_int8.py::test_int8_conv_kernels_bit_exact"],  # by its id: never this test again
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+def test_an_int8_gemm_tile_this_cpu_lacks_is_one_line():
+    env = {**os.environ, "LAYERTUNE_INT8_ISA": "neon"}
+    got = subprocess.run([sys.executable, "-c", "from layertune import _core; print(_core.int8_gemm_isa())"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert got.returncode != 0
+    assert "LAYERTUNE_INT8_ISA=neon: this CPU's int8 GEMM tiles are portable" in got.stderr.strip().splitlines()[-1]
 
 
 def test_int8_method_that_does_not_apply_is_one_line():
@@ -222,6 +235,11 @@ def _one_op_models():
             y = layer(y)
         return tf.keras.Model(xs, y)
 
+    def squeeze_excite(shape):
+        x = tf.keras.Input(shape)
+        scale = L.Activation("sigmoid")(L.GlobalAveragePooling2D(keepdims=True)(x))
+        return tf.keras.Model(x, L.Multiply()([x, scale]))
+
     tf.keras.utils.set_random_seed(1)
     return {
         "conv3x3_relu6": model((12, 12, 5), L.Conv2D(16, 3, padding="same"), L.ReLU(6.0)),
@@ -240,12 +258,16 @@ def _one_op_models():
         "logistic": model((6, 6, 4), L.Activation("sigmoid")),
         "hard_swish": model((6, 6, 4), L.Activation(tf.nn.relu6), L.Lambda(lambda v: v * tf.nn.relu6(v + 3) / 6)),
         "reshape_softmax": model((4, 4, 3), L.Reshape((48,)), L.Softmax()),
+        "mul": model((6, 6, 8), L.Multiply(), inputs=2),
+        "mul_squeeze_excite": squeeze_excite((7, 5, 24)),  # MUL broadcasting 1 x 1 x C over H x W x C
+        "mul_swish": model((6, 6, 20), L.Activation("swish")),  # x * sigmoid(x): LOGISTIC's table, then MUL
     }
 
 
 ONE_OP = [
     "conv3x3_relu6", "conv_s2_valid", "conv1x1", "depthwise_s1", "depthwise5_s2", "dense", "add", "concat", "mean",
-    "avgpool", "maxpool", "maxpool_wide", "pad", "logistic", "hard_swish", "reshape_softmax"]
+    "avgpool", "maxpool", "maxpool_wide", "pad", "logistic", "hard_swish", "reshape_softmax", "mul", "mul_squeeze_excite",
+    "mul_swish"]
 
 
 def _quantized(model, rng: np.random.Generator) -> tuple[bytes, list[np.ndarray]]:
@@ -302,10 +324,7 @@ def test_one_op_int8_models_agree_with_litert(one_op_models, name):
     fb, xs = _quantized(model, np.random.default_rng(ONE_OP.index(name)))
     graph = import_tflite_bytes(fb, name)
     main = [n for n in graph.nodes if n.op not in ("QUANTIZE", "DEQUANTIZE")]
-    if name != "reshape_softmax":  # SOFTMAX has no int8 kernel: computed in float between conversions
-        assert all(graph.tensors[n.outputs[0]].dtype == "int8" for n in main), [(n.op, graph.tensors[n.outputs[0]].dtype) for n in main]
-    else:
-        assert {n.op: graph.tensors[n.outputs[0]].dtype for n in main} == {"RESHAPE": "int8", "SOFTMAX": "float32"}
+    assert all(graph.tensors[n.outputs[0]].dtype == "int8" for n in main), [(n.op, graph.tensors[n.outputs[0]].dtype) for n in main]
     requantized = [n for n in main if n.op in REQUANTIZED_OPS]
     assert all(n.attrs["requantization"] == "xnnpack" for n in requantized)  # the default
     fixed = import_tflite_bytes(fb, name, requantization="tflite")
@@ -313,9 +332,9 @@ def test_one_op_int8_models_agree_with_litert(one_op_models, name):
     for threads in (1, 2):
         diff = _lsb_diff(graph, fb, xs, threads)
         assert diff.max() <= 1, f"{name}: {diff.max()} LSB off LiteRT"
-        if requantized:  # XNNPACK's own arithmetic: LiteRT's output, every element
-            assert diff.max() == 0, f"{name}: {np.mean(diff == 0):.4f} equal to LiteRT (XNNPACK)"
-        if name != "reshape_softmax":  # the float SOFTMAX rounds as LiteRT's XNNPACK does, not as its reference
+        if requantized or name == "reshape_softmax":  # XNNPACK's own arithmetic, or TFLite's optimized SOFTMAX:
+            assert diff.max() == 0, f"{name}: {np.mean(diff == 0):.4f} equal to LiteRT"  # LiteRT's output, every element
+        if name != "reshape_softmax":  # SOFTMAX computes as LiteRT's optimized kernel does, not as its reference
             exact = _lsb_diff(fixed, fb, xs, threads, reference=True)
             assert exact.max() == 0, f"{name}: {np.mean(exact == 0):.4f} equal to TFLite's reference kernels"
 

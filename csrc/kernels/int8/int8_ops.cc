@@ -6,6 +6,7 @@
 #include <map>
 
 #include "../../graph/op.h"
+#include "../ops/broadcast.h"
 #include "../ops/common.h"
 #include "layertune/thread_pool.h"
 #include "qconv.h"
@@ -40,6 +41,13 @@ void expect_dtype(const OpContext& ctx, int t, DType d) {
   if (ctx.tensor(t).dtype != d)
     fail(ctx.node.where(), ": tensor '", ctx.tensor(t).name, "' is ", dtype_name(ctx.tensor(t).dtype), ", expected ",
          dtype_name(d));
+}
+
+// An int8 -> int8 op's two tensors checked, and their quantizations.
+std::pair<Quant, Quant> int8_in_out(const OpContext& ctx, int in, int out) {
+  expect_dtype(ctx, in, DType::kInt8);
+  expect_dtype(ctx, out, DType::kInt8);
+  return {quant_of(ctx, in), quant_of(ctx, out)};
 }
 
 const int8_t* in8(float* const* b, int t) { return reinterpret_cast<const int8_t*>(b[t]); }
@@ -309,6 +317,66 @@ class QAddOp final : public Op {
   int threads_ = 1;
 };
 
+// MUL of two int8 tensors, the second (or the first) broadcast as numpy does (a squeeze-excite
+// scale of 1 x 1 x C over H x W x C), in the node's `requantization` arithmetic on the product
+// (a - za)(b - zb), exact in int32:
+// - tflite: TFLite's integer MUL (the product times the Q31 multiplier of a_scale b_scale / out_scale);
+// - xnnpack: XNNPACK's (the product times that ratio in float32, clamped, rounded to nearest even).
+//   Where XNNPACK refuses the ratio (outside [2^-16, 2^8)) LiteRT falls back to TFLite's kernel,
+//   and so does this.
+class QMulOp final : public Op {
+ public:
+  explicit QMulOp(const OpContext& ctx)
+      : a_(ctx.input(0)), b_(ctx.input(1)), out_(ctx.output(0)), layout_(ctx, a_, b_, out_) {
+    for (int t : {a_, b_, out_}) expect_dtype(ctx, t, DType::kInt8);
+    const Quant x1 = quant_of(ctx, a_), x2 = quant_of(ctx, b_), y = quant_of(ctx, out_);
+    za_ = x1.zero_point, zb_ = x2.zero_point, zo_ = y.zero_point;
+    std::tie(lo_, hi_) = int8::activation_bounds(parse_activation(ctx.node.str("activation", "none")), y.scale, y.zero_point);
+    scale_ = int8::fp32_scale(x1.scale, x2.scale, y.scale);
+    xnnpack_ = requantization_of(ctx) == int8::Requantization::kXnnpack && scale_ >= 0x1.0p-16f && scale_ < 0x1.0p+8f;
+    lanes_ = int8::requant_lanes(int8::quantize_multiplier(double(x1.scale) * double(x2.scale) / double(y.scale)));
+    threads_ = ctx.threads;
+  }
+  void run(float* const* b) override {
+    const int8_t *x1 = in8(b, a_), *x2 = in8(b, b_);
+    int8_t* y = out8(b, out_);
+    const int64_t sa = layout_.inner_a(), sb = layout_.inner_b();
+    layout_.for_each_piece(threads_, [&](int64_t ia, int64_t ib, int64_t io, int64_t len) {
+      if (xnnpack_) row<true>(x1 + ia, sa, x2 + ib, sb, y + io, len);
+      else row<false>(x1 + ia, sa, x2 + ib, sb, y + io, len);
+    });
+  }
+
+ private:
+  // y[i] = a[i sa] b[i sb] requantized, sa and sb 1 or 0 (that operand one value along the row).
+  template <bool Xnnpack>
+  void row(const int8_t* a, int64_t sa, const int8_t* b, int64_t sb, int8_t* y, int64_t n) const {
+    using int8::v32;
+    const v32 zo = int8::splat32(zo_), lo = int8::splat32(lo_), hi = int8::splat32(hi_);
+    const int8::v32f scale = int8::splatf(scale_), lo_f = int8::splatf(float(lo_ - zo_)), hi_f = int8::splatf(float(hi_ - zo_));
+    for (int64_t i = 0; i < n; i += int8::kLanes) {
+      const int m = int(std::min<int64_t>(int8::kLanes, n - i));
+      const v32 va = sa ? int8::widen(a + i, m) - za_ : int8::splat32(int32_t(a[0]) - za_);
+      const v32 vb = sb ? int8::widen(b + i, m) - zb_ : int8::splat32(int32_t(b[0]) - zb_);
+      const v32 product = va * vb;
+      if constexpr (Xnnpack) {
+        const int8::v32f f = __builtin_convertvector(product, int8::v32f) * scale;
+        int8::narrow_store(y + i, int8::round_even(int8::minf(int8::maxf(f, lo_f), hi_f)) + zo, m);
+      } else {
+        int8::narrow_store(y + i, int8::clamp32(int8::requantize(product, lanes_) + zo, lo, hi), m);
+      }
+    }
+  }
+
+  int a_, b_, out_;
+  ops::Broadcast layout_;
+  int32_t za_ = 0, zb_ = 0, zo_ = 0, lo_ = -128, hi_ = 127;
+  float scale_ = 0.f;
+  bool xnnpack_ = false;
+  int8::RequantLanes lanes_;
+  int threads_ = 1;
+};
+
 // MEAN over H and W of an NHWC tensor: the sum of (q - zero point) times input scale / (output
 // scale x count), rounded (TFLite's fixed point, or XNNPACK's float32 as the node says).
 class QMeanOp final : public Op {
@@ -359,10 +427,8 @@ class QMeanOp final : public Op {
 class QPoolOp final : public Op {
  public:
   explicit QPoolOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
-    expect_dtype(ctx, in_, DType::kInt8);
-    expect_dtype(ctx, out_, DType::kInt8);
+    const auto [x, y] = int8_in_out(ctx, in_, out_);
     ops::expect_nhwc_pair(ctx, in_, out_);
-    const Quant x = quant_of(ctx, in_), y = quant_of(ctx, out_);
     if (x.scale != y.scale || x.zero_point != y.zero_point)
       fail(ctx.node.where(), ": int8 pooling needs the same quantization on input and output");
     max_ = ctx.node.op == "MAX_POOL_2D";
@@ -444,10 +510,8 @@ class QPoolOp final : public Op {
 class QCopyOp final : public Op {
  public:
   explicit QCopyOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)), n_(ctx.elements(out_)) {
-    expect_dtype(ctx, in_, DType::kInt8);
-    expect_dtype(ctx, out_, DType::kInt8);
+    const auto [x, y] = int8_in_out(ctx, in_, out_);
     ops::expect_elements(ctx, in_, out_);
-    const Quant x = quant_of(ctx, in_), y = quant_of(ctx, out_);
     if (x.scale != y.scale || x.zero_point != y.zero_point)
       fail(ctx.node.where(), ": needs the same quantization on input and output");
   }
@@ -464,10 +528,8 @@ class QCopyOp final : public Op {
 class QPadOp final : public Op {
  public:
   explicit QPadOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
-    expect_dtype(ctx, in_, DType::kInt8);
-    expect_dtype(ctx, out_, DType::kInt8);
+    const auto [x, y] = int8_in_out(ctx, in_, out_);
     if (ctx.node.str("mode", "constant") != "constant") fail(ctx.node.where(), ": int8 PAD pads with a constant only");
-    const Quant x = quant_of(ctx, in_), y = quant_of(ctx, out_);
     if (x.scale != y.scale || x.zero_point != y.zero_point)
       fail(ctx.node.where(), ": int8 PAD needs the same quantization on input and output");
     value_ = int8::saturate(y.zero_point + int32_t(std::round(ctx.node.float_attr("value", 0.f) / y.scale)), -128, 127);
@@ -558,14 +620,58 @@ class QConcatOp final : public Op {
   std::vector<Part> parts_;
 };
 
+// SOFTMAX over the last dimension, as LiteRT computes an int8 SOFTMAX on x86 (XNNPACK takes no
+// quantized SOFTMAX, so this is TFLite's optimized kernel): a float32 table of
+// exp(-input_scale beta d) for the 256 distances d from a row's maximum, the row's sum in element
+// order, each entry times 1 / (sum x output_scale) rounded half away from zero plus the zero point.
+// The sum and scale go through single IEEE operations (ieee_add / ieee_mul / ieee_div): pi3's
+// -funsafe-math-optimizations would otherwise reassociate the sum and give other roundings.
+class QSoftmaxOp final : public Op {
+ public:
+  explicit QSoftmaxOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
+    const auto [x, y] = int8_in_out(ctx, in_, out_);
+    ops::expect_elements(ctx, in_, out_);
+    const auto& shape = ctx.shape(in_);
+    row_ = shape.empty() ? 1 : shape.back();
+    rows_ = row_ ? ctx.elements(in_) / row_ : 0;
+    const float scale = int8::ieee_mul(-x.scale, ctx.node.float_attr("beta", 1.f));
+    for (int d = 0; d < 256; ++d) table_[255 - d] = std::exp(int8::ieee_mul(scale, float(d)));
+    out_scale_ = y.scale;
+    zo_ = y.zero_point;
+    threads_ = rows_ * row_ >= (1 << 13) ? ctx.threads : 1;
+  }
+  void run(float* const* b) override {
+    const int8_t* x = in8(b, in_);
+    int8_t* y = out8(b, out_);
+    ThreadPool::global().parallel_for(threads_, rows_, [&](int64_t r, int) { row(x + r * row_, y + r * row_); });
+  }
+
+ private:
+  void row(const int8_t* x, int8_t* y) const {
+    int32_t max = -128;
+    for (int64_t j = 0; j < row_; ++j) max = std::max(max, int32_t(x[j]));
+    const float* exp_of = table_ + 255 - max;  // exp_of[q] for q <= max
+    float sum = 0.f;
+    for (int64_t j = 0; j < row_; ++j) sum = int8::ieee_add(sum, exp_of[x[j]]);
+    const float inverse = int8::ieee_div(1.f, int8::ieee_mul(sum, out_scale_));
+    for (int64_t j = 0; j < row_; ++j)
+      y[j] = int8::saturate(int32_t(std::round(int8::ieee_mul(exp_of[x[j]], inverse))) + zo_, -128, 127);
+  }
+
+  int in_, out_;
+  int64_t row_ = 1, rows_ = 0;
+  float table_[256] = {};
+  float out_scale_ = 1.f;
+  int32_t zo_ = 0;
+  int threads_ = 1;
+};
+
 // Element-wise activations as a table of the 256 inputs: q -> quantize(f(dequantize(q))).
 class QLookupOp final : public Op {
  public:
   explicit QLookupOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)), n_(ctx.elements(out_)) {
-    expect_dtype(ctx, in_, DType::kInt8);
-    expect_dtype(ctx, out_, DType::kInt8);
+    const auto [x, y] = int8_in_out(ctx, in_, out_);
     ops::expect_elements(ctx, in_, out_);
-    const Quant x = quant_of(ctx, in_), y = quant_of(ctx, out_);
     const std::string& op = ctx.node.op;
     const double alpha = ctx.node.float_attr("alpha", 0.2f);
     for (int q = -128; q < 128; ++q) {
@@ -605,6 +711,7 @@ const std::map<std::string, Factory>& int8_registry() {
       {"FULLY_CONNECTED", make<QFullyConnectedOp>},
       {"QUANTIZE", make<QuantizeOp>},      {"DEQUANTIZE", make<DequantizeOp>},
       {"ADD", make<QAddOp>},               {"MEAN", make<QMeanOp>},
+      {"MUL", make<QMulOp>},               {"SOFTMAX", make<QSoftmaxOp>},
       {"AVERAGE_POOL_2D", make<QPoolOp>},  {"MAX_POOL_2D", make<QPoolOp>},
       {"RESHAPE", make<QCopyOp>},          {"SQUEEZE", make<QCopyOp>},
       {"EXPAND_DIMS", make<QCopyOp>},      {"PAD", make<QPadOp>},

@@ -8,6 +8,10 @@
 #include "layertune/methods.h"
 #include "layertune/status.h"
 #include "layertune/thread_pool.h"
+#include "qgemm_tiles.h"
+#if defined(__aarch64__)
+#include <sys/auxv.h>
+#endif
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define LAYERTUNE_X86_VNNI 1
@@ -129,18 +133,18 @@ class GemmQConv : public QConvKernel {
  public:
   static constexpr int kBlock = 16;    // channels per B block (one vector of int32 lanes)
 
-  GemmQConv(const QuantizedConv& q, int tile_rows) : QConvKernel(q), rows_(tile_rows) {
+  GemmQConv(const QuantizedConv& q, int tile_rows) : QConvKernel(q), rows_(tile_rows), isa_(qgemm_isa_in_use()) {
     const ConvShape& s = q.shape;
     k_ = int64_t(s.kernel_h) * s.kernel_w * s.in_c;
     kp_ = round_up(k_, 4);
     direct_ = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
               s.pad_bottom == 0 && s.pad_left == 0 && s.pad_right == 0 && s.in_c % 4 == 0;
     blocks_ = (s.out_c + kBlock - 1) / kBlock;
-#if LAYERTUNE_X86_VNNI
-    vnni_ = std::strcmp(qgemm_isa(), "avx512vnni") == 0;
-#endif
-    // B per block of 16 channels: for VNNI 4 k of each channel together (vpdpbusd's operand);
-    // for the portable tile the 16 channels of each k together (one load, widened once).
+    // B per block of 16 channels in the ISA's tile operand: k_group consecutive k of a channel
+    // together (qgemm_tiles.h). A's bytes are x + 128 (x itself for the dot-product tile): the
+    // bias takes the offset's and the zero point's products with the weights' sums.
+    const int g = k_group(isa_);
+    const int32_t offset = (signed_a(isa_) ? 0 : 128) + q.input_zero_point;
     b_.assign(size_t(blocks_ * kp_ * kBlock), 0);
     std::vector<int32_t> bias(size_t(s.out_c));
     for (int c = 0; c < s.out_c; ++c) {
@@ -149,9 +153,9 @@ class GemmQConv : public QConvKernel {
         const int8_t w = q.weights[size_t(k * s.out_c + c)];
         sum += w;
         const int64_t block = c / kBlock, lane = c % kBlock;
-        b_[size_t(vnni() ? (block * (kp_ / 4) + k / 4) * kBlock * 4 + lane * 4 + k % 4 : (block * kp_ + k) * kBlock + lane)] = w;
+        b_[size_t(block * kp_ * kBlock + (k / g) * kBlock * g + lane * g + k % g)] = w;
       }
-      bias[c] = q.bias[c] - (128 + q.input_zero_point) * sum;
+      bias[c] = q.bias[c] - offset * sum;
     }
     rq_.init(q, blocks_ * kBlock, bias);
     pad_ = uint8_t(q.input_zero_point + 128);
@@ -262,22 +266,48 @@ class GemmQConv : public QConvKernel {
     const int8_t* b = b_.data() + nb * kp_ * kBlock;
     const int out_c = q_.shape.out_c;
 #if LAYERTUNE_X86_VNNI
-    if (vnni_) {
+    if (isa_ == QGemmIsa::kAvx512Vnni) {
       const auto kernel = rows_ == 4 ? vnni_tile<4>(nv) : rows_ == 12 ? vnni_tile<12>(nv) : vnni_tile<8>(nv);
       kernel(a, kp_, nr, b, kp_ * kBlock, kp_ / 4, rq_, nb * kBlock, out_c, y);
       return;
     }
 #endif
-    const uint8_t flip = direct_ ? 0x80 : 0;
-    for (int r = 0; r < nr; ++r)
-      for (int v = 0; v < nv; ++v) {
-        v32 sum{};
-        const int8_t* bv = b + v * kp_ * kBlock;
-        const uint8_t* ar = a + r * kp_;
-        for (int64_t k = 0; k < k_; ++k) sum += int32_t(ar[k] ^ flip) * widen(bv + k * kBlock);
-        const int64_t c0 = (nb + v) * kBlock;
-        rq_.store(sum, c0, y + r * out_c + c0, int(std::min<int64_t>(kBlock, out_c - c0)));
+    const int step = tile_rows_of(isa_);
+    for (int v = 0; v < nv; ++v) {
+      const int64_t c0 = (nb + v) * kBlock;
+      const Requant::Lanes& lanes = rq_.lanes(c0);
+      const int nc = int(std::min<int64_t>(kBlock, out_c - c0));
+      for (int r0 = 0; r0 < nr; r0 += step) {
+        int8_t* yr = y + int64_t(r0) * out_c + c0;
+        const auto store = [&](int r, v32 sums) { Requant::store(sums, lanes, yr + int64_t(r) * out_c, nc); };
+        isa_tile(a + r0 * kp_, std::min(step, nr - r0), b + v * kp_ * kBlock, store);
       }
+    }
+  }
+  // One ISA tile of qgemm_tiles.h (up to tile_rows_of(isa_) rows, one block). Rows read in place
+  // are flipped to x + 128 as they are read; the dot-product tile flips packed rows back to x.
+  template <class Store>
+  void isa_tile(const uint8_t* a, int nr, const int8_t* b, const Store& store) const {
+    const bool flip = signed_a(isa_) ? !direct_ : direct_;
+    switch (isa_) {
+#if defined(__ARM_NEON)
+#if defined(__aarch64__)
+      case QGemmIsa::kNeonDot:
+        return flip ? tiles::neon_dot<4, true>(a, kp_, nr, b, kp_, store) : tiles::neon_dot<4, false>(a, kp_, nr, b, kp_, store);
+      case QGemmIsa::kNeon:
+        return flip ? tiles::neon<4, true>(a, kp_, nr, b, kp_, store) : tiles::neon<4, false>(a, kp_, nr, b, kp_, store);
+#else
+      case QGemmIsa::kNeon:
+        return flip ? tiles::neon<2, true>(a, kp_, nr, b, kp_, store) : tiles::neon<2, false>(a, kp_, nr, b, kp_, store);
+#endif
+#endif
+#if LAYERTUNE_INT8_AVX2
+      case QGemmIsa::kAvx2:
+        return flip ? tiles::avx2<4, true>(a, kp_, nr, b, kp_, store) : tiles::avx2<4, false>(a, kp_, nr, b, kp_, store);
+#endif
+      default:
+        return flip ? tiles::portable<true>(a, kp_, nr, b, kp_, store) : tiles::portable<false>(a, kp_, nr, b, kp_, store);
+    }
   }
 
 #if LAYERTUNE_X86_VNNI
@@ -328,19 +358,12 @@ class GemmQConv : public QConvKernel {
       for (int r = 0; r < nr; ++r) Requant::store(v32(c[r][v]), lanes, y + r * out_c + ch, nc);
     }
   }
-  bool vnni_ = false;
 #endif
-  bool vnni() const {
-#if LAYERTUNE_X86_VNNI
-    return vnni_;
-#else
-    return false;
-#endif
-  }
 
   int64_t k_ = 0, kp_ = 0, blocks_ = 0;
   bool direct_ = false;  // A is the input itself (1x1, stride 1, no padding, channels a multiple of 4)
   int rows_ = 8;  // tile_rows
+  QGemmIsa isa_;  // whose tile computes the layer
   int rows_per_task_ = 8;
   uint8_t pad_ = 128;
   std::vector<int8_t> b_;
@@ -447,18 +470,58 @@ class DepthwiseQConv : public QConvKernel {
 
 }  // namespace
 
-const char* qgemm_isa() {
-#if LAYERTUNE_X86_VNNI
-  // LAYERTUNE_INT8_ISA=portable: the portable GEMM on a CPU that has VNNI too (how the tests
-  // check, on x86, the code that ARM targets and older x86 CPUs run).
-  static const bool forced_portable = [] {
-    const char* isa = std::getenv("LAYERTUNE_INT8_ISA");
-    return isa && std::strcmp(isa, "portable") == 0;
-  }();
-  if (!forced_portable && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) return "avx512vnni";
-#endif
-  return "portable";
+namespace {
+
+const char* isa_name(QGemmIsa isa) {
+  switch (isa) {
+    case QGemmIsa::kAvx512Vnni: return "avx512vnni";
+    case QGemmIsa::kAvx2: return "avx2";
+    case QGemmIsa::kNeonDot: return "neon_dot";
+    case QGemmIsa::kNeon: return "neon";
+    default: return "portable";
+  }
 }
+
+// The int8 tiles this CPU can run, best last: detected at run time on x86 (a host build must not
+// fault on a CPU without VNNI) and for aarch64's dot product (HWCAP_ASIMDDP); NEON is the build's.
+std::vector<QGemmIsa> isas_of_this_cpu() {
+  std::vector<QGemmIsa> isas = {QGemmIsa::kPortable};
+#if LAYERTUNE_INT8_AVX2
+  if (__builtin_cpu_supports("avx2")) isas.push_back(QGemmIsa::kAvx2);
+#endif
+#if LAYERTUNE_X86_VNNI
+  if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) isas.push_back(QGemmIsa::kAvx512Vnni);
+#endif
+#if defined(__ARM_NEON)
+  isas.push_back(QGemmIsa::kNeon);
+#endif
+#if LAYERTUNE_NEON_DOT
+  constexpr unsigned long kHwcapAsimdDp = 1ul << 20;  // asm/hwcap.h's HWCAP_ASIMDDP
+  if (getauxval(AT_HWCAP) & kHwcapAsimdDp) isas.push_back(QGemmIsa::kNeonDot);
+#endif
+  return isas;
+}
+
+}  // namespace
+
+QGemmIsa qgemm_isa_in_use() {
+  // LAYERTUNE_INT8_ISA names another tile this CPU can run (how the tests check, on one machine,
+  // the code that CPUs without VNNI or without the dot product run); unset, the best.
+  static const QGemmIsa isa = [] {
+    const std::vector<QGemmIsa> isas = isas_of_this_cpu();
+    const char* forced = std::getenv("LAYERTUNE_INT8_ISA");
+    if (!forced || !*forced) return isas.back();
+    std::string names;
+    for (QGemmIsa i : isas) {
+      if (std::strcmp(forced, isa_name(i)) == 0) return i;
+      names += std::string(names.empty() ? "" : ", ") + isa_name(i);
+    }
+    throw InvalidArgument(cat("LAYERTUNE_INT8_ISA=", forced, ": this CPU's int8 GEMM tiles are ", names));
+  }();
+  return isa;
+}
+
+const char* qgemm_isa() { return isa_name(qgemm_isa_in_use()); }
 
 bool parse_requantization(const std::string& name, Requantization* out) {
   if (name == "xnnpack") *out = Requantization::kXnnpack;

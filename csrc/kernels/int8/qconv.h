@@ -45,7 +45,10 @@ std::string default_method(const ConvShape& s);
 std::unique_ptr<QConvKernel> make_qconv(const QuantizedConv& q, const MethodParams& params);
 // The activation bounds in a tensor's integers (TFLite's CalculateActivationRangeQuantized).
 std::pair<int32_t, int32_t> activation_bounds(Activation a, float scale, int32_t zero_point);
-// Which GEMM micro-kernel this CPU runs ("avx512vnni", or "portable").
+// Which GEMM micro-kernel tiles this CPU runs (qgemm_tiles.h): "avx512vnni", "avx2", "neon_dot",
+// "neon" or "portable"; LAYERTUNE_INT8_ISA may name a lesser one the CPU can run.
+enum class QGemmIsa;
+QGemmIsa qgemm_isa_in_use();
 const char* qgemm_isa();
 
 }  // namespace layertune::int8

@@ -80,6 +80,10 @@ inline float ieee_mul(float a, float b) {
   volatile float x = a, y = b;
   return x * y;
 }
+inline float ieee_add(float a, float b) {
+  volatile float x = a, y = b;
+  return x + y;
+}
 inline float ieee_div(float a, float b) {
   volatile float x = a, y = b;
   return x / y;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "broadcast.h"
 #include "common.h"
 #include "layertune/simd.h"
 #include "layertune/thread_pool.h"
@@ -54,103 +55,38 @@ void binary_run(const float* __restrict a, int64_t sa, const float* __restrict b
 
 class BinaryOp final : public Op {
  public:
-  explicit BinaryOp(const OpContext& ctx) : a_(ctx.input(0)), b_(ctx.input(1)), out_(ctx.output(0)) {
-    const auto& os = ctx.shape(out_);
-    const size_t rank = os.size();
-    auto aligned = [&](int t) {  // the input's shape right-aligned to the output's rank
-      const auto& s = ctx.shape(t);
-      if (s.size() > rank) fail(ctx.node.where(), ": input rank exceeds the output's");
-      std::vector<int> r(rank - s.size(), 1);
-      r.insert(r.end(), s.begin(), s.end());
-      for (size_t d = 0; d < rank; ++d)
-        if (r[d] != os[d] && r[d] != 1) fail(ctx.node.where(), ": inputs do not broadcast to the output shape");
-      return r;
-    };
-    auto as = aligned(a_), bs = aligned(b_);
-    // Collapse to [outer dims..., inner]: merge trailing dims while both inputs agree on
-    // broadcasting them, so the inner loop is as long as possible.
-    std::vector<int> out_dims, a_dims, b_dims;
-    for (size_t d = 0; d < rank; ++d) {
-      const bool can_merge = !out_dims.empty() && (a_dims.back() == out_dims.back()) == (as[d] == os[d]) &&
-                             (b_dims.back() == out_dims.back()) == (bs[d] == os[d]);
-      if (can_merge) {
-        out_dims.back() *= os[d], a_dims.back() *= as[d], b_dims.back() *= bs[d];
-      } else {
-        out_dims.push_back(os[d]), a_dims.push_back(as[d]), b_dims.push_back(bs[d]);
-      }
-    }
-    if (out_dims.empty()) out_dims = a_dims = b_dims = {1};
-    out_dims_ = out_dims;
-    a_strides_ = broadcast_strides(a_dims, out_dims);
-    b_strides_ = broadcast_strides(b_dims, out_dims);
+  explicit BinaryOp(const OpContext& ctx)
+      : a_(ctx.input(0)), b_(ctx.input(1)), out_(ctx.output(0)), layout_(ctx, a_, b_, out_) {
     kind_ = parse_binary(ctx.node.op);
     std::tie(lo_, hi_) = ops::fused_activation(ctx);
     threads_ = ctx.threads;
   }
 
   void run(float* const* buf) override {
-    const int rank = int(out_dims_.size());
-    const int64_t inner = out_dims_.back();
-    const int64_t outer = ops::product(out_dims_, 0, rank - 1);
     const float* a = buf[a_];
     const float* b = buf[b_];
     float* o = buf[out_];
-    const int threads = outer * inner >= (1 << 13) ? threads_ : 1;
-    // Tasks of about kChunk elements: a long row in chunks (so that even a fully merged shape, one
-    // row, splits), short rows in groups (a squeeze-excite MUL has H*W rows of C: one task a row
-    // spends more on handing out tasks than on the rows).
-    constexpr int64_t kChunk = 1 << 14;
-    const int64_t chunks = threads > 1 ? (inner + kChunk - 1) / kChunk : 1;
-    const int64_t rows_per_task = threads > 1 && chunks == 1 ? std::max<int64_t>(1, kChunk / std::max<int64_t>(inner, 1)) : 1;
-    const int64_t tasks = chunks > 1 ? outer * chunks : (outer + rows_per_task - 1) / rows_per_task;
-    ThreadPool::global().parallel_for(threads, tasks, [&](int64_t task, int) {
-      if (chunks > 1) {
-        run_row(a, b, o, task / chunks, (task % chunks) * kChunk, std::min(kChunk, inner - (task % chunks) * kChunk));
-        return;
+    const int64_t sa = layout_.inner_a(), sb = layout_.inner_b();
+    layout_.for_each_piece(threads_, [&](int64_t ia, int64_t ib, int64_t io, int64_t len) {
+      float* orow = o + io;
+      switch (kind_) {
+        case Binary::kAdd: binary_run<Binary::kAdd>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kSub: binary_run<Binary::kSub>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kMul: binary_run<Binary::kMul>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kDiv: binary_run<Binary::kDiv>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kMax: binary_run<Binary::kMax>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kMin: binary_run<Binary::kMin>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kPrelu: binary_run<Binary::kPrelu>(a + ia, sa, b + ib, sb, orow, len); break;
+        case Binary::kSquaredDiff: binary_run<Binary::kSquaredDiff>(a + ia, sa, b + ib, sb, orow, len); break;
       }
-      const int64_t r1 = std::min(outer, (task + 1) * rows_per_task);
-      for (int64_t row = task * rows_per_task; row < r1; ++row) run_row(a, b, o, row, 0, inner);
+      ops::clamp_range(orow, len, lo_, hi_);
     });
   }
 
  private:
-  // Elements [c0, c0 + len) of output row `row`.
-  void run_row(const float* a, const float* b, float* o, int64_t row, int64_t c0, int64_t len) const {
-    const int rank = int(out_dims_.size());
-    const int64_t inner = out_dims_.back(), sa = a_strides_.back(), sb = b_strides_.back();
-    int64_t ia = c0 * sa, ib = c0 * sb, rem = row;
-    for (int d = rank - 2; d >= 0; --d) {
-      const int64_t idx = rem % out_dims_[d];
-      rem /= out_dims_[d];
-      ia += idx * a_strides_[d];
-      ib += idx * b_strides_[d];
-    }
-    float* orow = o + row * inner + c0;
-    switch (kind_) {
-      case Binary::kAdd: binary_run<Binary::kAdd>(a + ia, sa, b + ib, sb, orow, len); break;
-      case Binary::kSub: binary_run<Binary::kSub>(a + ia, sa, b + ib, sb, orow, len); break;
-      case Binary::kMul: binary_run<Binary::kMul>(a + ia, sa, b + ib, sb, orow, len); break;
-      case Binary::kDiv: binary_run<Binary::kDiv>(a + ia, sa, b + ib, sb, orow, len); break;
-      case Binary::kMax: binary_run<Binary::kMax>(a + ia, sa, b + ib, sb, orow, len); break;
-      case Binary::kMin: binary_run<Binary::kMin>(a + ia, sa, b + ib, sb, orow, len); break;
-      case Binary::kPrelu: binary_run<Binary::kPrelu>(a + ia, sa, b + ib, sb, orow, len); break;
-      case Binary::kSquaredDiff: binary_run<Binary::kSquaredDiff>(a + ia, sa, b + ib, sb, orow, len); break;
-    }
-    ops::clamp_range(orow, len, lo_, hi_);
-  }
-
-
-  static std::vector<int64_t> broadcast_strides(const std::vector<int>& dims, const std::vector<int>& out) {
-    std::vector<int64_t> s = ops::strides_of(dims);
-    for (size_t d = 0; d < dims.size(); ++d)
-      if (dims[d] == 1 && out[d] != 1) s[d] = 0;
-    return s;
-  }
-
   int a_, b_, out_, threads_ = 1;
+  ops::Broadcast layout_;
   Binary kind_ = Binary::kAdd;
-  std::vector<int> out_dims_;
-  std::vector<int64_t> a_strides_, b_strides_;
   float lo_ = 0, hi_ = 0;
 };
 

@@ -18,16 +18,16 @@ from layertune import _core
 from layertune.graph.ir import CONV_OPS, Graph, Node, Tensor
 
 INT8_OPS = frozenset(_core.supported_int8_ops())
-# Whose integer arithmetic an int8 convolution, fully-connected layer or ADD follows when it
+# Whose integer arithmetic an int8 convolution, fully-connected layer, ADD, MUL or MEAN follows when it
 # rescales its int32 sums to int8 (the node attribute `requantization`; kernels/int8/requantize.h):
-# - "xnnpack": XNNPACK's, which LiteRT runs by default on a CPU (convolutions: the sum times the
-#   real multiplier in float32, rounded to nearest even; ADD: 21-bit multipliers, one rounding shift;
+# - "xnnpack": XNNPACK's, which LiteRT runs by default on a CPU (convolutions and MUL: the sum or
+#   product times the real multiplier in float32, rounded to nearest even; ADD: 21-bit multipliers, one rounding shift;
 #   MEAN: the sum times the scales' ratio over the count in float32);
 # - "tflite": TFLite's reference kernels' (Q31 fixed-point multipliers, gemmlowp's rounding).
 # xnnpack is the default: it is the cheaper, and it gives those layers LiteRT's own output.
 REQUANTIZATIONS = ("xnnpack", "tflite")
 DEFAULT_REQUANTIZATION = "xnnpack"
-REQUANTIZED_OPS = CONV_OPS + ("FULLY_CONNECTED", "ADD", "MEAN")
+REQUANTIZED_OPS = CONV_OPS + ("FULLY_CONNECTED", "ADD", "MUL", "MEAN")
 _SAME_QUANT_OPS = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "PAD", "PADV2"}
 
 
