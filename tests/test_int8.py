@@ -34,7 +34,7 @@ def _q(scale: float, zero: int, dtype: str = "int8") -> Quantization:
 
 def conv_graph(x_shape, w, bias, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), groups=1,
                activation="none", method="", sx=0.05, zx=3, sy=0.2, zy=-5, w_scales=None, op=None,
-               requantization="tflite"):
+               requantization="tflite", tile_rows=None):
     """real input -> QUANTIZE -> an int8 convolution -> DEQUANTIZE -> real output."""
     kh, kw, _, oc = w.shape
     n, h, wd, _ = x_shape
@@ -53,6 +53,8 @@ def conv_graph(x_shape, w, bias, *, strides=(1, 1), pads=(0, 0, 0, 0), dilations
              "activation": activation, "requantization": requantization}
     if method:
         attrs["kernel.method"] = method
+    if tile_rows:
+        attrs["kernel.tile_rows"] = tile_rows
     op = op or ("DEPTHWISE_CONV_2D" if groups > 1 and groups == x_shape[3] else "CONV_2D")
     nodes = [Node("QUANTIZE", "quantize", [0], [1]), Node(op, "conv", [1, 2, 3], [4], attrs),
              Node("DEQUANTIZE", "dequantize", [4], [5])]
@@ -141,8 +143,10 @@ def test_int8_conv_kernels_bit_exact(depthwise, case, threads, requantization):
     np.testing.assert_array_equal(run_int(fast, q_x, threads), want, "default int8 kernel vs numpy")
     method = "int8_depthwise" if depthwise else "int8_gemm"
     if (depthwise and case[2] == 1) or (not depthwise and case[6] == 1):  # where the method applies
-        named = conv_graph(q_x.shape, w, bias, method=method, w_scales=fast.tensors[2].quantization.scales, **kw)
-        np.testing.assert_array_equal(run_int(named, q_x, threads), want, f"{method} vs numpy")
+        for tile_rows in [None] if depthwise else layertune.methods.methods()["int8_gemm"].param("tile_rows").choices:
+            named = conv_graph(q_x.shape, w, bias, method=method, w_scales=fast.tensors[2].quantization.scales,
+                               tile_rows=tile_rows, **kw)
+            np.testing.assert_array_equal(run_int(named, q_x, threads), want, f"{method} {tile_rows} vs numpy")
     # the outputs are not all clamped: the comparison says something
     assert len(np.unique(want)) > 10
 

@@ -133,7 +133,7 @@ def test_int8_model_is_tuned_over_the_int8_methods(tmp_path):
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     int8_records = [r for r in records if r["layer"].endswith("-int8-xnnpack")]
     assert all(r["error"] is None and r["max_abs_diff"] == 0 and r["max_abs_ref"] > 10 for r in int8_records)
-    assert {r["params"].get("tile_rows") for r in int8_records if r["params"]["method"] == "int8_gemm"} >= {4, 8, 12}
+    assert {r["params"].get("tile_rows") for r in int8_records if r["params"]["method"] == "int8_gemm"} >= {4, 7, 8, 12}
     assert {r["params"]["method"] for r in int8_records} == {"int8_gemm", "int8_depthwise"}
     # the per-layer precision choice: every int8 layer's float32 twin timed over the float methods
     twins = {r["layer"] for r in records if r not in int8_records}

@@ -88,7 +88,7 @@ def test_int8_layers_take_the_int8_rows_and_float_layers_the_float_ones():
     ell = options()  # convolution_methods: simple, unrolled, winograd
     variants = layer_variants(int8_regular, ell, 2)
     assert {(v["method"], v["tile_rows"], v["threads"]) for v in variants} == {
-        ("int8_gemm", r, t) for r in (4, 8, 12) for t in (1, 2)}  # parallel [true, false] on 2 cores
+        ("int8_gemm", r, t) for r in (4, 7, 8, 12) for t in (1, 2)}  # parallel [true, false] on 2 cores
     assert {v["method"] for v in layer_variants(int8_depthwise, ell, 2)} == {"int8_depthwise"}
     assert layer_variants(grouped, ell, 2) == []
     assert {v["method"] for v in layer_variants(REGULAR, ell, 1)} == {"simple", "unrolled", "winograd"}

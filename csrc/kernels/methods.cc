@@ -98,9 +98,9 @@ std::vector<MethodSpec> build_table() {
   ParamSpec tile_rows;
   tile_rows.name = "tile_rows";
   tile_rows.doc = "output pixels per register tile (each times two vectors of 16 channels)";
-  tile_rows.choices = {4, 8, 12};
-  tile_rows.default_value = 8;
-  tile_rows.sweep = {4, 8, 12};
+  tile_rows.choices = {4, 7, 8, 12};
+  tile_rows.default_value = 7;  // divides every map of a 224-input network; 7x7 layers 0.88-0.90x the time of 8 rows
+  tile_rows.sweep = {4, 7, 8, 12};
   return {
       row("reference", "plain loops with double accumulation: the oracle every variant is checked against", false, {},
           everywhere, make_reference_conv),

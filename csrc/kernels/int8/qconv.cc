@@ -109,15 +109,18 @@ struct Requant {
   const Lanes& lanes(int64_t c0) const { return blocks[size_t(c0 / kLanes)]; }
   // acc (16 channels from c0) -> int8 at y (n <= 16 of them written).
   void store(v32 acc, int64_t c0, int8_t* y, int n) const { store(acc, lanes(c0), y, n); }
-  static void store(v32 acc, const Lanes& l, int8_t* y, int n) {
-    if (l.fp32) {
-      const v32f f = __builtin_convertvector(acc + l.bias, v32f) * l.scale;
-      narrow_store(y, round_even(minf(maxf(f, l.lo_f), l.hi_f)) + l.zero_point, n);
-      return;
+  static void store(v32 acc, const Lanes& l, int8_t* y, int n) { narrow_store(y, value(acc, l), n); }
+  // The output as int32 lanes, before the narrowing (which saturates to int8).
+  static v32 value(v32 acc, const Lanes& l) { return l.fp32 ? of_sum<true>(acc + l.bias, l) : of_sum<false>(acc + l.bias, l); }
+  // The same of a sum that has its bias (the arithmetic known at compile time).
+  template <bool Fp32>
+  static v32 of_sum(v32 sum, const Lanes& l) {
+    if constexpr (Fp32) {
+      const v32f f = __builtin_convertvector(sum, v32f) * l.scale;
+      return round_even(minf(maxf(f, l.lo_f), l.hi_f)) + l.zero_point;
     }
-    v32 r = requantize(acc + l.bias, l.rq) + l.zero_point;
-    if (l.clamps) r = clamp32(r, l.lo, l.hi);
-    narrow_store(y, r, n);
+    v32 r = requantize(sum, l.rq) + l.zero_point;
+    return l.clamps ? clamp32(r, l.lo, l.hi) : r;
   }
 };
 
@@ -158,6 +161,9 @@ class GemmQConv : public QConvKernel {
       bias[c] = q.bias[c] - offset * sum;
     }
     rq_.init(q, blocks_ * kBlock, bias);
+#if LAYERTUNE_X86_VNNI
+    if (isa_ == QGemmIsa::kAvx512Vnni) vnni_kernel_ = vnni_kernel();
+#endif
     pad_ = uint8_t(q.input_zero_point + 128);
     rows_per_task_ = int(std::clamp<int64_t>(round_up(std::max<int64_t>(32768 / kp_, 1), rows_), rows_, round_up(64, rows_)));
   }
@@ -189,6 +195,13 @@ class GemmQConv : public QConvKernel {
       }
       for (int64_t r0 = 0; r0 < rows; r0 += rows_) {
         const int nr = int(std::min<int64_t>(rows_, rows - r0));
+#if LAYERTUNE_X86_VNNI
+        if (isa_ == QGemmIsa::kAvx512Vnni) {
+          vnni_kernel_(a + r0 * kp_, kp_, nr, b_.data(), kp_ * kBlock, kp_ / 4, rq_, nb0, nb1, blocks_, s.out_c,
+                       y + (p0 + r0) * s.out_c);
+          continue;
+        }
+#endif
         for (int64_t nb = nb0; nb < nb1; nb += 2)
           tile(a + r0 * kp_, nr, nb, nb + 1 < blocks_ ? 2 : 1, y + (p0 + r0) * s.out_c);
       }
@@ -265,13 +278,6 @@ class GemmQConv : public QConvKernel {
   void tile(const uint8_t* a, int nr, int64_t nb, int nv, int8_t* y) const {
     const int8_t* b = b_.data() + nb * kp_ * kBlock;
     const int out_c = q_.shape.out_c;
-#if LAYERTUNE_X86_VNNI
-    if (isa_ == QGemmIsa::kAvx512Vnni) {
-      const auto kernel = rows_ == 4 ? vnni_tile<4>(nv) : rows_ == 12 ? vnni_tile<12>(nv) : vnni_tile<8>(nv);
-      kernel(a, kp_, nr, b, kp_ * kBlock, kp_ / 4, rq_, nb * kBlock, out_c, y);
-      return;
-    }
-#endif
     const int step = tile_rows_of(isa_);
     for (int v = 0; v < nv; ++v) {
       const int64_t c0 = (nb + v) * kBlock;
@@ -321,24 +327,46 @@ class GemmQConv : public QConvKernel {
     return acc;
   }
 
-  using VnniTile = void (*)(const uint8_t*, int64_t, int, const int8_t*, int64_t, int64_t, const Requant&, int64_t, int,
-                            int8_t*);
-  template <int R>
-  VnniTile vnni_tile(int nv) const {
-    return direct_ ? (nv == 2 ? tile_vnni<R, 2, true> : tile_vnni<R, 1, true>)
-                   : (nv == 2 ? tile_vnni<R, 2, false> : tile_vnni<R, 1, false>);
-  }
-
-  template <int kRows, int NV, bool Flip>
+  // The VNNI tile: kRows rows of A times B's blocks [nb0, nb1), two at a time (kRows x 2 vectors of
+  // 16 channels in registers), every block of the row tile in one call. The sums start from the
+  // bias; each block's are requantized straight from the registers in the layer's arithmetic (a
+  // template parameter: no branch per vector).
+  using VnniKernel = void (*)(const uint8_t*, int64_t, int, const int8_t*, int64_t, int64_t, const Requant&, int64_t,
+                              int64_t, int64_t, int, int8_t*);
+  template <int kRows, bool Flip, bool Fp32>
   __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(
       const uint8_t* a, int64_t a_stride, int nr, const int8_t* b, int64_t b_stride, int64_t k4, const Requant& rq,
-      int64_t c0, int out_c, int8_t* y) {
-    __m512i c[kRows][NV];
+      int64_t nb0, int64_t nb1, int64_t blocks, int out_c, int8_t* y) {
     const uint8_t* ar[kRows];
-    for (int r = 0; r < kRows; ++r) {
-      ar[r] = a + std::min(r, nr - 1) * a_stride;
-      for (int v = 0; v < NV; ++v) c[r][v] = _mm512_setzero_si512();
+    for (int r = 0; r < kRows; ++r) ar[r] = a + std::min(r, nr - 1) * a_stride;
+    for (int64_t nb = nb0; nb < nb1; nb += 2) {
+      if (nb + 1 < blocks) vnni_blocks<kRows, 2, Flip, Fp32>(ar, nr, b + nb * b_stride, b_stride, k4, rq, nb * kBlock, out_c, y);
+      else vnni_blocks<kRows, 1, Flip, Fp32>(ar, nr, b + nb * b_stride, b_stride, k4, rq, nb * kBlock, out_c, y);
     }
+  }
+  template <int R>
+  VnniKernel vnni_kernel_of() const {
+    const bool fp32 = q_.requantization == Requantization::kXnnpack;
+    return direct_ ? (fp32 ? tile_vnni<R, true, true> : tile_vnni<R, true, false>)
+                   : (fp32 ? tile_vnni<R, false, true> : tile_vnni<R, false, false>);
+  }
+  VnniKernel vnni_kernel() const {
+    switch (rows_) {
+      case 4: return vnni_kernel_of<4>();
+      case 7: return vnni_kernel_of<7>();
+      case 12: return vnni_kernel_of<12>();
+      default: return vnni_kernel_of<8>();
+    }
+  }
+  template <int kRows, int NV, bool Flip, bool Fp32>
+  __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void vnni_blocks(
+      const uint8_t* const* ar, int nr, const int8_t* b, int64_t b_stride, int64_t k4, const Requant& rq, int64_t c0,
+      int out_c, int8_t* y) {
+    __m512i c[kRows][NV];
+    const Requant::Lanes* lanes[NV];
+    for (int v = 0; v < NV; ++v) lanes[v] = &rq.lanes(c0 + v * kBlock);
+    for (int r = 0; r < kRows; ++r)
+      for (int v = 0; v < NV; ++v) c[r][v] = __m512i(lanes[v]->bias);
     const __m512i flip = _mm512_set1_epi32(int32_t(0x80808080u));
     for (int64_t k = 0; k < k4; ++k) {
       __m512i w[NV];
@@ -351,15 +379,26 @@ class GemmQConv : public QConvKernel {
         for (int v = 0; v < NV; ++v) c[r][v] = dpbusd(c[r][v], xr, w[v]);
       }
     }
-    for (int v = 0; v < NV; ++v) {
-      const int64_t ch = c0 + v * kBlock;
-      const Requant::Lanes& lanes = rq.lanes(ch);  // a copy would be a 768-byte memcpy a block
-      const int nc = int(std::min<int64_t>(kBlock, out_c - ch));
-      for (int r = 0; r < nr; ++r) Requant::store(v32(c[r][v]), lanes, y + r * out_c + ch, nc);
-    }
+    store_rows<kRows, NV, 0, Fp32>(c, nr, *lanes[0], y + c0, out_c, int(std::min<int64_t>(kBlock, out_c - c0)),
+                                   std::make_integer_sequence<int, kRows>{});
+    if constexpr (NV == 2)
+      store_rows<kRows, NV, NV - 1, Fp32>(c, nr, *lanes[NV - 1], y + c0 + kBlock, out_c,
+                                          int(std::min<int64_t>(kBlock, out_c - c0 - kBlock)),
+                                          std::make_integer_sequence<int, kRows>{});
+  }
+  // Column v of the accumulators, row by row with compile-time indices (a loop over the rows put
+  // every accumulator on the stack to index it).
+  template <int kRows, int NV, int V, bool Fp32, int... R>
+  __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void store_rows(
+      const __m512i (&c)[kRows][NV], int nr, const Requant::Lanes& l, int8_t* y, int out_c, int nc,
+      std::integer_sequence<int, R...>) {
+    ((R < nr ? narrow_store(y + R * out_c, Requant::of_sum<Fp32>(v32(c[R][V]), l), nc) : void()), ...);
   }
 #endif
 
+#if LAYERTUNE_X86_VNNI
+  VnniKernel vnni_kernel_ = nullptr;
+#endif
   int64_t k_ = 0, kp_ = 0, blocks_ = 0;
   bool direct_ = false;  // A is the input itself (1x1, stride 1, no padding, channels a multiple of 4)
   int rows_ = 8;  // tile_rows
