@@ -211,31 +211,38 @@ class GemmQConv : public QConvKernel {
  private:
   // The im2col rows of pixels [p0, p0 + rows) as uint8 (x + 128), each kp_ long (zeros past k_).
   void pack_rows(const int8_t* x, int64_t p0, int64_t rows, uint8_t* a) const {
+    // The layer's numbers as locals: every byte stored may alias the kernel's fields, so read
+    // through `this` they were reloaded after each span.
     const ConvShape& s = q_.shape;
-    const int8_t* x_end = x + s.input_size();
-    const int oh = s.out_h(), ow = s.out_w(), ci = s.in_c;
+    const int8_t* const x_end = x + s.input_size();
+    const int oh = s.out_h(), ow = s.out_w(), ci = s.in_c, in_h = s.in_h, in_w = s.in_w;
+    const int kh = s.kernel_h, kw = s.kernel_w, sh = s.stride_h, sw = s.stride_w, dh = s.dilation_h, dw = s.dilation_w;
+    const int pad_top = s.pad_top, pad_left = s.pad_left, span = kw * ci;
+    const int64_t kp = kp_, tail = kp_ - k_;
+    const uint8_t pad = pad_;
     const int64_t plane = int64_t(oh) * ow;
     int n = int(p0 / plane), oy = int(p0 / ow % oh), ox = int(p0 % ow);
     for (int64_t r = 0; r < rows; ++r) {
-      uint8_t* dst = a + r * kp_;
-      for (int ky = 0; ky < s.kernel_h; ++ky) {
-        const int iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
-        const int ix0 = ox * s.stride_w - s.pad_left;
-        if (iy >= 0 && iy < s.in_h && s.dilation_w == 1 && ix0 >= 0 && ix0 + s.kernel_w <= s.in_w) {
+      uint8_t* dst = a + r * kp;
+      const int ix0 = ox * sw - pad_left;
+      const bool row_inside = dw == 1 && ix0 >= 0 && ix0 + kw <= in_w;
+      for (int ky = 0; ky < kh; ++ky) {
+        const int iy = oy * sh - pad_top + ky * dh;
+        if (row_inside && iy >= 0 && iy < in_h) {
           // The kernel row lies inside the input: its taps are one contiguous span.
-          const int8_t* src = x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix0) * ci;
-          if (s.kernel_w * ci <= kSpanSlack && src + kSpanSlack <= x_end) flip_short_span(src, dst);
-          else flip_signs(src, dst, s.kernel_w * ci);
-          dst += s.kernel_w * ci;
+          const int8_t* src = x + ((int64_t(n) * in_h + iy) * in_w + ix0) * ci;
+          if (span <= kSpanSlack && src + kSpanSlack <= x_end) flip_short_span(src, dst);
+          else flip_signs(src, dst, span);
+          dst += span;
           continue;
         }
-        for (int kx = 0; kx < s.kernel_w; ++kx, dst += ci) {
-          const int ix = ix0 + kx * s.dilation_w;
-          if (iy < 0 || iy >= s.in_h || ix < 0 || ix >= s.in_w) std::memset(dst, pad_, size_t(ci));
-          else flip_signs(x + ((int64_t(n) * s.in_h + iy) * s.in_w + ix) * ci, dst, ci);
+        for (int kx = 0; kx < kw; ++kx, dst += ci) {
+          const int ix = ix0 + kx * dw;
+          if (iy < 0 || iy >= in_h || ix < 0 || ix >= in_w) std::memset(dst, pad, size_t(ci));
+          else flip_signs(x + ((int64_t(n) * in_h + iy) * in_w + ix) * ci, dst, ci);
         }
       }
-      std::memset(dst, 0, size_t(kp_ - k_));
+      std::memset(dst, 0, size_t(tail));
       if (++ox == ow) {
         ox = 0;
         if (++oy == oh) oy = 0, ++n;
