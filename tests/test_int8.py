@@ -244,6 +244,10 @@ def _one_op_models():
         scale = L.Activation("sigmoid")(L.GlobalAveragePooling2D(keepdims=True)(x))
         return tf.keras.Model(x, L.Multiply()([x, scale]))
 
+    def resize_nearest(shape, size):
+        x = tf.keras.Input(shape, batch_size=1)
+        return tf.keras.Model(x, L.Resizing(*size, interpolation="nearest")(x))
+
     tf.keras.utils.set_random_seed(1)
     return {
         "conv3x3_relu6": model((12, 12, 5), L.Conv2D(16, 3, padding="same"), L.ReLU(6.0)),
@@ -265,13 +269,14 @@ def _one_op_models():
         "mul": model((6, 6, 8), L.Multiply(), inputs=2),
         "mul_squeeze_excite": squeeze_excite((7, 5, 24)),  # MUL broadcasting 1 x 1 x C over H x W x C
         "mul_swish": model((6, 6, 20), L.Activation("swish")),  # x * sigmoid(x): LOGISTIC's table, then MUL
+        "resize_nearest": resize_nearest((5, 6, 8), (10, 18)),
     }
 
 
 ONE_OP = [
     "conv3x3_relu6", "conv_s2_valid", "conv1x1", "depthwise_s1", "depthwise5_s2", "dense", "add", "concat", "mean",
     "avgpool", "maxpool", "maxpool_wide", "pad", "logistic", "hard_swish", "reshape_softmax", "mul", "mul_squeeze_excite",
-    "mul_swish"]
+    "mul_swish", "resize_nearest"]
 
 
 def _quantized(model, rng: np.random.Generator) -> tuple[bytes, list[np.ndarray]]:

@@ -666,6 +666,39 @@ class QSoftmaxOp final : public Op {
   int threads_ = 1;
 };
 
+// RESIZE_NEAREST_NEIGHBOR: each output pixel a copy of its source pixel's bytes (input and output
+// share their quantization, as TFLite requires).
+class QResizeNearestOp final : public Op {
+ public:
+  explicit QResizeNearestOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
+    const auto [x, y] = int8_in_out(ctx, in_, out_);
+    ops::expect_nhwc_pair(ctx, in_, out_);
+    if (x.scale != y.scale || x.zero_point != y.zero_point)
+      fail(ctx.node.where(), ": int8 RESIZE_NEAREST_NEIGHBOR needs the same quantization on input and output");
+    xs_ = ctx.shape(in_), os_ = ctx.shape(out_);
+    const bool align = ctx.node.int_attr("align_corners", 0) != 0, half = ctx.node.int_attr("half_pixel_centers", 0) != 0;
+    const float sy = ops::resize_scale(xs_[1], os_[1], align), sx = ops::resize_scale(xs_[2], os_[2], align);
+    for (int oy = 0; oy < os_[1]; ++oy) src_y_.push_back(ops::nearest_source(oy, sy, xs_[1], align, half));
+    for (int ox = 0; ox < os_[2]; ++ox) src_x_.push_back(ops::nearest_source(ox, sx, xs_[2], align, half));
+    threads_ = ops::product(os_) >= (1 << 15) ? ctx.threads : 1;
+  }
+  void run(float* const* b) override {
+    const int8_t* x = in8(b, in_);
+    int8_t* y = out8(b, out_);
+    const int64_t c = xs_[3];
+    ThreadPool::global().parallel_for(threads_, int64_t(os_[0]) * os_[1], [&](int64_t row, int) {
+      const int64_t n = row / os_[1];
+      const int8_t* src_row = x + (n * xs_[1] + src_y_[size_t(row % os_[1])]) * xs_[2] * c;
+      int8_t* dst = y + row * os_[2] * c;
+      for (int ox = 0; ox < os_[2]; ++ox) std::memcpy(dst + ox * c, src_row + src_x_[size_t(ox)] * c, size_t(c));
+    });
+  }
+
+ private:
+  int in_, out_, threads_ = 1;
+  std::vector<int> xs_, os_, src_y_, src_x_;
+};
+
 // Element-wise activations as a table of the 256 inputs: q -> quantize(f(dequantize(q))).
 class QLookupOp final : public Op {
  public:
@@ -712,6 +745,7 @@ const std::map<std::string, Factory>& int8_registry() {
       {"QUANTIZE", make<QuantizeOp>},      {"DEQUANTIZE", make<DequantizeOp>},
       {"ADD", make<QAddOp>},               {"MEAN", make<QMeanOp>},
       {"MUL", make<QMulOp>},               {"SOFTMAX", make<QSoftmaxOp>},
+      {"RESIZE_NEAREST_NEIGHBOR", make<QResizeNearestOp>},
       {"AVERAGE_POOL_2D", make<QPoolOp>},  {"MAX_POOL_2D", make<QPoolOp>},
       {"RESHAPE", make<QCopyOp>},          {"SQUEEZE", make<QCopyOp>},
       {"EXPAND_DIMS", make<QCopyOp>},      {"PAD", make<QPadOp>},

@@ -1,6 +1,7 @@
 // Helpers shared by the graph ops.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -95,6 +96,17 @@ inline ConvShape conv_shape(const OpContext& ctx) {
 }
 
 // Row-major strides of a shape.
+// RESIZE_*'s source step per output pixel along an axis of `in` pixels resized to `out`.
+inline float resize_scale(int in, int out, bool align_corners) {
+  return align_corners && out > 1 ? float(in - 1) / float(out - 1) : float(in) / float(out);
+}
+// RESIZE_NEAREST_NEIGHBOR's source index of output index o (TFLite's rounding for each mode).
+inline int nearest_source(int o, float scale, int size, bool align_corners, bool half_pixel_centers) {
+  const float v = (float(o) + (half_pixel_centers ? 0.5f : 0.f)) * scale;
+  const int i = std::min(align_corners ? int(std::round(v)) : int(std::floor(v)), size - 1);
+  return half_pixel_centers ? std::max(0, i) : i;
+}
+
 inline std::vector<int64_t> strides_of(const std::vector<int>& shape) {
   std::vector<int64_t> s(shape.size(), 1);
   for (int i = int(shape.size()) - 2; i >= 0; --i) s[i] = s[i + 1] * shape[i + 1];

@@ -142,13 +142,9 @@ class ResizeOp final : public Op {
     threads_ = ctx.threads;
   }
 
-  float scale(int in, int out) const {
-    return align_ && out > 1 ? float(in - 1) / float(out - 1) : float(in) / float(out);
-  }
-
   void run(float* const* b) override {
     const int c = xs_[3];
-    const float sy = scale(xs_[1], os_[1]), sx = scale(xs_[2], os_[2]);
+    const float sy = ops::resize_scale(xs_[1], os_[1], align_), sx = ops::resize_scale(xs_[2], os_[2], align_);
     const int threads = ops::product(os_) >= (1 << 16) ? threads_ : 1;
     ThreadPool::global().parallel_for(threads, int64_t(os_[0]) * os_[1], [&](int64_t row, int) {
       const int n = int(row / os_[1]), oy = int(row % os_[1]);
@@ -156,14 +152,8 @@ class ResizeOp final : public Op {
           float* o = b[out_] + ((int64_t(n) * os_[1] + oy) * os_[2] + ox) * c;
           auto in_px = [&](int y, int x) { return b[in_] + ((int64_t(n) * xs_[1] + y) * xs_[2] + x) * c; };
           if (nearest_) {
-            const float off = half_ ? 0.5f : 0.f;
-            auto src = [&](int o_, float s, int size) {
-              float v = (o_ + off) * s;
-              int i = align_ ? int(std::round(v)) : int(std::floor(v));
-              i = std::min(i, size - 1);
-              return half_ ? std::max(0, i) : i;
-            };
-            std::memcpy(o, in_px(src(oy, sy, xs_[1]), src(ox, sx, xs_[2])), c * sizeof(float));
+            std::memcpy(o, in_px(ops::nearest_source(oy, sy, xs_[1], align_, half_), ops::nearest_source(ox, sx, xs_[2], align_, half_)),
+                        c * sizeof(float));
             continue;
           }
           auto interp = [&](int o_, float s, int size, int* lo, int* hi, float* t) {

@@ -28,7 +28,8 @@ INT8_OPS = frozenset(_core.supported_int8_ops())
 REQUANTIZATIONS = ("xnnpack", "tflite")
 DEFAULT_REQUANTIZATION = "xnnpack"
 REQUANTIZED_OPS = CONV_OPS + ("FULLY_CONNECTED", "ADD", "MUL", "MEAN")
-_SAME_QUANT_OPS = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "PAD", "PADV2"}
+_SAME_QUANT_OPS = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "PAD", "PADV2",
+                   "RESIZE_NEAREST_NEIGHBOR"}
 
 
 def _int8(t: Tensor) -> bool:
