@@ -49,6 +49,13 @@ std::pair<Quant, Quant> int8_in_out(const OpContext& ctx, int in, int out) {
   expect_dtype(ctx, out, DType::kInt8);
   return {quant_of(ctx, in), quant_of(ctx, out)};
 }
+// The same, for an op that moves values without rescaling them (as TFLite requires of it).
+Quant same_quant_in_out(const OpContext& ctx, int in, int out) {
+  const auto [x, y] = int8_in_out(ctx, in, out);
+  if (x.scale != y.scale || x.zero_point != y.zero_point)
+    fail(ctx.node.where(), ": int8 ", ctx.node.op, " needs the same quantization on input and output");
+  return y;
+}
 
 const int8_t* in8(float* const* b, int t) { return reinterpret_cast<const int8_t*>(b[t]); }
 int8_t* out8(float* const* b, int t) { return reinterpret_cast<int8_t*>(b[t]); }
@@ -427,10 +434,8 @@ class QMeanOp final : public Op {
 class QPoolOp final : public Op {
  public:
   explicit QPoolOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
-    const auto [x, y] = int8_in_out(ctx, in_, out_);
+    const Quant y = same_quant_in_out(ctx, in_, out_);
     ops::expect_nhwc_pair(ctx, in_, out_);
-    if (x.scale != y.scale || x.zero_point != y.zero_point)
-      fail(ctx.node.where(), ": int8 pooling needs the same quantization on input and output");
     max_ = ctx.node.op == "MAX_POOL_2D";
     filter_ = ops::ints_n(ctx, "filter", 2);
     strides_ = ops::ints_n(ctx, "strides", 2);
@@ -510,10 +515,8 @@ class QPoolOp final : public Op {
 class QCopyOp final : public Op {
  public:
   explicit QCopyOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)), n_(ctx.elements(out_)) {
-    const auto [x, y] = int8_in_out(ctx, in_, out_);
+    same_quant_in_out(ctx, in_, out_);
     ops::expect_elements(ctx, in_, out_);
-    if (x.scale != y.scale || x.zero_point != y.zero_point)
-      fail(ctx.node.where(), ": needs the same quantization on input and output");
   }
   void run(float* const* b) override {
     if (b[in_] != b[out_]) std::memcpy(b[out_], b[in_], size_t(n_));
@@ -528,10 +531,8 @@ class QCopyOp final : public Op {
 class QPadOp final : public Op {
  public:
   explicit QPadOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
-    const auto [x, y] = int8_in_out(ctx, in_, out_);
+    const Quant y = same_quant_in_out(ctx, in_, out_);
     if (ctx.node.str("mode", "constant") != "constant") fail(ctx.node.where(), ": int8 PAD pads with a constant only");
-    if (x.scale != y.scale || x.zero_point != y.zero_point)
-      fail(ctx.node.where(), ": int8 PAD needs the same quantization on input and output");
     value_ = int8::saturate(y.zero_point + int32_t(std::round(ctx.node.float_attr("value", 0.f) / y.scale)), -128, 127);
     xs_ = ctx.shape(in_);
     os_ = ctx.shape(out_);
@@ -671,10 +672,8 @@ class QSoftmaxOp final : public Op {
 class QResizeNearestOp final : public Op {
  public:
   explicit QResizeNearestOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
-    const auto [x, y] = int8_in_out(ctx, in_, out_);
+    same_quant_in_out(ctx, in_, out_);
     ops::expect_nhwc_pair(ctx, in_, out_);
-    if (x.scale != y.scale || x.zero_point != y.zero_point)
-      fail(ctx.node.where(), ": int8 RESIZE_NEAREST_NEIGHBOR needs the same quantization on input and output");
     xs_ = ctx.shape(in_), os_ = ctx.shape(out_);
     const bool align = ctx.node.int_attr("align_corners", 0) != 0, half = ctx.node.int_attr("half_pixel_centers", 0) != 0;
     const float sy = ops::resize_scale(xs_[1], os_[1], align), sx = ops::resize_scale(xs_[2], os_[2], align);
