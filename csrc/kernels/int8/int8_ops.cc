@@ -1,9 +1,13 @@
 // The engine's int8 ops: the nodes of a quantized model whose tensors are int8 (the importer keeps
 // them int8 where an op here computes them; graph/precision.py). Arithmetic as TFLite's
 // reference kernels: real = scale * (q - zero_point); results rounded and saturated to int8.
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <map>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #include "../../graph/op.h"
 #include "../ops/broadcast.h"
@@ -331,17 +335,33 @@ class QAddOp final : public Op {
 // - xnnpack: XNNPACK's (the product times that ratio in float32, clamped, rounded to nearest even).
 //   Where XNNPACK refuses the ratio (outside [2^-16, 2^8)) LiteRT falls back to TFLite's kernel,
 //   and so does this.
+// The arithmetic of an int8 MUL (its quantizations, activation and requantization), in one place
+// for QMulOp's vectors and the SWISH table's scalars.
+struct MulArithmetic {
+  int32_t za = 0, zb = 0, zo = 0, lo = -128, hi = 127;
+  float scale = 0.f;           // a_scale b_scale / out_scale in float32 (XNNPACK's)
+  bool xnnpack = false;        // XNNPACK's fp32 arithmetic, else TFLite's fixed point
+  Multiplier multiplier;       // TFLite's
+  MulArithmetic(const OpContext& ctx, Quant a, Quant b, Quant y) : za(a.zero_point), zb(b.zero_point), zo(y.zero_point) {
+    std::tie(lo, hi) = int8::activation_bounds(parse_activation(ctx.node.str("activation", "none")), y.scale, y.zero_point);
+    scale = int8::fp32_scale(a.scale, b.scale, y.scale);
+    xnnpack = requantization_of(ctx) == int8::Requantization::kXnnpack && scale >= 0x1.0p-16f && scale < 0x1.0p+8f;
+    multiplier = int8::quantize_multiplier(double(a.scale) * double(b.scale) / double(y.scale));
+  }
+  int8_t operator()(int32_t a, int32_t b) const {
+    const int32_t product = (a - za) * (b - zb);
+    return xnnpack ? int8::requantize_fp32(product, scale, zo, lo, hi)
+                   : int8::saturate(int8::multiply(product, multiplier) + zo, lo, hi);
+  }
+};
+
 class QMulOp final : public Op {
  public:
   explicit QMulOp(const OpContext& ctx)
-      : a_(ctx.input(0)), b_(ctx.input(1)), out_(ctx.output(0)), layout_(ctx, a_, b_, out_) {
+      : a_(ctx.input(0)), b_(ctx.input(1)), out_(ctx.output(0)), layout_(ctx, a_, b_, out_),
+        m_(ctx, quant_of(ctx, a_), quant_of(ctx, b_), quant_of(ctx, out_)) {
     for (int t : {a_, b_, out_}) expect_dtype(ctx, t, DType::kInt8);
-    const Quant x1 = quant_of(ctx, a_), x2 = quant_of(ctx, b_), y = quant_of(ctx, out_);
-    za_ = x1.zero_point, zb_ = x2.zero_point, zo_ = y.zero_point;
-    std::tie(lo_, hi_) = int8::activation_bounds(parse_activation(ctx.node.str("activation", "none")), y.scale, y.zero_point);
-    scale_ = int8::fp32_scale(x1.scale, x2.scale, y.scale);
-    xnnpack_ = requantization_of(ctx) == int8::Requantization::kXnnpack && scale_ >= 0x1.0p-16f && scale_ < 0x1.0p+8f;
-    lanes_ = int8::requant_lanes(int8::quantize_multiplier(double(x1.scale) * double(x2.scale) / double(y.scale)));
+    lanes_ = int8::requant_lanes(m_.multiplier);
     threads_ = ctx.threads;
   }
   void run(float* const* b) override {
@@ -349,7 +369,7 @@ class QMulOp final : public Op {
     int8_t* y = out8(b, out_);
     const int64_t sa = layout_.inner_a(), sb = layout_.inner_b();
     layout_.for_each_piece(threads_, [&](int64_t ia, int64_t ib, int64_t io, int64_t len) {
-      if (xnnpack_) row<true>(x1 + ia, sa, x2 + ib, sb, y + io, len);
+      if (m_.xnnpack) row<true>(x1 + ia, sa, x2 + ib, sb, y + io, len);
       else row<false>(x1 + ia, sa, x2 + ib, sb, y + io, len);
     });
   }
@@ -359,12 +379,13 @@ class QMulOp final : public Op {
   template <bool Xnnpack>
   void row(const int8_t* a, int64_t sa, const int8_t* b, int64_t sb, int8_t* y, int64_t n) const {
     using int8::v32;
-    const v32 zo = int8::splat32(zo_), lo = int8::splat32(lo_), hi = int8::splat32(hi_);
-    const int8::v32f scale = int8::splatf(scale_), lo_f = int8::splatf(float(lo_ - zo_)), hi_f = int8::splatf(float(hi_ - zo_));
+    const v32 zo = int8::splat32(m_.zo), lo = int8::splat32(m_.lo), hi = int8::splat32(m_.hi);
+    const int8::v32f scale = int8::splatf(m_.scale), lo_f = int8::splatf(float(m_.lo - m_.zo)),
+                     hi_f = int8::splatf(float(m_.hi - m_.zo));
     for (int64_t i = 0; i < n; i += int8::kLanes) {
       const int m = int(std::min<int64_t>(int8::kLanes, n - i));
-      const v32 va = sa ? int8::widen(a + i, m) - za_ : int8::splat32(int32_t(a[0]) - za_);
-      const v32 vb = sb ? int8::widen(b + i, m) - zb_ : int8::splat32(int32_t(b[0]) - zb_);
+      const v32 va = sa ? int8::widen(a + i, m) - m_.za : int8::splat32(int32_t(a[0]) - m_.za);
+      const v32 vb = sb ? int8::widen(b + i, m) - m_.zb : int8::splat32(int32_t(b[0]) - m_.zb);
       const v32 product = va * vb;
       if constexpr (Xnnpack) {
         const int8::v32f f = __builtin_convertvector(product, int8::v32f) * scale;
@@ -377,9 +398,7 @@ class QMulOp final : public Op {
 
   int a_, b_, out_;
   ops::Broadcast layout_;
-  int32_t za_ = 0, zb_ = 0, zo_ = 0, lo_ = -128, hi_ = 127;
-  float scale_ = 0.f;
-  bool xnnpack_ = false;
+  MulArithmetic m_;
   int8::RequantLanes lanes_;
   int threads_ = 1;
 };
@@ -404,29 +423,41 @@ class QMeanOp final : public Op {
     xnnpack_ = requantization_of(ctx) == int8::Requantization::kXnnpack;
     scale_ = int8::ieee_div(int8::ieee_div(x.scale, y.scale), float(count));
     zx_ = x.zero_point, zy_ = y.zero_point;
+    threads_ = ctx.threads;
   }
   void run(float* const* b) override {
     const int8_t* x = in8(b, in_);
     int8_t* y = out8(b, out_);
     const int64_t hw = int64_t(shape_[1]) * shape_[2], C = shape_[3];
-    std::vector<int32_t> sum(static_cast<size_t>(C));
+    // On several threads each sums a range of pixels (the rows the layer before it wrote, on the
+    // same split) into a partial sum of its own; the partials are added in order (int32: exact).
+    const int parts = hw * C >= (1 << 15) ? threads_ : 1;
+    partial_.resize(size_t(parts));
     for (int n = 0; n < shape_[0]; ++n) {
-      std::fill(sum.begin(), sum.end(), 0);
       const int8_t* xn = x + n * hw * C;
-      for (int64_t p = 0; p < hw; ++p)
-        for (int64_t c = 0; c < C; ++c) sum[c] += xn[p * C + c];
-      for (int64_t c = 0; c < C; ++c)
-        y[n * C + c] = xnnpack_ ? int8::requantize_fp32(sum[c] - int32_t(hw) * zx_, scale_, zy_, -128, 127)
-                                : int8::saturate(int8::multiply(sum[c] - int32_t(hw) * zx_, m_) + zy_, -128, 127);
+      ThreadPool::global().parallel_for(parts, parts, [&](int64_t part, int) {
+        std::vector<int32_t>& sum = partial_[size_t(part)];
+        sum.assign(size_t(C), 0);
+        for (int64_t p = hw * part / parts, p1 = hw * (part + 1) / parts; p < p1; ++p)
+          for (int64_t c = 0; c < C; ++c) sum[size_t(c)] += xn[p * C + c];
+      });
+      for (int64_t c = 0; c < C; ++c) {
+        int32_t total = -int32_t(hw) * zx_;
+        for (const std::vector<int32_t>& sum : partial_) total += sum[size_t(c)];
+        y[n * C + c] = xnnpack_ ? int8::requantize_fp32(total, scale_, zy_, -128, 127)
+                                : int8::saturate(int8::multiply(total, m_) + zy_, -128, 127);
+      }
     }
   }
 
  private:
   int in_, out_;
+  int threads_ = 1;
   std::vector<int> shape_;
   Multiplier m_;
   bool xnnpack_ = false;
   float scale_ = 0.f;
+  mutable std::vector<std::vector<int32_t>> partial_;  // per part: its pixels' sums per channel
   int32_t zx_ = 0, zy_ = 0;
 };
 
@@ -698,14 +729,66 @@ class QResizeNearestOp final : public Op {
   std::vector<int> xs_, os_, src_y_, src_x_;
 };
 
-// Element-wise activations as a table of the 256 inputs: q -> quantize(f(dequantize(q))).
+// y[i] = table[x[i] + 128] for n bytes: 64 at a time where the CPU has AVX-512 VBMI (two vpermt2b
+// over the table's halves, picked by the index's top bit), else byte by byte.
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void lookup_vbmi(const int8_t* table, const int8_t* x, int8_t* y,
+                                                                         int64_t n) {
+  const __m512i t0 = _mm512_loadu_si512(table), t1 = _mm512_loadu_si512(table + 64);
+  const __m512i t2 = _mm512_loadu_si512(table + 128), t3 = _mm512_loadu_si512(table + 192);
+  const __m512i flip = _mm512_set1_epi8(char(0x80));
+  for (int64_t i = 0; i < n; i += 64) {
+    const __mmask64 keep = n - i >= 64 ? ~__mmask64(0) : (__mmask64(1) << (n - i)) - 1;
+    const __m512i index = _mm512_xor_si512(_mm512_maskz_loadu_epi8(keep, x + i), flip);  // x + 128
+    const __m512i low = _mm512_permutex2var_epi8(t0, index, t1), high = _mm512_permutex2var_epi8(t2, index, t3);
+    _mm512_mask_storeu_epi8(y + i, keep, _mm512_mask_blend_epi8(_mm512_movepi8_mask(index), low, high));
+  }
+}
+#endif
+void lookup_bytes(const int8_t* table, const int8_t* x, int8_t* y, int64_t n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool vbmi = __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw");
+  if (vbmi) return lookup_vbmi(table, x, y, n);
+#endif
+  for (int64_t i = 0; i < n; ++i) y[i] = table[int32_t(x[i]) + 128];
+}
+
+// Element-wise activations as a table of the 256 inputs: q -> quantize(f(dequantize(q))). SWISH,
+// layertune's fold of an int8 LOGISTIC and the MUL of its input by it (graph/precision.py), is a
+// table too: both steps depend on x alone, so the table holds the MUL's rounding of x times the
+// LOGISTIC's rounded output (its quantization in the node's sigmoid_scale / sigmoid_zero_point),
+// the two ops' output bit for bit in one pass.
 class QLookupOp final : public Op {
  public:
   explicit QLookupOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)), n_(ctx.elements(out_)) {
     const auto [x, y] = int8_in_out(ctx, in_, out_);
     ops::expect_elements(ctx, in_, out_);
     const std::string& op = ctx.node.op;
-    const double alpha = ctx.node.float_attr("alpha", 0.2f);
+    if (op == "SWISH") {
+      const Quant sigmoid{ctx.node.float_attr("sigmoid_scale", 0.f), int32_t(ctx.node.int_attr("sigmoid_zero_point", 0))};
+      if (!(sigmoid.scale > 0.f)) fail(ctx.node.where(), ": SWISH needs its sigmoid's quantization (sigmoid_scale > 0)");
+      const std::array<int8_t, 256> logistic = table_of("LOGISTIC", x, sigmoid, 0.0);
+      const MulArithmetic mul(ctx, x, sigmoid, y);
+      for (int q = -128; q < 128; ++q) table_[size_t(q + 128)] = mul(q, logistic[q + 128]);
+    } else {
+      table_ = table_of(op, x, y, ctx.node.float_attr("alpha", 0.2f));
+    }
+    // Contiguous shares, one a thread: each reads what the layer before it wrote on that core.
+    threads_ = n_ >= (1 << 14) ? ctx.threads : 1;
+  }
+  void run(float* const* b) override {
+    const int8_t* x = in8(b, in_);
+    int8_t* y = out8(b, out_);
+    ThreadPool::global().parallel_for(threads_, threads_, [&](int64_t t, int) {
+      const int64_t i0 = n_ * t / threads_, i1 = n_ * (t + 1) / threads_;
+      lookup_bytes(table_.data(), x + i0, y + i0, i1 - i0);
+    });
+  }
+
+ private:
+  // The table of an activation from x's quantization to y's.
+  static std::array<int8_t, 256> table_of(const std::string& op, Quant x, Quant y, double alpha) {
+    std::array<int8_t, 256> table{};
     for (int q = -128; q < 128; ++q) {
       const double v = double(x.scale) * (q - x.zero_point);
       double f = v;
@@ -716,19 +799,15 @@ class QLookupOp final : public Op {
       else if (op == "RELU6") f = std::min(std::max(v, 0.0), 6.0);
       else if (op == "RELU_N1_TO_1") f = std::min(std::max(v, -1.0), 1.0);
       else if (op == "LEAKY_RELU") f = v >= 0 ? v : alpha * v;
-      table_[size_t(q + 128)] = int8::saturate(int32_t(std::round(f / double(y.scale))) + y.zero_point, -128, 127);
+      table[size_t(q + 128)] = int8::saturate(int32_t(std::round(f / double(y.scale))) + y.zero_point, -128, 127);
     }
-  }
-  void run(float* const* b) override {
-    const int8_t* x = in8(b, in_);
-    int8_t* y = out8(b, out_);
-    for (int64_t i = 0; i < n_; ++i) y[i] = table_[size_t(int32_t(x[i]) + 128)];
+    return table;
   }
 
- private:
   int in_, out_;
   int64_t n_;
-  int8_t table_[256] = {};
+  std::array<int8_t, 256> table_{};
+  int threads_ = 1;
 };
 
 template <class T>
@@ -752,7 +831,7 @@ const std::map<std::string, Factory>& int8_registry() {
       {"LOGISTIC", make<QLookupOp>},       {"TANH", make<QLookupOp>},
       {"HARD_SWISH", make<QLookupOp>},     {"RELU", make<QLookupOp>},
       {"RELU6", make<QLookupOp>},          {"RELU_N1_TO_1", make<QLookupOp>},
-      {"LEAKY_RELU", make<QLookupOp>},
+      {"LEAKY_RELU", make<QLookupOp>},     {"SWISH", make<QLookupOp>},
   };
   return ops;
 }

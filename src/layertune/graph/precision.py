@@ -27,7 +27,7 @@ INT8_OPS = frozenset(_core.supported_int8_ops())
 # xnnpack is the default: it is the cheaper, and it gives those layers LiteRT's own output.
 REQUANTIZATIONS = ("xnnpack", "tflite")
 DEFAULT_REQUANTIZATION = "xnnpack"
-REQUANTIZED_OPS = CONV_OPS + ("FULLY_CONNECTED", "ADD", "MUL", "MEAN")
+REQUANTIZED_OPS = CONV_OPS + ("FULLY_CONNECTED", "ADD", "MUL", "SWISH", "MEAN")
 _SAME_QUANT_OPS = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "PAD", "PADV2",
                    "RESIZE_NEAREST_NEIGHBOR"}
 
@@ -168,4 +168,33 @@ def assign_precision(graph: Graph, int8: bool = True, requantization: str = DEFA
     for tensor in T:
         if tensor.constant and tensor.dtype == "float32" and tensor.data.dtype != np.float32:
             tensor.data = _real(tensor)
+    _fold_int8_swish(graph)
     return why_float
+
+
+def _fold_int8_swish(graph: Graph) -> None:
+    """An int8 LOGISTIC whose only reader is a MUL of its input by it (swish: EfficientNet computes
+    x * sigmoid(x) so) becomes one SWISH node: both steps depend on x alone, so the engine's
+    256-entry table holds the MUL's rounding of x times the LOGISTIC's rounded output (the
+    LOGISTIC's quantization kept as sigmoid_scale / sigmoid_zero_point): the two ops' output bit
+    for bit, in one pass over the tensor instead of two."""
+    T = graph.tensors
+    producer = {o: n for n in graph.nodes for o in n.outputs}
+    readers: dict[int, int] = {}
+    for n in graph.nodes:
+        for t in n.inputs:
+            readers[t] = readers.get(t, 0) + 1
+    folded: set[int] = set()
+    for mul in graph.nodes:
+        if mul.op != "MUL" or len(mul.inputs) != 2 or T[mul.outputs[0]].dtype != "int8":
+            continue
+        for s, x in (mul.inputs, mul.inputs[::-1]):
+            logistic = producer.get(s)
+            if (logistic is not None and logistic.op == "LOGISTIC" and logistic.inputs == [x] and T[s].dtype == "int8"
+                    and readers.get(s) == 1 and s not in graph.outputs):
+                q = T[s].quantization
+                mul.op, mul.inputs = "SWISH", [x]
+                mul.attrs.update(sigmoid_scale=float(q.scale), sigmoid_zero_point=int(q.zero_point))
+                folded.add(id(logistic))
+                break
+    graph.nodes = [n for n in graph.nodes if id(n) not in folded]
