@@ -159,16 +159,16 @@ class PyEngine {
   PyEngine(const py::bytes& plan, int threads, bool reference_kernels)
       : engine_(plan_from_bytes(plan), threads, reference_kernels) {}
 
-  py::list run(const std::vector<FloatArray>& inputs) {
-    auto [in, outs, out_ptrs] = prepare(inputs);
+  py::list run(const std::vector<py::array>& inputs) {
+    auto [in, kept, outs, out_ptrs] = prepare(inputs);
     {
       py::gil_scoped_release release;
       engine_.run(in, out_ptrs);
     }
     return as_list(outs);
   }
-  py::tuple run_profiled(const std::vector<FloatArray>& inputs) {
-    auto [in, outs, out_ptrs] = prepare(inputs);
+  py::tuple run_profiled(const std::vector<py::array>& inputs) {
+    auto [in, kept, outs, out_ptrs] = prepare(inputs);
     std::vector<double> seconds;
     {
       py::gil_scoped_release release;
@@ -176,8 +176,8 @@ class PyEngine {
     }
     return py::make_tuple(as_list(outs), seconds);
   }
-  std::vector<double> time(const std::vector<FloatArray>& inputs, int warmup, int repeats) {
-    auto [in, outs, out_ptrs] = prepare(inputs);
+  std::vector<double> time(const std::vector<py::array>& inputs, int warmup, int repeats) {
+    auto [in, kept, outs, out_ptrs] = prepare(inputs);
     py::gil_scoped_release release;
     return time_repeated([&] { engine_.run(in, out_ptrs); }, warmup, repeats);
   }
@@ -185,16 +185,29 @@ class PyEngine {
   size_t weight_bytes() const { return engine_.weight_bytes(); }
 
  private:
-  std::tuple<std::vector<const float*>, std::vector<FloatArray>, std::vector<float*>> prepare(
-      const std::vector<FloatArray>& inputs) {
+  // The engine's inputs: an int8 array for an int8 input tensor as its bytes, anything else as
+  // float32 (real values; the engine quantizes them for an int8 input). The arrays it views are
+  // returned too, to be kept alive while it runs.
+  std::tuple<std::vector<Engine::Input>, std::vector<py::array>, std::vector<FloatArray>, std::vector<float*>> prepare(
+      const std::vector<py::array>& inputs) {
     const Plan& plan = engine_.plan();
     if (inputs.size() != plan.inputs.size()) fail("expected ", plan.inputs.size(), " inputs, got ", inputs.size());
-    std::vector<const float*> in;
+    std::vector<Engine::Input> in;
+    std::vector<py::array> kept;
     for (size_t i = 0; i < inputs.size(); ++i) {
       const PlanTensor& t = plan.tensors[plan.inputs[i]];
       if (inputs[i].size() != t.elements())
         fail("input ", i, " ('", t.name, "'): expected ", t.elements(), " values, got ", inputs[i].size());
-      in.push_back(inputs[i].data());
+      if (t.dtype == DType::kInt8 && inputs[i].dtype().is(py::dtype::of<int8_t>())) {
+        auto bytes = py::array_t<int8_t, py::array::c_style | py::array::forcecast>::ensure(inputs[i]);
+        in.emplace_back(bytes.data(), true);
+        kept.push_back(std::move(bytes));
+      } else {
+        auto reals = FloatArray::ensure(inputs[i]);
+        if (!reals) fail("input ", i, " ('", t.name, "'): not convertible to float32");
+        in.emplace_back(reals.data());
+        kept.push_back(std::move(reals));
+      }
     }
     std::vector<FloatArray> outs;
     std::vector<float*> ptrs;
@@ -203,7 +216,7 @@ class PyEngine {
       outs.emplace_back(std::vector<py::ssize_t>(shape.begin(), shape.end()));
       ptrs.push_back(outs.back().mutable_data());
     }
-    return {in, outs, ptrs};
+    return {in, kept, outs, ptrs};
   }
   static py::list as_list(const std::vector<FloatArray>& arrays) {
     py::list l;

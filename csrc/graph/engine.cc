@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "../kernels/int8/qconv.h"
 #include "layertune/status.h"
 #include "layertune/thread_pool.h"
 #include "op.h"
@@ -75,13 +76,18 @@ Engine::Engine(Plan plan, int threads, bool reference_kernels) : plan_(std::move
   for (size_t i = 0; i < plan_.nodes.size(); ++i)
     for (int t : plan_.nodes[i].outputs)
       if (plan_.tensors[t].constant) fail(plan_.nodes[i].where(), ": writes to a constant tensor");
-  // The engine's inputs and outputs are real values; a quantized model converts inside (QUANTIZE,
-  // DEQUANTIZE nodes).
-  for (const std::vector<int>* io : {&plan_.inputs, &plan_.outputs})
-    for (int t : *io)
-      if (plan_.tensors[t].dtype != DType::kFloat32)
-        fail("plan: graph input / output '", plan_.tensors[t].name, "' is ", dtype_name(plan_.tensors[t].dtype),
-             "; the engine's inputs and outputs are float32");
+  // The engine's outputs are real values (a quantized model dequantizes in its last node); an
+  // input is real, or int8 with one scale and zero point (Input: its bytes, or reals quantized).
+  for (int t : plan_.outputs)
+    if (plan_.tensors[t].dtype != DType::kFloat32)
+      fail("plan: graph output '", plan_.tensors[t].name, "' is ", dtype_name(plan_.tensors[t].dtype),
+           "; the engine's outputs are float32");
+  for (int t : plan_.inputs) {
+    const PlanTensor& in = plan_.tensors[t];
+    if (in.dtype != DType::kFloat32 && !(in.dtype == DType::kInt8 && in.scales.size() == 1 && in.zero_points.size() == 1))
+      fail("plan: graph input '", in.name, "' is ", dtype_name(in.dtype),
+           "; the engine's inputs are float32, or int8 with one scale and zero point");
+  }
   int64_t arena_floats = 0;
   const std::vector<int64_t> offsets = plan_memory(plan_, &arena_floats);
   arena_.resize(size_t(arena_floats));
@@ -133,14 +139,27 @@ Engine::Engine(Plan plan, int threads, bool reference_kernels) : plan_(std::move
 
 Engine::~Engine() = default;
 
+// Real values given for an int8 input, quantized as QUANTIZE does (and split across the threads as it is).
+void Engine::quantize_input(const float* x, int8_t* y, const PlanTensor& tensor) const {
+  constexpr int64_t kChunk = 16384;
+  const int64_t n = tensor.elements();
+  ThreadPool::global().parallel_for(threads_, (n + kChunk - 1) / kChunk, [&](int64_t task, int) {
+    const int64_t i0 = task * kChunk;
+    int8::quantize_reals(x + i0, y + i0, std::min(kChunk, n - i0), tensor.scales.at(0), float(tensor.zero_points.at(0)));
+  });
+}
+
 template <class Hook>
-void Engine::execute(const std::vector<const float*>& inputs, const std::vector<float*>& outputs, Hook&& after_node) {
+void Engine::execute(const std::vector<Input>& inputs, const std::vector<float*>& outputs, Hook&& after_node) {
   if (inputs.size() != plan_.inputs.size()) fail("expected ", plan_.inputs.size(), " inputs, got ", inputs.size());
   if (outputs.size() != plan_.outputs.size()) fail("expected ", plan_.outputs.size(), " outputs, got ", outputs.size());
   ThreadPool::global().wake(threads_);  // while the inputs are copied, not in the first op
   for (size_t i = 0; i < inputs.size(); ++i) {
-    const int t = plan_.inputs[i];
-    std::memcpy(buffers_[t], inputs[i], plan_.tensors[t].elements() * sizeof(float));
+    const PlanTensor& tensor = plan_.tensors[plan_.inputs[i]];
+    void* dst = buffers_[plan_.inputs[i]];
+    if (tensor.dtype != DType::kInt8) std::memcpy(dst, inputs[i].data, tensor.elements() * sizeof(float));
+    else if (inputs[i].as_stored) std::memcpy(dst, inputs[i].data, size_t(tensor.elements()));
+    else quantize_input(static_cast<const float*>(inputs[i].data), static_cast<int8_t*>(dst), tensor);
   }
   after_node(kInputsCopied);
   for (size_t i = 0; i < ops_.size(); ++i) {
@@ -153,11 +172,11 @@ void Engine::execute(const std::vector<const float*>& inputs, const std::vector<
   }
 }
 
-void Engine::run(const std::vector<const float*>& inputs, const std::vector<float*>& outputs) {
+void Engine::run(const std::vector<Input>& inputs, const std::vector<float*>& outputs) {
   execute(inputs, outputs, [](size_t) {});
 }
 
-std::vector<double> Engine::run_profiled(const std::vector<const float*>& inputs, const std::vector<float*>& outputs) {
+std::vector<double> Engine::run_profiled(const std::vector<Input>& inputs, const std::vector<float*>& outputs) {
   std::vector<double> seconds(ops_.size());
   auto t0 = std::chrono::steady_clock::now();
   execute(inputs, outputs, [&](size_t i) {

@@ -267,7 +267,7 @@ std::string json_doubles(const std::vector<double>& v, double scale) {
 // A plan's inputs (seeded random values, the same for every plan of a model) and outputs.
 struct PlanIO {
   std::vector<AlignedBuffer> inputs, outputs;
-  std::vector<const float*> in;
+  std::vector<Engine::Input> in;  // real values: the engine quantizes an int8 input's as QUANTIZE does
   std::vector<float*> out;
 
   PlanIO(const Plan& plan, uint32_t seed) {

@@ -153,9 +153,14 @@ class Model:
             if arr.shape != tensor.shape:
                 raise ValueError(f"x[{i}] ('{tensor.name}'): expected shape {tensor.shape}, got {arr.shape}")
             q = tensor.quantization
+            if tensor.dtype == "int8" and arr.dtype.kind in "iu":  # an int8 input's integers, as they are
+                if arr.size and (arr.min() < -128 or arr.max() > 127):
+                    raise ValueError(f"x[{i}] ('{tensor.name}'): int8 input values must lie in [-128, 127]")
+                out.append(np.ascontiguousarray(arr, dtype=np.int8))
+                continue
             if q is not None and arr.dtype.kind in "iu":  # quantized input: to real values
                 arr = (arr.astype(np.float32) - q.zero_point) * q.scale
-            out.append(np.ascontiguousarray(arr, dtype=np.float32))
+            out.append(np.ascontiguousarray(arr, dtype=np.float32))  # (the engine quantizes an int8 input's)
         return out
 
     def run(self, x: Any) -> np.ndarray | list[np.ndarray]:

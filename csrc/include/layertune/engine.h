@@ -24,11 +24,20 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // inputs / outputs in the plan's order, each of its tensor's size.
-  void run(const std::vector<const float*>& inputs, const std::vector<float*>& outputs);
+  // One input's values: real (float32), or the bytes of an int8 input tensor as they are.
+  struct Input {
+    const void* data;
+    bool as_stored = false;  // data is in the tensor's own dtype (int8 bytes for an int8 input)
+    Input(const float* reals) : data(reals) {}  // NOLINT: real values are the common case
+    Input(const void* bytes, bool stored) : data(bytes), as_stored(stored) {}
+  };
+  // inputs / outputs in the plan's order, each of its tensor's size. Real values given for an
+  // int8 input (a quantized model's) are quantized as TFLite's QUANTIZE does; its int8 bytes are
+  // copied as they are (what LiteRT takes).
+  void run(const std::vector<Input>& inputs, const std::vector<float*>& outputs);
   // As run, and returns the seconds each node took (copying the inputs in and the outputs out
   // is counted in no node).
-  std::vector<double> run_profiled(const std::vector<const float*>& inputs, const std::vector<float*>& outputs);
+  std::vector<double> run_profiled(const std::vector<Input>& inputs, const std::vector<float*>& outputs);
 
   const Plan& plan() const { return plan_; }
   int threads() const { return threads_; }
@@ -41,8 +50,9 @@ class Engine {
   // Calls after_node(kInputsCopied) once the inputs are in the arena, then after_node(i) after
   // each op i.
   static constexpr size_t kInputsCopied = ~size_t{0};
+  void quantize_input(const float* x, int8_t* y, const PlanTensor& tensor) const;
   template <class Hook>
-  void execute(const std::vector<const float*>& inputs, const std::vector<float*>& outputs, Hook&& after_node);
+  void execute(const std::vector<Input>& inputs, const std::vector<float*>& outputs, Hook&& after_node);
 
   Plan plan_;
   int threads_;

@@ -16,6 +16,31 @@
 #include "qconv.h"
 
 namespace layertune {
+
+namespace int8 {
+// TFLite's quantization of reals: x / scale rounded half away from zero, plus the zero point,
+// saturated. On 16 lanes at a time (std::round is a library call per element, and GCC does not
+// vectorize a truncation): x / scale, held within +-256 (beyond, the result saturates all the
+// same), minus its truncation toward zero is exact, so comparing that fraction with 0.5 rounds as
+// std::round does.
+void quantize_reals(const float* x, int8_t* y, int64_t n, float scale, float zero_point) {
+  typedef float f32 __attribute__((vector_size(kLanes * 4)));
+  for (int64_t i = 0; i < n; i += kLanes) {
+    const int count = int(std::min<int64_t>(kLanes, n - i));
+    f32 v{};
+    std::memcpy(&v, x + i, size_t(count) * 4);
+    f32 q = v / scale;
+    q = q < -256.f ? -256.f : q;
+    q = q > 256.f ? 256.f : q;
+    const v32 t = __builtin_convertvector(q, v32);
+    const f32 fraction = q - __builtin_convertvector(t, f32);
+    const v32 r = t - v32(fraction >= 0.5f) + v32(fraction <= -0.5f) + int32_t(zero_point);  // a true lane is -1
+    narrow_store(y + i, clamp32(r, splat32(-128), splat32(127)), count);
+  }
+}
+
+}  // namespace int8
+
 namespace {
 
 using int8::Multiplier;
@@ -157,28 +182,6 @@ class QFullyConnectedOp final : public Op {
   std::unique_ptr<int8::QConvKernel> kernel_;
 };
 
-// TFLite's quantization of reals: x / scale rounded half away from zero, plus the zero point,
-// saturated. On 16 lanes at a time (std::round is a library call per element, and GCC does not
-// vectorize a truncation): x / scale, held within +-256 (beyond, the result saturates all the
-// same), minus its truncation toward zero is exact, so comparing that fraction with 0.5 rounds as
-// std::round does.
-void quantize_reals(const float* x, int8_t* y, int64_t n, float scale, float zero_point) {
-  typedef float f32 __attribute__((vector_size(int8::kLanes * 4)));
-  using int8::v32;
-  for (int64_t i = 0; i < n; i += int8::kLanes) {
-    const int count = int(std::min<int64_t>(int8::kLanes, n - i));
-    f32 v{};
-    std::memcpy(&v, x + i, size_t(count) * 4);
-    f32 q = v / scale;
-    q = q < -256.f ? -256.f : q;
-    q = q > 256.f ? 256.f : q;
-    const v32 t = __builtin_convertvector(q, v32);
-    const f32 fraction = q - __builtin_convertvector(t, f32);
-    const v32 r = t - v32(fraction >= 0.5f) + v32(fraction <= -0.5f) + int32_t(zero_point);  // a true lane is -1
-    int8::narrow_store(y + i, int8::clamp32(r, int8::splat32(-128), int8::splat32(127)), count);
-  }
-}
-
 // QUANTIZE: real -> int8 (round half away from zero, as TFLite), or int8 -> int8 of another scale.
 class QuantizeOp final : public Op {
  public:
@@ -208,7 +211,7 @@ class QuantizeOp final : public Op {
           int8::narrow_store(y + i, int8::requantize(int8::widen(x + i, n) - x_.zero_point, m) + y_.zero_point, n);
         }
       } else {
-        quantize_reals(b[in_] + i0, y + i0, i1 - i0, y_.scale, float(y_.zero_point));
+        int8::quantize_reals(b[in_] + i0, y + i0, i1 - i0, y_.scale, float(y_.zero_point));
       }
     });
   }

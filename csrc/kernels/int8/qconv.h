@@ -45,6 +45,9 @@ std::string default_method(const ConvShape& s);
 std::unique_ptr<QConvKernel> make_qconv(const QuantizedConv& q, const MethodParams& params);
 // The activation bounds in a tensor's integers (TFLite's CalculateActivationRangeQuantized).
 std::pair<int32_t, int32_t> activation_bounds(Activation a, float scale, int32_t zero_point);
+// Real values -> int8 as TFLite's QUANTIZE (round half away from zero, saturate): the QUANTIZE op's
+// arithmetic, and the engine's for real values given to an int8 input.
+void quantize_reals(const float* x, int8_t* y, int64_t n, float scale, float zero_point);
 // Which GEMM micro-kernel tiles this CPU runs (qgemm_tiles.h): "avx512vnni", "avx2", "neon_dot",
 // "neon" or "portable"; LAYERTUNE_INT8_ISA may name a lesser one the CPU can run.
 enum class QGemmIsa;

@@ -5,9 +5,9 @@ and its weights as the integers the model stores. This pass decides, node by nod
 a node runs in int8 when the engine has an int8 kernel for its op (`_core.supported_int8_ops()`)
 and its tensors are quantized the way that kernel needs (`int8_blocker` says why not, otherwise);
 every other node runs in float32 on dequantized values. Where a tensor passes between the two, a
-QUANTIZE or DEQUANTIZE node is inserted. The engine's inputs and outputs stay real values (float32):
-a quantized model quantizes its input in its first node and dequantizes its output in its last,
-and `Model.run` converts integer input at the edge as it always has.
+QUANTIZE or DEQUANTIZE node is inserted. An input quantized to int8 is an int8 tensor of the plan:
+the engine takes its integers as they are (what LiteRT takes) or quantizes real values given for
+it as QUANTIZE does. Outputs stay real values (float32): the last node dequantizes them.
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ def assign_precision(graph: Graph, int8: bool = True, requantization: str = DEFA
     T = graph.tensors
     readers: dict[int, list[bool]] = {}
     decided: list[tuple[Node, bool]] = []
-    stored: dict[int, str] = {t: "float32" for t in graph.inputs}
+    # A graph input quantized to int8 stays int8 (the engine takes its bytes, or quantizes real
+    # values as QUANTIZE does): no QUANTIZE node, and no float32 copy of the input, as in LiteRT.
+    stored: dict[int, str] = {t: "int8" if int8 and _int8(T[t]) else "float32" for t in graph.inputs}
     why_float: dict[str, str] = {}
     converted: dict[tuple[int, str], int] = {}
     nodes: list[Node] = []
