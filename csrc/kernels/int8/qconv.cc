@@ -125,12 +125,13 @@ struct Requant {
 };
 
 // GEMM over the layer's im2col rows: A (pixels x K, unsigned bytes: input + 128) times B (K x out_c,
-// int8, packed in blocks of 16 channels x 4 k: the operand layout of VNNI's vpdpbusd, which
-// multiplies four unsigned bytes by four signed bytes into each int32 lane). The +128 is undone
-// through the bias: sum((x + 128) w) - (128 + input_zero_point) sum(w) = sum((x - input_zero_point) w);
-// padding reads input_zero_point, so it adds nothing. A 1x1 layer of stride 1 whose channels are a
+// int8, packed in blocks of 16 channels in the CPU's register tile's operand layout: 4 k of a
+// channel together for VNNI's vpdpbusd, which multiplies four unsigned bytes by four signed bytes
+// into each int32 lane; see qgemm_tiles.h for the others). The +128 is undone through the bias:
+// sum((x + 128) w) - (128 + input_zero_point) sum(w) = sum((x - input_zero_point) w); padding
+// reads input_zero_point, so it adds nothing. A 1x1 layer of stride 1 whose channels are a
 // multiple of 4 (most of a MobileNet) reads its rows straight from the input, the tile adding the
-// 128 as it broadcasts them; other layers pack their rows per task (im2col). Each tile's sums are
+// 128 as it reads them; other layers pack their rows per task (im2col). Each tile's sums are
 // requantized and stored from its registers.
 class GemmQConv : public QConvKernel {
  public:
@@ -281,7 +282,8 @@ class GemmQConv : public QConvKernel {
 #endif
   }
 
-  // y (rows of out_c) for A rows [0, nr) x B blocks nb, nb + nv (nv = 1 or 2), requantized.
+  // y (rows of out_c) for A rows [0, nr) x B blocks nb, nb + nv (nv = 1 or 2), requantized: the
+  // tiles of qgemm_tiles.h (VNNI's computes a row tile's every block in one call, tile_vnni).
   void tile(const uint8_t* a, int nr, int64_t nb, int nv, int8_t* y) const {
     const int8_t* b = b_.data() + nb * kp_ * kBlock;
     const int out_c = q_.shape.out_c;
