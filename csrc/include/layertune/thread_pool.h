@@ -56,13 +56,14 @@ class ThreadPool {
   void take(Range& range, int worker);
 
   std::mutex call_mu_;  // one parallel_for at a time
-  std::mutex mu_;
+  std::mutex mu_;  // cv_'s: sleeping helpers and wake_
   std::condition_variable cv_;
   std::vector<std::thread> workers_;
   std::atomic<uint64_t> generation_{0};
   uint64_t wake_ = 0;  // under mu_: bumped by wake()
   int active_helpers_ = 0;
-  bool closed_ = true;  // under mu_: the job takes no more helpers
+  std::atomic<bool> closed_{true};  // the job takes no more helpers (its fields may be rewritten)
+  std::atomic<int> sleeping_{0};    // helpers waiting on cv_ (or about to): a job must notify them
   TaskFn fn_ = nullptr;
   void* ctx_ = nullptr;
   std::vector<Range> ranges_;  // one per worker (the caller's first); sized before a job starts
