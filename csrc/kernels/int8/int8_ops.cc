@@ -45,6 +45,19 @@ namespace {
 
 using int8::Multiplier;
 
+// fn(i0, i1) over [0, n) elements of an elementwise op: one contiguous share per thread (the
+// previous op's split of the same tensor, so each thread reads what it wrote), on one thread below
+// 8 Ki elements, where waking a helper costs more than it saves. Shares start on 64-element
+// boundaries (whole cache lines of int8).
+template <class Fn>
+void for_each_share(int threads, int64_t n, const Fn& fn) {
+  const int64_t shares = n >= (int64_t(1) << 13) ? threads : 1;
+  ThreadPool::global().parallel_for(int(shares), shares, [&](int64_t t, int) {
+    const int64_t i0 = std::min(n, (n * t / shares + 63) / 64 * 64), i1 = std::min(n, (n * (t + 1) / shares + 63) / 64 * 64);
+    if (i0 < i1) fn(i0, i1);
+  });
+}
+
 struct Quant {
   float scale = 1.f;
   int32_t zero_point = 0;
@@ -200,9 +213,7 @@ class QuantizeOp final : public Op {
   }
   void run(float* const* b) override {
     int8_t* y = out8(b, out_);
-    constexpr int64_t kChunk = 16384;
-    ThreadPool::global().parallel_for(threads_, (n_ + kChunk - 1) / kChunk, [&](int64_t t, int) {
-      const int64_t i0 = t * kChunk, i1 = std::min(n_, i0 + kChunk);
+    for_each_share(threads_, n_, [&](int64_t i0, int64_t i1) {
       if (from_int8_) {
         const int8_t* x = in8(b, in_);
         const int8::RequantLanes m = int8::requant_lanes(m_);
@@ -277,8 +288,7 @@ class QAddOp final : public Op {
     using int8::v32;
     const int8::RequantLanes m1 = int8::requant_lanes(m1_), m2 = int8::requant_lanes(m2_), mo = int8::requant_lanes(mo_);
     const v32 zo = int8::splat32(zo_), lo_bound = int8::splat32(lo_), hi_bound = int8::splat32(hi_);
-    ThreadPool::global().parallel_for(threads_, (n_ + kChunk - 1) / kChunk, [&](int64_t t, int) {
-      const int64_t i0 = t * kChunk, i1 = std::min(n_, i0 + kChunk);
+    for_each_share(threads_, n_, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; i += kLanes) {
         const int n = int(std::min<int64_t>(kLanes, i1 - i));
         const v32 s1 = int8::requantize((int8::widen(x1 + i, n) - z1_) << kLeftShift, m1);
@@ -290,7 +300,6 @@ class QAddOp final : public Op {
 
  private:
   static constexpr int kLeftShift = 20;
-  static constexpr int64_t kChunk = 16384;
 
   // XNNPACK's multipliers: the larger ratio's exponent e sets the shift 20 - e, and each ratio
   // times 2^shift, rounded to nearest even, is its multiplier. False where XNNPACK refuses.
@@ -311,8 +320,7 @@ class QAddOp final : public Op {
     const v32 m1 = int8::splat32(xm1_), m2 = int8::splat32(xm2_), bias = int8::splat32(xbias_), zo = int8::splat32(zo_);
     const v32 lo = int8::splat32(lo_ - zo_), hi = int8::splat32(hi_ - zo_);
     const int shift = shift_;
-    ThreadPool::global().parallel_for(threads_, (n_ + kChunk - 1) / kChunk, [&](int64_t t, int) {
-      const int64_t i0 = t * kChunk, i1 = std::min(n_, i0 + kChunk);
+    for_each_share(threads_, n_, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; i += int8::kLanes) {
         const int n = int(std::min<int64_t>(int8::kLanes, i1 - i));
         const v32 sum = bias + int8::widen(x1 + i, n) * m1 + int8::widen(x2 + i, n) * m2;
