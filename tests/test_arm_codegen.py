@@ -271,7 +271,8 @@ def test_int8_kernels_are_bit_exact_on_arm(base, tmp_path):
 @pytest.fixture(scope="module")
 def residual_int8_cnn():
     """A quantized CNN with the int8 ops of a classification net: convolutions (3x3 stride 2, 1x1),
-    depthwise, a residual ADD, MEAN and FULLY_CONNECTED; its flatbuffer and inputs."""
+    depthwise, a residual ADD, a bilinear upsampling (RESIZE_BILINEAR: its float32 coordinates under
+    pi3's -funsafe-math-optimizations), MEAN and FULLY_CONNECTED; its flatbuffer and inputs."""
     from conftest import require
     from test_int8 import _quantized
 
@@ -282,6 +283,7 @@ def residual_int8_cnn():
     y = tf.keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6")(x)
     y = tf.keras.layers.Conv2D(16, 1)(y)
     x = tf.keras.layers.Add()([x, y])
+    x = tf.keras.layers.UpSampling2D(interpolation="bilinear")(x)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
     out = tf.keras.layers.Dense(10)(x)
     return _quantized(tf.keras.Model(inp, out), np.random.default_rng(5))
@@ -323,6 +325,8 @@ def test_whole_int8_models_are_exact_on_arm(base, model, tmp_path, request):
     for requantization in ("tflite", "xnnpack"):
         net = layertune.Model(import_tflite_bytes(fb, model, requantization=requantization))
         assert {"ADD", "MEAN", "DEPTHWISE_CONV_2D"} <= {n.op for n in net.graph.nodes}
+        int8_ops = {n.op for n in net.graph.nodes if net.graph.tensors[n.outputs[0]].dtype == "int8"}
+        assert model != "residual_cnn" or "RESIZE_BILINEAR" in int8_ops, int8_ops
         q = net.graph.tensors[net.graph.inputs[0]].quantization
         xq = np.clip(np.round(xs / q.scale + q.zero_point), -128, 127)
         real = ((xq - q.zero_point) * q.scale).astype(np.float32)  # on the input's grid: the same integers everywhere

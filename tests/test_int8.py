@@ -244,9 +244,14 @@ def _one_op_models():
         scale = L.Activation("sigmoid")(L.GlobalAveragePooling2D(keepdims=True)(x))
         return tf.keras.Model(x, L.Multiply()([x, scale]))
 
-    def resize_nearest(shape, size):
+    def resize(shape, size, interpolation="nearest"):
         x = tf.keras.Input(shape, batch_size=1)
-        return tf.keras.Model(x, L.Resizing(*size, interpolation="nearest")(x))
+        return tf.keras.Model(x, L.Resizing(*size, interpolation=interpolation)(x))
+
+    def resize_bilinear_v1(shape, size, align_corners):  # TensorFlow's legacy coordinates, or aligned corners
+        x = tf.keras.Input(shape, batch_size=1)
+        resize = L.Lambda(lambda v: tf.compat.v1.image.resize_bilinear(v, size, align_corners=align_corners))
+        return tf.keras.Model(x, resize(x))
 
     tf.keras.utils.set_random_seed(1)
     return {
@@ -269,14 +274,20 @@ def _one_op_models():
         "mul": model((6, 6, 8), L.Multiply(), inputs=2),
         "mul_squeeze_excite": squeeze_excite((7, 5, 24)),  # MUL broadcasting 1 x 1 x C over H x W x C
         "mul_swish": model((6, 6, 20), L.Activation("swish")),  # x * sigmoid(x): LOGISTIC's table, then MUL
-        "resize_nearest": resize_nearest((5, 6, 8), (10, 18)),
+        "resize_nearest": resize((5, 6, 8), (10, 18)),
+        # half-pixel centers, upsampling by a fraction; a channel count past one 16-lane vector
+        "resize_bilinear": resize((5, 6, 20), (10, 17), "bilinear"),
+        "resize_bilinear_down": resize((9, 11, 8), (4, 5), "bilinear"),
+        "resize_bilinear_legacy": resize_bilinear_v1((5, 6, 3), (11, 13), False),
+        "resize_bilinear_align": resize_bilinear_v1((4, 7, 8), (9, 10), True),
     }
 
 
 ONE_OP = [
     "conv3x3_relu6", "conv_s2_valid", "conv1x1", "depthwise_s1", "depthwise5_s2", "dense", "add", "concat", "mean",
     "avgpool", "maxpool", "maxpool_wide", "pad", "logistic", "hard_swish", "reshape_softmax", "mul", "mul_squeeze_excite",
-    "mul_swish", "resize_nearest"]
+    "mul_swish", "resize_nearest", "resize_bilinear", "resize_bilinear_down", "resize_bilinear_legacy",
+    "resize_bilinear_align"]
 
 
 def _quantized(model, rng: np.random.Generator) -> tuple[bytes, list[np.ndarray]]:

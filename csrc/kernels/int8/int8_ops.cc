@@ -709,15 +709,27 @@ class QSoftmaxOp final : public Op {
   int threads_ = 1;
 };
 
-// RESIZE_NEAREST_NEIGHBOR: each output pixel a copy of its source pixel's bytes (input and output
-// share their quantization, as TFLite requires).
+// What an int8 resize reads of its node: NHWC input and output quantized alike (as TFLite
+// requires), their shapes and the coordinate mode.
+struct ResizeOf {
+  std::vector<int> xs, os;
+  bool align, half;
+  ResizeOf(const OpContext& ctx, int in, int out) {
+    same_quant_in_out(ctx, in, out);
+    ops::expect_nhwc_pair(ctx, in, out);
+    xs = ctx.shape(in), os = ctx.shape(out);
+    align = ctx.node.int_attr("align_corners", 0) != 0;
+    half = ctx.node.int_attr("half_pixel_centers", 0) != 0;
+  }
+};
+
+// RESIZE_NEAREST_NEIGHBOR: each output pixel a copy of its source pixel's bytes.
 class QResizeNearestOp final : public Op {
  public:
   explicit QResizeNearestOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
-    same_quant_in_out(ctx, in_, out_);
-    ops::expect_nhwc_pair(ctx, in_, out_);
-    xs_ = ctx.shape(in_), os_ = ctx.shape(out_);
-    const bool align = ctx.node.int_attr("align_corners", 0) != 0, half = ctx.node.int_attr("half_pixel_centers", 0) != 0;
+    const ResizeOf r(ctx, in_, out_);
+    xs_ = r.xs, os_ = r.os;
+    const bool align = r.align, half = r.half;
     const float sy = ops::resize_scale(xs_[1], os_[1], align), sx = ops::resize_scale(xs_[2], os_[2], align);
     for (int oy = 0; oy < os_[1]; ++oy) src_y_.push_back(ops::nearest_source(oy, sy, xs_[1], align, half));
     for (int ox = 0; ox < os_[2]; ++ox) src_x_.push_back(ops::nearest_source(ox, sx, xs_[2], align, half));
@@ -738,6 +750,108 @@ class QResizeNearestOp final : public Op {
  private:
   int in_, out_, threads_ = 1;
   std::vector<int> xs_, os_, src_y_, src_x_;
+};
+
+// RESIZE_BILINEAR of int8, in the node's `requantization` arithmetic; each output is the four source pixels' weighted sum:
+// - xnnpack (XNNPACK's, which LiteRT runs): the source coordinates in float32 (XNNPACK's, below),
+//   their fractions as Q11 weights; the top and bottom pixels interpolated across, then the two
+//   down, the Q22 sum rounded half up;
+// - tflite (TFLite's reference kernel): the coordinates in Q10, the four products' Q20 sum
+//   rounded half away from zero.
+// The two differ by up to 2 LSB; each equals its own kernel element for element.
+class QResizeBilinearOp final : public Op {
+ public:
+  explicit QResizeBilinearOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {
+    const ResizeOf r(ctx, in_, out_);
+    xs_ = r.xs, os_ = r.os;
+    const bool align = r.align, half = r.half;
+    xnnpack_ = requantization_of(ctx) == int8::Requantization::kXnnpack;
+    rows_ = xnnpack_ ? xnnpack_axis(xs_[1], os_[1], align, half) : tflite_axis(xs_[1], os_[1], align, half);
+    cols_ = xnnpack_ ? xnnpack_axis(xs_[2], os_[2], align, half) : tflite_axis(xs_[2], os_[2], align, half);
+    threads_ = ops::product(os_) >= (1 << 15) ? ctx.threads : 1;
+  }
+  void run(float* const* b) override {
+    const int8_t* x = in8(b, in_);
+    int8_t* y = out8(b, out_);
+    const int c = xs_[3];
+    const int64_t row_bytes = int64_t(xs_[2]) * c;
+    ThreadPool::global().parallel_for(threads_, int64_t(os_[0]) * os_[1], [&](int64_t row, int) {
+      const int64_t n = row / os_[1];
+      const Source& sy = rows_[size_t(row % os_[1])];
+      const int8_t* top = x + (n * xs_[1] + sy.lo) * row_bytes;
+      const int8_t* bottom = x + (n * xs_[1] + sy.hi) * row_bytes;
+      int8_t* dst = y + row * os_[2] * c;
+      for (const Source& sx : cols_) {
+        const int8_t *tl = top + sx.lo * c, *tr = top + sx.hi * c, *bl = bottom + sx.lo * c, *br = bottom + sx.hi * c;
+        if (xnnpack_) xnnpack_pixel(tl, tr, bl, br, sx.weight, sy.weight, c, dst);
+        else tflite_pixel(tl, tr, bl, br, sx.weight, sy.weight, c, dst);
+        dst += c;
+      }
+    });
+  }
+
+ private:
+  // One output index's sources along an axis and the weight of the higher one.
+  struct Source {
+    int lo, hi;
+    int32_t weight;  // xnnpack: Q11 in [0, 2048]; tflite: the Q10 coordinate less 1024 lo (may be < 0)
+  };
+  // XNNPACK's coordinates: scale = (in - a) / (out - a) with a = 1 for aligned corners (and out > 1);
+  // o scale (TensorFlow's legacy mode and aligned corners) or o scale + (scale / 2 - 1/2) (half-pixel
+  // centers), clamped to [0, in - 1]; each step one float32 operation, as XNNPACK computes them.
+  static std::vector<Source> xnnpack_axis(int in, int out, bool align, bool half) {
+    const int adjust = align && out != 1 ? 1 : 0;
+    const float scale = int8::ieee_div(float(in - adjust), float(out - adjust));
+    const float offset = int8::ieee_add(int8::ieee_mul(0.5f, scale), -0.5f);
+    std::vector<Source> axis;
+    for (int o = 0; o < out; ++o) {
+      float v = int8::ieee_mul(float(o), scale);
+      if (half && !align) v = std::max(int8::ieee_add(v, offset), 0.f);
+      v = std::min(v, float(in - 1));
+      const int lo = int(v);
+      axis.push_back({lo, std::min(lo + 1, in - 1), int32_t(std::lrint(int8::ieee_mul(v - float(lo), 2048.f)))});
+    }
+    return axis;
+  }
+  // TFLite's: the Q10 scale ((in << 10) / out rounded, or (in - 1) / (out - 1) for aligned corners),
+  // the coordinate o scale (plus scale / 2 - 512 for half-pixel centers), divided by 1024 toward
+  // zero and clamped.
+  static std::vector<Source> tflite_axis(int in, int out, bool align, bool half) {
+    const int32_t scale = align && out > 1 ? ((in - 1) * 1024 + (out - 1) / 2) / (out - 1) : (in * 1024 + out / 2) / out;
+    std::vector<Source> axis;
+    for (int o = 0; o < out; ++o) {
+      const int32_t v = half ? o * scale + scale / 2 - 512 : o * scale;
+      const int lo = std::max(v / 1024, 0);
+      axis.push_back({lo, std::min((v + 1023) / 1024, in - 1), v - 1024 * lo});
+    }
+    return axis;
+  }
+  static void xnnpack_pixel(const int8_t* tl, const int8_t* tr, const int8_t* bl, const int8_t* br, int32_t wx,
+                            int32_t wy, int c, int8_t* y) {
+    using int8::v32;
+    for (int i = 0; i < c; i += int8::kLanes) {
+      const int n = std::min(int8::kLanes, c - i);
+      const v32 a = int8::widen(tl + i, n), b = int8::widen(tr + i, n), d = int8::widen(bl + i, n), e = int8::widen(br + i, n);
+      const v32 top = a * 2048 + (b - a) * wx, bottom = d * 2048 + (e - d) * wx;
+      int8::narrow_store(y + i, (top * 2048 + (bottom - top) * wy + (1 << 21)) >> 22, n);
+    }
+  }
+  static void tflite_pixel(const int8_t* tl, const int8_t* tr, const int8_t* bl, const int8_t* br, int32_t wx,
+                           int32_t wy, int c, int8_t* y) {
+    using int8::v32;
+    const int32_t w_tl = (1024 - wy) * (1024 - wx), w_tr = (1024 - wy) * wx, w_bl = wy * (1024 - wx), w_br = wy * wx;
+    for (int i = 0; i < c; i += int8::kLanes) {
+      const int n = std::min(int8::kLanes, c - i);
+      const v32 sum = int8::widen(tl + i, n) * w_tl + int8::widen(tr + i, n) * w_tr + int8::widen(bl + i, n) * w_bl +
+                      int8::widen(br + i, n) * w_br;  // |sum| < 2^30: int32 holds it
+      int8::narrow_store(y + i, (sum + (sum > 0 ? (1 << 19) : -(1 << 19))) / (1 << 20), n);
+    }
+  }
+
+  int in_, out_, threads_ = 1;
+  bool xnnpack_ = true;
+  std::vector<int> xs_, os_;
+  std::vector<Source> rows_, cols_;
 };
 
 // y[i] = table[x[i] + 128] for n bytes: 64 at a time where the CPU has AVX-512 VBMI (two vpermt2b
@@ -835,6 +949,7 @@ const std::map<std::string, Factory>& int8_registry() {
       {"ADD", make<QAddOp>},               {"MEAN", make<QMeanOp>},
       {"MUL", make<QMulOp>},               {"SOFTMAX", make<QSoftmaxOp>},
       {"RESIZE_NEAREST_NEIGHBOR", make<QResizeNearestOp>},
+      {"RESIZE_BILINEAR", make<QResizeBilinearOp>},
       {"AVERAGE_POOL_2D", make<QPoolOp>},  {"MAX_POOL_2D", make<QPoolOp>},
       {"RESHAPE", make<QCopyOp>},          {"SQUEEZE", make<QCopyOp>},
       {"EXPAND_DIMS", make<QCopyOp>},      {"PAD", make<QPadOp>},

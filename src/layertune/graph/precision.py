@@ -24,12 +24,14 @@ INT8_OPS = frozenset(_core.supported_int8_ops())
 #   product times the real multiplier in float32, rounded to nearest even; ADD: 21-bit multipliers, one rounding shift;
 #   MEAN: the sum times the scales' ratio over the count in float32);
 # - "tflite": TFLite's reference kernels' (Q31 fixed-point multipliers, gemmlowp's rounding).
+# RESIZE_BILINEAR rescales nothing but rounds its interpolation as one of the two does (XNNPACK's Q11
+# weights, TFLite's Q10 ones), so it takes the attribute too.
 # xnnpack is the default: it is the cheaper, and it gives those layers LiteRT's own output.
 REQUANTIZATIONS = ("xnnpack", "tflite")
 DEFAULT_REQUANTIZATION = "xnnpack"
-REQUANTIZED_OPS = CONV_OPS + ("FULLY_CONNECTED", "ADD", "MUL", "SWISH", "MEAN")
+REQUANTIZED_OPS = CONV_OPS + ("FULLY_CONNECTED", "ADD", "MUL", "SWISH", "MEAN", "RESIZE_BILINEAR")
 _SAME_QUANT_OPS = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "PAD", "PADV2",
-                   "RESIZE_NEAREST_NEIGHBOR"}
+                   "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR"}
 
 
 def _int8(t: Tensor) -> bool:
