@@ -8,8 +8,11 @@ loop of each hot kernel is cut out of the assembly:
   - the GEMM micro-kernel of every register tile (`gemm_tile`; unrolled's and Winograd's GEMM),
   - depthwise 3x3 stride 1 and stride 2 (simple's row kernel, 4 pixels x one vector),
   - the Winograd F(2x2,3x3) / F(4x4,3x3) input and output transforms (tools/arm_codegen_probes.cc),
-  - im2col's row copy.
-Per loop: the multiply-accumulates (fmla / vfma / vmla), other FP arithmetic, loads, stores,
+  - im2col's row copy,
+  - the int8 kernels' loops (kernels/int8): the GEMM's NEON tile (smlal / vmlal.s16 by lane), its
+    dot-product tile (sdot; modelled on a cortex-a55, a core that has the instruction: the Pi 3's
+    Cortex-A53 and the Pi 4's A72 have not), the portable tile (pi0), and depthwise 3x3.
+Per loop: the multiply-accumulates (fmla / vfma / vmla; an int8 loop's integer ones), other FP arithmetic, loads, stores,
 shuffles, register spills (stack loads and stores inside the loop), and the cycles per iteration
 llvm-mca predicts, against the ideal in which the FP pipe does nothing but the loop's arithmetic:
 % of predicted peak. The limit column names what holds a loop back (the busiest resource, or
@@ -82,6 +85,14 @@ class LoopSpec:
     pick: str  # "most_fma": the innermost loop with the most FP multiply-accumulates;
     #            "body": the whole function (straight-line code); "calls": the innermost loop with a call
     tile: int | None = None
+    # An int8 loop: a regex on the instruction text naming its multiply-accumulates (counted in the
+    # FMA column, and its peak), the targets it is reported on, and a core model of its own.
+    mac: str | None = None
+    targets: tuple[str, ...] | None = None
+    mcpu: str | None = None
+
+    def mac_pattern(self) -> re.Pattern | None:
+        return re.compile(self.mac) if self.mac else None
 
 
 (PACKED_A,) = _gemm_h_ints("kPackedA")  # a tile code's offset for reading A packed
@@ -107,8 +118,25 @@ def loop_specs(tiles: tuple[int, ...]) -> list[LoopSpec]:
         *(LoopSpec(f"winograd {kind} F{m}", "tools/arm_codegen_probes.cc", rf"^probe_winograd_{kind}_{m}$", "body")
           for kind in ("input", "output") for m in (2, 4, 6)),
         LoopSpec("im2col", "csrc/kernels/unrolled/conv_unrolled.cc", r"UnrolledConv::run\(.*lambda", "calls"),
+        *INT8_LOOPS,
     ]
     return specs
+
+
+_QCONV = "csrc/kernels/int8/qconv.cc"
+_NEON = ("pi3_64", "aarch64", "pi3")
+INT8_LOOPS = (
+    # the NEON tile inlined into the GEMM's task; on armv7 `smlal` without a v is the scalar one
+    LoopSpec("int8 gemm neon", _QCONV, r"GemmQConv::run\(.*lambda", "most_fma", mac=r"^(smlal2?\s+v|vmlal\.s16\s)",
+             targets=_NEON),
+    LoopSpec("int8 gemm dot", _QCONV, r"tiles::neon_dot<4, false", "most_fma", mac=r"^sdot\s",
+             targets=("pi3_64", "aarch64"), mcpu="cortex-a55"),
+    LoopSpec("int8 gemm portable", _QCONV, r"GemmQConv::run\(.*lambda", "most_fma", mac=r"^(mla|smlabb)\s",
+             targets=("pi0",)),
+    # (the first tap's products start the sums: smull / vmull)
+    LoopSpec("int8 depthwise 3x3", _QCONV, r"DepthwiseQConv::pixels<9>", "most_fma",
+             mac=r"^(mla\s+v|vmla\.i32\s|smlal2?\s+v|smull2?\s+v|vmlal\.s16\s|vmull\.s16\s|mla\s|smlabb\s)"),
+)
 
 
 # ---- compiling as the profiler build does -------------------------------------------------------
@@ -258,11 +286,16 @@ class Mix:
     calls: list[str] = field(default_factory=list)
 
 
-def mix(insns: list[Insn]) -> Mix:
+def is_mac(insn: Insn, mac: re.Pattern | None) -> bool:
+    """A multiply-accumulate of the loop's kind: FP FMAs, or an int8 loop's own (LoopSpec.mac)."""
+    return bool(mac.match(insn.text)) if mac else bool(_FMA.match(insn.mnemonic))
+
+
+def mix(insns: list[Insn], mac: re.Pattern | None = None) -> Mix:
     m = Mix()
     for it in insns:
         m.instructions += 1
-        if _FMA.match(it.mnemonic):
+        if is_mac(it, mac):
             m.fma += 1
         elif is_fp_arith(it):
             m.fp_other += 1
@@ -290,7 +323,7 @@ def is_save_restore(insn: Insn) -> bool:
                 and _CALLEE_SAVED.match(insn.operands))
 
 
-def pick_loop(lines: list[str], how: str) -> list[Insn]:
+def pick_loop(lines: list[str], how: str, mac: re.Pattern | None = None) -> list[Insn]:
     items, labels = parse(lines)
     if how == "body":
         return [it for it in items if isinstance(it, Insn) and not it.mnemonic.startswith("ret")
@@ -302,7 +335,7 @@ def pick_loop(lines: list[str], how: str) -> list[Insn]:
             m = mix(c)
             return sum("memcpy" in x for x in m.calls), m.loads + m.stores
         return max(candidates, key=copies) if candidates else []
-    return max(candidates, key=lambda c: (mix(c).fma, -len(c))) if candidates else []
+    return max(candidates, key=lambda c: (mix(c, mac).fma, -len(c))) if candidates else []
 
 
 # ---- llvm-mca -----------------------------------------------------------------------------------
@@ -336,9 +369,12 @@ def mca_input(insns: list[Insn], arm32: bool) -> str:
     return "\n".join([*head, ".Lloop:", *body, ""])
 
 
-def predict(target: ArmTarget, insns: list[Insn], m: Mix, iterations: int = 200) -> Prediction:
+def predict(target: ArmTarget, insns: list[Insn], m: Mix, iterations: int = 200, mac: re.Pattern | None = None,
+            mcpu: str | None = None) -> Prediction:
+    """llvm-mca's cycles per iteration; the ideal counts the FP arithmetic, or an int8 loop's
+    multiply-accumulates (`mac`), on their pipes."""
     text = mca_input(insns, arm32=target.triple.startswith("arm"))
-    proc = subprocess.run([mca_binary(), f"-mtriple={target.triple}", f"-mcpu={target.mcpu}",
+    proc = subprocess.run([mca_binary(), f"-mtriple={target.triple}", f"-mcpu={mcpu or target.mcpu}",
                            f"-iterations={iterations}", "-resource-pressure", "-instruction-info"],
                           input=text, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -353,7 +389,7 @@ def predict(target: ArmTarget, insns: list[Insn], m: Mix, iterations: int = 200)
         if len(cols) >= 4 and cols[0].isdigit() and re.match(r"^\d+\.\d+$", cols[2]):
             rthroughputs.append(float(cols[2]))
     fp_insns = [it for it in insns if not _CALL.match(it.mnemonic)]
-    ideal = sum(r for r, it in zip(rthroughputs, fp_insns) if is_fp_arith(it))
+    ideal = sum(r for r, it in zip(rthroughputs, fp_insns) if (is_mac(it, mac) if mac else is_fp_arith(it)))
     limit = bottleneck(out, cycles, m)
     return Prediction(cycles, ideal, limit)
 
@@ -412,6 +448,8 @@ def analyse(target: ArmTarget, tiles: tuple[int, ...]) -> list[LoopReport]:
         template = commands[str((ROOT / "csrc/kernels/gemm/gemm.cc").resolve())]
         cache: dict[str, dict[str, list[str]]] = {}
         for spec in loop_specs(tiles):
+            if spec.targets is not None and target.name not in spec.targets:
+                continue
             if spec.source not in cache:
                 src = (ROOT / spec.source).resolve()
                 args = commands.get(str(src), template)  # the probes take the core's flags
@@ -421,12 +459,14 @@ def analyse(target: ArmTarget, tiles: tuple[int, ...]) -> list[LoopReport]:
                 raise RuntimeError(f"{target.name}: no function matching {spec.function} in {spec.source}")
             # a template instantiated more than once (clones): the largest body
             body = max(funcs.values(), key=len)
-            insns = pick_loop(body, spec.pick)
-            m = mix(insns)
-            row = (target.name, target.model_note, spec.name, spec.tile, m.instructions, m.fma, m.fp_other, m.loads,
+            mac = spec.mac_pattern()
+            insns = pick_loop(body, spec.pick, mac)
+            m = mix(insns, mac)
+            model = f"{spec.mcpu} model" if spec.mcpu and target.triple else target.model_note
+            row = (target.name, model, spec.name, spec.tile, m.instructions, m.fma, m.fp_other, m.loads,
                    m.stores, m.shuffles, m.spills)  # the fields both kinds of row share
             if target.triple:
-                p = predict(target, insns, m)
+                p = predict(target, insns, m, mac=mac, mcpu=spec.mcpu)
                 pct = 100 * p.ideal / p.cycles if p.cycles else None
                 reports.append(LoopReport(*row, round(p.cycles, 2), round(p.ideal, 2),
                                           round(pct, 1) if pct is not None else None, p.limit))
@@ -469,7 +509,7 @@ def default_tiles() -> dict[str, int]:
 
 def markdown(reports: list[LoopReport]) -> str:
     defaults = default_tiles()
-    rows = ["| target | model | loop | FMA | other FP | loads | stores | shuffles | spills | cycles/iter "
+    rows = ["| target | model | loop | FMA / MAC | other FP | loads | stores | shuffles | spills | cycles/iter "
             "| ideal | % of peak | limit |", "| --- " * 13 + "|"]
     for r in reports:
         mark = " (default)" if r.tile and defaults.get(r.target) == r.tile else ""

@@ -17,6 +17,8 @@
 #include <vector>
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 namespace layertune::int8 {
@@ -117,13 +119,43 @@ inline v32f splatf(float x) { return x - v32f{}; }
 inline v32 round_even(v32f f) {
 #if defined(__AVX512F__)
   return v32(_mm512_cvtps_epi32(__m512(f)));
+#elif defined(__aarch64__)
+  // fcvtns: to nearest, ties to even, in one instruction per four lanes (rintf lane by lane moved
+  // every lane out to a scalar register and back: most of a requantization on a Cortex-A53).
+  v32 r;
+  for (int i = 0; i < kLanes; i += 4) {
+    float32x4_t x;
+    std::memcpy(&x, reinterpret_cast<const float*>(&f) + i, sizeof x);
+    const int32x4_t y = vcvtnq_s32_f32(x);
+    std::memcpy(reinterpret_cast<int32_t*>(&r) + i, &y, sizeof y);
+  }
+  return r;
 #else
   for (int i = 0; i < kLanes; ++i) f[i] = __builtin_rintf(f[i]);
   return __builtin_convertvector(f, v32);
 #endif
 }
+#if defined(__aarch64__)
+// op on each four lanes of a and b as NEON registers: GCC lowers a comparison and select of its
+// 16-lane generic vectors to a compare and a select per lane (fcmpe / fcsel, 32 instructions).
+template <class Op>
+inline v32f by_quarters(v32f a, v32f b, Op op) {
+  v32f r;
+  for (int i = 0; i < kLanes; i += 4) {
+    float32x4_t x, y;
+    std::memcpy(&x, reinterpret_cast<const float*>(&a) + i, sizeof x);
+    std::memcpy(&y, reinterpret_cast<const float*>(&b) + i, sizeof y);
+    const float32x4_t z = op(x, y);
+    std::memcpy(reinterpret_cast<float*>(&r) + i, &z, sizeof z);
+  }
+  return r;
+}
+inline v32f minf(v32f a, v32f b) { return by_quarters(a, b, [](float32x4_t x, float32x4_t y) { return vminq_f32(x, y); }); }
+inline v32f maxf(v32f a, v32f b) { return by_quarters(a, b, [](float32x4_t x, float32x4_t y) { return vmaxq_f32(x, y); }); }
+#else
 inline v32f minf(v32f a, v32f b) { return a < b ? a : b; }
 inline v32f maxf(v32f a, v32f b) { return a > b ? a : b; }
+#endif
 
 inline v32 load32(const int32_t* p) {
   v32 v;
@@ -138,6 +170,22 @@ inline v32 widen(const int8_t* p, int n = kLanes) {
   const __m128i b = n == kLanes ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))
                                 : _mm_maskz_loadu_epi8(__mmask16((1u << n) - 1), p);
   return v32(_mm512_cvtepi8_epi32(b));
+#elif defined(__aarch64__)
+  // sxtl twice (GCC converted the generic vectors lane by lane through scalar registers)
+  int8x16_t b;
+  if (n == kLanes) {
+    b = vld1q_s8(p);
+  } else {
+    int8_t tmp[kLanes] = {};
+    std::memcpy(tmp, p, size_t(n));
+    b = vld1q_s8(tmp);
+  }
+  const int16x8_t lo = vmovl_s8(vget_low_s8(b)), hi = vmovl_s8(vget_high_s8(b));
+  const int32x4_t q[4] = {vmovl_s16(vget_low_s16(lo)), vmovl_s16(vget_high_s16(lo)), vmovl_s16(vget_low_s16(hi)),
+                          vmovl_s16(vget_high_s16(hi))};
+  v32 v;
+  std::memcpy(&v, q, sizeof v);
+  return v;
 #else
   v8 b{};
   std::memcpy(&b, p, size_t(n));
@@ -148,6 +196,19 @@ inline void narrow_store(int8_t* p, v32 v, int n = kLanes) {
 #if defined(__AVX512F__)
   if (n == kLanes) _mm512_mask_cvtsepi32_storeu_epi8(p, __mmask16(0xffff), __m512i(v));
   else _mm512_mask_cvtsepi32_storeu_epi8(p, __mmask16((1u << n) - 1), __m512i(v));
+#elif defined(__aarch64__)
+  // Saturating narrows, int32 -> int16 -> int8 (sqxtn / vqmovn), as vpmovsdb saturates.
+  int32x4_t q[4];
+  std::memcpy(q, &v, sizeof v);
+  const int16x8_t lo = vcombine_s16(vqmovn_s32(q[0]), vqmovn_s32(q[1])), hi = vcombine_s16(vqmovn_s32(q[2]), vqmovn_s32(q[3]));
+  const int8x16_t b = vcombine_s8(vqmovn_s16(lo), vqmovn_s16(hi));
+  if (n == kLanes) {
+    vst1q_s8(p, b);
+  } else {
+    int8_t tmp[kLanes];
+    vst1q_s8(tmp, b);
+    std::memcpy(p, tmp, size_t(n));
+  }
 #else
   // Saturated first, as vpmovsdb does: a plain conversion keeps the low byte (300 became 44), and
   // the kernels leave the clamp to this store where the bounds are int8's own.
