@@ -173,16 +173,30 @@ class GemmQConv : public QConvKernel {
   void run(const int8_t* x, int8_t* y, int threads) const override {
     const ConvShape& s = q_.shape;
     const int64_t pixels = int64_t(s.batch) * s.out_h() * s.out_w();
-    const int64_t row_tasks = (pixels + rows_per_task_ - 1) / rows_per_task_, pairs = (blocks_ + 1) / 2;
+    const int64_t pairs = (blocks_ + 1) / 2;
+    int64_t row_tasks = (pixels + rows_per_task_ - 1) / rows_per_task_;
     // A layer with few row tasks (a 7x7 map is one) also splits its channel blocks, so that every
     // thread has work; on one thread that would only pack the rows again.
-    const int64_t groups = threads > 1 ? std::min<int64_t>(pairs, (int64_t(threads) * 4 + row_tasks - 1) / row_tasks) : 1;
+    int64_t groups = threads > 1 ? std::min<int64_t>(pairs, (int64_t(threads) * 4 + row_tasks - 1) / row_tasks) : 1;
+    // Tasks run row-major (each thread's share of the tasks is its share of the rows, the rows the
+    // next layer's same split reads), except on a tiny map (at most two row tasks per thread): there
+    // the tasks are each pair of channel blocks over a share of the rows (one share per thread),
+    // pair-major, so that a thread takes half of the pairs over every row. Row-major, uneven row
+    // tasks (49 pixels: 35 + 14) fell to one thread each; 8 groups of 5 pairs were 3 + 2.
+    const bool group_major = groups > 1 && row_tasks < int64_t(threads) * 2;
+    if (group_major) {
+      row_tasks = std::max(row_tasks, std::min<int64_t>(threads, (pixels + rows_ - 1) / rows_));
+      groups = pairs;
+    }
+    // Row tasks evened out in whole register tiles (196 pixels in tasks of 56 were 56 + 56 + 56 + 28).
+    const int64_t task_rows = round_up((pixels + row_tasks - 1) / row_tasks, rows_);
     const int64_t tasks = row_tasks * groups;
     threads = int(std::min<int64_t>(threads, tasks));
     if (int(scratch_.size()) < threads) scratch_.resize(size_t(threads));
     ThreadPool::global().parallel_for(threads, tasks, [&](int64_t task, int worker) {
-      const int64_t row_task = task / groups, group = task % groups;
-      const int64_t p0 = row_task * rows_per_task_, rows = std::min<int64_t>(rows_per_task_, pixels - p0);
+      const int64_t row_task = group_major ? task % row_tasks : task / groups;
+      const int64_t group = group_major ? task / row_tasks : task % groups;
+      const int64_t p0 = row_task * task_rows, rows = std::min<int64_t>(task_rows, pixels - p0);
       const int64_t nb0 = group * pairs / groups * 2, nb1 = std::min(blocks_, (group + 1) * pairs / groups * 2);
       const uint8_t* a;
       if (direct_) {
