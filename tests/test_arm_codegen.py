@@ -355,6 +355,18 @@ def test_whole_int8_models_are_exact_on_arm(base, model, tmp_path, request):
         on_arm = np.fromfile(tmp_path / "out.f32", np.float32).reshape(len(xs), -1)
         on_x86 = np.stack([net.run(r).ravel() for r in real])
         np.testing.assert_array_equal(on_arm, on_x86, f"{base}, {requantization}")
+        if model == "residual_cnn":  # fused as layertune.load fuses it: the 1x1 layer adds the residual
+            from layertune.graph.fusion import fuse
+            fused = layertune.Model(fuse(net.graph))
+            assert any(n.attrs.get("epilogue") == "add:none" for n in fused.graph.nodes)
+            fused.save(tmp_path / "fused.ltplan")
+            proc = subprocess.run([*QEMU[base], str(profiler), "infer", "--plan", str(tmp_path / "fused.ltplan"),
+                                   "--count", str(len(xs)), "--inputs", str(tmp_path / "in.f32"), "--outputs",
+                                   str(tmp_path / "fused.f32"), "--threads", "2", "--warmup", "0"],
+                                  capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 0, (base, proc.stderr)
+            np.testing.assert_array_equal(np.fromfile(tmp_path / "fused.f32", np.float32).reshape(len(xs), -1), on_x86,
+                                          f"{base}, {requantization}, fused")
         if requantization == "xnnpack":
             oq = net.graph.tensors[net.graph.outputs[0]].quantization
             litert = np.stack([litert_run(fb, [x.astype(np.int8)])[0].ravel() for x in xq])

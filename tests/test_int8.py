@@ -17,6 +17,7 @@ from layertune import _core
 from layertune.graph.ir import Graph, Node, Quantization, Tensor
 from layertune.graph.plan import graph_from_plan, plan_bytes
 from layertune.graph.precision import REQUANTIZED_OPS
+from layertune.graph.fusion import fuse
 from layertune.graph.tflite_import import import_tflite_bytes
 
 import int8_reference as ref
@@ -154,14 +155,15 @@ def test_int8_conv_kernels_bit_exact(depthwise, case, threads, requantization):
 @pytest.mark.parametrize("isa", ["avx2", "portable"])
 def test_the_other_int8_gemm_tiles_agree_too(isa):
     """The int8 GEMM's tiles for CPUs without VNNI (LAYERTUNE_INT8_ISA: AVX2's vpmaddwd tile, and the
-    portable code that ARMv6 and the oracle of every layout run) on the same grid, in a process of
-    their own. (The NEON tiles run under qemu: test_arm_codegen.py.)"""
+    portable code that ARMv6 and the oracle of every layout run) on the same grid, and with a fused
+    residual ADD, in a process of their own. (The NEON tiles run under qemu: test_arm_codegen.py.)"""
     env = {**os.environ, "LAYERTUNE_INT8_ISA": isa}
     got = subprocess.run([sys.executable, "-c", "from layertune import _core; print(_core.int8_gemm_isa())"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert got.stdout.strip() == isa, got.stdout + got.stderr
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/test_int8.py::test_int8_conv_kernels_bit_exact"],  # by its id: never this test again
+                           "tests/test_int8.py::test_int8_conv_kernels_bit_exact",  # by their ids: never this test again
+                           "tests/test_int8.py::test_a_fused_residual_add_gives_the_unfused_answer"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
 
@@ -172,6 +174,70 @@ def test_an_int8_gemm_tile_this_cpu_lacks_is_one_line():
                          env=env, capture_output=True, text=True, timeout=120)
     assert got.returncode != 0
     assert "LAYERTUNE_INT8_ISA=neon: this CPU's int8 GEMM tiles are portable" in got.stderr.strip().splitlines()[-1]
+
+
+def residual_add_graph(conv: Graph, conv_first: bool, activation: str = "relu") -> Graph:
+    """conv_graph's layer, then an int8 ADD of its output and a second input (the residual, of
+    the output's shape and its own quantization), with an activation, in the layer's arithmetic."""
+    T = [Tensor(t.name, t.shape, t.data, t.quantization, t.dtype) for t in conv.tensors[:5]]
+    shape = T[4].shape
+    T += [Tensor("r", shape, quantization=_q(0.13, 7)), Tensor("rq", shape, quantization=_q(0.13, 7), dtype="int8"),
+          Tensor("zq", shape, quantization=_q(0.31, -9), dtype="int8"), Tensor("z", shape, quantization=_q(0.31, -9))]
+    req = conv.nodes[1].attrs["requantization"]
+    nodes = [conv.nodes[0], conv.nodes[1], Node("QUANTIZE", "quantize_r", [5], [6]),
+             Node("ADD", "add", [4, 6] if conv_first else [6, 4], [7], {"activation": activation, "requantization": req}),
+             Node("DEQUANTIZE", "dequantize", [7], [8])]
+    return Graph("conv_add", T, nodes, [0, 5], [8])
+
+
+def _run_two(graph: Graph, q_x: np.ndarray, q_r: np.ndarray, threads: int, reference: bool = False) -> np.ndarray:
+    ins = []
+    for t, q in zip(graph.inputs, (q_x, q_r)):
+        qt = graph.tensors[t].quantization
+        ins.append(((q.astype(np.float64) - qt.zero_point) * qt.scale).astype(np.float32))
+    return _core.Engine(plan_bytes(graph), threads, reference).run(ins)[0]
+
+
+@pytest.mark.parametrize("depthwise,case", [(False, REGULAR[0]), (False, REGULAR[2]), (False, REGULAR[4]),
+                                            (True, DEPTHWISE[0])])
+@pytest.mark.parametrize("requantization", ["tflite", "xnnpack"])
+def test_a_fused_residual_add_gives_the_unfused_answer(depthwise, case, requantization):
+    """graph/fusion.py's `add` on an int8 layer: the layer's output, computed in registers, through
+    the ADD's arithmetic (either input order, with its activation) equals the layer then the ADD
+    (whose arithmetic the one-op ADD test holds to LiteRT's), in every kernel and tile height, at 1
+    and 2 threads."""
+    w, bias, kw, q_x = _layer(case, depthwise)
+    kw["requantization"] = requantization
+    method = "int8_depthwise" if depthwise else "int8_gemm"
+    plain = conv_graph(q_x.shape, w, bias, **kw)
+    q_r = RNG.integers(-128, 128, plain.tensors[4].shape)
+    tile_rows = [None] if depthwise else layertune.methods.methods()["int8_gemm"].param("tile_rows").choices
+    for conv_first, activation in ((True, "relu"), (False, "none")):
+        unfused = residual_add_graph(plain, conv_first, activation)
+        want = _run_two(unfused, q_x, q_r, 1)
+        assert len(np.unique(want)) > 10
+        for rows in tile_rows:
+            named = conv_graph(q_x.shape, w, bias, method=method, w_scales=plain.tensors[2].quantization.scales,
+                               tile_rows=rows, **kw)
+            fused = fuse(residual_add_graph(named, conv_first, activation), ("add",))
+            conv = next(n for n in fused.nodes if n.op in ("CONV_2D", "DEPTHWISE_CONV_2D"))
+            assert conv.attrs["epilogue"] == f"add:{activation}" and "ADD" not in {n.op for n in fused.nodes}
+            for threads in (1, 2):
+                np.testing.assert_array_equal(_run_two(fused, q_x, q_r, threads), want, f"{method} {rows} {threads}")
+        np.testing.assert_array_equal(_run_two(fused, q_x, q_r, 2, reference=True), want, "int8_reference")
+
+
+def test_a_bad_int8_epilogue_is_one_line():
+    w, bias, kw, q_x = _layer(REGULAR[0], False)
+    fused = fuse(residual_add_graph(conv_graph(q_x.shape, w, bias, **kw), True), ("add",))
+    conv = next(n for n in fused.nodes if n.op == "CONV_2D")
+    conv.attrs["epilogue"] = "add:relu,swish"
+    with pytest.raises(ValueError, match="node 'conv'.*an int8 convolution's epilogue can only be one residual add"):
+        _core.Engine(plan_bytes(fused), 1)
+    conv.attrs["epilogue"] = "add:relu"
+    del conv.attrs["conv_output_scale"]
+    with pytest.raises(ValueError, match="node 'conv'.*needs conv_output_scale and conv_output_zero_point"):
+        _core.Engine(plan_bytes(fused), 1)
 
 
 def test_int8_method_that_does_not_apply_is_one_line():
@@ -409,13 +475,18 @@ def test_int8_applications_agree_with_litert(name, size, exact):
     convs = [n for n in graph.nodes if n.op in ("CONV_2D", "DEPTHWISE_CONV_2D")]
     assert all(graph.tensors[n.outputs[0]].dtype == "int8" for n in convs)
     x = [rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)]
+    # and fused as layertune.load fuses them (residual ADDs in the convolutions' epilogues)
+    fused, fixed_fused = fuse(graph), fuse(fixed)
+    assert name == "MobileNetV3Small" or any(n.attrs.get("epilogue", "").startswith("add") for n in fused.nodes)
     for threads in (1, 2):
-        ref_diff = _lsb_diff(fixed, fb, x, threads, reference=True)
-        assert ref_diff.max() == 0 if exact else np.mean(ref_diff <= 1) >= 0.999, \
-            f"{name} at {threads} threads: {np.mean(ref_diff == 0):.4f} equal to TFLite's reference kernels"
-        diff = _lsb_diff(graph, fb, x, threads)
-        assert diff.max() == 0 if exact else np.mean(diff <= 1) >= 0.999, \
-            f"{name} at {threads} threads: {np.mean(diff == 0):.4f} equal to LiteRT, {np.mean(diff <= 1):.4f} within 1 LSB"
+        for g, f in ((fixed, "unfused"), (fixed_fused, "fused")):
+            ref_diff = _lsb_diff(g, fb, x, threads, reference=True)
+            assert ref_diff.max() == 0 if exact else np.mean(ref_diff <= 1) >= 0.999, \
+                f"{name} {f} at {threads} threads: {np.mean(ref_diff == 0):.4f} equal to TFLite's reference kernels"
+        for g, f in ((graph, "unfused"), (fused, "fused")):
+            diff = _lsb_diff(g, fb, x, threads)
+            assert diff.max() == 0 if exact else np.mean(diff <= 1) >= 0.999, \
+                f"{name} {f} at {threads} threads: {np.mean(diff == 0):.4f} equal to LiteRT, {np.mean(diff <= 1):.4f} within 1 LSB"
 
 
 def test_int8_off_computes_in_float_as_before():

@@ -13,6 +13,7 @@
 #include "../ops/broadcast.h"
 #include "../ops/common.h"
 #include "layertune/thread_pool.h"
+#include "add_arithmetic.h"
 #include "qconv.h"
 
 namespace layertune {
@@ -114,7 +115,26 @@ class QConvOp final : public Op {
     q.shape = ops::conv_shape(ctx);
     if (ctx.shape(out_) != std::vector<int>{q.shape.batch, q.shape.out_h(), q.shape.out_w(), q.shape.out_c})
       fail(ctx.node.where(), ": output shape does not match the layer (", q.shape.describe(), ")");
-    fill_quantized(ctx, w, q);
+    // A fused residual ADD (graph/fusion.py): the node's output is the ADD's; the layer's own
+    // output, which the ADD reads, has the quantization the node's attributes keep.
+    const std::string epilogue = ctx.node.str("epilogue", "");
+    Quant layer_out = quant_of(ctx, out_);
+    if (!epilogue.empty()) {
+      if (epilogue.rfind("add:", 0) != 0 || epilogue.find(',') != std::string::npos)
+        fail(ctx.node.where(), ": an int8 convolution's epilogue can only be one residual add ('add:<activation>'), got '",
+             epilogue, "'");
+      if (!ctx.has_input(3)) fail(ctx.node.where(), ": the epilogue adds a residual, but the node has no fourth input");
+      residual_ = ctx.input(3);
+      expect_dtype(ctx, residual_, DType::kInt8);
+      if (ctx.shape(residual_) != ctx.shape(out_))
+        fail(ctx.node.where(), ": the residual '", ctx.tensor(residual_).name, "' does not have the output's shape");
+      if (!ctx.node.has("conv_output_scale") || !ctx.node.has("conv_output_zero_point"))
+        fail(ctx.node.where(), ": a fused residual add needs conv_output_scale and conv_output_zero_point");
+      layer_out = {ctx.node.float_attr("conv_output_scale", 1.f), int32_t(ctx.node.int_attr("conv_output_zero_point"))};
+    } else if (ctx.has_input(3)) {
+      fail(ctx.node.where(), ": a fourth input (a residual) without an epilogue that adds it");
+    }
+    fill_quantized(ctx, w, q, layer_out);
     const MethodParams choice = ops::kernel_choice(ctx, int8::default_method(q.shape), "int8_reference");
     threads_ = choice.threads;
     try {
@@ -122,14 +142,29 @@ class QConvOp final : public Op {
     } catch (const InvalidArgument& e) {
       fail(ctx.node.where(), ": ", e.what());
     }
+    if (residual_ >= 0) {
+      const Quant r = quant_of(ctx, residual_), y = quant_of(ctx, out_);
+      Activation act = Activation::kNone;
+      try {
+        act = parse_activation(epilogue.substr(4));
+      } catch (const InvalidArgument& e) {
+        fail(ctx.node.where(), ": ", e.what());
+      }
+      const auto [lo, hi] = int8::activation_bounds(act, y.scale, y.zero_point);
+      kernel_->set_residual_add(int8::AddArithmetic(layer_out.scale, layer_out.zero_point, r.scale, r.zero_point, y.scale,
+                                                    y.zero_point, lo, hi, q.requantization));
+    }
   }
-  void run(float* const* b) override { kernel_->run(in8(b, in_), out8(b, out_), threads_); }
+  void run(float* const* b) override {
+    kernel_->run(in8(b, in_), out8(b, out_), threads_, residual_ >= 0 ? in8(b, residual_) : nullptr);
+  }
 
   // The weights, bias and requantization of a layer whose output channels are the weights' last
-  // dimension (convolutions, and fully-connected layers as 1x1 convolutions).
-  static void fill_quantized(const OpContext& ctx, int w, int8::QuantizedConv& q) {
+  // dimension (convolutions, and fully-connected layers as 1x1 convolutions), `y` its output's
+  // quantization.
+  static void fill_quantized(const OpContext& ctx, int w, int8::QuantizedConv& q, Quant y) {
     const PlanTensor& wt = ctx.tensor(w);
-    const Quant x = quant_of(ctx, ctx.input(0)), y = quant_of(ctx, ctx.output(0));
+    const Quant x = quant_of(ctx, ctx.input(0));
     const int oc = q.shape.out_c;
     if (wt.scales.size() != 1 && wt.scales.size() != size_t(oc))
       fail(ctx.node.where(), ": weights '", wt.name, "' need one scale or one per output channel");
@@ -160,7 +195,7 @@ class QConvOp final : public Op {
   }
 
  private:
-  int in_, out_;
+  int in_, out_, residual_ = -1;
   int threads_ = 1;
   std::unique_ptr<int8::QConvKernel> kernel_;
 };
@@ -181,7 +216,7 @@ class QFullyConnectedOp final : public Op {
     int8::QuantizedConv q;
     q.shape = ConvShape::from_fields({int(rows), 1, 1, ws[0], ws[1], 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1},
                                      parse_activation(ctx.node.str("activation", "none")));
-    QConvOp::fill_quantized(ctx, w, q);
+    QConvOp::fill_quantized(ctx, w, q, quant_of(ctx, out_));
     threads_ = ctx.threads;
     MethodParams choice;
     choice.method = ctx.reference_kernels ? "int8_reference" : int8::default_method(q.shape);
@@ -270,72 +305,27 @@ class QAddOp final : public Op {
     if (ctx.shape(a_) != ctx.shape(out_) || ctx.shape(b_) != ctx.shape(out_))
       fail(ctx.node.where(), ": int8 ADD needs inputs of the output's shape");
     const Quant x1 = quant_of(ctx, a_), x2 = quant_of(ctx, b_), y = quant_of(ctx, out_);
-    const double twice_max = 2.0 * std::max(x1.scale, x2.scale);
-    m1_ = int8::quantize_multiplier(x1.scale / twice_max);
-    m2_ = int8::quantize_multiplier(x2.scale / twice_max);
-    mo_ = int8::quantize_multiplier(twice_max / (double(1 << kLeftShift) * y.scale));
-    z1_ = x1.zero_point, z2_ = x2.zero_point, zo_ = y.zero_point;
-    xnnpack_ = requantization_of(ctx) == int8::Requantization::kXnnpack &&
-               xnnpack_multipliers(int8::ieee_div(x1.scale, y.scale), int8::ieee_div(x2.scale, y.scale));
-    std::tie(lo_, hi_) = int8::activation_bounds(parse_activation(ctx.node.str("activation", "none")), y.scale, y.zero_point);
+    const auto [lo, hi] = int8::activation_bounds(parse_activation(ctx.node.str("activation", "none")), y.scale, y.zero_point);
+    arithmetic_ = int8::AddArithmetic(x1.scale, x1.zero_point, x2.scale, x2.zero_point, y.scale, y.zero_point, lo, hi,
+                                      requantization_of(ctx));
     threads_ = ctx.threads;
   }
   void run(float* const* b) override {
-    if (xnnpack_) return run_xnnpack(in8(b, a_), in8(b, b_), out8(b, out_));
     const int8_t *x1 = in8(b, a_), *x2 = in8(b, b_);
     int8_t* y = out8(b, out_);
-    using int8::kLanes;
-    using int8::v32;
-    const int8::RequantLanes m1 = int8::requant_lanes(m1_), m2 = int8::requant_lanes(m2_), mo = int8::requant_lanes(mo_);
-    const v32 zo = int8::splat32(zo_), lo_bound = int8::splat32(lo_), hi_bound = int8::splat32(hi_);
     for_each_share(threads_, n_, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; i += kLanes) {
-        const int n = int(std::min<int64_t>(kLanes, i1 - i));
-        const v32 s1 = int8::requantize((int8::widen(x1 + i, n) - z1_) << kLeftShift, m1);
-        const v32 s2 = int8::requantize((int8::widen(x2 + i, n) - z2_) << kLeftShift, m2);
-        int8::narrow_store(y + i, int8::clamp32(int8::requantize(s1 + s2, mo) + zo, lo_bound, hi_bound), n);
+      const int8::AddArithmetic::Lanes l = arithmetic_.lanes();  // locals: not reloaded after each int8 store
+      for (int64_t i = i0; i < i1; i += int8::kLanes) {
+        const int n = int(std::min<int64_t>(int8::kLanes, i1 - i));
+        int8::narrow_store(y + i, int8::AddArithmetic::of(int8::widen(x1 + i, n), int8::widen(x2 + i, n), l), n);
       }
     });
   }
 
  private:
-  static constexpr int kLeftShift = 20;
-
-  // XNNPACK's multipliers: the larger ratio's exponent e sets the shift 20 - e, and each ratio
-  // times 2^shift, rounded to nearest even, is its multiplier. False where XNNPACK refuses.
-  bool xnnpack_multipliers(float r1, float r2) {
-    for (float r : {r1, r2})
-      if (!(r >= 0x1.0p-10f && r < 0x1.0p+8f)) return false;
-    int exponent = 0;
-    std::frexp(std::max(r1, r2), &exponent);  // max = f 2^exponent, f in [0.5, 1)
-    shift_ = 20 - (exponent - 1);
-    xm1_ = int32_t(std::nearbyint(std::ldexp(r1, shift_)));
-    xm2_ = int32_t(std::nearbyint(std::ldexp(r2, shift_)));
-    xbias_ = (int32_t(1) << (shift_ - 1)) - xm1_ * z1_ - xm2_ * z2_;
-    return true;
-  }
-  // zo + clamp((bias + x1 m1 + x2 m2) >> shift, lo - zo, hi - zo): the sum rounded half up.
-  void run_xnnpack(const int8_t* x1, const int8_t* x2, int8_t* y) const {
-    using int8::v32;
-    const v32 m1 = int8::splat32(xm1_), m2 = int8::splat32(xm2_), bias = int8::splat32(xbias_), zo = int8::splat32(zo_);
-    const v32 lo = int8::splat32(lo_ - zo_), hi = int8::splat32(hi_ - zo_);
-    const int shift = shift_;
-    for_each_share(threads_, n_, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; i += int8::kLanes) {
-        const int n = int(std::min<int64_t>(int8::kLanes, i1 - i));
-        const v32 sum = bias + int8::widen(x1 + i, n) * m1 + int8::widen(x2 + i, n) * m2;
-        int8::narrow_store(y + i, int8::clamp32(sum >> shift, lo, hi) + zo, n);
-      }
-    });
-  }
-
   int a_, b_, out_;
   int64_t n_;
-  bool xnnpack_ = false;
-  int shift_ = 0;
-  int32_t xm1_ = 0, xm2_ = 0, xbias_ = 0;
-  Multiplier m1_, m2_, mo_;
-  int32_t z1_ = 0, z2_ = 0, zo_ = 0, lo_ = -128, hi_ = 127;
+  int8::AddArithmetic arithmetic_;
   int threads_ = 1;
 };
 

@@ -40,7 +40,7 @@ class ReferenceQConv : public QConvKernel {
   explicit ReferenceQConv(const QuantizedConv& q) : QConvKernel(q), w_(q.weights) {}
   const char* name() const override { return "int8_reference"; }
 
-  void run(const int8_t* x, int8_t* y, int) const override {
+  void run(const int8_t* x, int8_t* y, int, const int8_t* residual) const override {
     const ConvShape& s = q_.shape;
     const int oh = s.out_h(), ow = s.out_w(), cig = s.in_c_per_group(), cog = s.out_c_per_group();
     for (int n = 0; n < s.batch; ++n)
@@ -67,6 +67,7 @@ class ReferenceQConv : public QConvKernel {
                     ? requantize_fp32(acc, q_.scales[oc], q_.output_zero_point, q_.out_min, q_.out_max)
                     : saturate(multiply(acc, q_.multipliers[oc]) + q_.output_zero_point, q_.out_min, q_.out_max);
           }
+    if (residual) add_residual(y, residual, int64_t(s.batch) * oh * ow * s.out_c);
   }
 
  private:
@@ -110,6 +111,17 @@ struct Requant {
   // acc (16 channels from c0) -> int8 at y (n <= 16 of them written).
   void store(v32 acc, int64_t c0, int8_t* y, int n) const { store(acc, lanes(c0), y, n); }
   static void store(v32 acc, const Lanes& l, int8_t* y, int n) { narrow_store(y, value(acc, l), n); }
+  // The same, then a fused residual ADD (AddArithmetic) of the layer's output (in its bounds) and
+  // the residual's bytes at y's place.
+  static void store_add(v32 acc, const Lanes& l, int8_t* y, int n, const int8_t* residual, const AddArithmetic::Lanes& add) {
+    narrow_store(y, AddArithmetic::of(clamp32(value(acc, l), l.lo, l.hi), widen(residual, n), add), n);
+  }
+  // The layer's output lanes of a sum with its bias, in its bounds (the fp32 arithmetic clamps
+  // before it rounds), as a fused ADD reads them.
+  template <bool Fp32>
+  static v32 layer_output(v32 sum, const Lanes& l) {
+    return Fp32 ? of_sum<true>(sum, l) : clamp32(of_sum<false>(sum, l), l.lo, l.hi);
+  }
   // The output as int32 lanes, before the narrowing (which saturates to int8).
   static v32 value(v32 acc, const Lanes& l) { return l.fp32 ? of_sum<true>(acc + l.bias, l) : of_sum<false>(acc + l.bias, l); }
   // The same of a sum that has its bias (the arithmetic known at compile time).
@@ -163,14 +175,20 @@ class GemmQConv : public QConvKernel {
     }
     rq_.init(q, blocks_ * kBlock, bias);
 #if LAYERTUNE_X86_VNNI
-    if (isa_ == QGemmIsa::kAvx512Vnni) vnni_kernel_ = vnni_kernel();
+    if (isa_ == QGemmIsa::kAvx512Vnni) vnni_kernel_ = vnni_kernel<kNoAdd>();
 #endif
     pad_ = uint8_t(q.input_zero_point + 128);
     rows_per_task_ = int(std::clamp<int64_t>(round_up(std::max<int64_t>(32768 / kp_, 1), rows_), rows_, round_up(64, rows_)));
   }
   const char* name() const override { return "int8_gemm"; }
+  void set_residual_add(const AddArithmetic& add) override {
+    QConvKernel::set_residual_add(add);
+#if LAYERTUNE_X86_VNNI
+    if (isa_ == QGemmIsa::kAvx512Vnni) vnni_add_kernel_ = add_lanes_.xnnpack ? vnni_kernel<kAddXnnpack>() : vnni_kernel<kAddTflite>();
+#endif
+  }
 
-  void run(const int8_t* x, int8_t* y, int threads) const override {
+  void run(const int8_t* x, int8_t* y, int threads, const int8_t* residual) const override {
     const ConvShape& s = q_.shape;
     const int64_t pixels = int64_t(s.batch) * s.out_h() * s.out_w();
     const int64_t pairs = (blocks_ + 1) / 2;
@@ -212,13 +230,16 @@ class GemmQConv : public QConvKernel {
         const int nr = int(std::min<int64_t>(rows_, rows - r0));
 #if LAYERTUNE_X86_VNNI
         if (isa_ == QGemmIsa::kAvx512Vnni) {
-          vnni_kernel_(a + r0 * kp_, kp_, nr, b_.data(), kp_ * kBlock, kp_ / 4, rq_, nb0, nb1, blocks_, s.out_c,
-                       y + (p0 + r0) * s.out_c);
+          const int64_t at = (p0 + r0) * s.out_c;
+          (residual ? vnni_add_kernel_ : vnni_kernel_)(a + r0 * kp_, kp_, nr, b_.data(), kp_ * kBlock, kp_ / 4, rq_, nb0,
+                                                      nb1, blocks_, s.out_c, y + at, residual ? residual + at : nullptr,
+                                                      add_lanes_);
           continue;
         }
 #endif
         for (int64_t nb = nb0; nb < nb1; nb += 2)
-          tile(a + r0 * kp_, nr, nb, nb + 1 < blocks_ ? 2 : 1, y + (p0 + r0) * s.out_c);
+          tile(a + r0 * kp_, nr, nb, nb + 1 < blocks_ ? 2 : 1, y + (p0 + r0) * s.out_c,
+               residual ? residual + (p0 + r0) * s.out_c : nullptr);
       }
     });
   }
@@ -316,9 +337,10 @@ class GemmQConv : public QConvKernel {
 #endif
   }
 
-  // y (rows of out_c) for A rows [0, nr) x B blocks nb, nb + nv (nv = 1 or 2), requantized: the
-  // tiles of qgemm_tiles.h (VNNI's computes a row tile's every block in one call, tile_vnni).
-  void tile(const uint8_t* a, int nr, int64_t nb, int nv, int8_t* y) const {
+  // y (rows of out_c) for A rows [0, nr) x B blocks nb, nb + nv (nv = 1 or 2), requantized (and
+  // added to `residual`, at y's place, when not null): the tiles of qgemm_tiles.h (VNNI's computes
+  // a row tile's every block in one call, tile_vnni).
+  void tile(const uint8_t* a, int nr, int64_t nb, int nv, int8_t* y, const int8_t* residual) const {
     const int8_t* b = b_.data() + nb * kp_ * kBlock;
     const int out_c = q_.shape.out_c;
     const int step = tile_rows_of(isa_);
@@ -327,8 +349,11 @@ class GemmQConv : public QConvKernel {
       const Requant::Lanes& lanes = rq_.lanes(c0);
       const int nc = int(std::min<int64_t>(kBlock, out_c - c0));
       for (int r0 = 0; r0 < nr; r0 += step) {
-        int8_t* yr = y + int64_t(r0) * out_c + c0;
-        const auto store = [&](int r, v32 sums) { Requant::store(sums, lanes, yr + int64_t(r) * out_c, nc); };
+        const int64_t at = int64_t(r0) * out_c + c0;
+        const auto store = [&](int r, v32 sums) {
+          if (residual) Requant::store_add(sums, lanes, y + at + r * out_c, nc, residual + at + r * out_c, add_lanes_);
+          else Requant::store(sums, lanes, y + at + r * out_c, nc);
+        };
         isa_tile(a + r0 * kp_, std::min(step, nr - r0), b + v * kp_ * kBlock, store);
       }
     }
@@ -374,43 +399,52 @@ class GemmQConv : public QConvKernel {
   // 16 channels in registers), every block of the row tile in one call. The sums start from the
   // bias; each block's are requantized straight from the registers in the layer's arithmetic (a
   // template parameter: no branch per vector).
+  // (The residual and the ADD's lanes: a fused residual ADD's, in Add's arithmetic.)
+  static constexpr int kNoAdd = 0, kAddXnnpack = 1, kAddTflite = 2;
   using VnniKernel = void (*)(const uint8_t*, int64_t, int, const int8_t*, int64_t, int64_t, const Requant&, int64_t,
-                              int64_t, int64_t, int, int8_t*);
-  template <int kRows, bool Flip, bool Fp32>
+                              int64_t, int64_t, int, int8_t*, const int8_t*, const AddArithmetic::Lanes&);
+  template <int kRows, bool Flip, bool Fp32, int Add>
   __attribute__((target("avx512f,avx512bw,avx512vnni"))) static void tile_vnni(
       const uint8_t* a, int64_t a_stride, int nr, const int8_t* b, int64_t b_stride, int64_t k4, const Requant& rq,
-      int64_t nb0, int64_t nb1, int64_t blocks, int out_c, int8_t* y) {
+      int64_t nb0, int64_t nb1, int64_t blocks, int out_c, int8_t* y, const int8_t* residual,
+      const AddArithmetic::Lanes& add) {
     const uint8_t* ar[kRows];
     for (int r = 0; r < kRows; ++r) ar[r] = a + std::min(r, nr - 1) * a_stride;
     for (int64_t nb = nb0; nb < nb1; nb += 2) {
-      if (nb + 1 < blocks) vnni_blocks<kRows, 2, Flip, Fp32>(ar, nr, b + nb * b_stride, b_stride, k4, rq, nb * kBlock, out_c, y);
-      else vnni_blocks<kRows, 1, Flip, Fp32>(ar, nr, b + nb * b_stride, b_stride, k4, rq, nb * kBlock, out_c, y);
+      if (nb + 1 < blocks)
+        vnni_blocks<kRows, 2, Flip, Fp32, Add>(ar, nr, b + nb * b_stride, b_stride, k4, rq, nb * kBlock, out_c, y, residual, add);
+      else
+        vnni_blocks<kRows, 1, Flip, Fp32, Add>(ar, nr, b + nb * b_stride, b_stride, k4, rq, nb * kBlock, out_c, y, residual, add);
     }
   }
-  template <int R>
+  template <int R, int Add>
   VnniKernel vnni_kernel_of() const {
     const bool fp32 = q_.requantization == Requantization::kXnnpack;
-    return direct_ ? (fp32 ? tile_vnni<R, true, true> : tile_vnni<R, true, false>)
-                   : (fp32 ? tile_vnni<R, false, true> : tile_vnni<R, false, false>);
+    return direct_ ? (fp32 ? tile_vnni<R, true, true, Add> : tile_vnni<R, true, false, Add>)
+                   : (fp32 ? tile_vnni<R, false, true, Add> : tile_vnni<R, false, false, Add>);
   }
+  template <int Add>
   VnniKernel vnni_kernel() const {
     switch (rows_) {
-      case 4: return vnni_kernel_of<4>();
-      case 7: return vnni_kernel_of<7>();
-      case 12: return vnni_kernel_of<12>();
-      default: return vnni_kernel_of<8>();
+      case 4: return vnni_kernel_of<4, Add>();
+      case 7: return vnni_kernel_of<7, Add>();
+      case 12: return vnni_kernel_of<12, Add>();
+      default: return vnni_kernel_of<8, Add>();
     }
   }
-  template <int kRows, int NV, bool Flip, bool Fp32>
+  template <int kRows, int NV, bool Flip, bool Fp32, int Add>
   __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void vnni_blocks(
       const uint8_t* const* ar, int nr, const int8_t* b, int64_t b_stride, int64_t k4, const Requant& rq, int64_t c0,
-      int out_c, int8_t* y) {
+      int out_c, int8_t* y, const int8_t* residual, const AddArithmetic::Lanes& add) {
     __m512i c[kRows][NV];
     const Requant::Lanes* lanes[NV];
     for (int v = 0; v < NV; ++v) lanes[v] = &rq.lanes(c0 + v * kBlock);
     for (int r = 0; r < kRows; ++r)
       for (int v = 0; v < NV; ++v) c[r][v] = __m512i(lanes[v]->bias);
     const __m512i flip = _mm512_set1_epi32(int32_t(0x80808080u));
+    if constexpr (Add != kNoAdd)  // the residual's bytes arrive while the sums are computed
+      for (int r = 0; r < kRows; ++r)
+        if (r < nr) _mm_prefetch(reinterpret_cast<const char*>(residual + c0 + r * out_c), _MM_HINT_T0);
     for (int64_t k = 0; k < k4; ++k) {
       __m512i w[NV];
       for (int v = 0; v < NV; ++v) w[v] = _mm512_loadu_si512(b + v * b_stride + k * 64);
@@ -422,25 +456,34 @@ class GemmQConv : public QConvKernel {
         for (int v = 0; v < NV; ++v) c[r][v] = dpbusd(c[r][v], xr, w[v]);
       }
     }
-    store_rows<kRows, NV, 0, Fp32>(c, nr, *lanes[0], y + c0, out_c, int(std::min<int64_t>(kBlock, out_c - c0)),
-                                   std::make_integer_sequence<int, kRows>{});
-    if constexpr (NV == 2)
-      store_rows<kRows, NV, NV - 1, Fp32>(c, nr, *lanes[NV - 1], y + c0 + kBlock, out_c,
-                                          int(std::min<int64_t>(kBlock, out_c - c0 - kBlock)),
-                                          std::make_integer_sequence<int, kRows>{});
+    for (int v = 0; v < NV; ++v) {
+      const int64_t cv = c0 + v * kBlock;
+      const int nc = int(std::min<int64_t>(kBlock, out_c - cv));
+      const int8_t* rv = Add ? residual + cv : nullptr;
+      if (v == 0) store_rows<kRows, NV, 0, Fp32, Add>(c, nr, *lanes[0], y + cv, out_c, nc, rv, add, std::make_integer_sequence<int, kRows>{});
+      else store_rows<kRows, NV, NV - 1, Fp32, Add>(c, nr, *lanes[NV - 1], y + cv, out_c, nc, rv, add, std::make_integer_sequence<int, kRows>{});
+    }
   }
   // Column v of the accumulators, row by row with compile-time indices (a loop over the rows put
   // every accumulator on the stack to index it).
-  template <int kRows, int NV, int V, bool Fp32, int... R>
+  template <int kRows, int NV, int V, bool Fp32, int Add, int... R>
   __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline void store_rows(
       const __m512i (&c)[kRows][NV], int nr, const Requant::Lanes& l, int8_t* y, int out_c, int nc,
-      std::integer_sequence<int, R...>) {
-    ((R < nr ? narrow_store(y + R * out_c, Requant::of_sum<Fp32>(v32(c[R][V]), l), nc) : void()), ...);
+      const int8_t* residual, const AddArithmetic::Lanes& add, std::integer_sequence<int, R...>) {
+    const auto added = [&](v32 x1, v32 x2) {
+      return Add == kAddXnnpack ? AddArithmetic::of_xnnpack(x1, x2, add) : AddArithmetic::of_tflite(x1, x2, add);
+    };
+    if constexpr (Add != kNoAdd)
+      ((R < nr ? narrow_store(y + R * out_c, added(Requant::layer_output<Fp32>(v32(c[R][V]), l), widen(residual + R * out_c, nc)), nc)
+               : void()),
+       ...);
+    else
+      ((R < nr ? narrow_store(y + R * out_c, Requant::of_sum<Fp32>(v32(c[R][V]), l), nc) : void()), ...);
   }
 #endif
 
 #if LAYERTUNE_X86_VNNI
-  VnniKernel vnni_kernel_ = nullptr;
+  VnniKernel vnni_kernel_ = nullptr, vnni_add_kernel_ = nullptr;
 #endif
   int64_t k_ = 0, kp_ = 0, blocks_ = 0;
   bool direct_ = false;  // A is the input itself (1x1, stride 1, no padding, channels a multiple of 4)
@@ -492,7 +535,7 @@ class DepthwiseQConv : public QConvKernel {
   }
   const char* name() const override { return "int8_depthwise"; }
 
-  void run(const int8_t* x, int8_t* y, int threads) const override {
+  void run(const int8_t* x, int8_t* y, int threads, const int8_t* residual) const override {
     const ConvShape& s = q_.shape;
     const int oh = s.out_h(), ow = s.out_w();
     const int64_t rows = int64_t(s.batch) * oh;
@@ -521,6 +564,7 @@ class DepthwiseQConv : public QConvKernel {
       if (taps_ == 9) pixels<9>(ptrs.data(), ow, yr);
       else if (taps_ == 25) pixels<25>(ptrs.data(), ow, yr);
       else pixels<0>(ptrs.data(), ow, yr);
+      if (residual) add_residual(yr, residual + row * ow * s.out_c, int64_t(ow) * s.out_c);
     });
   }
 

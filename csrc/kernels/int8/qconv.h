@@ -4,10 +4,12 @@
 // a GEMM over int8 micro-kernel tiles (1x1 directly, others through an im2col of their rows) and
 // a depthwise kernel vectorized over channels.
 #pragma once
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "add_arithmetic.h"
 #include "layertune/conv_params.h"
 #include "requantize.h"
 
@@ -29,12 +31,28 @@ class QConvKernel {
  public:
   explicit QConvKernel(const QuantizedConv& q) : q_(q) { q_.weights.clear(); }
   virtual ~QConvKernel() = default;
-  virtual void run(const int8_t* input, int8_t* output, int threads) const = 0;
+  // `residual` (the output's shape) is the tensor a fused residual ADD adds (set_residual_add);
+  // null without one.
+  virtual void run(const int8_t* input, int8_t* output, int threads, const int8_t* residual = nullptr) const = 0;
   virtual const char* name() const = 0;
   const QuantizedConv& conv() const { return q_; }
+  // The layer's output then goes through this ADD with the residual (the output is input 1, the
+  // residual input 2) before it is stored: graph/fusion.py's `add` form.
+  virtual void set_residual_add(const AddArithmetic& add) { add_lanes_ = add.lanes(); }
 
  protected:
+  // y[i] = ADD(y[i], residual[i]) for i < n: the fused ADD over outputs already stored (the
+  // reference kernel, and kernels that store a row before adding to it).
+  void add_residual(int8_t* y, const int8_t* residual, int64_t n) const {
+    const AddArithmetic::Lanes l = add_lanes_;
+    for (int64_t i = 0; i < n; i += kLanes) {
+      const int c = int(std::min<int64_t>(kLanes, n - i));
+      narrow_store(y + i, AddArithmetic::of(widen(y + i, c), widen(residual + i, c), l), c);
+    }
+  }
+
   QuantizedConv q_;  // without the weights: each kernel keeps them in its own layout
+  AddArithmetic::Lanes add_lanes_{};  // the fused residual ADD's
 };
 
 // The int8 methods are rows of the method table (methods.cc: int8_reference, the oracle;

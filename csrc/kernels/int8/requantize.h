@@ -194,8 +194,10 @@ inline v32 widen(const int8_t* p, int n = kLanes) {
 }
 inline void narrow_store(int8_t* p, v32 v, int n = kLanes) {
 #if defined(__AVX512F__)
-  if (n == kLanes) _mm512_mask_cvtsepi32_storeu_epi8(p, __mmask16(0xffff), __m512i(v));
-  else _mm512_mask_cvtsepi32_storeu_epi8(p, __mmask16((1u << n) - 1), __m512i(v));
+  // vpmovsdb to a register, then a plain store: its memory form is microcoded on AMD's Zen 4.
+  const __m128i b = _mm512_cvtsepi32_epi8(__m512i(v));
+  if (n == kLanes) _mm_storeu_si128(reinterpret_cast<__m128i*>(p), b);
+  else _mm_mask_storeu_epi8(p, __mmask16((1u << n) - 1), b);
 #elif defined(__aarch64__)
   // Saturating narrows, int32 -> int16 -> int8 (sqxtn / vqmovn), as vpmovsdb saturates.
   int32x4_t q[4];

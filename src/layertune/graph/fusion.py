@@ -10,7 +10,10 @@ switched on or off on its own (the tuner times the fused plan against the unfuse
 - ``swish``: ``y * LOGISTIC(y)`` after a convolution (EfficientNet's swish);
 - ``hard_swish``: HARD_SWISH after a convolution (MobileNetV3);
 - ``add``: an ADD of the convolution's output and a tensor of the same shape (a residual), with
-  the ADD's own fused activation;
+  the ADD's own fused activation. Also on an int8 convolution (the one form that applies there),
+  whose ADD rescales: the node keeps its own output's quantization in ``conv_output_scale`` and
+  ``conv_output_zero_point``, computes that int8 output in registers and then the ADD's
+  arithmetic on it (kernels/int8/add_arithmetic.h), bit for bit the unfused pair;
 - ``inverted_residual``: a 1x1 expand convolution, the depthwise convolution that alone reads it
   and the 1x1 project convolution that alone reads that (MobileNetV2's block, its residual ADD
   already in the project's epilogue) computed in strips of output rows, so that the expanded
@@ -71,6 +74,9 @@ def fuse(graph: Graph, forms: Iterable[str] = FORMS, strip_rows: int = 0,
         _fold_pads(g)
     while any(_fuse_one(g, node, forms) for node in list(g.nodes) if g.is_float_conv(node)):
         pass
+    if "add" in forms:
+        while any(_fuse_int8_add(g, node) for node in list(g.nodes) if _is_int8_conv(g, node)):
+            pass
     g.prune()
     if "inverted_residual" in forms:  # after `add`: the residual ADD belongs to the project
         _group_inverted_residuals(g, strip_rows, strip_min_bytes)
@@ -152,6 +158,32 @@ def _fuse_one(graph: Graph, conv: Node, forms: tuple[str, ...]) -> bool:
             _absorb(graph, conv, [add], f"add:{add.attrs.get('activation', 'none')}", add.outputs[0])
             return True
     return False
+
+
+def _is_int8_conv(graph: Graph, node: Node) -> bool:
+    return node.op in CONV_OPS and graph.tensors[node.outputs[0]].dtype == "int8"
+
+
+def _fuse_int8_add(graph: Graph, conv: Node) -> bool:
+    """The int8 ADD that alone reads an int8 convolution's output and a residual of its shape, in
+    the convolution's arithmetic (the `add` form on int8 layers; see the module's text)."""
+    y = conv.outputs[0]
+    readers = _readers(graph, y)
+    if y in graph.outputs or len(readers) != 1 or readers[0].op != "ADD" or conv.attrs.get("epilogue"):
+        return False
+    add = readers[0]
+    others = [t for t in add.inputs if t != y]
+    tensors = [graph.tensors[t] for t in [y, *others, *add.outputs]]
+    if (len(add.inputs) != 2 or len(others) != 1 or any(t.shape != tensors[0].shape for t in tensors)
+            or any(t.dtype != "int8" or t.quantization is None or not t.quantization.per_tensor for t in tensors)
+            or add.attrs.get("requantization", "tflite") != conv.attrs.get("requantization", "tflite")):
+        return False
+    q = tensors[0].quantization
+    conv.attrs["conv_output_scale"] = float(q.scales[0])
+    conv.attrs["conv_output_zero_point"] = int(q.zero_points[0])
+    conv.inputs = _padded_inputs(conv.inputs, 3) + [others[0]]
+    _absorb(graph, conv, [add], f"add:{add.attrs.get('activation', 'none')}", add.outputs[0])
+    return True
 
 
 def _padded_inputs(inputs: list[int], count: int) -> list[int]:
