@@ -350,11 +350,16 @@ class GemmQConv : public QConvKernel {
       const int nc = int(std::min<int64_t>(kBlock, out_c - c0));
       for (int r0 = 0; r0 < nr; r0 += step) {
         const int64_t at = int64_t(r0) * out_c + c0;
-        const auto store = [&](int r, v32 sums) {
-          if (residual) Requant::store_add(sums, lanes, y + at + r * out_c, nc, residual + at + r * out_c, add_lanes_);
-          else Requant::store(sums, lanes, y + at + r * out_c, nc);
-        };
-        isa_tile(a + r0 * kp_, std::min(step, nr - r0), b + v * kp_ * kBlock, store);
+        // Two instantiations of the tile: a branch in one store lambda made armv7's NEON tile spill.
+        if (residual) {
+          const auto store = [&](int r, v32 sums) {
+            Requant::store_add(sums, lanes, y + at + r * out_c, nc, residual + at + r * out_c, add_lanes_);
+          };
+          isa_tile(a + r0 * kp_, std::min(step, nr - r0), b + v * kp_ * kBlock, store);
+        } else {
+          const auto store = [&](int r, v32 sums) { Requant::store(sums, lanes, y + at + r * out_c, nc); };
+          isa_tile(a + r0 * kp_, std::min(step, nr - r0), b + v * kp_ * kBlock, store);
+        }
       }
     }
   }
