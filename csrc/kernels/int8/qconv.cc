@@ -447,9 +447,6 @@ class GemmQConv : public QConvKernel {
     for (int r = 0; r < kRows; ++r)
       for (int v = 0; v < NV; ++v) c[r][v] = __m512i(lanes[v]->bias);
     const __m512i flip = _mm512_set1_epi32(int32_t(0x80808080u));
-    if constexpr (Add != kNoAdd)  // the residual's bytes arrive while the sums are computed
-      for (int r = 0; r < kRows; ++r)
-        if (r < nr) _mm_prefetch(reinterpret_cast<const char*>(residual + c0 + r * out_c), _MM_HINT_T0);
     for (int64_t k = 0; k < k4; ++k) {
       __m512i w[NV];
       for (int v = 0; v < NV; ++v) w[v] = _mm512_loadu_si512(b + v * b_stride + k * 64);

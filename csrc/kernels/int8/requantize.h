@@ -197,7 +197,11 @@ inline void narrow_store(int8_t* p, v32 v, int n = kLanes) {
   // vpmovsdb to a register, then a plain store: its memory form is microcoded on AMD's Zen 4.
   const __m128i b = _mm512_cvtsepi32_epi8(__m512i(v));
   if (n == kLanes) _mm_storeu_si128(reinterpret_cast<__m128i*>(p), b);
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
   else _mm_mask_storeu_epi8(p, __mmask16((1u << n) - 1), b);
+#else  // a byte-masked 128-bit store needs BW and VL; the memory form needs only AVX512F
+  else _mm512_mask_cvtsepi32_storeu_epi8(p, __mmask16((1u << n) - 1), __m512i(v));
+#endif
 #elif defined(__aarch64__)
   // Saturating narrows, int32 -> int16 -> int8 (sqxtn / vqmovn), as vpmovsdb saturates.
   int32x4_t q[4];

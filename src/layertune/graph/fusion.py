@@ -149,15 +149,33 @@ def _fuse_one(graph: Graph, conv: Node, forms: tuple[str, ...]) -> bool:
             _absorb(graph, conv, [logistic, mul], "swish", mul.outputs[0])
             return True
 
-    if "add" in forms and len(readers) == 1 and readers[0].op == "ADD" and not any(s.startswith("add") for s in steps):
-        add = readers[0]
-        others = [t for t in add.inputs if t != y]
-        if (len(add.inputs) == 2 and len(others) == 1 and graph.tensors[others[0]].shape == shape
-                and graph.tensors[add.outputs[0]].shape == shape):
-            conv.inputs = _padded_inputs(conv.inputs, 3) + [others[0]]
-            _absorb(graph, conv, [add], f"add:{add.attrs.get('activation', 'none')}", add.outputs[0])
+    if "add" in forms and not any(s.startswith("add") for s in steps):
+        found = _residual_add(graph, conv)
+        if found is not None:
+            _absorb_add(graph, conv, *found)
             return True
     return False
+
+
+def _residual_add(graph: Graph, conv: Node) -> tuple[Node, int] | None:
+    """The ADD that alone reads `conv`'s output and a second tensor of its shape, and that tensor."""
+    y = conv.outputs[0]
+    readers = _readers(graph, y)
+    if y in graph.outputs or len(readers) != 1 or readers[0].op != "ADD":
+        return None
+    add = readers[0]
+    others = [t for t in add.inputs if t != y]
+    shape = graph.tensors[y].shape
+    if (len(add.inputs) != 2 or len(others) != 1 or graph.tensors[others[0]].shape != shape
+            or graph.tensors[add.outputs[0]].shape != shape):
+        return None
+    return add, others[0]
+
+
+def _absorb_add(graph: Graph, conv: Node, add: Node, residual: int) -> None:
+    """`conv` takes `add` into its epilogue; the residual becomes its fourth input."""
+    conv.inputs = _padded_inputs(conv.inputs, 3) + [residual]
+    _absorb(graph, conv, [add], f"add:{add.attrs.get('activation', 'none')}", add.outputs[0])
 
 
 def _is_int8_conv(graph: Graph, node: Node) -> bool:
@@ -167,22 +185,18 @@ def _is_int8_conv(graph: Graph, node: Node) -> bool:
 def _fuse_int8_add(graph: Graph, conv: Node) -> bool:
     """The int8 ADD that alone reads an int8 convolution's output and a residual of its shape, in
     the convolution's arithmetic (the `add` form on int8 layers; see the module's text)."""
-    y = conv.outputs[0]
-    readers = _readers(graph, y)
-    if y in graph.outputs or len(readers) != 1 or readers[0].op != "ADD" or conv.attrs.get("epilogue"):
+    found = None if conv.attrs.get("epilogue") else _residual_add(graph, conv)
+    if found is None:
         return False
-    add = readers[0]
-    others = [t for t in add.inputs if t != y]
-    tensors = [graph.tensors[t] for t in [y, *others, *add.outputs]]
-    if (len(add.inputs) != 2 or len(others) != 1 or any(t.shape != tensors[0].shape for t in tensors)
-            or any(t.dtype != "int8" or t.quantization is None or not t.quantization.per_tensor for t in tensors)
+    add, residual = found
+    tensors = [graph.tensors[t] for t in [conv.outputs[0], residual, *add.outputs]]
+    if (any(t.dtype != "int8" or t.quantization is None or not t.quantization.per_tensor for t in tensors)
             or add.attrs.get("requantization", "tflite") != conv.attrs.get("requantization", "tflite")):
         return False
     q = tensors[0].quantization
     conv.attrs["conv_output_scale"] = float(q.scales[0])
     conv.attrs["conv_output_zero_point"] = int(q.zero_points[0])
-    conv.inputs = _padded_inputs(conv.inputs, 3) + [others[0]]
-    _absorb(graph, conv, [add], f"add:{add.attrs.get('activation', 'none')}", add.outputs[0])
+    _absorb_add(graph, conv, add, residual)
     return True
 
 
