@@ -213,6 +213,30 @@ def test_a_zero_pad_becomes_the_convolutions_padding():
     same_answer(g, f)
 
 
+def test_a_pad_before_a_max_pool_becomes_its_padding_where_the_pool_skips_it():
+    def pad_pool(activation: str, pool_activation: str = "none", pads=(1, 1, 1, 1), value: float = 0.0) -> Graph:
+        b = Builder((1, 9, 8, 5))
+        y = b.conv("c", 0, 6, activation=activation)
+        p = b.op("PADV2", "pad", [y], shape=(1, 9 + pads[0] + pads[1], 8 + pads[2] + pads[3], 6),
+                 pads=[0, 0, *pads, 0, 0], mode="constant", value=value)
+        oh, ow = (9 + pads[0] + pads[1] - 3) // 2 + 1, (8 + pads[2] + pads[3] - 3) // 2 + 1
+        return b.graph(b.op("MAX_POOL_2D", "pool", [p], shape=(1, oh, ow, 6), filter=[3, 3], strides=[2, 2],
+                            pads=[0, 0, 0, 0], activation=pool_activation))
+
+    for folded in (pad_pool("relu"), pad_pool("relu6", pads=(2, 0, 1, 2)), pad_pool("none", "relu"),
+                   pad_pool("relu", value=-1.0)):
+        f = fuse(folded)
+        assert ops(f) == ["CONV_2D", "MAX_POOL_2D"] and fused_groups(f) == {"pool": ["pad"]}
+        same_answer(folded, f)
+        same_answer(folded, f, threads=2)
+    assert fuse(pad_pool("relu")).nodes[1].attrs["pads"] == [1, 1, 1, 1]
+    # a pad above values the input may hold, a pad as wide as the window, a pad the form is off for
+    for kept in (pad_pool("none"), pad_pool("relu", value=0.5), pad_pool("relu", pads=(3, 0, 0, 0))):
+        assert "PADV2" in ops(fuse(kept))
+        same_answer(kept, fuse(kept))
+    assert "PADV2" in ops(fuse(pad_pool("relu"), ("swish",)))
+
+
 def test_plans_record_fused_groups_and_are_run_as_written(tmp_path):
     b = Builder()
     y = b.conv("c1", 0, 6)

@@ -427,6 +427,23 @@ def test_one_op_int8_models_agree_with_litert(one_op_models, name):
             assert exact.max() == 0, f"{name}: {np.mean(exact == 0):.4f} equal to TFLite's reference kernels"
 
 
+def test_a_pad_before_an_int8_max_pool_is_folded_and_gives_litert_s_answer():
+    """ResNet50's stem: a ReLU'd convolution, a zero PAD (int8's lowest value at this zero point)
+    and a 3x3 / 2 max pool. Folded, the pool skips the padding; without a ReLU the pad is kept."""
+    tf = require("tensorflow")
+    L = tf.keras.layers
+    tf.keras.utils.set_random_seed(3)
+    for activation, folds in (("relu", True), (None, False)):
+        x = tf.keras.Input((11, 10, 3))
+        y = L.MaxPooling2D(3, strides=2)(L.ZeroPadding2D(1)(L.Conv2D(20, 3, activation=activation)(x)))
+        fb, xs = _quantized(tf.keras.Model(x, y), np.random.default_rng(5))
+        graph = import_tflite_bytes(fb, "pad_pool")
+        fused = fuse(graph, ("pad",))
+        assert ("PAD" not in [n.op for n in fused.nodes]) == folds
+        for threads in (1, 2):
+            assert _lsb_diff(fused, fb, xs, threads).max() == 0
+
+
 # -- whole models -------------------------------------------------------------------------------
 
 def test_int8_digits_cnn_in_int8_agrees_with_litert(tmp_path):

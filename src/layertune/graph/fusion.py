@@ -6,7 +6,11 @@ switched on or off on its own (the tuner times the fused plan against the unfuse
 `layertune.load(..., fuse=...)` chooses). The forms:
 
 - ``pad``: a zero PAD of height and width that only a convolution reads becomes that
-  convolution's padding;
+  convolution's padding; a constant PAD that only a MAX_POOL_2D reads becomes the pool's padding
+  (which the pool skips) when no value the pool can return is below the pad's (its input is at
+  least the pad value, after a ReLU or at int8's lowest value, or the pool's own activation
+  clamps above it) and every window keeps an element of the input (each pad smaller than the
+  window): ResNet50's PAD before its first pooling (1.2% of its int8 time here);
 - ``swish``: ``y * LOGISTIC(y)`` after a convolution (EfficientNet's swish);
 - ``hard_swish``: HARD_SWISH after a convolution (MobileNetV3);
 - ``add``: an ADD of the convolution's output and a tensor of the same shape (a residual), with
@@ -36,6 +40,7 @@ that a plan says which groups were fused. A group takes the place of its last no
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 from layertune.graph.ir import CONV_OPS, Graph, Node
@@ -206,22 +211,50 @@ def _padded_inputs(inputs: list[int], count: int) -> list[int]:
 
 
 def _fold_pads(graph: Graph) -> None:
-    """A zero PAD of height and width that only a convolution reads -> that convolution's padding."""
+    """A constant PAD of height and width that only a convolution or a max pooling reads, and that
+    it can take as its own padding (see the module's text) -> that node's padding."""
     for pad in [n for n in graph.nodes if n.op in ("PAD", "PADV2")]:
         p = pad.attrs["pads"]
-        if (len(p) != 8 or pad.attrs.get("mode", "constant") != "constant" or pad.attrs.get("value", 0.0) != 0.0
-                or any(p[i] for i in (0, 1, 6, 7))):
+        if len(p) != 8 or pad.attrs.get("mode", "constant") != "constant" or any(p[i] for i in (0, 1, 6, 7)):
             continue
         readers = _readers(graph, pad.outputs[0])
-        if (len(readers) != 1 or pad.outputs[0] in graph.outputs or readers[0].op not in CONV_OPS
-                or readers[0].inputs[0] != pad.outputs[0] or pad.outputs[0] in readers[0].inputs[1:]):
+        if len(readers) != 1 or pad.outputs[0] in graph.outputs or readers[0].inputs[0] != pad.outputs[0]:
             continue
-        conv = readers[0]
-        conv.attrs["pads"] = [a + b for a, b in zip(conv.attrs["pads"], p[2:6])]
-        conv.inputs[0] = pad.inputs[0]
-        _record(conv, [pad.name])
+        node = readers[0]
+        value = float(pad.attrs.get("value", 0.0))
+        if node.op in CONV_OPS:
+            if value != 0.0 or pad.outputs[0] in node.inputs[1:]:
+                continue
+        elif node.op == "MAX_POOL_2D":
+            skipped = value <= max(_lower_bound(graph, pad.inputs[0]), _ACTIVATION_FLOOR.get(node.attrs.get("activation", "none"), -math.inf))
+            if not skipped or any(q >= f for q, f in zip(p[2:6], [*[node.attrs["filter"][0]] * 2, *[node.attrs["filter"][1]] * 2])):
+                continue
+        else:
+            continue
+        node.attrs["pads"] = [a + b for a, b in zip(node.attrs["pads"], p[2:6])]
+        node.inputs[0] = pad.inputs[0]
+        _record(node, [pad.name])
         pad.outputs = []
     graph.nodes = [n for n in graph.nodes if n.outputs]
+
+
+# The least value each fused activation returns.
+_ACTIVATION_FLOOR = {"relu": 0.0, "relu6": 0.0, "relu_n1_to_1": -1.0}
+_ACTIVATION_OPS = {"RELU": "relu", "RELU6": "relu6", "RELU_N1_TO_1": "relu_n1_to_1"}
+
+
+def _lower_bound(graph: Graph, tensor: int) -> float:
+    """A value no element of `tensor` is below, from its producer's activation and, for int8, the
+    lowest value its quantization represents (-inf when nothing is known)."""
+    bound = -math.inf
+    t = graph.tensors[tensor]
+    if t.dtype == "int8" and t.quantization is not None and t.quantization.per_tensor:
+        bound = float(t.quantization.scales[0]) * (-128 - int(t.quantization.zero_points[0]))
+    for node in graph.nodes:
+        if tensor in node.outputs:
+            act = _ACTIVATION_OPS.get(node.op, node.attrs.get("activation", "none"))
+            bound = max(bound, _ACTIVATION_FLOOR.get(act, -math.inf))
+    return bound
 
 
 def _pointwise(graph: Graph, node: Node) -> bool:
