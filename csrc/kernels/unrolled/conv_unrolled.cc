@@ -28,12 +28,13 @@ class UnrolledConv final : public ConvKernel {
     direct_ = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
               s.pad_bottom == 0 && s.pad_left == 0 && s.pad_right == 0;
     // Weights HWIO = a K x out_c matrix; group g owns columns [g*cog, (g+1)*cog).
-    gemm::pack_groups(w, b, k_, s.out_c, s.groups, tile_n, packed_, bias_);
     const int m = s.batch * s.out_h() * s.out_w();
     const int block_m = p.get("block_m"), block_k = p.get("block_k");
     block_m_ = block_m ? round_up(block_m, tile_m) : default_block_m();
     block_m_ = std::min(block_m_, round_up(m, tile_m));
     block_k_ = block_k ? block_k : 256;
+    gemm::pack_groups(w, b, k_, s.out_c, s.groups, tile_n, packed_, bias_);
+    packed_ = k_blocks_outer(packed_, s.groups, tile_n);
     m_blocks_ = ceil_div(m, block_m_);
     // Too few pixel blocks to keep every thread busy: also split the output channels; if there
     // are too few weight panels for that as well (7x7x960 -> 160 has 5 of 32 channels: 3 + 2 on
@@ -66,6 +67,27 @@ class UnrolledConv final : public ConvKernel {
   }
 
  private:
+  // pack_groups' panels (each K x tile_n) reordered k block by k block: [block][panel][kc][tile_n].
+  // A k block's pass over the panels then reads one contiguous stream, which the hardware
+  // prefetcher follows; panel by panel it read kc x tile_n pieces a panel apart and stalled on
+  // memory in a whole model (ResNet50's 7x7x512 3x3: 2.17 ms with the weights in cache, 2.59 ms
+  // after they had left).
+  AlignedBuffer k_blocks_outer(const AlignedBuffer& panel_major, int groups, int tile_n) const {
+    AlignedBuffer out(panel_major.size());
+    const size_t group_floats = size_t(panels_) * k_ * tile_n;
+    for (int g = 0; g < groups; ++g) {
+      const float* src = panel_major.data() + g * group_floats;
+      float* dst = out.data() + g * group_floats;
+      for (int k0 = 0; k0 < k_; k0 += block_k_) {
+        const int kc = std::min(block_k_, k_ - k0);
+        for (int p = 0; p < panels_; ++p)
+          std::memcpy(dst + (size_t(k0) * panels_ + size_t(p) * kc) * tile_n, src + (size_t(p) * k_ + k0) * tile_n,
+                      size_t(kc) * tile_n * sizeof(float));
+      }
+    }
+    return out;
+  }
+
   int default_block_m() const {
     // Keep the im2col block (block_m x K floats) within about 256 KiB of L2.
     const int tile_m = tile_.mr, rows = gemm::kBlockFloats / std::max(k_, 1);
@@ -91,7 +113,7 @@ class UnrolledConv final : public ConvKernel {
       a = scratch;
       lda = k_;
     }
-    const float* packed = packed_.data() + size_t(g) * panels_ * k_ * tile_n;
+    const float* packed = packed_.data() + size_t(g) * panels_ * k_ * tile_n;  // k-block-major (k_blocks_outer)
     for (int k0 = 0; k0 < k_; k0 += block_k_) {
       const int kc = std::min(block_k_, k_ - k0);
       const bool last = k0 + kc == k_;
@@ -112,7 +134,7 @@ class UnrolledConv final : public ConvKernel {
         }
         for (int p = p_begin; p < p_end; ++p) {
           const gemm::Epilogue ep{bias_.data() + (size_t(g) * panels_ + p) * tile_n, lo, hi};
-          tile_.run(kc, arow, arow_ld, packed + (size_t(p) * k_ + k0) * tile_n,
+          tile_.run(kc, arow, arow_ld, packed + (size_t(k0) * panels_ + size_t(p) * kc) * tile_n,
                     out + int64_t(m0 + i) * s.out_c + g * cog + p * tile_n, s.out_c, mr,
                     std::min(tile_n, cog - p * tile_n), k0 > 0, last ? &ep : nullptr);
         }
