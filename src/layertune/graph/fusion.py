@@ -226,8 +226,9 @@ def _fold_pads(graph: Graph) -> None:
             if value != 0.0 or pad.outputs[0] in node.inputs[1:]:
                 continue
         elif node.op == "MAX_POOL_2D":
-            skipped = value <= max(_lower_bound(graph, pad.inputs[0]), _ACTIVATION_FLOOR.get(node.attrs.get("activation", "none"), -math.inf))
-            if not skipped or any(q >= f for q, f in zip(p[2:6], [*[node.attrs["filter"][0]] * 2, *[node.attrs["filter"][1]] * 2])):
+            floor = max(_lower_bound(graph, pad.inputs[0]), _activation_floor(node.attrs.get("activation", "none")))
+            fh, fw = node.attrs["filter"]
+            if value > floor or any(q >= f for q, f in zip(p[2:6], (fh, fh, fw, fw))):
                 continue
         else:
             continue
@@ -238,9 +239,12 @@ def _fold_pads(graph: Graph) -> None:
     graph.nodes = [n for n in graph.nodes if n.outputs]
 
 
-# The least value each fused activation returns.
-_ACTIVATION_FLOOR = {"relu": 0.0, "relu6": 0.0, "relu_n1_to_1": -1.0}
 _ACTIVATION_OPS = {"RELU": "relu", "RELU6": "relu6", "RELU_N1_TO_1": "relu_n1_to_1"}
+
+
+def _activation_floor(activation: str) -> float:
+    """The least value a fused activation returns."""
+    return {"relu": 0.0, "relu6": 0.0, "relu_n1_to_1": -1.0}.get(activation, -math.inf)
 
 
 def _lower_bound(graph: Graph, tensor: int) -> float:
@@ -252,8 +256,7 @@ def _lower_bound(graph: Graph, tensor: int) -> float:
         bound = float(t.quantization.scales[0]) * (-128 - int(t.quantization.zero_points[0]))
     for node in graph.nodes:
         if tensor in node.outputs:
-            act = _ACTIVATION_OPS.get(node.op, node.attrs.get("activation", "none"))
-            bound = max(bound, _ACTIVATION_FLOOR.get(act, -math.inf))
+            bound = max(bound, _activation_floor(_ACTIVATION_OPS.get(node.op, node.attrs.get("activation", "none"))))
     return bound
 
 
