@@ -82,4 +82,13 @@ class AddArithmetic {
   int32_t z1_ = 0, z2_ = 0, zo_ = 0, lo_ = -128, hi_ = 127;
 };
 
+// y[i] = ADD(x1[i], x2[i]) for i < n (y may be x1: a fused ADD over outputs already stored).
+inline void add_int8(const int8_t* x1, const int8_t* x2, int8_t* y, int64_t n, const AddArithmetic::Lanes& lanes) {
+  const AddArithmetic::Lanes l = lanes;  // a copy: in locals, not reloaded after each int8 store
+  for (int64_t i = 0; i < n; i += kLanes) {
+    const int c = int(std::min<int64_t>(kLanes, n - i));
+    narrow_store(y + i, AddArithmetic::of(widen(x1 + i, c), widen(x2 + i, c), l), c);
+  }
+}
+
 }  // namespace layertune::int8

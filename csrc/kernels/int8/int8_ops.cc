@@ -313,13 +313,8 @@ class QAddOp final : public Op {
   void run(float* const* b) override {
     const int8_t *x1 = in8(b, a_), *x2 = in8(b, b_);
     int8_t* y = out8(b, out_);
-    for_each_share(threads_, n_, [&](int64_t i0, int64_t i1) {
-      const int8::AddArithmetic::Lanes l = arithmetic_.lanes();  // locals: not reloaded after each int8 store
-      for (int64_t i = i0; i < i1; i += int8::kLanes) {
-        const int n = int(std::min<int64_t>(int8::kLanes, i1 - i));
-        int8::narrow_store(y + i, int8::AddArithmetic::of(int8::widen(x1 + i, n), int8::widen(x2 + i, n), l), n);
-      }
-    });
+    const int8::AddArithmetic::Lanes l = arithmetic_.lanes();
+    for_each_share(threads_, n_, [&](int64_t i0, int64_t i1) { int8::add_int8(x1 + i0, x2 + i0, y + i0, i1 - i0, l); });
   }
 
  private:

@@ -114,7 +114,8 @@ struct Requant {
   // The same, then a fused residual ADD (AddArithmetic) of the layer's output (in its bounds) and
   // the residual's bytes at y's place.
   static void store_add(v32 acc, const Lanes& l, int8_t* y, int n, const int8_t* residual, const AddArithmetic::Lanes& add) {
-    narrow_store(y, AddArithmetic::of(clamp32(value(acc, l), l.lo, l.hi), widen(residual, n), add), n);
+    const v32 out = l.fp32 ? layer_output<true>(acc + l.bias, l) : layer_output<false>(acc + l.bias, l);
+    narrow_store(y, AddArithmetic::of(out, widen(residual, n), add), n);
   }
   // The layer's output lanes of a sum with its bias, in its bounds (the fp32 arithmetic clamps
   // before it rounds), as a fused ADD reads them.

@@ -4,7 +4,6 @@
 // a GEMM over int8 micro-kernel tiles (1x1 directly, others through an im2col of their rows) and
 // a depthwise kernel vectorized over channels.
 #pragma once
-#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,13 +42,7 @@ class QConvKernel {
  protected:
   // y[i] = ADD(y[i], residual[i]) for i < n: the fused ADD over outputs already stored (the
   // reference kernel, and kernels that store a row before adding to it).
-  void add_residual(int8_t* y, const int8_t* residual, int64_t n) const {
-    const AddArithmetic::Lanes l = add_lanes_;
-    for (int64_t i = 0; i < n; i += kLanes) {
-      const int c = int(std::min<int64_t>(kLanes, n - i));
-      narrow_store(y + i, AddArithmetic::of(widen(y + i, c), widen(residual + i, c), l), c);
-    }
-  }
+  void add_residual(int8_t* y, const int8_t* residual, int64_t n) const { add_int8(y, residual, y, n, add_lanes_); }
 
   QuantizedConv q_;  // without the weights: each kernel keeps them in its own layout
   AddArithmetic::Lanes add_lanes_{};  // the fused residual ADD's
