@@ -85,6 +85,10 @@ def variants(layer: Layer) -> list[tuple[str, dict]]:
                       {"nonseparable_filter_block_depth": 40, "nonseparable_channel_depth": 1000, "threads": 2}])
         for tile, blocking in itertools.product(WINOGRAD_TILES, blockings):
             out.append(("winograd", {"winograd_tile": tile, **blocking}))
+        if not layer.depthwise:  # every register tile of the alpha^2 GEMMs, F(2x2) and F(4x4) in turn
+            out += [("winograd", {"winograd_tile": WINOGRAD_TILES[i % 2], "gemm_tile": t,
+                                  "nonseparable_filter_block_depth": 20, "nonseparable_channel_depth": 7})
+                    for i, t in enumerate(GEMM_TILES)]
     return out
 
 
@@ -208,6 +212,24 @@ def test_the_default_tile_is_chosen_by_the_layers_shape():
     layer = Layer(1, 7, 7, 24, 16, (1, 1))
     x, w, bias = make_data(layer)
     assert_close(run(layer, x, w, bias, "unrolled"), numpy_reference(layer, x, w, bias), "unrolled, 16 outputs")
+
+
+def test_winograd_takes_the_tile_that_pads_its_gemms_least():
+    """Winograd's gemm_tile 0: on AVX-512 7x4 vectors, or 8x3 where that pads the tiles x output
+    channels product less (16 tiles of a 7x7 map in F(2x2)); elsewhere the ISA's default."""
+    from layertune import _core
+    if _core.isa() == "avx512":
+        assert _core.winograd_gemm_tile_for_shape(49, 256) == 74  # ResNet50's 14x14 stage, F(2x2)
+        assert _core.winograd_gemm_tile_for_shape(196, 64) == 74
+        assert _core.winograd_gemm_tile_for_shape(16, 512) == 83  # 7x7 in F(2x2): 16 rows, not 21
+        assert _core.winograd_gemm_tile_for_shape(16, 64) == 74  # 64 columns would pad to 96
+    else:
+        assert {_core.winograd_gemm_tile_for_shape(m, n) for m, n in ((49, 256), (16, 512), (1, 1))} == {
+            _core.gemm_tile_for_shape(1000, 64, 16)}
+    # and what it picks computes the right answer: a 7x7 map in F(2x2) takes the 8-row tile here
+    layer = Layer(1, 7, 7, 40, 48, (3, 3), activation="relu")
+    x, w, bias = make_data(layer)
+    assert_close(run(layer, x, w, bias, "winograd", winograd_tile=2), numpy_reference(layer, x, w, bias), "F(2x2) 7x7")
 
 
 def test_conv_methods_lists_methods_and_params():

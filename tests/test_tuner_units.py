@@ -98,8 +98,8 @@ def test_int8_layers_take_the_int8_rows_and_float_layers_the_float_ones():
 
 
 def test_the_default_choice_follows_the_maps_size():
-    """3x3 layers: Winograd F(4x4) from 28x28 maps, F(2x2) on 14x14, the GEMM below (a 7x7 map is
-    16 padded 2x2 tiles, and the transformed weights stream from memory); 1x1 layers the GEMM."""
+    """3x3 layers: Winograd F(4x4) from 28x28 maps, F(2x2) on 14x14 and 7x7, the GEMM below;
+    1x1 layers the GEMM."""
     from test_fusion import Builder
 
     def choice(hw: int, channels: int, k: int = 3) -> dict:
@@ -109,7 +109,8 @@ def test_the_default_choice_follows_the_maps_size():
 
     assert choice(28, 128) == {"method": "winograd", "winograd_tile": 4}
     assert choice(14, 256) == {"method": "winograd", "winograd_tile": 2}
-    assert choice(7, 512) == {"method": "unrolled"}
+    assert choice(7, 512) == {"method": "winograd", "winograd_tile": 2}
+    assert choice(6, 512) == {"method": "unrolled"}
     assert choice(28, 128, 1) == {"method": "unrolled"}
 
 
@@ -157,11 +158,15 @@ def test_every_generated_variant_is_accepted_by_the_core():
             assert why_not(layer, v["method"], params) is None, v
 
 
-def test_gemm_tiles_are_a_tuning_dimension_of_unrolled_only():
+def test_gemm_tiles_are_a_tuning_dimension_of_the_gemm_methods():
+    """`gemm_tiles` varies unrolled's tile and Winograd's (its alpha^2 GEMMs, regular layers only)."""
     opts = options(gemm_tiles=[62, 43])
     variants = layer_variants(REGULAR, opts, 1)
     assert sorted(v["gemm_tile"] for v in variants if v["method"] == "unrolled") == [43, 62]
-    assert all("gemm_tile" not in v for v in variants if v["method"] != "unrolled")
+    assert sorted((v["winograd_tile"], v["gemm_tile"]) for v in variants if v["method"] == "winograd") == [
+        (t, g) for t in (2, 4, 6) for g in (43, 62)]
+    assert all("gemm_tile" not in v for v in variants if v["method"] == "simple")
+    assert all("gemm_tile" not in v for v in layer_variants(DEPTHWISE, opts, 1) if v["method"] == "winograd")
     assert all("gemm_tile" not in v for v in layer_variants(REGULAR, options(), 1))  # default: the ISA's tile
     with pytest.raises(OptionsError, match="gemm_tile: must be"):
         options(gemm_tiles=[63])

@@ -95,6 +95,9 @@ std::vector<MethodSpec> build_table() {
   gemm_tile.choices = {0};
   for (int code : gemm::kTileCodes) gemm_tile.choices.push_back(code);
   gemm_tile.options_key = "gemm_tiles";
+  ParamSpec winograd_gemm_tile = gemm_tile;  // the tile of the alpha^2 GEMMs (m = Winograd tiles)
+  winograd_gemm_tile.layers = LayerKind::kRegular;
+  winograd_gemm_tile.doc = "register tile of the alpha^2 GEMMs (Winograd tiles x output channels), coded as unrolled's gemm_tile; 0 = of this ISA's kWinogradTiles, the one that pads the product least (gemm.h)";
   ParamSpec tile_rows;
   tile_rows.name = "tile_rows";
   tile_rows.doc = "output pixels per register tile (each times two vectors of 16 channels)";
@@ -111,7 +114,7 @@ std::vector<MethodSpec> build_table() {
            block("block_k", "reduction depth per GEMM block", LayerKind::kAny, "")},
           everywhere, make_unrolled_conv),
       row("winograd", "Winograd F(2x2,3x3) / F(4x4,3x3) / F(6x6,3x3) for 3x3, stride 1, dilation 1", true,
-          {tile,
+          {tile, winograd_gemm_tile,
            block("separable_block_depth", "channels per block", LayerKind::kDepthwise, "winograd_parameters"),
            block("nonseparable_filter_block_depth", "output filters per block", LayerKind::kRegular,
                  "winograd_parameters"),

@@ -231,21 +231,27 @@ MicroKernel micro_kernel_for(int tile_code) {
   return k;
 }
 
+namespace {
+// The m x n product rounded up to whole tiles of a tile code.
+double padded_product(int code, int64_t m, int64_t n) {
+  const int64_t mr = code % kPackedA / 10, nr = int64_t(code % 10) * kLanes;
+  return double((m + mr - 1) / mr * mr) * double((n + nr - 1) / nr * nr);
+}
+}  // namespace
+
 int tile_for_shape(int64_t m, int64_t n, int64_t k) {
-  auto padded = [&](int code) {
-    const int64_t mr = code % kPackedA / 10, nr = int64_t(code % 10) * kLanes;
-    return double((m + mr - 1) / mr * mr) * double((n + nr - 1) / nr * nr);
-  };
   int best = kShapeTiles[0];
   if (k >= kWideTileMinK)
     for (int code : kShapeTiles)
-      if (padded(code) <= 1.02 * padded(kShapeTiles[0])) best = code;
+      if (padded_product(code, m, n) <= 1.02 * padded_product(kShapeTiles[0], m, n)) best = code;
   return best;
 }
 
-void micro_kernel(int kc, const float* a, ptrdiff_t lda, const float* b, float* c, ptrdiff_t ldc, int mr, int nr,
-                  bool accumulate, const Epilogue* epilogue) {
-  tile_kernel<kMR, kNRV, kDefaultPacksA>(kc, a, lda, b, c, ldc, mr, nr, accumulate, epilogue);
+int winograd_tile_for_shape(int64_t m, int64_t n) {
+  int best = kWinogradTiles[0];
+  for (int code : kWinogradTiles)
+    if (padded_product(code, m, n) < padded_product(best, m, n)) best = code;
+  return best;
 }
 
 void pack_a(const float* a, ptrdiff_t lda, int mr, int kc, int MR, float* dst) {

@@ -46,8 +46,19 @@ inline constexpr int kShapeTiles[] = {71, 72};
 inline constexpr int kShapeTiles[] = {kDefaultTile};
 #endif
 inline constexpr int kWideTileMinK = 512;
-// The default tile's shape, for kernels that don't tune the tile (Winograd's GEMM).
-inline constexpr bool kDefaultPacksA = kDefaultTile >= kPackedA;
+// Winograd's alpha^2 GEMMs (m = Winograd tiles, n = output channels, k = input channels): the
+// transformed weights are alpha^2/9 of the raw ones and stream once per tile block, so a tile
+// reads each loaded weight vector as many times as it can: on AVX-512 7x4 vectors (28 of 32 zmm;
+// 7 divides the tile counts of a 224-input network's 3x3 stages, 14^2 and 7^2), or 8x3 where 8
+// rows pad less (16 tiles of a 7x7 map in F(2x2), of 14x14 in F(4x4)). Measured on ResNet50's
+// 3x3 layers, one thread, against 12x2 (the ISA default): 28x28x128 F(4x4) 0.79 -> 0.68 ms,
+// 14x14x256 F(2x2) 1.41 -> 1.01 ms, 7x7x512 F(2x2) 2.86 -> 1.70 ms (8x3).
+#if defined(__AVX512F__)
+inline constexpr int kWinogradTiles[] = {74, 83};
+#else
+inline constexpr int kWinogradTiles[] = {kDefaultTile};
+#endif
+// The default tile's shape: simple's register block.
 inline constexpr int kMR = kDefaultTile % kPackedA / 10, kNRV = kDefaultTile % 10;
 inline constexpr int kNR = kNRV * simd::kLanes;
 
@@ -74,6 +85,8 @@ MicroKernel micro_kernel_for(int tile_code);
 // Of kShapeTiles, the tile for an m x k times k x n product (see there; padding counts whole
 // tiles of rows and of columns).
 int tile_for_shape(int64_t m, int64_t n, int64_t k);
+// Of kWinogradTiles, the one that pads an m x n product least (the first on a tie).
+int winograd_tile_for_shape(int64_t m, int64_t n);
 // The same for a convolution's im2col GEMM, per group (output pixels x output channels, K = taps x
 // input channels): the tile unrolled takes for `gemm_tile` 0, which a strip group fixes from the
 // whole layer.
@@ -81,11 +94,6 @@ inline int tile_for_conv(const ConvShape& s) {
   return tile_for_shape(int64_t(s.batch) * s.out_h() * s.out_w(), s.out_c_per_group(),
                         int64_t(s.kernel_h) * s.kernel_w * s.in_c_per_group());
 }
-
-// The default tile's micro-kernel, for kernels that don't tune the tile (A packed by pack_a when
-// kDefaultPacksA).
-void micro_kernel(int kc, const float* a, ptrdiff_t lda, const float* b, float* c, ptrdiff_t ldc, int mr,
-                  int nr, bool accumulate, const Epilogue* epilogue);
 
 // Packs rows [0, mr) x columns [0, kc) of A (row r at a + r * lda) k-major for a packed-A tile of
 // MR rows: dst[k * MR + r], rows >= mr zero, and four more k of zeros (the ARM loop reads one

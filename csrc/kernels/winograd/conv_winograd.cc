@@ -22,8 +22,6 @@ namespace layertune {
 namespace {
 
 using gemm::ceil_div;
-using gemm::kMR;
-using gemm::kNR;
 using gemm::round_up;
 using simd::kLanes;
 using simd::vf;
@@ -51,9 +49,15 @@ class WinogradConv final : public ConvKernel {
   WinogradConv(const ConvShape& s, const MethodParams& p, const float* w, const float* b) : ConvKernel(s, p) {
     cig_ = s.in_c_per_group();
     cog_ = s.out_c_per_group();
-    panels_ = ceil_div(cog_, kNR);
-    // U[e][g][panel][ci][kNR]
-    u_.resize(size_t(E) * s.groups * panels_ * cig_ * kNR);
+    tiles_h_ = ceil_div(s.out_h(), M);
+    tiles_w_ = ceil_div(s.out_w(), M);
+    const int tiles = s.batch * tiles_h_ * tiles_w_;
+    const int tile = p.get("gemm_tile");  // 0: the ISA's tile for alpha^2 GEMMs of this shape
+    tile_ = gemm::micro_kernel_for(tile ? tile : gemm::winograd_tile_for_shape(tiles, cog_));
+    const int tile_m = tile_.mr, tile_n = tile_.nr;
+    panels_ = ceil_div(cog_, tile_n);
+    // U[e][g][panel][ci][tile_n]
+    u_.resize(size_t(E) * s.groups * panels_ * cig_ * tile_n);
     float tmp[E];
     for (int g = 0; g < s.groups; ++g)
       for (int co = 0; co < cog_; ++co)
@@ -61,32 +65,35 @@ class WinogradConv final : public ConvKernel {
           const int oc = g * cog_ + co;
           winograd::weight_transform(M, w + size_t(ci) * s.out_c + oc, 3L * cig_ * s.out_c, long(cig_) * s.out_c, tmp);
           for (int e = 0; e < E; ++e)
-            u_[u_index(e, g, co / kNR, ci) + co % kNR] = tmp[e];
+            u_[u_index(e, g, co / tile_n, ci) + co % tile_n] = tmp[e];
         }
     bias_.resize(s.out_c + kLanes);
     if (b) std::memcpy(bias_.data(), b, s.out_c * sizeof(float));
 
-    tiles_h_ = ceil_div(s.out_h(), M);
-    tiles_w_ = ceil_div(s.out_w(), M);
-    const int tiles = s.batch * tiles_h_ * tiles_w_;
-    // Tiles per block: V (E x tiles x cig floats) within about 256 KiB.
-    tile_block_ = std::clamp(gemm::kBlockFloats / (E * cig_) / kMR * kMR, kMR, 4 * kMR);
-    tile_block_ = std::min(tile_block_, round_up(tiles, kMR));
+    // Tiles per block: V (E x tiles x cig floats) within about 256 KiB, at most 4 rows of register
+    // tiles. Every block streams all of U: where U is large (4 MiB and more: ResNet50's 14x14x256
+    // in F(2x2) and 7x7x512), blocks of up to 1 MiB of V and 8 rows of tiles, so that U streams
+    // once or twice (in the model: 14x14x256 1.14 -> 1.07 ms, 7x7x512 F(2x2) 1.92 -> 1.70 ms; the
+    // 28x28 and 56x56 layers, 2.4 MB and 0.6 MB of U, lose 9-13% with the bigger blocks).
+    const bool big_u = u_.size() * sizeof(float) >= (size_t(4) << 20);
+    const int v_budget = big_u ? 4 * gemm::kBlockFloats : gemm::kBlockFloats, max_rows = big_u ? 8 : 4;
+    tile_block_ = std::clamp(v_budget / (E * cig_) / tile_m * tile_m, tile_m, max_rows * tile_m);
+    tile_block_ = std::min(tile_block_, round_up(tiles, tile_m));
     // Enough tasks to balance the threads: smaller tile blocks first, then split the filters.
     const int wanted_tasks = p.threads > 1 ? 4 * p.threads : 1;
-    while (tile_block_ > kMR && int64_t(ceil_div(tiles, tile_block_)) * s.groups < wanted_tasks) tile_block_ -= kMR;
+    while (tile_block_ > tile_m && int64_t(ceil_div(tiles, tile_block_)) * s.groups < wanted_tasks) tile_block_ -= tile_m;
     tile_blocks_ = ceil_div(tiles, tile_block_);
-    // Output filters per block: a multiple of kNR; by default M (E x tiles x filters) <= 256 KiB.
-    const int all_filters = panels_ * kNR;
+    // Output filters per block: a multiple of tile_n; by default M (E x tiles x filters) <= 256 KiB.
+    const int all_filters = panels_ * tile_n;
     const int filter_depth = p.get("nonseparable_filter_block_depth");
-    int fb = filter_depth ? round_up(filter_depth, kNR)
-                                               : std::max(kNR, gemm::kBlockFloats / (E * tile_block_) / kNR * kNR);
+    int fb = filter_depth ? round_up(filter_depth, tile_n)
+                                               : std::max(tile_n, gemm::kBlockFloats / (E * tile_block_) / tile_n * tile_n);
     filter_block_ = std::min(fb, all_filters);
     const int64_t tasks = int64_t(tile_blocks_) * s.groups;
     if (tasks < wanted_tasks) {
       const int splits = int(ceil_div(wanted_tasks, int(tasks)));
       if (!filter_depth)
-        filter_block_ = std::min(filter_block_, std::max(kNR, round_up(ceil_div(cog_, splits), kNR)));
+        filter_block_ = std::min(filter_block_, std::max(tile_n, round_up(ceil_div(cog_, splits), tile_n)));
       filter_splits_ = std::min(splits, ceil_div(cog_, filter_block_));
     }
     const int channel_depth = p.get("nonseparable_channel_depth");
@@ -96,7 +103,7 @@ class WinogradConv final : public ConvKernel {
     for (int t = 0; t < p.threads; ++t) {
       // V, then (a packed-A default tile) one row block's packed slice of V
       scratch_v_[t].resize(size_t(E) * tile_block_ * cig_ +
-                           (gemm::kDefaultPacksA ? gemm::packed_a_size(channel_block_, kMR) : 0));
+                           (tile_.packed_a ? gemm::packed_a_size(channel_block_, tile_m) : 0));
       scratch_m_[t].resize(size_t(E) * tile_block_ * filter_block_);
     }
   }
@@ -113,7 +120,7 @@ class WinogradConv final : public ConvKernel {
 
  private:
   size_t u_index(int e, int g, int panel, int ci) const {
-    return ((size_t(e) * shape_.groups + g) * panels_ + panel) * cig_ * kNR + size_t(ci) * kNR;
+    return ((size_t(e) * shape_.groups + g) * panels_ + panel) * cig_ * tile_.nr + size_t(ci) * tile_.nr;
   }
 
   void tile_origin(int tile, int* n, int* ty, int* tx) const {
@@ -127,7 +134,8 @@ class WinogradConv final : public ConvKernel {
     const ConvShape& s = shape_;
     const int tiles = s.batch * tiles_h_ * tiles_w_;
     const int t0 = block * tile_block_, tn = std::min(tile_block_, tiles - t0);
-    const int tb = tile_block_;  // rows of V and M per position e (a multiple of kMR)
+    const int tb = tile_block_;  // rows of V and M per position e (a multiple of the tile's rows)
+    const int tile_m = tile_.mr, tile_n = tile_.nr;
     const ptrdiff_t row_stride = ptrdiff_t(s.in_w) * s.in_c;
 
     // 1. Input transform: V[e][i][ci].
@@ -154,25 +162,25 @@ class WinogradConv final : public ConvKernel {
     const int fb_begin = split * filter_blocks / filter_splits_, fb_end = (split + 1) * filter_blocks / filter_splits_;
     for (int fb0 = fb_begin * filter_block_; fb0 < std::min(cog_, fb_end * filter_block_); fb0 += filter_block_) {
       const int fbn = std::min(filter_block_, cog_ - fb0);
-      const int p0 = fb0 / kNR, p1 = ceil_div(fb0 + fbn, kNR);
+      const int p0 = fb0 / tile_n, p1 = ceil_div(fb0 + fbn, tile_n);
       // 2. alpha^2 GEMMs, reduction over input channels in blocks.
       for (int cb0 = 0; cb0 < cig_; cb0 += channel_block_) {
         const int cbn = std::min(channel_block_, cig_ - cb0);
         for (int e = 0; e < E; ++e) {
           auto gemm_at = [&](int p, int i, const float* a) {
-            gemm::micro_kernel(cbn, a, cig_, u_.data() + u_index(e, g, p, cb0),
-                               mbuf + (size_t(e) * tb + i) * filter_block_ + (p - p0) * kNR, filter_block_, kMR, kNR,
+            tile_.run(cbn, a, cig_, u_.data() + u_index(e, g, p, cb0),
+                               mbuf + (size_t(e) * tb + i) * filter_block_ + (p - p0) * tile_n, filter_block_, tile_m, tile_n,
                                cb0 > 0, nullptr);
           };
-          if constexpr (gemm::kDefaultPacksA) {  // each row block packed once, read by every panel
+          if (tile_.packed_a) {  // each row block packed once, read by every panel
             float* apack = v + size_t(E) * tb * cig_;
-            for (int i = 0; i < tn; i += kMR) {
-              gemm::pack_a(v + (size_t(e) * tb + i) * cig_ + cb0, cig_, kMR, cbn, kMR, apack);
+            for (int i = 0; i < tn; i += tile_m) {
+              gemm::pack_a(v + (size_t(e) * tb + i) * cig_ + cb0, cig_, tile_m, cbn, tile_m, apack);
               for (int p = p0; p < p1; ++p) gemm_at(p, i, apack);
             }
           } else {
             for (int p = p0; p < p1; ++p)
-              for (int i = 0; i < tn; i += kMR) gemm_at(p, i, v + (size_t(e) * tb + i) * cig_ + cb0);
+              for (int i = 0; i < tn; i += tile_m) gemm_at(p, i, v + (size_t(e) * tb + i) * cig_ + cb0);
           }
         }
       }
@@ -199,6 +207,7 @@ class WinogradConv final : public ConvKernel {
     }
   }
 
+  gemm::MicroKernel tile_;
   int cig_ = 0, cog_ = 0, panels_ = 0, tiles_h_ = 0, tiles_w_ = 0;
   int tile_block_ = 0, tile_blocks_ = 0, filter_block_ = 0, channel_block_ = 0, filter_splits_ = 1;
   AlignedBuffer u_, bias_;

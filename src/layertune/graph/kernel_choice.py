@@ -24,12 +24,12 @@ def default_kernel(graph: Graph, node: Node) -> dict[str, Any]:
     if groups > 1 and cig == 1:
         return {"method": "simple"}  # depthwise
     # Measured inside ResNet50 (interleaved, whole model): F(4x4) wins the 28x28 and larger maps,
-    # F(2x2) the 14x14 stage. On 7x7 maps unrolled (7x2 tile) wins: 7x7x512 -> 512 took 2.5 ms
-    # unrolled against 5.2 ms F(2x2) alone (a 7x7 map is 16 padded 2x2 tiles, and the transformed
-    # weights, 16/9 of the raw ones, stream from memory), and the model 0.95x / 0.96x the time at
-    # 1 / 2 threads.
+    # F(2x2) the 14x14 and 7x7 stages. A 7x7 map is 16 padded 2x2 tiles and its transformed weights
+    # (16/9 of the raw ones) stream from memory: with a 12-row register tile and 12-tile blocks it
+    # lost to unrolled (5.2 against 2.5 ms); with 8-row tiles and one block of all 16 tiles
+    # (gemm::kWinogradTiles) it wins, 1.70 against 2.3 ms in the model.
     if (kh, kw) == (3, 3) and info["strides"] == (1, 1) and info["dilations"] == (1, 1) and cig >= 16 and cog >= 16 \
-            and min(oh, ow) >= 14:
+            and min(oh, ow) >= 7:
         return {"method": "winograd", "winograd_tile": 4 if min(oh, ow) >= 28 else 2}
     if cig <= 8:
         return {"method": "simple"}
