@@ -191,6 +191,17 @@ def test_winograd_f6_error_at_512_input_channels():
         assert_close(run(layer, x, w, bias, "winograd", winograd_tile=6, **params), want, f"winograd F6 {params}")
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_winograd_blocks_large_transformed_weights_their_own_way(threads):
+    """Where U takes 4 MiB or more, Winograd blocks its tiles up to 1 MiB of V and, on several
+    threads, splits the filters before the tiles when there are enough weight panels: the layers
+    here take each path (7x7x512 F(2x2): 16.8 MB of U, 11 panels; 14x14x260 F(2x2): 4.3 MB, 5)."""
+    for layer in (Layer(1, 7, 7, 512, 512, (3, 3), activation="relu"), Layer(1, 14, 14, 260, 260, (3, 3))):
+        x, w, bias = make_data(layer, seed=7)
+        assert_close(run(layer, x, w, bias, "winograd", winograd_tile=2, threads=threads),
+                     numpy_reference(layer, x, w, bias), f"winograd F2 {layer}")
+
+
 def test_the_default_tile_is_chosen_by_the_layers_shape():
     """gemm_tile 0: on AVX-512 7x1 vectors, or 7x2 where K >= 512 and the second vector pads the
     product at most 2% more (1024 inputs to 16 outputs: no); elsewhere the ISA's default."""
