@@ -98,7 +98,7 @@ class WinogradConv final : public ConvKernel {
       const int splits = int(ceil_div(wanted_tasks, int(tasks)));
       if (!filter_depth)
         filter_block_ = std::min(filter_block_, std::max(tile_n, round_up(ceil_div(cog_, splits), tile_n)));
-      filter_splits_ = std::min(splits, ceil_div(cog_, filter_block_));
+      filter_splits_ = std::min(splits, panels_);
     }
     const int channel_depth = p.get("nonseparable_channel_depth");
     channel_block_ = std::min(channel_depth ? channel_depth : 128, cig_);
@@ -162,10 +162,12 @@ class WinogradConv final : public ConvKernel {
 
     const auto [lo_s, hi_s] = activation_range(s.activation);
     const vf lo = simd::splat(lo_s), hi = simd::splat(hi_s);
-    const int filter_blocks = ceil_div(cog_, filter_block_);
-    const int fb_begin = split * filter_blocks / filter_splits_, fb_end = (split + 1) * filter_blocks / filter_splits_;
-    for (int fb0 = fb_begin * filter_block_; fb0 < std::min(cog_, fb_end * filter_block_); fb0 += filter_block_) {
-      const int fbn = std::min(filter_block_, cog_ - fb0);
+    // This split's weight panels, as even a share as whole panels allow (11 panels on 8 splits:
+    // 1 or 2 each, 5 and 6 per thread of two), in blocks of filter_block_.
+    const int f_begin = split * panels_ / filter_splits_ * tile_n;
+    const int f_end = std::min(cog_, (split + 1) * panels_ / filter_splits_ * tile_n);
+    for (int fb0 = f_begin; fb0 < f_end; fb0 += filter_block_) {
+      const int fbn = std::min(filter_block_, f_end - fb0);
       const int p0 = fb0 / tile_n, p1 = ceil_div(fb0 + fbn, tile_n);
       // 2. alpha^2 GEMMs, reduction over input channels in blocks.
       for (int cb0 = 0; cb0 < cig_; cb0 += channel_block_) {
