@@ -80,11 +80,14 @@ class WinogradConv final : public ConvKernel {
     tile_block_ = std::clamp(v_budget / (E * cig_) / tile_m * tile_m, tile_m, max_rows * tile_m);
     tile_block_ = std::min(tile_block_, round_up(tiles, tile_m));
     // Enough tasks to balance the threads: smaller tile blocks first, then split the filters. Where
-    // U is large and has a weight panel for every task, the filters first: each thread then
-    // streams its own share of U once, not all of U per tile block (ResNet50's 7x7x512 on two
-    // threads: 1.16 -> 1.02 ms; its 14x14x256, 4 panels of 64 filters, 5% slower that way).
-    const int wanted_tasks = p.threads > 1 ? 4 * p.threads : 1;
+    // U is large and has a weight panel for every task, the filters first, one share a thread:
+    // each thread then streams its own share of U once, not all of U per tile block, and
+    // transforms the input once (ResNet50's 7x7x512 on two threads: 1.16 -> 1.02 ms with 8
+    // shares, 1.08 -> 1.02 with 2 instead of 8; its 14x14x256, 4 panels of 64 filters, 5% slower
+    // split by filters).
+    int wanted_tasks = p.threads > 1 ? 4 * p.threads : 1;
     const bool filters_first = big_u && panels_ >= wanted_tasks;
+    if (filters_first) wanted_tasks = p.threads;
     while (!filters_first && tile_block_ > tile_m && int64_t(ceil_div(tiles, tile_block_)) * s.groups < wanted_tasks) tile_block_ -= tile_m;
     tile_blocks_ = ceil_div(tiles, tile_block_);
     // Output filters per block: a multiple of tile_n; by default M (E x tiles x filters) <= 256 KiB.
