@@ -485,3 +485,23 @@ def test_the_written_plan_is_never_slower_than_a_plan_in_hand_even_when_interval
     assert written == "C"
     for other in ("B", "T"):
         assert ratio_ci(series[written], series[other]).lo <= 1.0
+
+
+def test_a_tie_with_the_fused_form_writes_the_fused_form():
+    """A model loaded untuned is fused, so the tuner must not take fusion away on noise: within
+    noise of the choice, or faster, its "+fused" form is written; measured slower beyond noise, or
+    beaten by a baseline, it is not."""
+    from layertune.tuner.confirm import _written
+    rounds = 16
+    b = [10.0 + 0.3 * ((i * 7) % 5 - 2) for i in range(rounds)]  # noisy
+    tie = [b[i] * (1.0 + 0.02 * ((i * 3) % 5 - 2)) for i in range(rounds)]
+    slower = [x * 1.05 for x in b]
+    faster = [x * 0.9 for x in b]
+    assert not ratio_ci(tie, b).faster and not ratio_ci(tie, b).slower  # the premise: a tie
+    assert _written({"B": b, "B+fused": tie}, "B", "B", ["B"], ["B+fused"]) == "B+fused"
+    assert _written({"B": b, "B+fused": slower}, "B", "B", ["B"], ["B+fused"]) == "B"
+    # a baseline at another thread count beats the fused form: not written
+    assert _written({"B": b, "U": faster, "B+fused": tie}, "B", "B", ["B", "U"], ["B+fused"]) == "B"
+    # the confirmed plan's fused form, the same way
+    conf = [x * 0.9 for x in b]
+    assert _written({"B": b, "C": conf, "C+fused": [x * 0.99 for x in conf]}, "C", "B", ["B"], ["C+fused"]) == "C+fused"
