@@ -68,15 +68,19 @@ def check_outputs(out: Path, model: str = "digits_cnn") -> dict:
 
 
 def assert_never_slower(whole: dict) -> None:
-    """The written plan is measured faster than (or within noise of) every layertune baseline, and
-    is the tuned plan only when it beat the strongest baseline beyond noise."""
+    """The written plan is measured faster than (or within noise of) every layertune baseline; it
+    is the tuned plan only when that beat the strongest baseline beyond noise, and the strongest
+    baseline's fused form (written on a tie: `load` fuses an untuned model) or the baseline itself
+    otherwise."""
     for name, r in whole["ratios"].items():
         if not name.startswith("litert"):
             assert r["lo"] <= 1.0, f"the written plan was measured slower than {name}: {r}"
-    if whole["written"] == "tuned" or whole["written"].startswith("confirmed") or "+" in whole["written"]:  # tuned / fused
-        assert whole["ratios"][whole["strongest_baseline"]]["hi"] < 1.0
+    source = whole["written"].split("+", 1)[0]
+    if source == "tuned" or source.startswith("confirmed"):
+        if "+" not in whole["written"]:
+            assert whole["ratios"][whole["strongest_baseline"]]["hi"] < 1.0
     else:
-        assert whole["written"] == whole["strongest_baseline"]
+        assert source == whole["strongest_baseline"] or whole["ratios"][whole["strongest_baseline"]]["hi"] < 1.0
 
 
 def test_host_run_then_resume(workspace):
