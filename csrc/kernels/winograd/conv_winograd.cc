@@ -85,17 +85,17 @@ class WinogradConv final : public ConvKernel {
     // transforms the input once (ResNet50's 7x7x512 on two threads: 1.16 -> 1.02 ms with 8
     // shares, 1.08 -> 1.02 with 2 instead of 8; its 14x14x256, 4 panels of 64 filters, 5% slower
     // split by filters).
-    int wanted_tasks = p.threads > 1 ? 4 * p.threads : 1;
-    const bool filters_first = big_u && panels_ >= wanted_tasks;
-    if (filters_first) wanted_tasks = p.threads;
-    while (!filters_first && tile_block_ > tile_m && int64_t(ceil_div(tiles, tile_block_)) * s.groups < wanted_tasks) tile_block_ -= tile_m;
+    const bool filters_first = big_u && panels_ >= 4 * p.threads;
+    const int wanted_tasks = p.threads <= 1 ? 1 : filters_first ? p.threads : 4 * p.threads;
+    auto tile_tasks = [&] { return int64_t(ceil_div(tiles, tile_block_)) * s.groups; };
+    if (!filters_first)
+      while (tile_block_ > tile_m && tile_tasks() < wanted_tasks) tile_block_ -= tile_m;
     tile_blocks_ = ceil_div(tiles, tile_block_);
     // Output filters per block: a multiple of tile_n; by default M (E x tiles x filters) <= 256 KiB.
-    const int all_filters = panels_ * tile_n;
     const int filter_depth = p.get("nonseparable_filter_block_depth");
-    int fb = filter_depth ? round_up(filter_depth, tile_n)
-                                               : std::max(tile_n, gemm::kBlockFloats / (E * tile_block_) / tile_n * tile_n);
-    filter_block_ = std::min(fb, all_filters);
+    const int fb = filter_depth ? round_up(filter_depth, tile_n)
+                                : std::max(tile_n, gemm::kBlockFloats / (E * tile_block_) / tile_n * tile_n);
+    filter_block_ = std::min(fb, panels_ * tile_n);
     const int64_t tasks = int64_t(tile_blocks_) * s.groups;
     if (tasks < wanted_tasks) {
       const int splits = int(ceil_div(wanted_tasks, int(tasks)));
