@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "../kernels/int8/qconv.h"
+#include "layertune/fpu.h"
 #include "layertune/status.h"
 #include "layertune/thread_pool.h"
 #include "op.h"
@@ -153,6 +154,7 @@ template <class Hook>
 void Engine::execute(const std::vector<Input>& inputs, const std::vector<float*>& outputs, Hook&& after_node) {
   if (inputs.size() != plan_.inputs.size()) fail("expected ", plan_.inputs.size(), " inputs, got ", inputs.size());
   if (outputs.size() != plan_.outputs.size()) fail("expected ", plan_.outputs.size(), " outputs, got ", outputs.size());
+  const DenormalsFlushed flushed;  // for the ops' work outside parallel_for too (fpu.h)
   ThreadPool::global().wake(threads_);  // while the inputs are copied, not in the first op
   for (size_t i = 0; i < inputs.size(); ++i) {
     const PlanTensor& tensor = plan_.tensors[plan_.inputs[i]];

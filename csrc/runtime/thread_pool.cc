@@ -88,6 +88,7 @@ void ThreadPool::run(int threads, int64_t n, TaskFn fn, void* ctx) {
 }
 
 void ThreadPool::worker_loop(int id) {
+  DenormalsFlushed::flush_for_good();
   uint64_t seen = generation_.load(std::memory_order_acquire), woken = 0;
   for (;;) {
     // Wait about 100 us for the next job before sleeping on the condition variable: the first

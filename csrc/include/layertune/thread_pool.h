@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "layertune/fpu.h"
+
 namespace layertune {
 
 class ThreadPool {
@@ -31,8 +33,10 @@ class ThreadPool {
 
   // Runs fn(task, worker) for every task in [0, n) on up to `threads` threads. The caller is
   // worker 0; worker ids are < threads, so callers can index per-thread scratch with them.
+  // Denormals are flushed to zero on every thread while it runs (fpu.h).
   template <class F>
   void parallel_for(int threads, int64_t n, F&& fn) {
+    const DenormalsFlushed flushed;
     if (threads <= 1 || n <= 1) {
       for (int64_t t = 0; t < n; ++t) fn(t, 0);
       return;
