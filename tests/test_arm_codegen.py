@@ -122,8 +122,9 @@ def test_fused_groups_are_right_on_arm(base, tmp_path):
     """The ops that compute several nodes (graph/fusion.py) in the cross-built profiler, against the
     engine's reference path, which runs the nodes apart: an inverted-residual strip group (strips
     of 1 and 3 rows, stride 1 with a residual and stride 2, on 1 and 3 threads: chunks whose
-    windows overlap) and squeeze-excite groups (batch 2 with channels off the NEON width, and
-    enough pixels for several chunks, on 2 and 3 threads)."""
+    windows overlap), squeeze-excite groups (batch 2 with channels off the NEON width, and
+    enough pixels for several chunks, on 2 and 3 threads) and a project convolution that takes the
+    gate as its input scale (simple and unrolled rescaling their packed weights)."""
     from test_fusion import inverted_residual, squeeze_excite
 
     from layertune.graph.fusion import fuse
@@ -149,6 +150,16 @@ def test_fused_groups_are_right_on_arm(base, tmp_path):
         plan.write_bytes(plan_bytes(f))
         line = checked_run(base, profiler, plan, threads, "1e-5", shape)
         assert line["max_abs_diff"] <= 1e-5 * line["max_abs_ref"], (base, shape, line)
+    for method, threads in [("unrolled", "1"), ("simple", "3")]:  # the gate folded into the project's weights
+        g, _ = squeeze_excite((1, 40, 41, 20), after_k=1, after_c=20, residual=True)
+        f = fuse(g, ("add", "input_scale", "squeeze_excite"))
+        project = next(n for n in f.nodes if n.name == "after")
+        assert len(project.inputs) == 5 and f.nodes[0].attrs["se_nodes"] == 5
+        project.attrs["kernel.method"] = method
+        plan = tmp_path / f"input_scale_{method}.ltplan"
+        plan.write_bytes(plan_bytes(f))
+        line = checked_run(base, profiler, plan, threads, "1e-5", method)
+        assert line["max_abs_diff"] <= 1e-5 * line["max_abs_ref"], (base, method, line)
 
 
 def test_the_hand_scheduled_loops_are_generated_from_their_script():

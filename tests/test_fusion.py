@@ -196,7 +196,7 @@ def test_forms_switch_on_and_off():
     assert ops(fuse(g)) == ["CONV_2D", "CONV_2D"]
     with pytest.raises(ValueError, match="unknown fusion form 'relu'"):
         fuse(g, ("relu",))
-    assert set(FORMS) == {"pad", "swish", "hard_swish", "add", "inverted_residual", "squeeze_excite"}
+    assert set(FORMS) == {"pad", "swish", "hard_swish", "add", "input_scale", "inverted_residual", "squeeze_excite"}
 
 
 def test_a_zero_pad_becomes_the_convolutions_padding():
@@ -389,9 +389,10 @@ def test_a_bad_strip_group_in_a_plan_names_the_node():
 # --- squeeze-and-excite as one op (kernels/ops/squeeze_excite.cc) ---------------------------------
 
 def squeeze_excite(shape=(1, 9, 7, 37), reduced=5, reshape=True, reduce_act="none", swish=True,
-                   mul_act="none", gate_first=False) -> tuple[Graph, Builder]:
+                   mul_act="none", gate_first=False, after_k=3, after_c=4, residual=False) -> tuple[Graph, Builder]:
     """x -> MEAN(1, 2) -> [RESHAPE] -> 1x1 reduce (+ swish) -> 1x1 expand -> LOGISTIC -> x * gate
-    -> 3x3 convolution (so that the block's output is read by a layer, as in EfficientNet)."""
+    -> an after_k x after_k convolution (so that the block's output is read by a layer, as in
+    EfficientNet; 1x1: its project convolution), + x when `residual`."""
     b = Builder(shape)
     n, _, _, c = shape
     m = b.op("MEAN", "se/mean", [0], shape=(n, c) if reshape else (n, 1, 1, c), axes=[1, 2] if reshape else [2, -3])
@@ -405,7 +406,10 @@ def squeeze_excite(shape=(1, 9, 7, 37), reduced=5, reshape=True, reduce_act="non
     e = b.conv("se/expand", r, c, k=1, pads=[0, 0, 0, 0])
     gate = b.op("LOGISTIC", "se/gate", [e])
     y = b.op("MUL", "se/excite", [gate, 0] if gate_first else [0, gate], shape=shape, activation=mul_act)
-    return b.graph(b.conv("after", y, 4)), b
+    out = b.conv("after", y, after_c, k=after_k, pads=[after_k // 2] * 4)
+    if residual:
+        out = b.op("ADD", "add", [out, 0], activation="none")
+    return b.graph(out), b
 
 
 def numpy_squeeze_excite(graph: Graph, x: np.ndarray) -> np.ndarray:
@@ -421,7 +425,9 @@ def numpy_squeeze_excite(graph: Graph, x: np.ndarray) -> np.ndarray:
     gate = 1.0 / (1.0 + np.exp(-(h @ w2[0, 0] + b2)))
     y = act[nodes["se/excite"].attrs["activation"]](x * gate[:, None, None, :])
     w3, b3 = weights("after")
-    return numpy_conv.conv2d(y, w3, b3, (1, 1), (1, 1, 1, 1), (1, 1), 1, "none")
+    k = w3.shape[0] // 2
+    out = numpy_conv.conv2d(y, w3, b3, (1, 1), (k, k, k, k), (1, 1), 1, "none")
+    return out + x if "add" in nodes else out
 
 
 SE_CASES = [  # shape, reshape, reduce activation, swish, MUL activation, gate first, threads
@@ -477,11 +483,90 @@ def test_what_is_no_squeeze_excite_is_left_alone():
 def test_a_bad_squeeze_excite_group_in_a_plan_names_the_node():
     g, _ = squeeze_excite()
     f = fuse(g, ("squeeze_excite",))
-    f.nodes[0].attrs["se_nodes"] = 4
+    f.nodes[0].attrs["se_nodes"] = 3
     x = np.zeros((1, 9, 7, 37), np.float32)
-    with pytest.raises(ValueError, match="'se/mean'.*se_nodes must be 5 or 6"):
+    with pytest.raises(ValueError, match="'se/mean'.*se_nodes must be 4 to 6"):
         layertune.Model(f).run(x)
     f.nodes[0].attrs["se_nodes"] = 6
     f.nodes[2], f.nodes[3] = f.nodes[3], f.nodes[2]  # the expand before the reduce
     with pytest.raises(ValueError, match="'se/mean'.*squeeze-excite group: 'se/expand' must read"):
         layertune.Model(f).run(x)
+
+
+# --- a squeeze-excite gate taken by the project convolution (input_scale) ---------------------------
+
+INPUT_SCALE_CASES = [  # shape, method, residual, threads
+    ((1, 9, 7, 37), "unrolled", False, 1),
+    ((1, 9, 7, 37), "simple", False, 2),
+    ((1, 40, 41, 20), "unrolled", True, 2),   # the project's residual ADD in its epilogue too
+    ((1, 40, 41, 20), "simple", True, 3),
+    ((1, 33, 30, 48), "reference", False, 2),  # a kernel that cannot fold: the op scales the input
+]
+
+
+@pytest.mark.parametrize("case", INPUT_SCALE_CASES, ids=[f"{c[0]}-{c[1]}-res{int(c[2])}-t{c[3]}" for c in INPUT_SCALE_CASES])
+def test_a_project_convolution_takes_the_squeeze_excite_gate_as_its_input_scale(case):
+    """The MUL goes into the 1x1 convolution after it (its weights rescaled each run by the kernels
+    that can, the input scaled by the op for the others) and the squeeze-excite group ends at the
+    gate: equal to the numpy block, the reference engine and the unfused graph, run after run
+    (the rescaled weights start from the unscaled copy each time)."""
+    shape, method, residual, threads = case
+    c = shape[3]
+    g, _ = squeeze_excite(shape, after_k=1, after_c=c if residual else 6, residual=residual)
+    f = fuse(g, ("add", "input_scale", "squeeze_excite"))
+    project = next(n for n in f.nodes if n.name.startswith("after"))
+    gate = next(n for n in f.nodes if n.name == "se/gate").outputs[0]
+    assert project.inputs[0] == 0 and project.inputs[4] == gate, project.inputs
+    assert "se/excite" in project.attrs["fused"] and not any(n.op == "MUL" and n.name == "se/excite" for n in f.nodes)
+    assert f.nodes[0].attrs["se_nodes"] == 5  # MEAN, RESHAPE, reduce, expand, LOGISTIC
+    if method != "unrolled":
+        project.attrs["kernel.method"] = method
+    model = layertune.Model(f, threads)
+    for seed in (5, 6):
+        x = np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
+        want = numpy_squeeze_excite(g, x)
+        np.testing.assert_allclose(model.run(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    np.testing.assert_allclose(reference_engine(f, x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+    same_answer(g, f, threads)
+    same_answer(g, fuse(g, ("input_scale",)), threads)  # the gate from the unfused chain
+
+
+def test_an_input_scale_on_a_batch_of_two_is_computed_by_the_op():
+    """Batch 2 (a gate per image; the fusion pass leaves it alone, a plan may still say so): the
+    op scales each image's input by its own gate."""
+    shape = (2, 12, 10, 24)
+    g, _ = squeeze_excite(shape, after_k=1, after_c=8)
+    assert not any(len(n.inputs) > 4 for n in fuse(g).nodes)
+    f = fuse(g, ())
+    mul = next(n for n in f.nodes if n.name == "se/excite")
+    project = next(n for n in f.nodes if n.name == "after")
+    project.inputs = [mul.inputs[0], *project.inputs[1:3], -1, mul.inputs[1]]
+    f.nodes.remove(mul)
+    for threads in (1, 2):
+        x = np.random.default_rng(threads).uniform(-1, 1, shape).astype(np.float32)
+        want = numpy_squeeze_excite(g, x)
+        np.testing.assert_allclose(layertune.Model(f.copy(), threads).run(x), want, rtol=1e-5,
+                                   atol=1e-5 * float(np.abs(want).max()))
+
+
+def test_what_takes_no_input_scale_is_left_alone():
+    """A 3x3 convolution after the MUL, a tensor with fewer than INPUT_SCALE_MIN_RATIO elements a
+    weight, a MUL that another node reads too: the MUL stays (in the squeeze-excite group)."""
+    for g, _ in (squeeze_excite(), squeeze_excite((1, 4, 4, 37), after_k=1, after_c=8)):
+        f = fuse(g)
+        assert not any(len(n.inputs) > 4 for n in f.nodes)
+        assert f.nodes[0].attrs["se_nodes"] == 6
+        same_answer(g, f)
+    g, b = squeeze_excite(after_k=1)
+    mul = next(n for n in g.nodes if n.name == "se/excite")
+    g.outputs.append(mul.outputs[0])
+    assert not any(len(n.inputs) > 4 for n in fuse(g).nodes)
+
+
+def test_a_bad_input_scale_in_a_plan_names_the_node():
+    g, _ = squeeze_excite(after_k=1)
+    f = fuse(g, ("input_scale",))
+    project = next(n for n in f.nodes if n.name == "after")
+    project.inputs[4] = project.inputs[0]  # the whole tensor, not one value a channel
+    with pytest.raises(ValueError, match="'after'.*input scale .* must have one value per image and input channel"):
+        layertune.Model(f).run(np.zeros((1, 9, 7, 37), np.float32))

@@ -29,6 +29,11 @@ class AlignedBuffer {
     if (!data_) throw std::bad_alloc();
     std::memset(data_, 0, bytes);
   }
+  AlignedBuffer copy() const {
+    AlignedBuffer out(size_);
+    if (size_) std::memcpy(out.data_, data_, size_ * sizeof(float));
+    return out;
+  }
   float* data() { return data_; }
   const float* data() const { return data_; }
   size_t size() const { return size_; }

@@ -49,6 +49,14 @@ class ConvKernel {
     run(input, output);
     residual_ = nullptr;
   }
+  // y = conv(x * scale), one scale per input channel (a squeeze-excite gate that a project
+  // convolution takes, graph/fusion.py's `input_scale`). A kernel that can rescale its packed
+  // weights per run keeps an unscaled copy when asked (keep_unscaled_weights returns true) and then
+  // takes each run's scale with scale_input_channels before run; the others leave the scale to
+  // the op, which multiplies the input.
+  virtual bool keep_unscaled_weights() { return false; }
+  virtual void scale_input_channels(const float* scale) { (void)scale; }
+
   // The fused tail every run applies (set once, before running).
   void set_post_ops(PostOps ops) { post_ = std::move(ops); }
   const PostOps& post_ops() const { return post_; }

@@ -106,6 +106,18 @@ inline size_t packed_a_size(int kc, int MR) { return size_t(kc + 4) * MR; }
 void pack_b(const float* b, ptrdiff_t ldb, int k, int n, int nr, float* packed);
 inline size_t packed_b_size(int k, int n, int nr) { return size_t((n + nr - 1) / nr) * nr * size_t(k); }
 
+// dst = src for `rows` rows of a packed panel (nr floats each, nr a multiple of the vector), row
+// r times scale[(k0 + r) % channels]: the rows of an HWIO weight matrix cycle through the input
+// channels (ConvKernel::scale_input_channels).
+inline void scale_panel_rows(const float* src, float* dst, int rows, int nr, const float* scale, int k0, int channels) {
+  int c = k0 % channels;
+  for (int r = 0; r < rows; ++r, src += nr, dst += nr) {
+    const simd::vf s = simd::splat(scale[c]);
+    for (int i = 0; i < nr; i += simd::kLanes) simd::store(dst + i, simd::load(src + i) * s);
+    if (++c == channels) c = 0;
+  }
+}
+
 // Grouped HWIO weights as a K x out_c matrix (group g owns columns [g*cog, (g+1)*cog)) packed
 // group by group with pack_b, and the bias (may be null) padded to whole panels per group.
 void pack_groups(const float* w, const float* bias, int k, int out_c, int groups, int nr, AlignedBuffer& packed,

@@ -9,6 +9,7 @@
 #include "../../graph/op.h"
 #include "layertune/conv_params.h"
 #include "layertune/methods.h"
+#include "layertune/simd.h"
 #include "layertune/status.h"
 
 namespace layertune::ops {
@@ -38,6 +39,24 @@ inline std::pair<float, float> fused_activation(const OpContext& ctx) {
 inline void clamp_range(float* p, int64_t n, float lo, float hi) {
   if (lo == -std::numeric_limits<float>::infinity() && hi == std::numeric_limits<float>::infinity()) return;
   for (int64_t i = 0; i < n; ++i) p[i] = std::min(std::max(p[i], lo), hi);
+}
+
+// y = clamp(x * scale, lo, hi) over pixels [p0, p1) of `channels` floats each, one scale a
+// channel (a squeeze-excite gate: its op's MUL, or a convolution's input scale).
+inline void scale_channels(const float* x, const float* scale, float* y, int64_t p0, int64_t p1, int64_t channels,
+                           float lo, float hi) {
+  using simd::kLanes;
+  const simd::vf vlo = simd::splat(lo), vhi = simd::splat(hi);
+  const int rest = int(channels % kLanes);
+  for (int64_t p = p0; p < p1; ++p) {
+    const float* xp = x + p * channels;
+    float* yp = y + p * channels;
+    int64_t ch = 0;
+    for (; ch + kLanes <= channels; ch += kLanes)
+      simd::store(yp + ch, simd::clamp(simd::load(xp + ch) * simd::load(scale + ch), vlo, vhi));
+    if (rest)
+      simd::store_partial(yp + ch, simd::clamp(simd::load_partial(xp + ch, rest) * simd::load_partial(scale + ch, rest), vlo, vhi), rest);
+  }
 }
 
 // Product of shape[from:to] (to clipped to the rank).

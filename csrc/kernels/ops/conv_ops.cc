@@ -1,5 +1,6 @@
 // CONV_2D / DEPTHWISE_CONV_2D (through the tuned kernels), FULLY_CONNECTED, TRANSPOSE_CONV.
 #include <cstring>
+#include <limits>
 
 #include "common.h"
 #include "gemv.h"
@@ -21,10 +22,11 @@ class GemvOrKernelOp : public Op {
   explicit GemvOrKernelOp(const OpContext& ctx) : in_(ctx.input(0)), out_(ctx.output(0)) {}
   void run(float* const* b) override {
     const float* residual = residual_ >= 0 ? b[residual_] : nullptr;
+    const float* x = scale_ >= 0 ? scaled_input(b[in_], b[scale_]) : b[in_];
     if (kernel_) {
-      kernel_->run(b[in_], b[out_], residual);
+      kernel_->run(x, b[out_], residual);
     } else {
-      gemv_.run(b[in_], b[out_], rows_, threads_);
+      gemv_.run(x, b[out_], rows_, threads_);
       if (!post_.empty()) apply_post_ops(post_, b[out_], residual, rows_ * gemv_.out);
     }
   }
@@ -48,7 +50,47 @@ class GemvOrKernelOp : public Op {
     if (kernel_) kernel_->set_post_ops(post_);
   }
 
+  // The node's fifth input, one scale per image and input channel that its input is multiplied
+  // by first (graph/fusion.py's input_scale: a squeeze-excite gate). Folded into the kernel's
+  // packed weights per run where the kernel can and the weights are fewer than the input's
+  // elements (both ways read and write that many floats a run); else the input is scaled into
+  // a buffer of the op's own.
+  void read_input_scale(const OpContext& ctx, const ConvShape& s) {
+    if (!ctx.has_input(4)) return;
+    scale_ = ctx.input(4);
+    if (s.groups != 1) fail(ctx.node.where(), ": an input scale needs a convolution of one group");
+    if (ctx.elements(scale_) != int64_t(s.batch) * s.in_c)
+      fail(ctx.node.where(), ": the input scale '", ctx.plan.tensors[scale_].name, "' must have one value per image and input channel (",
+           s.batch * s.in_c, "), not ", ctx.elements(scale_));
+    pixels_ = int64_t(s.in_h) * s.in_w, channels_ = s.in_c, batch_ = s.batch;
+    const int64_t weights = int64_t(s.kernel_h) * s.kernel_w * s.in_c * s.out_c;
+    fold_ = kernel_ && s.batch == 1 && weights <= pixels_ * channels_ && kernel_->keep_unscaled_weights();
+    if (!fold_) scaled_.resize(size_t(s.batch * pixels_ * channels_));
+  }
+
+  const float* scaled_input(const float* x, const float* scale) {
+    if (fold_) {
+      kernel_->scale_input_channels(scale);
+      return x;
+    }
+    constexpr float kInf = std::numeric_limits<float>::infinity();
+    const int64_t chunk = std::max<int64_t>(1, 8192 / channels_);
+    const int threads = kernel_ ? kernel_->params().threads : threads_;
+    for (int n = 0; n < batch_; ++n) {
+      const int64_t at = n * pixels_ * channels_;
+      ThreadPool::global().parallel_for(threads, (pixels_ + chunk - 1) / chunk, [&](int64_t t, int) {
+        ops::scale_channels(x + at, scale + n * channels_, scaled_.data() + at, t * chunk,
+                            std::min(pixels_, (t + 1) * chunk), channels_, -kInf, kInf);
+      });
+    }
+    return scaled_.data();
+  }
+
   int in_, out_, threads_ = 1, residual_ = -1;
+  int scale_ = -1, batch_ = 1;
+  int64_t pixels_ = 0, channels_ = 0;
+  bool fold_ = false;
+  AlignedBuffer scaled_;
   PostOps post_;
   int64_t rows_ = 0;
   std::unique_ptr<ConvKernel> kernel_;  // null: computed by gemv_
@@ -82,6 +124,7 @@ class ConvOp final : public GemvOrKernelOp {
     if (os != std::vector<int>{s.batch, s.out_h(), s.out_w(), s.out_c})
       fail(ctx.node.where(), ": output shape does not match the layer (", s.describe(), ")");
     read_epilogue(ctx);
+    read_input_scale(ctx, s);
   }
 };
 

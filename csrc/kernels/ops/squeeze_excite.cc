@@ -5,6 +5,8 @@
 // almost nothing (EfficientNet-B0 has 16 such blocks). Here the two passes split the pixels the
 // same way, so each thread multiplies the rows it has just summed, still in its cache; the small
 // matrix-vector products in between run on the calling thread.
+// Where the convolution after the MUL takes the gate as its input scale (fusion form input_scale,
+// conv_ops.cc), the group ends at the LOGISTIC and writes only the gate.
 #include <cstring>
 
 #include "common.h"
@@ -37,11 +39,13 @@ class SqueezeExciteOp final : public Op {
     auto where = [&] { return mean.where() + ": squeeze-excite group"; };
     size_t k = first + 1;
     if (k < first + count && plan.nodes[k].op == "RESHAPE") ++k;
-    if (first + count != k + 4 || plan.nodes[k].op != "CONV_2D" || plan.nodes[k + 1].op != "CONV_2D" ||
-        plan.nodes[k + 2].op != "LOGISTIC" || plan.nodes[k + 3].op != "MUL")
-      fail(where(), ": its ", count, " nodes must be MEAN, [RESHAPE,] CONV_2D, CONV_2D, LOGISTIC, MUL");
+    // Without the MUL the group's output is the gate itself, which a convolution takes as its
+    // input scale (fusion form input_scale).
+    has_mul_ = first + count == k + 4;
+    if ((!has_mul_ && first + count != k + 3) || plan.nodes[k].op != "CONV_2D" || plan.nodes[k + 1].op != "CONV_2D" ||
+        plan.nodes[k + 2].op != "LOGISTIC" || (has_mul_ && plan.nodes[k + 3].op != "MUL"))
+      fail(where(), ": its ", count, " nodes must be MEAN, [RESHAPE,] CONV_2D, CONV_2D, LOGISTIC[, MUL]");
     const OpContext cm{plan, mean, 1, false}, c1{plan, plan.nodes[k], 1, false}, c2{plan, plan.nodes[k + 1], 1, false};
-    const OpContext cl{plan, plan.nodes[k + 2], 1, false}, cx{plan, plan.nodes[k + 3], 1, false};
     in_ = cm.input(0);
     ops::expect_rank(cm, in_, 4);
     const auto& xs = cm.shape(in_);
@@ -52,21 +56,28 @@ class SqueezeExciteOp final : public Op {
     if (axes != std::vector<int64_t>{1, 2}) fail(where(), ": the MEAN must reduce height and width (axes 1, 2)");
     // The chain: each node reads the one before it.
     int tensor = cm.output(0);
-    for (size_t j = first + 1; j < first + count - 1; ++j) {
+    for (size_t j = first + 1; j < k + 3; ++j) {
       if (plan.nodes[j].inputs.empty() || plan.nodes[j].inputs[0] != tensor)
         fail(where(), ": '", plan.nodes[j].name, "' must read the output of the node before it");
       tensor = plan.nodes[j].outputs.at(0);
     }
     const int gate = tensor;
-    const auto& mul_in = plan.nodes[k + 3].inputs;
-    if (mul_in.size() != 2 || !((mul_in[0] == in_ && mul_in[1] == gate) || (mul_in[1] == in_ && mul_in[0] == gate)))
-      fail(where(), ": the MUL must multiply the MEAN's input by the LOGISTIC's output");
-    out_ = cx.output(0);
-    if (cx.shape(out_) != xs) fail(where(), ": the MUL's output must have the MEAN's input's shape");
+    if (has_mul_) {
+      const OpContext cx{plan, plan.nodes[k + 3], 1, false};
+      const auto& mul_in = plan.nodes[k + 3].inputs;
+      if (mul_in.size() != 2 || !((mul_in[0] == in_ && mul_in[1] == gate) || (mul_in[1] == in_ && mul_in[0] == gate)))
+        fail(where(), ": the MUL must multiply the MEAN's input by the LOGISTIC's output");
+      out_ = cx.output(0);
+      if (cx.shape(out_) != xs) fail(where(), ": the MUL's output must have the MEAN's input's shape");
+      std::tie(lo_, hi_) = ops::fused_activation(cx);
+    } else {
+      out_ = gate;
+      if (cm.elements(gate) != int64_t(batch_) * channels_)
+        fail(where(), ": the LOGISTIC's output must have one value per image and channel");
+    }
     dense(c1, channels_, reduce_, where);
     dense(c2, int(reduce_.gemv.out), expand_, where);
     if (expand_.gemv.out != channels_) fail(where(), ": the expand convolution must give ", channels_, " channels");
-    std::tie(lo_, hi_) = ops::fused_activation(cx);
     scratch_.resize(size_t(channels_) * 2 + reduce_.gemv.out);
     // Pixel chunks: enough for the threads, each summed in float vectors (at most kChunk pixels)
     // and the chunks' sums added in double, as the MEAN op accumulates. Small tensors stay on one
@@ -83,10 +94,9 @@ class SqueezeExciteOp final : public Op {
     const int64_t chunks = chunks_;
     float* mean = scratch_.data();
     float* hidden = mean + channels_;
-    float* scale = hidden + reduce_.gemv.out;
     for (int n = 0; n < batch_; ++n) {
       const float* xn = x + n * pixels_ * channels_;
-      float* yn = y + n * pixels_ * channels_;
+      float* scale = has_mul_ ? hidden + reduce_.gemv.out : y + n * channels_;
       ThreadPool::global().parallel_for(threads_, chunks, [&](int64_t c, int) {
         sum_pixels(xn, c * pixels_ / chunks, (c + 1) * pixels_ / chunks, partial_.data() + c * channels_);
       });
@@ -103,8 +113,10 @@ class SqueezeExciteOp final : public Op {
         const int rest = channels_ - ch;
         simd::store_partial(scale + ch, simd::sigmoid(simd::load_partial(scale + ch, rest)), rest);
       }
+      if (!has_mul_) continue;
+      float* yn = y + n * pixels_ * channels_;
       ThreadPool::global().parallel_for(threads_, chunks, [&](int64_t c, int) {
-        scale_pixels(xn, yn, scale, c * pixels_ / chunks, (c + 1) * pixels_ / chunks);
+        ops::scale_channels(xn, scale, yn, c * pixels_ / chunks, (c + 1) * pixels_ / chunks, channels_, lo_, hi_);
       });
     }
   }
@@ -127,21 +139,6 @@ class SqueezeExciteOp final : public Op {
       }
       for (int v = 0; v < full; ++v) simd::store(out + c0 + v * kLanes, acc[v]);
       if (rest) simd::store_partial(out + c0 + full * kLanes, acc[full], rest);
-    }
-  }
-
-  void scale_pixels(const float* x, float* y, const float* scale, int64_t p0, int64_t p1) const {
-    const int64_t c = channels_;
-    const vf lo = simd::splat(lo_), hi = simd::splat(hi_);
-    const int rest = int(c % kLanes);
-    for (int64_t p = p0; p < p1; ++p) {
-      const float* xp = x + p * c;
-      float* yp = y + p * c;
-      int64_t ch = 0;
-      for (; ch + kLanes <= c; ch += kLanes)
-        simd::store(yp + ch, simd::clamp(simd::load(xp + ch) * simd::load(scale + ch), lo, hi));
-      if (rest)
-        simd::store_partial(yp + ch, simd::clamp(simd::load_partial(xp + ch, rest) * simd::load_partial(scale + ch, rest), lo, hi), rest);
     }
   }
 
@@ -170,6 +167,7 @@ class SqueezeExciteOp final : public Op {
   int in_ = -1, out_ = -1;
   int batch_ = 1, channels_ = 0;
   int64_t pixels_ = 0, chunks_ = 1;
+  bool has_mul_ = true;
   float lo_ = 0, hi_ = 0;  // the MUL's fused activation
   SmallDense reduce_, expand_;
   AlignedBuffer scratch_;  // mean, hidden, scale
@@ -184,8 +182,8 @@ size_t squeeze_excite_nodes(const PlanNode& node) {
 
 std::unique_ptr<Op> make_squeeze_excite_op(const Plan& plan, size_t first, int threads) {
   const size_t count = squeeze_excite_nodes(plan.nodes[first]);
-  if (count < 5 || count > 6 || first + count > plan.nodes.size())
-    fail(plan.nodes[first].where(), ": squeeze-excite group: se_nodes must be 5 or 6 nodes within the plan, got ", count);
+  if (count < 4 || count > 6 || first + count > plan.nodes.size())
+    fail(plan.nodes[first].where(), ": squeeze-excite group: se_nodes must be 4 to 6 nodes within the plan, got ", count);
   return std::make_unique<SqueezeExciteOp>(plan, first, count, threads);
 }
 

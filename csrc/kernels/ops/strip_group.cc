@@ -52,6 +52,8 @@ class StripGroupOp final : public Op {
     if (post_ops_need_residual(post_e) || post_ops_need_residual(post_d))
       fail(expand_.where(), ": strip group: only the project convolution may add a residual");
     if (post_ops_need_residual(post_p)) residual_ = cp.input(3);
+    for (const OpContext* c : {&ce, &cd, &cp})
+      if (c->has_input(4)) fail(c->node.where(), ": strip group: a convolution of the group may not scale its input");
     batch_ = se.batch, in_h_ = se.in_h, in_w_ = se.in_w, in_c_ = se.in_c, mid_c_ = se.out_c;
     out_h_ = sd.out_h(), out_w_ = sd.out_w(), out_c_ = sp.out_c;
     stride_ = sd.stride_h, kernel_h_ = sd.kernel_h, pad_top_ = sd.pad_top;

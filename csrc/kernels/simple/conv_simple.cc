@@ -52,6 +52,20 @@ class SimpleConv final : public ConvKernel {
     gemm::pack_groups(w, b, taps_ * cig, s.out_c, s.groups, kNR, packed_, bias_);
   }
 
+  bool keep_unscaled_weights() override {
+    unscaled_ = packed_.copy();
+    return true;
+  }
+
+  // packed = unscaled with each row (ky, kx, ci) of every panel times scale[its input channel].
+  void scale_input_channels(const float* scale) override {
+    const int cig = shape_.in_c_per_group(), k = taps_ * cig;
+    ThreadPool::global().parallel_for(params_.threads, int64_t(shape_.groups) * panels_, [&](int64_t t, int) {
+      const size_t at = size_t(t) * k * kNR;
+      gemm::scale_panel_rows(unscaled_.data() + at, packed_.data() + at, k, kNR, scale + (t / panels_) * cig, 0, cig);
+    });
+  }
+
   void run(const float* in, float* out) override {
     const ConvShape& s = shape_;
     const int64_t rows = int64_t(s.batch) * s.out_h();
@@ -143,6 +157,7 @@ class SimpleConv final : public ConvKernel {
 
   int panels_ = 0, taps_ = 0;
   AlignedBuffer packed_, bias_;
+  AlignedBuffer unscaled_;  // packed_ before scale_input_channels (kept only when asked)
 };
 
 // Depthwise: output channel c*m + j = sum over taps of input channel c x weight (ky, kx, c, j).

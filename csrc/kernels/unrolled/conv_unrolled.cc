@@ -66,6 +66,25 @@ class UnrolledConv final : public ConvKernel {
     });
   }
 
+  bool keep_unscaled_weights() override {
+    unscaled_ = packed_.copy();
+    return true;
+  }
+
+  // packed = unscaled with each row k of every panel times scale[its input channel].
+  void scale_input_channels(const float* scale) override {
+    const int cig = shape_.in_c_per_group(), tile_n = tile_.nr;
+    const size_t group_floats = size_t(panels_) * k_ * tile_n;
+    ThreadPool::global().parallel_for(params_.threads, int64_t(shape_.groups) * panels_, [&](int64_t t, int) {
+      const int g = int(t / panels_), p = int(t % panels_);
+      for (int k0 = 0; k0 < k_; k0 += block_k_) {
+        const int kc = std::min(block_k_, k_ - k0);
+        const size_t at = g * group_floats + (size_t(k0) * panels_ + size_t(p) * kc) * tile_n;
+        gemm::scale_panel_rows(unscaled_.data() + at, packed_.data() + at, kc, tile_n, scale + g * cig, k0, cig);
+      }
+    });
+  }
+
  private:
   // pack_groups' panels (each K x tile_n) reordered k block by k block: [block][panel][kc][tile_n].
   // A k block's pass over the panels then reads one contiguous stream, which the hardware
@@ -188,6 +207,7 @@ class UnrolledConv final : public ConvKernel {
   size_t a_floats_ = 0;
   bool direct_ = false;
   AlignedBuffer packed_, bias_;
+  AlignedBuffer unscaled_;  // packed_ before scale_input_channels (kept only when asked)
   std::vector<AlignedBuffer> scratch_;
 };
 

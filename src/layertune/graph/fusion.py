@@ -25,12 +25,19 @@ switched on or off on its own (the tuner times the fused plan against the unfuse
   two others ``strip_group`` (the expand's name), and the three become consecutive; each keeps
   its own kernel choice; the group runs on the engine's threads, each taking a contiguous part
   of the rows. Applied where the expanded tensor is at least STRIP_MIN_BYTES.
+- ``input_scale``: a MUL of a tensor by one value per channel (a squeeze-excite gate, batch 1)
+  that only a 1x1 CONV_2D reads becomes that convolution's fifth input, its input scale, where the
+  tensor has at least INPUT_SCALE_MIN_RATIO times as many elements as the weights: the
+  convolution reads the unscaled tensor and the core folds the scale into its packed weights each
+  run (EfficientNet's project convolutions up to its 28x28 blocks). The MUL's pass over the
+  block's tensor (a read and a write of it) goes;
 - ``squeeze_excite``: MEAN over height and width, an optional RESHAPE, a 1x1 reduce and a 1x1
   expand CONV_2D on the 1x1 map, LOGISTIC, and the MUL of the MEAN's input by that gate
   (EfficientNet's squeeze-and-excite) computed by one op (kernels/ops/squeeze_excite.cc). The
   reduce convolution's own swish or hard-swish is fused into it first; the MEAN gets
-  ``se_nodes`` (how many nodes the group has, 5 or 6), the others ``se_group`` (the MEAN's
-  name), and they become consecutive in the MEAN's place.
+  ``se_nodes`` (how many nodes the group has, 4 to 6), the others ``se_group`` (the MEAN's
+  name), and they become consecutive in the MEAN's place. Where a convolution took the gate as its
+  input scale, the group ends at the LOGISTIC.
 
 The last three become steps of the convolution's ``epilogue`` attribute (the core's `PostOps`,
 applied by every kernel to each output block it finishes), an ``add`` step's tensor the
@@ -45,8 +52,14 @@ from typing import Iterable
 
 from layertune.graph.ir import CONV_OPS, Graph, Node
 
-FORMS = ("pad", "swish", "hard_swish", "add", "inverted_residual", "squeeze_excite")
+FORMS = ("pad", "swish", "hard_swish", "add", "input_scale", "inverted_residual", "squeeze_excite")
 EPILOGUE_FORMS = ("swish", "hard_swish", "add")
+# input_scale: rescaling the weights each run costs a read and a write of them, as the MUL did of
+# the tensor. Measured in EfficientNetB0 at 224x224, one thread, per layer (fused against the
+# MUL in its squeeze-excite op, both ops): 112x112x32 -> 16 (784 elements a weight) 350 -> 277 us,
+# 56x56x144 -> 24 (131) 427 -> 314 us, 28x28x240 -> 40 (20) 188 -> 163 us; the 14x14 blocks (1.7-2.4)
+# even to 12 us slower.
+INPUT_SCALE_MIN_RATIO = 8
 # Below this an expanded tensor stays in cache anyway and strips only add their overhead. Measured
 # in MobileNetV2 at 224x224 on a 2 MiB-L2 x86 core: the 28x28x192 groups (588 KiB) took 1.1-1.25x
 # the unfused chain's time, the 56x56x144 and 112x112x96 ones (1.7 and 4.6 MiB) 0.7-1.0x, most
@@ -82,6 +95,8 @@ def fuse(graph: Graph, forms: Iterable[str] = FORMS, strip_rows: int = 0,
     if "add" in forms:
         while any(_fuse_int8_add(g, node) for node in list(g.nodes) if _is_int8_conv(g, node)):
             pass
+    if "input_scale" in forms:
+        _fold_input_scales(g)
     g.prune()
     if "inverted_residual" in forms:  # after `add`: the residual ADD belongs to the project
         _group_inverted_residuals(g, strip_rows, strip_min_bytes)
@@ -357,10 +372,13 @@ def _group_squeeze_excites(graph: Graph) -> None:
         if gate is None or gate.op != "LOGISTIC":
             continue
         mul = _only_reader(graph, gate.outputs[0])
-        if (mul is None or mul.op != "MUL" or sorted(mul.inputs) != sorted([x, gate.outputs[0]])
-                or graph.tensors[mul.outputs[0]].shape != shape):
+        if mul is not None and _scales_input(mul, gate.outputs[0]):
+            chain += [reduce, expand, gate]  # the convolution after it took the MUL (input_scale)
+        elif (mul is not None and mul.op == "MUL" and sorted(mul.inputs) == sorted([x, gate.outputs[0]])
+                and graph.tensors[mul.outputs[0]].shape == shape):
+            chain += [reduce, expand, gate, mul]
+        else:
             continue
-        chain += [reduce, expand, gate, mul]
         for node in chain[1:]:
             graph.nodes.remove(node)
         first = graph.nodes.index(mean)
@@ -368,3 +386,36 @@ def _group_squeeze_excites(graph: Graph) -> None:
         mean.attrs["se_nodes"] = len(chain)
         for node in chain[1:]:
             node.attrs["se_group"] = mean.name
+
+
+def _scales_input(node: Node, scale: int) -> bool:
+    """`node` is a convolution whose input scale (its fifth input) is `scale`."""
+    return node.op in CONV_OPS and len(node.inputs) > 4 and node.inputs[4] == scale
+
+
+def _fold_input_scales(graph: Graph) -> None:
+    """Each MUL of a tensor by one value per channel that only a float 1x1 CONV_2D reads, with at
+    least INPUT_SCALE_MIN_RATIO elements a weight -> that convolution's input scale (see the
+    module's text)."""
+    producer = graph.producers()
+    for conv in list(graph.nodes):
+        if not _pointwise(graph, conv) or len(conv.inputs) > 4 or conv.inputs[0] not in producer:
+            continue
+        mul = graph.nodes[producer[conv.inputs[0]]]
+        if mul.op != "MUL" or len(mul.inputs) != 2 or mul.attrs.get("activation", "none") != "none":
+            continue
+        y = graph.tensors[mul.outputs[0]]
+        if _only_reader(graph, mul.outputs[0]) is not conv or len(y.shape) != 4:
+            continue
+        n, _, _, c = y.shape
+        if n != 1 or y.size < INPUT_SCALE_MIN_RATIO * graph.tensors[conv.inputs[1]].size:
+            continue
+        for x, scale in (mul.inputs, mul.inputs[::-1]):
+            if (graph.tensors[x].shape == y.shape and graph.tensors[scale].shape == (n, 1, 1, c)
+                    and graph.tensors[scale].dtype == "float32" and graph.tensors[scale].data is None):
+                conv.inputs = _padded_inputs(conv.inputs, 4) + [scale]
+                conv.inputs[0] = x
+                _record(conv, [mul.name])
+                graph.nodes.remove(mul)
+                producer = graph.producers()
+                break
