@@ -292,6 +292,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("isa", [] { return std::string(simd::isa_name()); });
   // The register tile `gemm_tile` 0 gives an m x n GEMM (unrolled: m output pixels, n output channels).
   m.def("gemm_tile_for_shape", &gemm::tile_for_shape, py::arg("m"), py::arg("n"), py::arg("k"));
+  m.def("vector_fma_pipes", &gemm::vector_fma_pipes);
   // Winograd's `gemm_tile` 0 for its alpha^2 GEMMs (m Winograd tiles, n output channels).
   m.def("winograd_gemm_tile_for_shape", &gemm::winograd_tile_for_shape, py::arg("m"), py::arg("n"));
   m.def("simd_lanes", [] { return simd::kLanes; });

@@ -91,7 +91,7 @@ std::vector<MethodSpec> build_table() {
   tile.sweep = {2, 4, 6};
   ParamSpec gemm_tile;
   gemm_tile.name = "gemm_tile";
-  gemm_tile.doc = "GEMM register tile, rows*10 + vectors (62 = 6 rows x 2 SIMD vectors), plus 1000 for A packed (1044); 0 = the tile of this ISA's kShapeTiles for the layer's shape (gemm.h)";
+  gemm_tile.doc = "GEMM register tile, rows*10 + vectors (62 = 6 rows x 2 SIMD vectors), plus 1000 for A packed (1044); 0 = the tile of this ISA's kShapeTiles (kShapeTilesTwoPipes on a core with two vector FMA pipes) for the layer's shape (gemm.h)";
   gemm_tile.choices = {0};
   for (int code : gemm::kTileCodes) gemm_tile.choices.push_back(code);
   gemm_tile.options_key = "gemm_tiles";

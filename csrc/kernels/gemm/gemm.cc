@@ -240,11 +240,14 @@ double padded_product(int code, int64_t m, int64_t n) {
 }  // namespace
 
 int tile_for_shape(int64_t m, int64_t n, int64_t k) {
-  int best = kShapeTiles[0];
-  if (k >= kWideTileMinK)
-    for (int code : kShapeTiles)
-      if (padded_product(code, m, n) <= 1.02 * padded_product(kShapeTiles[0], m, n)) best = code;
-  return best;
+  const auto pick = [&](const auto& tiles) {
+    int best = tiles[0];
+    if (k >= kWideTileMinK)
+      for (int code : tiles)
+        if (padded_product(code, m, n) <= 1.02 * padded_product(tiles[0], m, n)) best = code;
+    return best;
+  };
+  return vector_fma_pipes() >= 2 ? pick(kShapeTilesTwoPipes) : pick(kShapeTiles);
 }
 
 int winograd_tile_for_shape(int64_t m, int64_t n) {

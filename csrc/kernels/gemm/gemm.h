@@ -40,12 +40,22 @@ inline constexpr int kDefaultTile = 82;  // VFP, one float a vector: 16 of 32 s 
 // (one thread, GFLOP/s against a 118 peak): 7x7x320->1280 87 -> 101 (12x2 -> 7x1), 112x112x16->96
 // 85 -> 92, 7x7x2048->512 59 -> 87 (7x2); whole models 0.92-0.97x the time of the 12x2/6x2/8x1
 // choice (interleaved). On ARM the default's hand-scheduled loop wins alone.
+// Where the core has two vector FMA pipes (vector_fma_pipes; Intel's AVX-512 server cores), one
+// vector of columns leaves half the multiply-adds of a broadcast to the other pipe unused: 7x2
+// vectors everywhere. Measured on an Intel Xeon (AVX-512, two pipes), one thread, 7x1 -> 7x2:
+// 56x56x64->256 784 -> 627 us, 14x14x112->672 203 -> 169 us, 56x56x144->24 210 -> 169 us; whole
+// models 0.89-0.97x (MobileNetV2, EfficientNetB0, ResNet50; 1 and 2 threads).
 #if defined(__AVX512F__)
 inline constexpr int kShapeTiles[] = {71, 72};
+inline constexpr int kShapeTilesTwoPipes[] = {72};
 #else
 inline constexpr int kShapeTiles[] = {kDefaultTile};
+inline constexpr int kShapeTilesTwoPipes[] = {kDefaultTile};
 #endif
 inline constexpr int kWideTileMinK = 512;
+// How many full-width vector multiply-adds the core issues a cycle (1 or 2), measured once per
+// process (peak.cc: independent FMA chains, 4 against 12).
+int vector_fma_pipes();
 // Winograd's alpha^2 GEMMs (m = Winograd tiles, n = output channels, k = input channels): the
 // transformed weights are alpha^2/9 of the raw ones and stream once per tile block, so a tile
 // reads each loaded weight vector as many times as it can: on AVX-512 7x4 vectors (28 of 32 zmm;
@@ -82,8 +92,8 @@ struct MicroKernel {
 };
 // The micro-kernel of a tile code (0: this ISA's default); InvalidArgument for an unknown code.
 MicroKernel micro_kernel_for(int tile_code);
-// Of kShapeTiles, the tile for an m x k times k x n product (see there; padding counts whole
-// tiles of rows and of columns).
+// Of kShapeTiles (kShapeTilesTwoPipes on a core with two vector FMA pipes), the tile for an
+// m x k times k x n product (see there; padding counts whole tiles of rows and of columns).
 int tile_for_shape(int64_t m, int64_t n, int64_t k);
 // Of kWinogradTiles, the one that pads an m x n product least (the first on a tie).
 int winograd_tile_for_shape(int64_t m, int64_t n);
