@@ -83,9 +83,11 @@ class WinogradConv final : public ConvKernel {
     // U is large and has a weight panel for every task, the filters first, one share a thread:
     // each thread then streams its own share of U once, not all of U per tile block, and
     // transforms the input once (ResNet50's 7x7x512 on two threads: 1.16 -> 1.02 ms with 8
-    // shares, 1.08 -> 1.02 with 2 instead of 8; its 14x14x256, 4 panels of 64 filters, 5% slower
-    // split by filters).
-    const bool filters_first = big_u && panels_ >= 4 * p.threads;
+    // shares, 1.08 -> 1.02 with 2 instead of 8). At least two panels a thread: ResNet50's
+    // 14x14x256, 4 panels of 64 filters, was 5% slower split by filters on a Zen 4-like core, but
+    // on an Intel Xeon (2 MiB L2) its six layers took 7.1 ms on two threads split by tiles (each
+    // thread streaming all of U, no faster than one thread) and 4.0 ms split by filters.
+    const bool filters_first = big_u && panels_ >= 2 * p.threads;
     const int wanted_tasks = p.threads <= 1 ? 1 : filters_first ? p.threads : 4 * p.threads;
     auto tile_tasks = [&] { return int64_t(ceil_div(tiles, tile_block_)) * s.groups; };
     if (!filters_first)
