@@ -152,11 +152,16 @@ def test_int8_conv_kernels_bit_exact(depthwise, case, threads, requantization):
     assert len(np.unique(want)) > 10
 
 
-@pytest.mark.parametrize("isa", ["avx2", "portable"])
+# On a CPU with AMX (its tiles are then the default) the VNNI tile, which CPUs without AMX run, too.
+OTHER_INT8_ISAS = ["avx2", "portable"] + (["avx512vnni"] if _core.int8_gemm_isa() == "avx512amx" else [])
+
+
+@pytest.mark.parametrize("isa", OTHER_INT8_ISAS)
 def test_the_other_int8_gemm_tiles_agree_too(isa):
     """The int8 GEMM's tiles for CPUs without VNNI (LAYERTUNE_INT8_ISA: AVX2's vpmaddwd tile, and the
-    portable code that ARMv6 and the oracle of every layout run) on the same grid, and with a fused
-    residual ADD, in a process of their own. (The NEON tiles run under qemu: test_arm_codegen.py.)"""
+    portable code that ARMv6 and the oracle of every layout run; and VNNI's where AMX is the default)
+    on the same grid, and with a fused residual ADD, in a process of their own. (The NEON tiles run
+    under qemu: test_arm_codegen.py.)"""
     env = {**os.environ, "LAYERTUNE_INT8_ISA": isa}
     got = subprocess.run([sys.executable, "-c", "from layertune import _core; print(_core.int8_gemm_isa())"],
                          env=env, capture_output=True, text=True, timeout=120)

@@ -13,8 +13,12 @@
 #include <sys/auxv.h>
 #endif
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #define LAYERTUNE_X86_VNNI 1
+#define LAYERTUNE_X86_AMX 1
 #endif
 
 namespace layertune::int8 {
@@ -152,9 +156,13 @@ class GemmQConv : public QConvKernel {
 
   GemmQConv(const QuantizedConv& q, int tile_rows) : QConvKernel(q), rows_(tile_rows), isa_(qgemm_isa_in_use()) {
     const ConvShape& s = q.shape;
+    // AMX: rows packed for every layer (A tiles of 64 bytes: K padded to 64 in A and B), 32 rows
+    // (two A tiles) a step.
+    amx_ = isa_ == QGemmIsa::kAvx512Amx;
+    if (amx_) rows_ = kAmxRows;
     k_ = int64_t(s.kernel_h) * s.kernel_w * s.in_c;
-    kp_ = round_up(k_, 4);
-    direct_ = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
+    kp_ = round_up(k_, amx_ ? 64 : 4);
+    direct_ = !amx_ && s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
               s.pad_bottom == 0 && s.pad_left == 0 && s.pad_right == 0 && s.in_c % 4 == 0;
     blocks_ = (s.out_c + kBlock - 1) / kBlock;
     // B per block of 16 channels in the ISA's tile operand: k_group consecutive k of a channel
@@ -227,6 +235,9 @@ class GemmQConv : public QConvKernel {
         pack_rows(x, p0, rows, reinterpret_cast<uint8_t*>(buf.data()));
         a = reinterpret_cast<const uint8_t*>(buf.data());
       }
+#if LAYERTUNE_X86_AMX
+      if (amx_) return amx_rows(a, rows, nb0, nb1, y + p0 * s.out_c, residual ? residual + p0 * s.out_c : nullptr);
+#endif
       for (int64_t r0 = 0; r0 < rows; r0 += rows_) {
         const int nr = int(std::min<int64_t>(rows_, rows - r0));
 #if LAYERTUNE_X86_VNNI
@@ -485,9 +496,73 @@ class GemmQConv : public QConvKernel {
   }
 #endif
 
+#if LAYERTUNE_X86_AMX
+  // AMX's tile registers: 0-3 the sums of 32 rows x 2 blocks of 16 channels, 4-5 A's two 16-row
+  // tiles, 6-7 B's two blocks; every tile 16 rows of 64 bytes.
+  struct alignas(64) TileConfig {
+    uint8_t palette = 1, start_row = 0, reserved[14] = {};
+    uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
+    uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
+  };
+  // Rows [0, rows) of packed A (kp_ bytes each, readable up to a whole 32 rows) times B's blocks
+  // [nb0, nb1), two at a time: the int32 sums go through a 4 KiB buffer to the same requantizing
+  // stores as the other tiles (bias, arithmetic, fused residual ADD).
+  __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) void amx_rows(
+      const uint8_t* a, int64_t rows, int64_t nb0, int64_t nb1, int8_t* y, const int8_t* residual) const {
+    static const TileConfig config;
+    _tile_loadconfig(&config);
+    alignas(64) int32_t sums[kAmxRows * 2 * kBlock];
+    const int out_c = q_.shape.out_c;
+    const int64_t kp = kp_;
+    for (int64_t r0 = 0; r0 < rows; r0 += kAmxRows) {
+      const int nr = int(std::min<int64_t>(kAmxRows, rows - r0));
+      const uint8_t* ar = a + r0 * kp;
+      for (int64_t nb = nb0; nb < nb1; nb += 2) {
+        const bool two = nb + 1 < blocks_;
+        const int8_t* b0 = b_.data() + nb * kp * kBlock;
+        const int8_t* b1 = b0 + kp * kBlock;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int64_t k = 0; k < kp; k += 64) {
+          _tile_loadd(4, ar + k, kp);
+          _tile_loadd(5, ar + 16 * kp + k, kp);
+          _tile_loadd(6, b0 + k * kBlock, 64);
+          _tile_dpbusd(0, 4, 6);
+          _tile_dpbusd(1, 5, 6);
+          if (two) {
+            _tile_loadd(7, b1 + k * kBlock, 64);
+            _tile_dpbusd(2, 4, 7);
+            _tile_dpbusd(3, 5, 7);
+          }
+        }
+        constexpr int kLd = 2 * kBlock * 4;  // bytes per row of `sums`
+        _tile_stored(0, sums, kLd);
+        _tile_stored(1, sums + 16 * 2 * kBlock, kLd);
+        _tile_stored(2, sums + kBlock, kLd);
+        _tile_stored(3, sums + 16 * 2 * kBlock + kBlock, kLd);
+        for (int v = 0; v < (two ? 2 : 1); ++v) {
+          const int64_t c0 = (nb + v) * kBlock;
+          const Requant::Lanes& lanes = rq_.lanes(c0);
+          const int nc = int(std::min<int64_t>(kBlock, out_c - c0));
+          for (int r = 0; r < nr; ++r) {
+            const v32 acc = load32(sums + r * 2 * kBlock + v * kBlock);
+            const int64_t at = (r0 + r) * out_c + c0;
+            if (residual) Requant::store_add(acc, lanes, y + at, nc, residual + at, add_lanes_);
+            else Requant::store(acc, lanes, y + at, nc);
+          }
+        }
+      }
+    }
+    _tile_release();
+  }
+#endif
+  static constexpr int kAmxRows = 32;
 #if LAYERTUNE_X86_VNNI
   VnniKernel vnni_kernel_ = nullptr, vnni_add_kernel_ = nullptr;
 #endif
+  bool amx_ = false;
   int64_t k_ = 0, kp_ = 0, blocks_ = 0;
   bool direct_ = false;  // A is the input itself (1x1, stride 1, no padding, channels a multiple of 4)
   int rows_ = 8;  // tile_rows
@@ -639,12 +714,25 @@ namespace {
 const char* isa_name(QGemmIsa isa) {
   switch (isa) {
     case QGemmIsa::kAvx512Vnni: return "avx512vnni";
+    case QGemmIsa::kAvx512Amx: return "avx512amx";
     case QGemmIsa::kAvx2: return "avx2";
     case QGemmIsa::kNeonDot: return "neon_dot";
     case QGemmIsa::kNeon: return "neon";
     default: return "portable";
   }
 }
+
+#if LAYERTUNE_X86_AMX
+// AMX-TILE and AMX-INT8 (CPUID leaf 7: EDX bits 24, 25), and the kernel's leave to use the tile
+// data (Linux asks a process to request it: arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA;
+// it holds for every thread of the process).
+bool amx_usable() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx & (1u << 24)) || !(edx & (1u << 25))) return false;
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+#endif
 
 // The int8 tiles this CPU can run, best last: detected at run time on x86 (a host build must not
 // fault on a CPU without VNNI) and for aarch64's dot product (HWCAP_ASIMDDP); NEON is the build's.
@@ -654,7 +742,12 @@ std::vector<QGemmIsa> isas_of_this_cpu() {
   if (__builtin_cpu_supports("avx2")) isas.push_back(QGemmIsa::kAvx2);
 #endif
 #if LAYERTUNE_X86_VNNI
-  if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) isas.push_back(QGemmIsa::kAvx512Vnni);
+  if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) {
+    isas.push_back(QGemmIsa::kAvx512Vnni);
+#if LAYERTUNE_X86_AMX
+    if (amx_usable()) isas.push_back(QGemmIsa::kAvx512Amx);
+#endif
+  }
 #endif
 #if defined(__ARM_NEON)
   isas.push_back(QGemmIsa::kNeon);

@@ -28,10 +28,14 @@
 
 namespace layertune::int8 {
 
-enum class QGemmIsa { kPortable, kNeon, kNeonDot, kAvx2, kAvx512Vnni };
+// kAvx512Amx: Intel's AMX tiles (tdpbusd: 16 rows x 64 bytes of A times 16 x 16 x 4 of B, 16 x 16
+// int32 sums a step), whose B tile is VNNI's layout; its GEMM lives in qconv.cc.
+enum class QGemmIsa { kPortable, kNeon, kNeonDot, kAvx2, kAvx512Vnni, kAvx512Amx };
 
 inline int k_group(QGemmIsa isa) {
-  return isa == QGemmIsa::kAvx512Vnni || isa == QGemmIsa::kNeonDot ? 4 : isa == QGemmIsa::kAvx2 ? 2 : 1;
+  return isa == QGemmIsa::kAvx512Vnni || isa == QGemmIsa::kAvx512Amx || isa == QGemmIsa::kNeonDot ? 4
+         : isa == QGemmIsa::kAvx2                                                                  ? 2
+                                                                                                   : 1;
 }
 inline bool signed_a(QGemmIsa isa) { return isa == QGemmIsa::kNeonDot; }
 // Rows a tile computes at once (the accumulators fill the ISA's registers: armv7 has 16 q registers,
