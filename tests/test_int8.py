@@ -105,6 +105,7 @@ REGULAR = [
     ((2, 7, 9, 24), 1, 40, (1, 1), (0, 0, 0, 0), (1, 1), 1, "relu6"),  # 1x1 read in place (channels % 4 == 0)
     ((1, 5, 6, 20), 1, 19, (1, 1), (0, 0, 0, 0), (1, 1), 1, "none"),  # in place, k past the tiles' 8 / 16: a tail of 4
     ((1, 7, 7, 8), 3, 12, (1, 1), (1, 1, 1, 1), (1, 1), 2, "none"),  # grouped: the reference
+    ((1, 20, 19, 13), 3, 48, (1, 1), (1, 1, 1, 1), (1, 1), 1, "relu"),  # 380 rows: AMX splits rows on 2 threads; K 117
 ]
 DEPTHWISE = [
     ((1, 10, 10, 24), 3, 1, (1, 1), (1, 1, 1, 1), "relu6"),

@@ -210,8 +210,18 @@ class GemmQConv : public QConvKernel {
     // the tasks are each pair of channel blocks over a share of the rows (one share per thread),
     // pair-major, so that a thread takes half of the pairs over every row. Row-major, uneven row
     // tasks (49 pixels: 35 + 14) fell to one thread each; 8 groups of 5 pairs were 3 + 2.
-    const bool group_major = groups > 1 && row_tasks < int64_t(threads) * 2;
-    if (group_major) {
+    bool group_major = groups > 1 && row_tasks < int64_t(threads) * 2;
+    const bool amx_split = amx_ && threads > 1;
+    if (amx_split) {
+      // AMX computes 32 rows a step: rows split finer only pack the same rows again (a 3x3 layer's
+      // 7x7 map: its 49 rows 16 times over), and a few steps do not split evenly (a 14x14 map's 7:
+      // 4 + 3). Fewer than 4 steps a thread: one share of the channel pairs a thread over all the
+      // rows, each packing them once; else the rows.
+      const bool by_channels = (pixels + kAmxRows - 1) / kAmxRows < int64_t(threads) * 4;
+      groups = by_channels ? std::min<int64_t>(pairs, threads) : 1;
+      group_major = by_channels;
+    }
+    if (group_major && !amx_split) {
       row_tasks = std::max(row_tasks, std::min<int64_t>(threads, (pixels + rows_ - 1) / rows_));
       groups = pairs;
     }
