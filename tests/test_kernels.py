@@ -205,14 +205,18 @@ def test_winograd_blocks_large_transformed_weights_their_own_way(threads):
 def test_the_default_tile_is_chosen_by_the_layers_shape():
     """gemm_tile 0: on AVX-512 with one vector FMA pipe 7x1 vectors, or 7x2 where K >= 512 and the
     second vector pads the product at most 2% more (1024 inputs to 16 outputs: no); with two pipes
-    7x2 everywhere; elsewhere the ISA's default. The pipes are measured once per process."""
+    7x2, or 7x1 where 7x2 pads 1.5 times as much (16 outputs); elsewhere the ISA's default. The
+    pipes are measured once per process."""
     from layertune import _core
     pipes = _core.vector_fma_pipes()
     assert pipes in (1, 2) and _core.vector_fma_pipes() == pipes
     default = _core.gemm_tile_for_shape(12 * 1000, 64, 16)
     if _core.isa() == "avx512" and pipes == 2:
-        for m, n, k in ((12 * 1000, 64, 16), (112 * 112, 16, 32), (7 * 7, 1280, 320), (7 * 7, 16, 1024)):
+        for m, n, k in ((12 * 1000, 64, 16), (7 * 7, 1280, 320), (56 * 56, 24, 96), (7 * 7, 48, 1024),
+                        (56 * 56, 144, 24)):
             assert _core.gemm_tile_for_shape(m, n, k) == 72
+        for m, n, k in ((112 * 112, 16, 32), (7 * 7, 16, 1024), (7 * 7, 8, 64)):
+            assert _core.gemm_tile_for_shape(m, n, k) == 71
     elif _core.isa() == "avx512":
         assert default == 71
         assert _core.gemm_tile_for_shape(112 * 112, 16, 32) == 71

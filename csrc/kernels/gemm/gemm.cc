@@ -240,14 +240,17 @@ double padded_product(int code, int64_t m, int64_t n) {
 }  // namespace
 
 int tile_for_shape(int64_t m, int64_t n, int64_t k) {
-  const auto pick = [&](const auto& tiles) {
-    int best = tiles[0];
-    if (k >= kWideTileMinK)
-      for (int code : tiles)
-        if (padded_product(code, m, n) <= 1.02 * padded_product(tiles[0], m, n)) best = code;
+  if (vector_fma_pipes() >= 2) {  // the first, unless a later one pads kNarrowTileMinSaving times less
+    int best = kShapeTilesTwoPipes[0];
+    for (int code : kShapeTilesTwoPipes)
+      if (padded_product(kShapeTilesTwoPipes[0], m, n) >= kNarrowTileMinSaving * padded_product(code, m, n)) best = code;
     return best;
-  };
-  return vector_fma_pipes() >= 2 ? pick(kShapeTilesTwoPipes) : pick(kShapeTiles);
+  }
+  int best = kShapeTiles[0];  // the first, or a later one that pads at most 2% more where K is long
+  if (k >= kWideTileMinK)
+    for (int code : kShapeTiles)
+      if (padded_product(code, m, n) <= 1.02 * padded_product(kShapeTiles[0], m, n)) best = code;
+  return best;
 }
 
 int winograd_tile_for_shape(int64_t m, int64_t n) {

@@ -44,15 +44,19 @@ inline constexpr int kDefaultTile = 82;  // VFP, one float a vector: 16 of 32 s 
 // vector of columns leaves half the multiply-adds of a broadcast to the other pipe unused: 7x2
 // vectors everywhere. Measured on an Intel Xeon (AVX-512, two pipes), one thread, 7x1 -> 7x2:
 // 56x56x64->256 784 -> 627 us, 14x14x112->672 203 -> 169 us, 56x56x144->24 210 -> 169 us; whole
-// models 0.89-0.97x (MobileNetV2, EfficientNetB0, ResNet50; 1 and 2 threads).
+// models 0.89-0.97x (MobileNetV2, EfficientNetB0, ResNet50; 1 and 2 threads). Except where 7x2
+// pads the product kNarrowTileMinSaving times 7x1's or more (16 output channels in 32 columns):
+// MobileNetV2's 112x112x32->16 took 200 us with 7x2, 119 us with 7x1 (24 outputs, 32 columns
+// either way: 7x2 115 us, 7x1 146 us; 144 outputs, 160 columns against 144: 179 against 185 us).
 #if defined(__AVX512F__)
 inline constexpr int kShapeTiles[] = {71, 72};
-inline constexpr int kShapeTilesTwoPipes[] = {72};
+inline constexpr int kShapeTilesTwoPipes[] = {72, 71};
 #else
 inline constexpr int kShapeTiles[] = {kDefaultTile};
 inline constexpr int kShapeTilesTwoPipes[] = {kDefaultTile};
 #endif
 inline constexpr int kWideTileMinK = 512;
+inline constexpr double kNarrowTileMinSaving = 1.5;
 // How many full-width vector multiply-adds the core issues a cycle (1 or 2), measured once per
 // process (peak.cc: independent FMA chains, 4 against 12).
 int vector_fma_pipes();
@@ -67,6 +71,20 @@ int vector_fma_pipes();
 inline constexpr int kWinogradTiles[] = {74, 83};
 #else
 inline constexpr int kWinogradTiles[] = {kDefaultTile};
+#endif
+// The order of unrolled's loops over a block of rows: panels outer (each weight panel, kc x the
+// tile's columns, read from memory once and used by every micro-row of the block, which rereads its
+// slice of A from L2) or micro-rows outer (a micro-row's slice of A in L1, every panel streamed from
+// L2 once a micro-row). On AVX-512 (an Intel Xeon, 48 KiB L1, 2 MiB L2) panels outer took, whole
+// models interleaved, one thread: MobileNetV2 0.97x, EfficientNetB0 0.96x, ResNet50 0.95x the time
+// of micro-rows outer (two threads: 0.97x, 0.95x ResNet50): in a model a layer's weights come from
+// L3, once per micro-row before. Elsewhere unmeasured, so as it was. (With the row blocks of
+// UnrolledConv::default_block_m, ResNet50 went from 0.77x / 0.77x LiteRT's time at 1 / 2 threads to
+// 0.73x / 0.75x, tools/bench_models.py.)
+#if defined(__AVX512F__)
+inline constexpr bool kPanelsOuter = true;
+#else
+inline constexpr bool kPanelsOuter = false;
 #endif
 // The default tile's shape: simple's register block.
 inline constexpr int kMR = kDefaultTile % kPackedA / 10, kNRV = kDefaultTile % 10;
