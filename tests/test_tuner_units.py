@@ -98,7 +98,7 @@ def test_int8_layers_take_the_int8_rows_and_float_layers_the_float_ones():
 
 
 def test_the_default_choice_follows_the_maps_size():
-    """3x3 layers: Winograd F(4x4) from 28x28 maps, F(2x2) on 14x14 and 7x7, the GEMM below;
+    """3x3 layers: Winograd F(4x4) from 28x28 maps, F(2x2) on 14x14, the GEMM below;
     1x1 layers the GEMM."""
     from test_fusion import Builder
 
@@ -109,8 +109,8 @@ def test_the_default_choice_follows_the_maps_size():
 
     assert choice(28, 128) == {"method": "winograd", "winograd_tile": 4}
     assert choice(14, 256) == {"method": "winograd", "winograd_tile": 2}
-    assert choice(7, 512) == {"method": "winograd", "winograd_tile": 2}
-    assert choice(6, 512) == {"method": "unrolled"}
+    assert choice(7, 512) == {"method": "unrolled"}
+    assert choice(13, 256) == {"method": "unrolled"}
     assert choice(28, 128, 1) == {"method": "unrolled"}
 
 

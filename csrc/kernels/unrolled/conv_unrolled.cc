@@ -109,13 +109,19 @@ class UnrolledConv final : public ConvKernel {
 
   int default_block_m() const {
     const int tile_m = tile_.mr;
-    // Panels outer on the direct path with K of a k block or more: a row block needs only one k
-    // block of A in L2 (block_m x block_k floats), and each block streams every weight panel once,
-    // so rows up to kBlockFloats / block_k: ResNet50 (1x1 layers, K 64-2048) in the model 0.93x the
-    // time of 16-tile blocks at one thread, 0.97x at two; shorter K (MobileNetV2's expansions)
-    // keep them (one third more rows: 1.02x).
-    if (direct_ && gemm::kPanelsOuter && !tile_.packed_a && k_ >= block_k_)
-      return std::max(tile_m, gemm::kBlockFloats / block_k_ / tile_m * tile_m);
+    // Panels outer (gemm.h) with K of a k block or more: a row block needs only one k block of A
+    // in L1 / L2 (block_m x block_k floats) while each block streams every weight panel once, so
+    // rows up to kBlockFloats / block_k, and an im2col block (block_m x K floats) of at most 1 MiB
+    // of L2. In the model, against 16-tile blocks (<= 256 KiB of im2col): ResNet50 (1x1 layers, K
+    // 64-2048) 0.93x the time at one thread, 0.97x at two; its stride-2 1x1 layers 0.98x at one
+    // thread; 7x7x512 3x3 (K 4608) one block of 49 rows instead of four, which streamed its 9.4 MB
+    // of weights four times. Shorter K (MobileNetV2's expansions) keeps the rule below (a third
+    // more rows there: 1.02x).
+    if (gemm::kPanelsOuter && !tile_.packed_a && k_ >= block_k_) {
+      int rows = gemm::kBlockFloats / block_k_;
+      if (!direct_) rows = std::min(rows, 4 * gemm::kBlockFloats / k_);
+      return std::max(tile_m, rows / tile_m * tile_m);
+    }
     // Keep the im2col block (block_m x K floats) within about 256 KiB of L2.
     const int rows = gemm::kBlockFloats / std::max(k_, 1);
     return std::clamp(rows / tile_m * tile_m, tile_m, 16 * tile_m);

@@ -24,12 +24,14 @@ def default_kernel(graph: Graph, node: Node) -> dict[str, Any]:
     if groups > 1 and cig == 1:
         return {"method": "simple"}  # depthwise
     # Measured inside ResNet50 (interleaved, whole model): F(4x4) wins the 28x28 and larger maps,
-    # F(2x2) the 14x14 and 7x7 stages. A 7x7 map is 16 padded 2x2 tiles and its transformed weights
-    # (16/9 of the raw ones) stream from memory: with a 12-row register tile and 12-tile blocks it
-    # lost to unrolled (5.2 against 2.5 ms); with 8-row tiles and one block of all 16 tiles
-    # (gemm::kWinogradTiles) it wins, 1.70 against 2.3 ms in the model.
+    # F(2x2) the 14x14 stage. A 7x7 map is 16 padded 2x2 tiles, so each transformed weight (16/9
+    # of the raw ones: 16.8 MB for 7x7x512, which stream from memory in a model) serves 16 rows
+    # where unrolled's serve 49: since unrolled takes all 49 rows in one block, the 7x7 stage with
+    # unrolled takes ResNet50 to 0.99x its time at one thread, 0.97x at two (an Intel Xeon). Alone,
+    # with the weights in cache, Winograd still wins such a layer (1.15 against 1.98 ms): the
+    # tuner's per-layer times favour it where the model does not.
     if (kh, kw) == (3, 3) and info["strides"] == (1, 1) and info["dilations"] == (1, 1) and cig >= 16 and cog >= 16 \
-            and min(oh, ow) >= 7:
+            and min(oh, ow) >= 14:
         return {"method": "winograd", "winograd_tile": 4 if min(oh, ow) >= 28 else 2}
     if cig <= 8:
         return {"method": "simple"}
