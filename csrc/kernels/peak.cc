@@ -82,18 +82,18 @@ namespace gemm {
 // project's Intel Xeon with AVX-512, 1.0 on Zen 4, whose 512-bit FMAs take its two 256-bit pipes).
 static int measure_vector_fma_pipes() {
   constexpr long kIters = 20000;
-  float sink = fma_loop<4>(kIters, 1.f) + fma_loop<12>(kIters, 1.f);  // warm-up
+  volatile float sink = fma_loop<4>(kIters, 1.f) + fma_loop<12>(kIters, 1.f);  // warm-up; volatile: the loops stay
   double best4 = 1e30, best12 = 1e30;
   for (int i = 0; i < 7; ++i) {
     auto t0 = std::chrono::steady_clock::now();
-    sink += fma_loop<4>(kIters, 1.f);
+    sink = sink + fma_loop<4>(kIters, 1.f);
     auto t1 = std::chrono::steady_clock::now();
-    sink += fma_loop<12>(kIters, 1.f);
+    sink = sink + fma_loop<12>(kIters, 1.f);
     auto t2 = std::chrono::steady_clock::now();
     best4 = std::min(best4, std::chrono::duration<double>(t1 - t0).count() / 4);
     best12 = std::min(best12, std::chrono::duration<double>(t2 - t1).count() / 12);
   }
-  return (sink != 0.5f && best4 / best12 >= 1.6) ? 2 : 1;  // (sink: keeps the loops)
+  return best4 / best12 >= 1.6 ? 2 : 1;
 }
 
 int vector_fma_pipes() {
