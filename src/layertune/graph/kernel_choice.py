@@ -28,7 +28,7 @@ def default_kernel(graph: Graph, node: Node) -> dict[str, Any]:
     # of the raw ones: 16.8 MB for 7x7x512, which stream from memory in a model) serves 16 rows
     # where unrolled's serve 49: since unrolled takes all 49 rows in one block, the 7x7 stage with
     # unrolled takes ResNet50 to 0.99x its time at one thread, 0.97x at two (an Intel Xeon). Alone,
-    # with the weights in cache, Winograd still wins such a layer (1.15 against 1.98 ms): the
+    # with the weights in cache, Winograd still wins such a layer (1.23 against 1.78 ms): the
     # tuner's per-layer times favour it where the model does not.
     if (kh, kw) == (3, 3) and info["strides"] == (1, 1) and info["dilations"] == (1, 1) and cig >= 16 and cog >= 16 \
             and min(oh, ow) >= 14:
