@@ -117,7 +117,7 @@ def loop_specs(tiles: tuple[int, ...]) -> list[LoopSpec]:
         LoopSpec("depthwise 3x3 s2", "csrc/kernels/simple/conv_simple.cc", r"fast_pixels<3, 2>", "most_fma"),
         *(LoopSpec(f"winograd {kind} F{m}", "tools/arm_codegen_probes.cc", rf"^probe_winograd_{kind}_{m}$", "body")
           for kind in ("input", "output") for m in (2, 4, 6)),
-        LoopSpec("im2col", "csrc/kernels/unrolled/conv_unrolled.cc", r"UnrolledConv::run\(.*lambda", "calls"),
+        LoopSpec("im2col", "csrc/kernels/unrolled/conv_unrolled.cc", r"UnrolledConv::run(_block)?\(", "calls"),
         *INT8_LOOPS,
     ]
     return specs
