@@ -14,8 +14,12 @@ import numpy_conv
 
 # Relative to max |reference output|. Measured worst cases (uniform(-1, 1) data): direct methods
 # 2.4e-6 and F(2x2,3x3) 8.6e-7 at 512 input channels; F(4x4,3x3), whose transform has larger
-# coefficients (up to 8), 1.4e-5 at 512 channels (3e-6 at 3 to 64) — all inside one bound.
+# coefficients (up to 8), 1.4e-5 at 512 channels (3e-6 at 3 to 64); amx_bf16x3 (three bf16
+# products a product) 1e-5 at 512 channels — all inside one bound.
 RTOL = 1e-4
+
+# amx_bf16x3 runs where the CPU has AMX-BF16; elsewhere the table says why (a test checks which).
+AMX_LACKING = layertune.methods.unavailable_methods().get("amx_bf16x3")
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ def variants(layer: Layer) -> list[tuple[str, dict]]:
             ("unrolled", {"block_m": 1, "block_k": 5000})]
     # every register tile, with blockings that leave partial tiles in both directions
     out += [("unrolled", {"gemm_tile": t, "block_m": 7, "block_k": 9}) for t in GEMM_TILES]
+    if not AMX_LACKING and not layer.depthwise and layer.groups == 1:
+        out += [("amx_bf16x3", {}), ("amx_bf16x3", {"threads": 2}), ("amx_bf16x3", {"threads": 3})]
     if layer.winograd_ok:
         blockings = ([{}, {"separable_block_depth": 1}, {"separable_block_depth": 17, "threads": 2}]
                      if layer.depthwise else
@@ -191,6 +197,28 @@ def test_winograd_f6_error_at_512_input_channels():
         assert_close(run(layer, x, w, bias, "winograd", winograd_tile=6, **params), want, f"winograd F6 {params}")
 
 
+def test_amx_bf16x3_runs_where_the_cpu_has_amx_and_says_why_not_elsewhere():
+    """On an AMX-BF16 CPU: wide and deep 1x1 and 3x3 layers (several channel pairs, K blocks,
+    tail rows and an odd last block) within the bound at 512 input channels; without one, the
+    method refuses every layer with the CPU's reason, and the tuner's device info names it."""
+    layers = [Layer(1, 14, 13, 512, 40, (3, 3)), Layer(2, 7, 9, 160, 130, (1, 1), activation="relu6")]
+    if AMX_LACKING:
+        conv = {"input": [1, 8, 8, 16], "weights": [1, 1, 16, 8], "strides": [1, 1], "dilations": [1, 1],
+                "pads": [0, 0, 0, 0], "groups": 1, "activation": "none"}
+        assert layertune.methods.why_not(conv, "amx_bf16x3") == "method: " + AMX_LACKING
+        with pytest.raises(ValueError, match="AMX"):
+            run(layers[1], *make_data(layers[1]), "amx_bf16x3")
+        return
+    for layer in layers:
+        x, w, bias = make_data(layer, seed=11)
+        want = numpy_reference(layer, x, w, bias)
+        for threads in (1, 2):
+            assert_close(run(layer, x, w, bias, "amx_bf16x3", threads=threads), want, f"amx_bf16x3 on {layer}")
+    grouped = Layer(1, 6, 6, 8, 8, (1, 1), groups=4)
+    with pytest.raises(ValueError, match="ungrouped layers only, this layer has 4 groups"):
+        run(grouped, *make_data(grouped), "amx_bf16x3")
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_winograd_blocks_large_transformed_weights_their_own_way(threads):
     """Where U takes 4 MiB or more, Winograd blocks its tiles up to 1 MiB of V and, on several
@@ -255,7 +283,7 @@ def test_winograd_takes_the_tile_that_pads_its_gemms_least():
 
 def test_conv_methods_lists_methods_and_params():
     methods = layertune.conv_methods()
-    assert set(methods) == {"reference", "simple", "unrolled", "winograd"}
+    assert set(methods) == {"reference", "simple", "unrolled", "winograd", "amx_bf16x3"}
     assert layertune.conv_methods("int8") == {"int8_reference": ("threads",), "int8_gemm": ("threads", "tile_rows"),
                                               "int8_depthwise": ("threads",)}
     assert set(methods["winograd"]) >= {"winograd_tile", "separable_block_depth", "nonseparable_filter_block_depth",

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import layertune
+import layertune.methods
 
 DIGITS = Path(__file__).resolve().parent.parent / "examples" / "digits" / "digits_cnn.tflite"
 
@@ -40,6 +41,7 @@ def test_info_and_peak():
     info = json.loads(profiler("info").stdout)
     assert info["isa"] == layertune._core.isa() and info["simd_lanes"] >= 4
     assert platform.machine().lower().startswith(info["arch"])  # what the host compares a device's Python with
+    assert info["unavailable_methods"] == layertune.methods.unavailable_methods()  # as the bindings say
     peak = json.loads(profiler("peak", "--seconds", "0.05").stdout)
     assert peak["peak_gflops"] > 0
 

@@ -16,7 +16,7 @@ from layertune import _core
 from layertune.graph.ir import Graph
 from layertune.graph.kernel_choice import default_kernel
 from layertune.kernels import profiler_path
-from layertune.methods import default_int8_method, methods, options_table, tunable_methods, why_not
+from layertune.methods import default_int8_method, methods, options_table, tunable_methods, unavailable_methods, why_not
 from layertune.runners.device import DeviceSession
 from layertune.runners.pool import Job, run_pool
 from layertune.runners.transport import DeviceError, LocalTransport
@@ -46,8 +46,10 @@ STRIDED = conv((1, 16, 16, 32), (3, 3, 32, 64), strides=(2, 2), pads=(0, 1, 0, 1
 
 def test_the_table_names_every_method_once_with_threads_first():
     table = methods()
-    assert list(table) == ["reference", "simple", "unrolled", "winograd", "int8_reference", "int8_gemm", "int8_depthwise"]
-    assert not table["reference"].tunable and tunable_methods("float32") == ("simple", "unrolled", "winograd")
+    assert list(table) == ["reference", "simple", "unrolled", "winograd", "amx_bf16x3", "int8_reference", "int8_gemm",
+                           "int8_depthwise"]
+    assert not table["reference"].tunable
+    assert tunable_methods("float32") == ("simple", "unrolled", "winograd", "amx_bf16x3")
     assert not table["int8_reference"].tunable and tunable_methods("int8") == ("int8_gemm", "int8_depthwise")
     assert tunable_methods() == tunable_methods("float32") + tunable_methods("int8")
     assert {m.dtype for m in table.values()} == {"float32", "int8"}
@@ -132,6 +134,16 @@ def test_options_readme_holds_the_generated_table():
 
 def options(**data):
     return parse_options({"convolution_methods": ["simple", "unrolled", "winograd"], "parallel": [True, False], **data})
+
+
+def test_a_method_the_device_lacks_gets_no_variants():
+    """The profiler's `info` names the methods a device's CPU cannot run (amx_bf16x3 on ARM or
+    without AMX); the variants leave them out there, and elsewhere as the method table says."""
+    opts = options(convolution_methods=["unrolled", "amx_bf16x3"])
+    lacking = {"amx_bf16x3": "amx_bf16x3 needs Intel AMX-BF16 tiles (x86-64 only)"}
+    assert {v["method"] for v in layer_variants(REGULAR, opts, 1, lacking)} == {"unrolled"}
+    here = {v["method"] for v in layer_variants(REGULAR, opts, 1)}
+    assert here == ({"unrolled"} if "amx_bf16x3" in unavailable_methods() else {"unrolled", "amx_bf16x3"})
 
 
 def test_variants_follow_ell_semantics():

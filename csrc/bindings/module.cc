@@ -258,6 +258,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("PLAN_VERSION") = kPlanVersion;
 
   m.def("methods_json", &methods_json);
+  m.def("unavailable_methods_json", &unavailable_methods_json);
   // "" when the method (with these parameters) can compute the layer, else why not; no weights
   // are packed. The layer is given as ConvKernel's arguments, with the kernel's (kh, kw, out_c).
   m.def("why_not_applicable",

@@ -15,6 +15,9 @@ std::unique_ptr<ConvKernel> make_reference_conv(const ConvShape&, const MethodPa
 std::unique_ptr<ConvKernel> make_simple_conv(const ConvShape&, const MethodParams&, const float*, const float*);
 std::unique_ptr<ConvKernel> make_unrolled_conv(const ConvShape&, const MethodParams&, const float*, const float*);
 std::unique_ptr<ConvKernel> make_winograd_conv(const ConvShape&, const MethodParams&, const float*, const float*);
+std::unique_ptr<ConvKernel> make_amx_bf16x3_conv(const ConvShape&, const MethodParams&, const float*, const float*);
+std::string amx_bf16x3_applies(const ConvShape&);  // kernels/amx/: groups 1
+std::string amx_bf16x3_cpu_lacks();                // kernels/amx/: AMX-BF16 and AVX512-BF16
 std::unique_ptr<int8::QConvKernel> make_int8_reference_conv(const int8::QuantizedConv&, const MethodParams&);
 std::unique_ptr<int8::QConvKernel> make_int8_gemm_conv(const int8::QuantizedConv&, const MethodParams&);
 std::unique_ptr<int8::QConvKernel> make_int8_depthwise_conv(const int8::QuantizedConv&, const MethodParams&);
@@ -52,7 +55,7 @@ ParamSpec block(const char* name, const char* doc, LayerKind layers, const char*
 }
 
 MethodSpec row(const char* name, const char* doc, bool tunable, std::vector<ParamSpec> own,
-               std::string (*applies)(const ConvShape&), ConvFactory make) {
+               std::string (*applies)(const ConvShape&), ConvFactory make, std::string (*cpu_lacks)() = nullptr) {
   MethodSpec m;
   m.name = name;
   m.doc = doc;
@@ -61,6 +64,7 @@ MethodSpec row(const char* name, const char* doc, bool tunable, std::vector<Para
   m.params.insert(m.params.end(), own.begin(), own.end());
   m.applies = applies;
   m.make = make;
+  m.cpu_lacks = cpu_lacks;
   return m;
 }
 
@@ -120,6 +124,10 @@ std::vector<MethodSpec> build_table() {
                  "winograd_parameters"),
            block("nonseparable_channel_depth", "input channels per block", LayerKind::kRegular, "winograd_parameters")},
           winograd_applies, make_winograd_conv),
+      row("amx_bf16x3",
+          "im2col + AMX bf16 tiles computing each fp32 product as three bf16 ones (hi*hi + hi*lo + lo*hi): "
+          "fp32 to about 1e-5 of max|y|, on x86 CPUs with AMX-BF16 (Sapphire Rapids on)",
+          true, {}, amx_bf16x3_applies, make_amx_bf16x3_conv, amx_bf16x3_cpu_lacks),
       int8_row("int8_reference", "TFLite's reference integer loops (ConvPerChannel): the oracle of the int8 kernels",
                false, {}, everywhere, make_int8_reference_conv),
       int8_row("int8_gemm",
@@ -221,7 +229,8 @@ std::string MethodParams::describe() const {
 std::string why_not_applicable(const ConvShape& s, const MethodParams& params, const std::string& dtype) {
   const MethodSpec& m = find_method(params.method);
   if (m.dtype != dtype) return cat("method: ", m.name, " computes ", m.dtype, " layers, this layer is ", dtype);
-  std::string why = m.applies(s);
+  std::string why = m.cpu_lacks ? m.cpu_lacks() : "";
+  if (why.empty()) why = m.applies(s);
   if (!why.empty()) return "method: " + why;
   for (const auto& [name, value] : params.values) {
     const ParamSpec* p = m.param(name);
@@ -251,6 +260,15 @@ std::vector<std::string> meaningful_params(const ConvShape& s, const std::string
 void check_applicable(const ConvShape& shape, const MethodParams& params, const std::string& dtype) {
   std::string why = why_not_applicable(shape, params, dtype);
   if (!why.empty()) fail(why);
+}
+
+std::string unavailable_methods_json() {
+  std::string out = "{";
+  for (const auto& m : conv_methods()) {
+    const std::string why = m.cpu_lacks ? m.cpu_lacks() : "";
+    if (!why.empty()) out += cat(out.size() > 1 ? ", " : "", json_string(m.name), ": ", json_string(why));
+  }
+  return out + "}";
 }
 
 std::string methods_json() {

@@ -157,10 +157,11 @@ constexpr const char* kArch =
 #endif
 
 int cmd_info() {
-  std::printf("{\"version\": %s, \"arch\": %s, \"isa\": %s, \"simd_lanes\": %d, \"int8_isa\": %s, \"cores\": %u, \"cpuinfo\": %s}\n",
+  std::printf("{\"version\": %s, \"arch\": %s, \"isa\": %s, \"simd_lanes\": %d, \"int8_isa\": %s, \"cores\": %u, "
+              "\"unavailable_methods\": %s, \"cpuinfo\": %s}\n",
               json_string(kVersion).c_str(), json_string(kArch).c_str(), json_string(simd::isa_name()).c_str(), simd::kLanes,
-              json_string(int8::qgemm_isa()).c_str(),
-              std::max(1u, std::thread::hardware_concurrency()), json_string(cpuinfo_summary()).c_str());
+              json_string(int8::qgemm_isa()).c_str(), std::max(1u, std::thread::hardware_concurrency()),
+              unavailable_methods_json().c_str(), json_string(cpuinfo_summary()).c_str());
   return 0;
 }
 

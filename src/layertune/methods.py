@@ -63,6 +63,12 @@ def methods() -> dict[str, Method]:
     return out
 
 
+@lru_cache(maxsize=None)
+def unavailable_methods() -> dict[str, str]:
+    """The methods this machine's CPU cannot run (amx_bf16x3 without AMX-BF16), with the reason."""
+    return json.loads(_core.unavailable_methods_json())
+
+
 def tunable_methods(dtype: str | None = None) -> tuple[str, ...]:
     """The tunable methods (of layers computing in `dtype` only, if given), in table order."""
     return tuple(name for name, m in methods().items() if m.tunable and dtype in (None, m.dtype))

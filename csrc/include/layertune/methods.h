@@ -50,6 +50,9 @@ struct MethodSpec {
   bool tunable = true;           // false: the reference oracle, never a tuning candidate
   std::vector<ParamSpec> params;  // "threads" first, then the method's own
   std::string (*applies)(const ConvShape&) = nullptr;  // "" when the method can compute the layer
+  // "" when this CPU can run the method at all (null: every CPU can), else why not; the profiler's
+  // `info` lists the methods a device lacks, and the tuner leaves them out there.
+  std::string (*cpu_lacks)() = nullptr;
   std::string dtype = "float32";  // what its layers compute in: "float32" or "int8" (kernels/int8/)
   ConvFactory make = nullptr;       // float32 methods
   QConvFactory make_int8 = nullptr;  // int8 methods
@@ -65,6 +68,8 @@ const MethodSpec& find_method(const std::string& name);
 // "" when the method and every explicitly set parameter can compute this layer (whose tensors
 // are `dtype`: a float32 layer takes float32 methods, an int8 layer int8 ones), else why not.
 std::string why_not_applicable(const ConvShape& shape, const MethodParams& params, const std::string& dtype = "float32");
+// The methods this CPU cannot run, with the reason (MethodSpec::cpu_lacks), as a JSON object.
+std::string unavailable_methods_json();
 // The table as JSON (a list of methods with their parameters): what the bindings and the
 // profiler's `methods` command report.
 std::string methods_json();

@@ -9,16 +9,13 @@
 #include "layertune/status.h"
 #include "layertune/thread_pool.h"
 #include "qgemm_tiles.h"
+#include "../amx/amx.h"
 #if defined(__aarch64__)
 #include <sys/auxv.h>
 #endif
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #define LAYERTUNE_X86_VNNI 1
-#define LAYERTUNE_X86_AMX 1
 #endif
 
 namespace layertune::int8 {
@@ -509,17 +506,12 @@ class GemmQConv : public QConvKernel {
 #if LAYERTUNE_X86_AMX
   // AMX's tile registers: 0-3 the sums of 32 rows x 2 blocks of 16 channels, 4-5 A's two 16-row
   // tiles, 6-7 B's two blocks; every tile 16 rows of 64 bytes.
-  struct alignas(64) TileConfig {
-    uint8_t palette = 1, start_row = 0, reserved[14] = {};
-    uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
-    uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
-  };
   // Rows [0, rows) of packed A (kp_ bytes each, readable up to a whole 32 rows) times B's blocks
   // [nb0, nb1), two at a time: the int32 sums go through a 4 KiB buffer to the same requantizing
   // stores as the other tiles (bias, arithmetic, fused residual ADD).
-  __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw"))) void amx_rows(
+  __attribute__((target("amx-tile,amx-int8,amx-bf16,avx512f,avx512bw"))) void amx_rows(
       const uint8_t* a, int64_t rows, int64_t nb0, int64_t nb1, int8_t* y, const int8_t* residual) const {
-    static const TileConfig config;
+    static const amx::TileConfig config;
     _tile_loadconfig(&config);
     alignas(64) int32_t sums[kAmxRows * 2 * kBlock];
     const int out_c = q_.shape.out_c;
@@ -535,18 +527,8 @@ class GemmQConv : public QConvKernel {
         _tile_zero(1);
         _tile_zero(2);
         _tile_zero(3);
-        for (int64_t k = 0; k < kp; k += 64) {
-          _tile_loadd(4, ar + k, kp);
-          _tile_loadd(5, ar + 16 * kp + k, kp);
-          _tile_loadd(6, b0 + k * kBlock, 64);
-          _tile_dpbusd(0, 4, 6);
-          _tile_dpbusd(1, 5, 6);
-          if (two) {
-            _tile_loadd(7, b1 + k * kBlock, 64);
-            _tile_dpbusd(2, 4, 7);
-            _tile_dpbusd(3, 5, 7);
-          }
-        }
+        for (int64_t k = 0; k < kp; k += 64)
+          amx::dot_2x2<false>(ar + k, ar + 16 * kp + k, kp, b0 + k * kBlock, b1 + k * kBlock, two);
         constexpr int kLd = 2 * kBlock * 4;  // bytes per row of `sums`
         _tile_stored(0, sums, kLd);
         _tile_stored(1, sums + 16 * 2 * kBlock, kLd);
@@ -732,17 +714,6 @@ const char* isa_name(QGemmIsa isa) {
   }
 }
 
-#if LAYERTUNE_X86_AMX
-// AMX-TILE and AMX-INT8 (CPUID leaf 7: EDX bits 24, 25), and the kernel's leave to use the tile
-// data (Linux asks a process to request it: arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA;
-// it holds for every thread of the process).
-bool amx_usable() {
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || !(edx & (1u << 24)) || !(edx & (1u << 25))) return false;
-  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-}
-#endif
 
 // The int8 tiles this CPU can run, best last: detected at run time on x86 (a host build must not
 // fault on a CPU without VNNI) and for aarch64's dot product (HWCAP_ASIMDDP); NEON is the build's.
@@ -755,7 +726,7 @@ std::vector<QGemmIsa> isas_of_this_cpu() {
   if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw")) {
     isas.push_back(QGemmIsa::kAvx512Vnni);
 #if LAYERTUNE_X86_AMX
-    if (amx_usable()) isas.push_back(QGemmIsa::kAvx512Amx);
+    if (amx::usable(amx::Unit::kInt8)) isas.push_back(QGemmIsa::kAvx512Amx);
 #endif
   }
 #endif

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../gemm/gemm.h"
+#include "../gemm/im2col.h"
 #include "layertune/conv.h"
 #include "layertune/thread_pool.h"
 
@@ -201,34 +202,7 @@ class UnrolledConv final : public ConvKernel {
 
   // Rows m0..m0+mc of the im2col matrix of group g; rows up to the next multiple of the tile's rows are zero.
   void im2col(const float* in, int g, int m0, int mc, float* dst) const {
-    const ConvShape& s = shape_;
-    const int cig = s.in_c_per_group(), oh = s.out_h(), ow = s.out_w();
-    const bool whole_rows = s.groups == 1 && s.dilation_w == 1;  // kw adjacent pixels are contiguous
-    for (int i = 0; i < mc; ++i) {
-      const int m = m0 + i, n = m / (oh * ow), oy = (m / ow) % oh, ox = m % ow;
-      float* row = dst + size_t(i) * k_;
-      const int ix0 = ox * s.stride_w - s.pad_left;
-      for (int ky = 0; ky < s.kernel_h; ++ky) {
-        float* seg = row + ky * s.kernel_w * cig;
-        const int iy = oy * s.stride_h - s.pad_top + ky * s.dilation_h;
-        if (iy < 0 || iy >= s.in_h) {
-          std::memset(seg, 0, size_t(s.kernel_w) * cig * sizeof(float));
-          continue;
-        }
-        const float* src_row = in + (int64_t(n) * s.in_h + iy) * s.in_w * s.in_c + g * cig;
-        if (whole_rows && ix0 >= 0 && ix0 + s.kernel_w <= s.in_w) {
-          std::memcpy(seg, src_row + int64_t(ix0) * s.in_c, size_t(s.kernel_w) * cig * sizeof(float));
-          continue;
-        }
-        for (int kx = 0; kx < s.kernel_w; ++kx) {
-          const int ix = ix0 + kx * s.dilation_w;
-          if (ix < 0 || ix >= s.in_w)
-            std::memset(seg + kx * cig, 0, cig * sizeof(float));
-          else
-            std::memcpy(seg + kx * cig, src_row + int64_t(ix) * s.in_c, cig * sizeof(float));
-        }
-      }
-    }
+    for (int i = 0; i < mc; ++i) gemm::im2col_row(shape_, in, g, m0 + i, dst + size_t(i) * k_);
     const int padded = std::min(round_up(mc, tile_.mr), block_m_);
     if (padded > mc) std::memset(dst + size_t(mc) * k_, 0, size_t(padded - mc) * k_ * sizeof(float));
   }

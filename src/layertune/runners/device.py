@@ -49,6 +49,7 @@ class DeviceSession:
         self.remote_profiler: str | None = None
         self.cores = 1
         self.arch = "unknown"
+        self.unavailable_methods: dict[str, str] = {}
 
     def _sh(self, script: str, timeout: float = 60.0) -> tuple[int, str]:
         lines: list[str] = []
@@ -87,6 +88,8 @@ class DeviceSession:
                                          f"'{cpuinfo[:120]}', which does not match /{self.target.cpuinfo_regex}/")
         self.cores = int(info.get("cores", 1))
         self.arch = str(info.get("arch", "unknown"))  # what the profiler was built for
+        # methods this device's CPU cannot run (amx_bf16x3 without AMX), with the reason
+        self.unavailable_methods = {str(k): str(v) for k, v in info.get("unavailable_methods", {}).items()}
         log.info("%s: leased, profiler uploaded (%s, %d cores)", self.name, info.get("isa"), self.cores)
 
     def _break_if_dead(self, busy: str) -> bool:

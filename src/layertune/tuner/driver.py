@@ -152,9 +152,13 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
     sessions = [(lambda d=d: DeviceSession(d.transport(settings.temp_dir), settings.target, profiler,
                                            lease_wait=settings.lease_wait)) for d in settings.devices]
     with DeviceSequence(sessions) as first:  # released before the pool leases every device
-        device_cores = first.run(lambda session: session.cores)
-    if device_cores is None:
+        device = first.run(lambda session: (session.cores, session.unavailable_methods))
+    if device is None:
         raise ValueError(f"no usable device: {'; '.join(first.errors)}")
+    device_cores, unavailable = device
+    for method, why in unavailable.items():
+        if method in settings.options.methods:
+            log.info("method %s left out: %s", method, why)
     # 4. Variants per layer (the default choice is a candidate too), then profile what is missing.
     threads = thread_counts(settings.options, device_cores)
     variants: dict[str, list[tuple[str, dict]]] = {}
@@ -162,7 +166,7 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
     for sig, (graph, node) in layers.items():
         default = _default_variant(graph, node, max(threads))
         baselines[sig] = (variant_key(default), default)
-        candidates = [default, *layer_variants(graph.conv_info(node), settings.options, device_cores)]
+        candidates = [default, *layer_variants(graph.conv_info(node), settings.options, device_cores, unavailable)]
         variants[sig] = list({variant_key(v): v for v in candidates}.items())
     total = sum(len(v) for v in variants.values())
     log.info("%d unique convolution layers, %d variants on target %s (%d cores)", len(layers), total,

@@ -1,12 +1,13 @@
 """The variants to time for one layer: every tunable method the options name that can compute
-the layer (for an int8 layer, every int8 method when the options name none), times the product of the values of each of its parameters that applies to the layer
-(the options' values, else the table's sweep; a parameter with neither is left to the kernel),
-at each thread count. What applies is asked of the core's method table."""
+the layer and that the device's CPU can run (for an int8 layer, every int8 method when the
+options name none), times the product of the values of each of its parameters that applies to the
+layer (the options' values, else the table's sweep; a parameter with neither is left to the
+kernel), at each thread count. What applies is asked of the core's method table."""
 
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, Collection
 
 from layertune.methods import meaningful_params, methods, tunable_methods, why_not
 from layertune.tuner.options import ProfileOptions
@@ -44,9 +45,11 @@ def layer_methods(conv: dict[str, Any], options: ProfileOptions) -> tuple[str, .
     return named or (tunable_methods("int8") if dtype == "int8" else ())
 
 
-def layer_variants(conv: dict[str, Any], options: ProfileOptions, device_cores: int) -> list[dict[str, Any]]:
-    """The variants ({"method": ..., "threads": ..., params...}) that apply to one convolution."""
-    chosen = layer_methods(conv, options)
+def layer_variants(conv: dict[str, Any], options: ProfileOptions, device_cores: int,
+                   unavailable: Collection[str] = ()) -> list[dict[str, Any]]:
+    """The variants ({"method": ..., "threads": ..., params...}) that apply to one convolution on a
+    device whose CPU cannot run the `unavailable` methods (its profiler's `info` names them)."""
+    chosen = tuple(m for m in layer_methods(conv, options) if m not in unavailable)
     per_method = {m: method_variants(conv, m, options) for m in chosen}
     return [{"method": m, "threads": threads, **params}
             for threads in thread_counts(options, device_cores)
