@@ -36,7 +36,9 @@ inline bool usable(Unit unit) {
 
 // One k step of the 2 x 2 tile block both kernels use: tiles 4-5 take A's two 16-row halves
 // (a0, a1; `stride` bytes a row), 6-7 B's blocks b0 and (when `two`) b1, and 0-3 add the products
-// (0: a0 x b0, 1: a1 x b0, 2: a0 x b1, 3: a1 x b1) with tdpbf16ps (Bf16) or tdpbusd.
+// (0: a0 x b0, 1: a1 x b0, 2: a0 x b1, 3: a1 x b1) with tdpbf16ps (Bf16) or tdpbusd. (GCC's
+// tile intrinsics are macros that paste the tile numbers into the assembly: they must be literals,
+// hence the two spelled-out branches.)
 template <bool Bf16>
 __attribute__((target("amx-tile,amx-int8,amx-bf16"))) inline void dot_2x2(const void* a0, const void* a1, long stride,
                                                                            const void* b0, const void* b1, bool two) {

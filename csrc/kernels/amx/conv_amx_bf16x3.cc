@@ -1,4 +1,4 @@
-// amx_bf16x3: a regular convolution's im2col GEMM on Intel AMX's bf16 tiles, in fp32 accuracy.
+// amx_bf16x3: a regular convolution's im2col GEMM on Intel AMX's bf16 tiles, near fp32 accuracy.
 // Each float v is split into hi = bf16(v) and lo = bf16(v - hi); a product a*b is computed as
 // hi_a*hi_b + hi_a*lo_b + lo_a*hi_b. What is left out (lo_a*lo_b, and lo's own rounding) is
 // below 2^-16 of the product, and tdpbf16ps sums in fp32, so the output is within about 1e-5 of
@@ -16,17 +16,16 @@
 #include "amx.h"
 #include "layertune/conv.h"
 #include "layertune/thread_pool.h"
-#if LAYERTUNE_X86_AMX
-#include <immintrin.h>
-#endif
 
 namespace layertune {
 
 std::string amx_bf16x3_cpu_lacks() {
 #if LAYERTUNE_X86_AMX
-  if (!amx::usable(amx::Unit::kBf16)) return "amx_bf16x3 needs Intel AMX-BF16 tiles, which this CPU lacks";
-  if (!__builtin_cpu_supports("avx512bf16")) return "amx_bf16x3 needs AVX512-BF16, which this CPU lacks";
-  return "";
+  // asked at every applicability check: the CPU is looked at once
+  static const std::string why = !amx::usable(amx::Unit::kBf16) ? "amx_bf16x3 needs Intel AMX-BF16 tiles, which this CPU lacks"
+                                 : !__builtin_cpu_supports("avx512bf16") ? "amx_bf16x3 needs AVX512-BF16, which this CPU lacks"
+                                                                         : "";
+  return why;
 #else
   return "amx_bf16x3 needs Intel AMX-BF16 tiles (x86-64 only)";
 #endif
