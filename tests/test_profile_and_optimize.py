@@ -228,6 +228,30 @@ def test_fused_plans_are_timed_against_the_unfused_chain(tmp_path):
     np.testing.assert_allclose(plan.run(x), want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
+def test_no_approximate_layer_is_written_at_a_zero_output_error(tmp_path):
+    """amx_bf16x3 (an approximate method) in the options with max_output_error 0: whatever the
+    tuned plan chose, the written plan has no layer on it, no uniform baseline is made of it, and
+    the report says what the output-error gate did (on a CPU without AMX the method is left out)."""
+    from model_zoo import application_tflite
+    from layertune.methods import methods, unavailable_methods
+    from layertune.tuner.accuracy import approximate_layers
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "mobilenet_v2.tflite").write_bytes(application_tflite("MobileNetV2", 32))
+    summary, _ = tune(tmp_path, "mobilenet_v2", {"convolution_methods": ["unrolled", "amx_bf16x3"], "parallel": [False],
+                                                 "max_output_error": 0}, repeats=2)
+    whole = summary["whole_model"]
+    assert methods()["amx_bf16x3"].approximate and not any("amx" in name for name in whole["latency_ms"])
+    plan = layertune.load(tmp_path / "out" / "mobilenet_v2" / "optimized.ltplan")
+    assert not approximate_layers(plan.graph)
+    chosen = sum(1 for r in summary["layers"] if r["chosen"]["method"] == "amx_bf16x3")
+    assert chosen == 0 if "amx_bf16x3" in unavailable_methods() else chosen > 0  # tuned alone, it is fast
+    if chosen:
+        assert whole["accuracy"]["approximate_layers"] == chosen and whole["accuracy"]["kept"] == 0
+        assert "approximate layers" in (tmp_path / "out" / "mobilenet_v2" / "report.md").read_text()
+    assert_never_slower(whole)
+
+
 def test_a_variant_much_slower_in_the_model_is_never_kept(tmp_path):
     """Only `unrolled` in the options: on MobileNetV2's depthwise layers it is far slower than the
     default (`simple`); neither the uniform-unrolled plan nor unrolled on a depthwise layer is kept."""

@@ -205,6 +205,9 @@ def test_threads_make_parallel_optional_and_the_sweep_fills_unnamed_parameters()
     ({"convolution_methods": ["simple"], "parallel": [False], "precisions": ["fp16"]},
      "'precisions' must be a non-empty list of int8, float32"),
     ({"convolution_methods": ["simple"], "parallel": [False], "precisions": []}, "'precisions' must be"),
+    ({"convolution_methods": ["simple"], "parallel": [False], "max_output_error": "1e-4"},
+     "'max_output_error' must be a number in [0, 1)"),
+    ({"convolution_methods": ["simple"], "parallel": [False], "max_output_error": 2}, "'max_output_error' must be"),
 ])
 def test_bad_options_name_the_key(data, fragment):
     with pytest.raises(OptionsError, match=fragment.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
@@ -517,3 +520,81 @@ def test_a_tie_with_the_fused_form_writes_the_fused_form():
     # the confirmed plan's fused form, the same way
     conf = [x * 0.9 for x in b]
     assert _written({"B": b, "C": conf, "C+fused": [x * 0.99 for x in conf]}, "C", "B", ["B"], ["C+fused"]) == "C+fused"
+
+
+def test_a_plan_over_the_output_tolerance_is_never_written():
+    """However fast, a plan that is not acceptable (tuner/accuracy.py: its output over the
+    options' max_output_error) is not written: not the confirmed plan, not another plan in hand,
+    not a fused form; the choice falls back to the fastest acceptable one."""
+    from layertune.tuner.confirm import _written
+    b = [10.0 + 0.01 * (i % 3) for i in range(16)]
+    fast, faster = [x * 0.8 for x in b], [x * 0.7 for x in b]
+    series = {"B": b, "C": fast, "T": faster, "C+fused": faster}
+    assert _written(series, "C", "B", ["B"], ["C", "T", "C+fused"]) in ("T", "C+fused")  # the premise
+    assert _written(series, "C", "B", ["B"], ["C", "T", "C+fused"], lambda n: n == "C") == "C"
+    assert _written(series, "C", "B", ["B"], ["C", "T", "C+fused"], lambda n: n == "T") == "T"
+    assert _written(series, "C", "B", ["B"], ["C", "T", "C+fused"], lambda n: False) == "B"
+
+
+def test_the_output_gate_keeps_the_approximate_layers_that_save_the_most_within_the_tolerance(tmp_path):
+    """tuner/accuracy.py on the host, on a real model: with every layer it can compute on an
+    approximate method, the tuned plan keeps the most time-saving approximate layers whose output
+    is still within the tolerance (measured again after, against the reference kernels), none at a
+    tolerance of 0, all at a loose one; a plan without approximate layers passes unchecked. On a CPU
+    without an approximate method, that last part is what is asserted."""
+    from model_zoo import application_tflite
+    from layertune.graph.kernel_choice import apply_default_kernels, check_kernel
+    from layertune.graph.tflite_import import import_tflite_bytes
+    from layertune.runners.device import DeviceSequence
+    from layertune.tuner.accuracy import Fallback, OutputGate, approximate_layers
+    from layertune.tuner.confirm import Bench, PlanCandidate
+
+    graph = import_tflite_bytes(application_tflite("MobileNetV2", 32), "mnv2")
+    apply_default_kernels(graph, overwrite=True)
+    exact = PlanCandidate(graph, 1, baseline=True)
+    usable = [m for m, spec in methods().items() if spec.approximate and m not in unavailable_methods()]
+    tuned = graph.copy()
+    fallbacks = []
+    for i, node in enumerate(tuned.nodes):
+        if usable and tuned.is_tunable_conv(node):
+            try:
+                check_kernel(tuned, node, usable[0], {})
+            except ValueError:
+                continue
+            fallbacks.append(Fallback(i, dict(graph.nodes[i].kernel), saved_ms=float(tuned.flops(node) % 977)))
+            node.set_kernel(usable[0], {})
+    sessions = [lambda: DeviceSession(LocalTransport(str(tmp_path), "dev"), BUILTIN["host"], profiler_path())]
+
+    def step(session):
+        def gate(tolerance: float, folder: str) -> OutputGate:
+            (tmp_path / folder).mkdir()
+            return OutputGate(Bench(session, tmp_path / folder, Settings(), 300.0), tolerance)
+
+        plain = gate(0.0, "plain")
+        assert plain.acceptable("default", exact) and plain.trim("default", exact, []) is exact
+        assert not plain.errors  # nothing was run: no approximate layer
+        if not usable:
+            return True
+        full = PlanCandidate(tuned, 1, baseline=False)
+        loose = gate(0.99, "loose")
+        assert loose.trim("tuned", full, fallbacks) is full and loose.trimmed["kept"] == len(fallbacks)
+        full_error = loose.errors["tuned"]
+        assert full_error > 0
+        none = gate(0.0, "none").trim("tuned", full, fallbacks)
+        assert not approximate_layers(none.graph)
+        middle = gate(full_error / 3, "middle")
+        assert not middle.acceptable("untrimmed", full)
+        trimmed = middle.trim("tuned", full, fallbacks)
+        kept = middle.trimmed["kept"]
+        assert len(middle.trimmed["probes"]) <= len(fallbacks).bit_length() + 1
+        by_saving = sorted(fallbacks, key=lambda f: -f.saved_ms)
+        assert approximate_layers(trimmed.graph) == sorted(f.index for f in by_saving[:kept])
+        check = gate(full_error / 3, "check")
+        check.bench.add("trimmed", trimmed)
+        assert check.error("trimmed", trimmed.graph) <= full_error / 3
+        print(f"{len(fallbacks)} approximate layers, error {full_error:.2g}: {kept} kept at a third of it, "
+              f"checks {middle.trimmed['probes']}")
+        return True
+
+    with DeviceSequence(sessions) as device:
+        assert device.run(step) is True, device.errors

@@ -55,7 +55,8 @@ ParamSpec block(const char* name, const char* doc, LayerKind layers, const char*
 }
 
 MethodSpec row(const char* name, const char* doc, bool tunable, std::vector<ParamSpec> own,
-               std::string (*applies)(const ConvShape&), ConvFactory make, std::string (*cpu_lacks)() = nullptr) {
+               std::string (*applies)(const ConvShape&), ConvFactory make, std::string (*cpu_lacks)() = nullptr,
+               bool approximate = false) {
   MethodSpec m;
   m.name = name;
   m.doc = doc;
@@ -65,6 +66,7 @@ MethodSpec row(const char* name, const char* doc, bool tunable, std::vector<Para
   m.applies = applies;
   m.make = make;
   m.cpu_lacks = cpu_lacks;
+  m.approximate = approximate;
   return m;
 }
 
@@ -127,7 +129,7 @@ std::vector<MethodSpec> build_table() {
       row("amx_bf16x3",
           "im2col + AMX bf16 tiles computing each fp32 product as three bf16 ones (hi*hi + hi*lo + lo*hi): "
           "fp32 to about 1e-5 of max|y|, on x86 CPUs with AMX-BF16 (Sapphire Rapids on)",
-          true, {}, amx_bf16x3_applies, make_amx_bf16x3_conv, amx_bf16x3_cpu_lacks),
+          true, {}, amx_bf16x3_applies, make_amx_bf16x3_conv, amx_bf16x3_cpu_lacks, /*approximate=*/true),
       int8_row("int8_reference", "TFLite's reference integer loops (ConvPerChannel): the oracle of the int8 kernels",
                false, {}, everywhere, make_int8_reference_conv),
       int8_row("int8_gemm",
@@ -281,7 +283,7 @@ std::string methods_json() {
   for (const auto& m : conv_methods()) {
     out += cat(out.size() > 1 ? ", " : "", "{\"name\": ", json_string(m.name), ", \"doc\": ", json_string(m.doc),
                ", \"tunable\": ", m.tunable ? "true" : "false", ", \"dtype\": ", json_string(m.dtype),
-               ", \"params\": [");
+               ", \"approximate\": ", m.approximate ? "true" : "false", ", \"params\": [");
     for (size_t i = 0; i < m.params.size(); ++i) {
       const ParamSpec& p = m.params[i];
       out += cat(i ? ", " : "", "{\"name\": ", json_string(p.name), ", \"doc\": ", json_string(p.doc),

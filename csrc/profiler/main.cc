@@ -1,7 +1,7 @@
 // layertune-profiler: the on-device half of layertune; no Python, so it cross-compiles for ARM.
 //
 //   layertune-profiler run --plan FILE [--threads N] [--warmup W] [--repeats R] [--seed S]
-//       [--check 0|1] [--layers 0|1] [--tolerance REL]
+//       [--check 0|1] [--layers 0|1] [--tolerance REL] [--reference FILE]
 //   layertune-profiler job --file JOB | --text JOB_TEXT [--warmup W] [--rounds N] [--repeats R] [--seed S]
 //       [--tolerance REL] [--flush-bytes N] [--memory-mib M]
 //   layertune-profiler compare --plans A,B,... [--threads T | TA,TB,...] [--warmup W] [--rounds N]
@@ -27,7 +27,8 @@
 // --flush-bytes N writes N bytes before every timed run, so that weights are as cold as inside
 // a whole model. An invalid variant or a wrong answer is a record with "error", never a stop.
 // Each other command prints one JSON line. `run` times a whole plan on seeded random inputs; --check 1
-// also runs it with every convolution on the reference kernel and reports the difference;
+// also runs it with every convolution on the reference kernel and reports the difference (with
+// --reference FILE, the reference outputs are read from FILE when it exists, else saved there);
 // --layers 1 adds each node's median time. `conv` times one variant of one layer (inputs and weights
 // are seeded random values), checks its output against the reference kernel, and reports
 // median / min / mean / std milliseconds. `infer` runs a plan on N given samples (IN.f32: each
@@ -282,6 +283,30 @@ struct PlanIO {
   }
 };
 
+// --reference FILE: the reference outputs of `run --check 1` (seeded inputs), kept between runs of
+// plans of one model so that the slow reference kernels run once (the tuner's output-error gate
+// checks several plans of a model in turn). The file is the outputs as raw float32, in order.
+bool read_reference(const std::string& path, std::vector<AlignedBuffer>& outputs) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) return false;
+  size_t total = 0;
+  for (auto& o : outputs) total += o.size() * sizeof(float);
+  if (size_t(f.tellg()) != total) fail("--reference ", path, ": ", size_t(f.tellg()), " bytes, the plan's outputs are ", total);
+  f.seekg(0);
+  for (auto& o : outputs) f.read(reinterpret_cast<char*>(o.data()), std::streamsize(o.size() * sizeof(float)));
+  return bool(f);
+}
+
+void write_reference(const std::string& path, const std::vector<AlignedBuffer>& outputs) {
+  const std::string partial = path + ".partial";  // renamed when whole: a killed run leaves no short file
+  {
+    std::ofstream f(partial, std::ios::binary);
+    for (auto& o : outputs) f.write(reinterpret_cast<const char*>(o.data()), std::streamsize(o.size() * sizeof(float)));
+    if (!f) fail("--reference ", path, ": cannot write");
+  }
+  if (std::rename(partial.c_str(), path.c_str()) != 0) fail("--reference ", path, ": cannot write");
+}
+
 int cmd_run(const Args& a) {
   const std::string path = a.require("plan");
   const int threads = parse_int("--threads", a.get("threads", "1"));
@@ -312,7 +337,6 @@ int cmd_run(const Args& a) {
   }
   bool ok = true;
   if (check) {
-    Engine reference(load_plan(path), threads, /*reference_kernels=*/true);
     std::vector<AlignedBuffer> ref_out;
     std::vector<float*> ref_ptrs;
     for (int o : plan.outputs) {
@@ -320,7 +344,12 @@ int cmd_run(const Args& a) {
       ref_ptrs.push_back(ref_out.back().data());
     }
     engine.run(in, out);
-    reference.run(in, ref_ptrs);
+    const std::string saved = a.get("reference", "");
+    if (saved.empty() || !read_reference(saved, ref_out)) {
+      Engine reference(load_plan(path), threads, /*reference_kernels=*/true);
+      reference.run(in, ref_ptrs);
+      if (!saved.empty()) write_reference(saved, ref_out);
+    }
     Comparison worst;
     for (size_t i = 0; i < out.size(); ++i) {
       Comparison c = compare(out[i], ref_ptrs[i], ref_out[i].size());
@@ -745,7 +774,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, std::vector<std::string>> allowed = {
       {"info", {}},
       {"methods", {}},
-      {"run", {"plan", "threads", "warmup", "repeats", "seed", "check", "layers", "tolerance"}},
+      {"run", {"plan", "threads", "warmup", "repeats", "seed", "check", "layers", "tolerance", "reference"}},
       {"job", {"file", "text", "warmup", "repeats", "rounds", "seed", "tolerance", "flush-bytes", "memory-mib"}},
       {"infer", {"plan", "inputs", "count", "outputs", "threads", "warmup"}},
       {"compare", {"plans", "threads", "warmup", "repeats", "rounds", "seed", "layers", "first-round"}},

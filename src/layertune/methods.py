@@ -47,6 +47,8 @@ class Method:
     tunable: bool
     params: tuple[MethodParam, ...]  # "threads" first
     dtype: str  # what its layers compute in: "float32" or "int8"
+    # less accurate than its dtype's own arithmetic: kept only within the options' max_output_error
+    approximate: bool = False
 
     def param(self, name: str) -> MethodParam | None:
         return next((p for p in self.params if p.name == name), None)
@@ -59,7 +61,7 @@ def methods() -> dict[str, Method]:
     for m in json.loads(_core.methods_json()):
         params = tuple(MethodParam(p["name"], p["doc"], tuple(p["choices"]), p["min"], p["max"], p["default"],
                                    p["layers"], p["options_key"], tuple(p["sweep"])) for p in m["params"])
-        out[m["name"]] = Method(m["name"], m["doc"], m["tunable"], params, m["dtype"])
+        out[m["name"]] = Method(m["name"], m["doc"], m["tunable"], params, m["dtype"], m["approximate"])
     return out
 
 

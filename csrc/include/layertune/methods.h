@@ -54,6 +54,9 @@ struct MethodSpec {
   // `info` lists the methods a device lacks, and the tuner leaves them out there.
   std::string (*cpu_lacks)() = nullptr;
   std::string dtype = "float32";  // what its layers compute in: "float32" or "int8" (kernels/int8/)
+  // Less accurate than the dtype's own arithmetic (amx_bf16x3: bf16 products): the tuner keeps
+  // such layers only while the whole model's output stays within the options' max_output_error.
+  bool approximate = false;
   ConvFactory make = nullptr;       // float32 methods
   QConvFactory make_int8 = nullptr;  // int8 methods
 

@@ -30,7 +30,8 @@ intervals, a difference within noise is no difference and the simpler plan wins)
    form) replaces it unless measured slower than it beyond noise, or beaten by a baseline: an
    imported model is fused when loaded untuned, so within noise the fused plan is the default, not
    the more complex one. So the written plan is never one measured slower than a layertune baseline
-   or a plan the tuner had in hand.
+   or a plan the tuner had in hand. Nor is it a plan whose output is over the options'
+   max_output_error (tuner/accuracy.py: approximate methods).
 """
 
 from __future__ import annotations
@@ -174,24 +175,26 @@ def _apply(base: PlanCandidate, changes: list[tuple[int, str]], candidates: dict
 
 
 def _written(series: dict[str, list[float]], current: str, strongest: str, baselines: list[str],
-             others: list[str]) -> str:
+             others: list[str], acceptable: Callable[[str], bool] = lambda name: True) -> str:
     """Which verified plan to write. The confirmed plan (`current`) when it beat the strongest
     baseline beyond noise and no baseline beat it; else the strongest baseline. Then any plan in
     hand that is not a baseline (the per-layer composite, the confirmed plan) and measured faster
     than the choice beyond noise, beaten by no baseline, replaces it — repeated until none does
     (intervals need not be transitive: a plan passed over early may beat a later replacement), so
     that the written plan is never measured slower than a plan the tuner had in hand. Last, the
-    choice's fused form replaces it unless measured slower beyond noise."""
+    choice's fused form replaces it unless measured slower beyond noise. A plan that is not
+    `acceptable` (its output over the tolerance: tuner/accuracy.py) is never chosen; a baseline
+    always is."""
     def beaten_by_a_baseline(name: str) -> bool:
         return any(ratio_ci(series[b], series[name]).faster for b in baselines if b != name)
 
     written = current
     if current != strongest and (not ratio_ci(series[current], series[strongest]).faster
-                                 or beaten_by_a_baseline(current)):
+                                 or beaten_by_a_baseline(current) or not acceptable(current)):
         written = strongest
     for _ in range(len(others) + 1):  # bounded: a cycle of "faster" among noisy intervals ends here
         better = [n for n in others if n != written and ratio_ci(series[n], series[written]).faster
-                  and not beaten_by_a_baseline(n)]
+                  and not beaten_by_a_baseline(n) and acceptable(n)]
         if not better:
             break
         written = min(better, key=lambda n: ratio_ci(series[n], series[written]).ratio)
@@ -200,7 +203,7 @@ def _written(series: dict[str, list[float]], current: str, strongest: str, basel
     # default on a tie, then measured 1.11x LiteRT against the fused default's 0.97x).
     fused_form = f"{written}+fused"
     if (fused_form in series and not ratio_ci(series[fused_form], series[written]).slower
-            and not beaten_by_a_baseline(fused_form)):
+            and not beaten_by_a_baseline(fused_form) and acceptable(fused_form)):
         written = fused_form
     return written
 
@@ -226,10 +229,12 @@ def fused_variants(name: str, candidate: PlanCandidate, forms: tuple[str, ...],
 
 def select_plan(candidates: dict[str, PlanCandidate], bench: Bench, reference: str,
                 max_tries: int = 4, progress: Callable[[str], None] = log.info,
-                fusion: tuple[str, ...] = FORMS, strip_rows: tuple[int, ...] = (0,)) -> Outcome:
+                fusion: tuple[str, ...] = FORMS, strip_rows: tuple[int, ...] = (0,),
+                acceptable: Callable[[str, PlanCandidate], bool] = lambda name, candidate: True) -> Outcome:
     """The algorithm of this module's docstring. `reference` names the baseline the screening's
     intervals are taken against (the default plan); `fusion` the fusion forms tried, with the
-    inverted-residual strip heights `strip_rows`."""
+    inverted-residual strip heights `strip_rows`; `acceptable` says whether a plan may be written
+    (asked only of the plans that could be)."""
     names = list(candidates)
     for name in names:
         bench.add(name, candidates[name])
@@ -264,7 +269,8 @@ def select_plan(candidates: dict[str, PlanCandidate], bench: Bench, reference: s
     series, _ = bench.measure(final_names, strongest, litert=True, keep=(current_name,))
     final_strongest = _strongest(series, {n: candidates[n] for n in final_names})
     written = _written(series, current_name, final_strongest, baselines,
-                       [n for n in final_names if not candidates[n].baseline])
+                       [n for n in final_names if not candidates[n].baseline],
+                       lambda name: candidates[name].baseline or acceptable(name, candidates[name]))
     ratios = {n: ratio_ci(series[written], series[n]) for n in series if n != written}
     return Outcome(written, pinned(candidates[written].graph, candidates[written].threads), candidates[written].threads,
                    final_strongest, {n: statistics.median(v) for n, v in series.items()}, ratios, nodes,

@@ -25,6 +25,8 @@ from layertune.model import SOURCE_SUFFIXES
 from layertune.runners.device import DeviceSequence, DeviceSession
 from layertune.runners.devices import Device
 from layertune.runners.pool import Job, PoolStats, run_pool
+from layertune.methods import methods
+from layertune.tuner.accuracy import Fallback, OutputGate
 from layertune.tuner.build import build_profiler, cache_root
 from layertune.tuner.confirm import Bench, Outcome, PlanCandidate, pinned, select_plan
 from layertune.tuner.database import Key, Record, ResultsStore
@@ -175,6 +177,10 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
     # 5. Select, assemble, verify, report.
     best = best_records(store.records(), settings.target.name, build, settings.measurement_key(),
                         {sig: {k for k, _ in vs} for sig, vs in variants.items()})
+    # each layer's fastest exact variant: where an approximate one is too inaccurate in the model
+    exact_best = best_records(store.records(), settings.target.name, build, settings.measurement_key(),
+                              {sig: {k for k, p in vs if not methods()[p["method"]].approximate}
+                               for sig, vs in variants.items()})
     failed = sum(1 for r in store.records() if not r.ok and r.target == settings.target.name and r.build == build
                  and r.settings == settings.measurement_key())
     pool = PoolSummary(stats.busy_seconds, stats.setup_seconds, stats.cleanup_seconds, stats.wall_seconds,
@@ -190,9 +196,10 @@ def profile_and_optimize(model_files: list[Path], settings: RunSettings) -> dict
             if tflite is not None:
                 tflite.write_bytes(tflites[path])
             mixed = (lambda names, p=path: _import_tflite(tflites[p], p, settings, names)) if path in twins else None
-            rows, candidates = _candidates(graph, best, store, settings, build, threads, twins.get(path), mixed)
-            verification, outcome = _choose_on_device(candidates, device, settings, Path(tmp) / names[path], tflite,
-                                                      threads)
+            rows, candidates, fallbacks = _candidates(graph, best, exact_best, store, settings, build, threads,
+                                                      twins.get(path), mixed)
+            verification, outcome = _choose_on_device(candidates, fallbacks, device, settings, Path(tmp) / names[path],
+                                                      tflite, threads)
             if outcome is not None:
                 _fill_rows(rows, outcome, candidates)
                 optimized = outcome.graph
@@ -291,20 +298,23 @@ def _with_baseline(baseline: tuple[str, dict], variants: list[tuple[str, dict]])
     return [baseline] + [v for v in variants if v[0] != baseline[0]]
 
 
-def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, settings: RunSettings, build: str,
-                threads: tuple[int, ...], twin: Graph | None = None,
-                mixed: Callable[[frozenset[str]], Graph] | None = None) -> tuple[list[LayerRow], dict[str, PlanCandidate]]:
+def _candidates(graph: Graph, best: dict[str, Record], exact_best: dict[str, Record], store: ResultsStore,
+                settings: RunSettings, build: str, threads: tuple[int, ...], twin: Graph | None = None,
+                mixed: Callable[[frozenset[str]], Graph] | None = None
+                ) -> tuple[list[LayerRow], dict[str, PlanCandidate], list[Fallback]]:
     """The per-layer rows and the whole-model candidates: layertune's baselines (the default
     choice and each uniform method, at every allowed thread count) and the tuned plan (each
     layer's fastest variant timed alone, with its own thread count). For an int8 model with its
     float32 `twin`, also "tuned-mixed": the tuned plan with the layers whose float32 twin was
-    faster (by FLOAT_MARGIN) computed in float32 (`mixed` imports the model so)."""
+    faster (by FLOAT_MARGIN) computed in float32 (`mixed` imports the model so). Last, for each
+    layer of the tuned plan on an approximate method, its fastest exact variant (`exact_best`;
+    the default kernel where none was measured): what tuner/accuracy.py falls back to."""
     default = graph.copy()
     apply_default_kernels(default, overwrite=True)
     tuned = default.copy()
     int8_layers = _int8_layers(graph)  # a layer already in float32 has no twin
     twin_nodes = {n.name: n for _, n in conv_nodes(twin) if n.name in int8_layers} if twin is not None else {}
-    rows, in_float = [], {}
+    rows, in_float, fallbacks = [], {}, []
     for index, node in conv_nodes(tuned):
         sig = layer_signature(tuned, node)
         chosen = best.get(sig)
@@ -313,6 +323,10 @@ def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, sett
         if chosen:
             params = dict(chosen.params)
             node.set_kernel(params.pop("method"), params)
+            if methods()[chosen.params["method"]].approximate:
+                exact = exact_best.get(sig) or default_rec
+                fallbacks.append(Fallback(index, dict(exact.params) if exact else default.nodes[index].kernel,
+                                          exact.median_ms - chosen.median_ms if exact else 0.0))
         float_rec = best.get(layer_signature(twin, twin_nodes[node.name])) if node.name in twin_nodes else None
         rows.append(LayerRow(index, node.name, node.op, sig, tuned.flops(node), chosen.params if chosen else None,
                              chosen.median_ms if chosen else None, default.nodes[index].kernel,
@@ -324,6 +338,8 @@ def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, sett
     candidates = {f"default@{t}": PlanCandidate(default, t, baseline=True, simplicity=i)
                   for i, t in enumerate(sorted(threads))}
     for m, method in enumerate(settings.options.methods):
+        if methods()[method].approximate:
+            continue  # a baseline is exact: approximate layers come in the tuned plan, through the gate
         uniform = _uniform(default, method)
         if all(a.attrs == b.attrs for a, b in zip(uniform.nodes, default.nodes)):
             continue  # the method computes none of this model's layers: the default plan again
@@ -334,7 +350,7 @@ def _candidates(graph: Graph, best: dict[str, Record], store: ResultsStore, sett
     if in_float and mixed is not None:
         candidates["tuned-mixed"] = PlanCandidate(_mixed_plan(mixed(frozenset(in_float)), tuned, in_float),
                                                   max(threads), baseline=False)
-    return rows, candidates
+    return rows, candidates, fallbacks
 
 
 def _mixed_plan(graph: Graph, tuned: Graph, in_float: dict[str, dict[str, Any]]) -> Graph:
@@ -348,25 +364,29 @@ def _mixed_plan(graph: Graph, tuned: Graph, in_float: dict[str, dict[str, Any]])
     return graph
 
 
-def _choose_on_device(candidates: dict[str, PlanCandidate], device: DeviceSequence, settings: RunSettings,
-                      folder: Path, tflite: Path | None, threads: tuple[int, ...]) -> tuple[Verification, Outcome | None]:
-    """select_plan on one device, then the written plan's output checked against the reference."""
+def _choose_on_device(candidates: dict[str, PlanCandidate], fallbacks: list[Fallback], device: DeviceSequence,
+                      settings: RunSettings, folder: Path, tflite: Path | None,
+                      threads: tuple[int, ...]) -> tuple[Verification, Outcome | None]:
+    """The tuned plan trimmed to the output tolerance, select_plan on one device, then the written
+    plan's output checked against the reference."""
     def step(session: DeviceSession) -> tuple[Verification, Outcome]:
         bench = Bench(session, folder, settings.whole_model, settings.timeout, tflite, tuple(sorted(threads)))
+        gate = OutputGate(bench, settings.options.max_output_error)
+        plans = {**candidates, "tuned": gate.trim("tuned", candidates["tuned"], fallbacks)}
         reference = f"default@{max(threads)}"
-        outcome = select_plan(dict(candidates), bench, reference, fusion=settings.options.fusion,
-                              strip_rows=settings.options.strip_rows)
+        outcome = select_plan(plans, bench, reference, fusion=settings.options.fusion,
+                              strip_rows=settings.options.strip_rows, acceptable=gate.acceptable)
         write_plan(outcome.graph, folder / "written.ltplan")
         remote = session.upload(folder / "written.ltplan", "written.ltplan")
         check = session.profiler_json(["run", "--plan", remote, "--threads", str(outcome.threads), "--repeats", "1",
-                                       "--check", "1"], settings.timeout)
+                                       "--check", "1", "--reference", gate.reference(outcome.graph)], settings.timeout)
         return Verification(
             session.name, outcome.written, outcome.threads, outcome.strongest,
             {k: round(v, 4) for k, v in outcome.latency_ms.items()},
             {k: v.to_json() for k, v in outcome.ratios.items()},
             OutputCheck(check.get("max_abs_diff"), check.get("max_abs_ref"), check.get("error")),
             check.get("arena_bytes"), check.get("peak_rss_bytes"), outcome.litert_error,
-            outcome.confirm_tries, fused=fused_groups(outcome.graph)), outcome
+            outcome.confirm_tries, fused=fused_groups(outcome.graph), accuracy=gate.to_json()), outcome
 
     result = device.run(step)
     if result is None:

@@ -18,6 +18,8 @@ from layertune.jsonfile import read_json
 from layertune.methods import methods, tunable_methods
 from layertune.paths import shipped
 
+DEFAULT_MAX_OUTPUT_ERROR = 5e-5  # of max|reference|: about fp32's own rounding in a deep model
+
 
 PRECISIONS = ("int8", "float32")
 
@@ -35,6 +37,9 @@ class ProfileOptions:
     # the heights of the inverted-residual strips tried (fusion form `inverted_residual`); 0 = each
     # group's own (graph/fusion.py's budget)
     strip_rows: tuple[int, ...] = (0,)
+    # the largest whole-model output error (of max|reference|) a plan with approximate methods may
+    # have to be written (tuner/accuracy.py)
+    max_output_error: float = DEFAULT_MAX_OUTPUT_ERROR
 
 
 class OptionsError(ValueError):
@@ -72,7 +77,8 @@ def parse_options(data: Any, source: str = "options") -> ProfileOptions:
         raise OptionsError(f"{source}: expected a JSON object")
     list_keys = _list_keys()
     method_keys = {f"{m}_parameters": m for m in tunable_methods()}
-    known = ["convolution_methods", "parallel", "threads", "fusion", "precisions", "strip_rows", *list_keys,
+    known = ["convolution_methods", "parallel", "threads", "fusion", "precisions", "strip_rows", "max_output_error",
+             *list_keys,
              *(k for k in method_keys if k not in list_keys)]
     for key in data:
         if key not in known and key != "comment":
@@ -115,9 +121,13 @@ def parse_options(data: Any, source: str = "options") -> ProfileOptions:
     if (not isinstance(strip_rows, list) or not strip_rows
             or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in strip_rows)):
         raise OptionsError(f"{source}: 'strip_rows' must be a non-empty list of row counts (0: each group's own)")
+    max_error = data.get("max_output_error", DEFAULT_MAX_OUTPUT_ERROR)
+    if isinstance(max_error, bool) or not isinstance(max_error, (int, float)) or not 0 <= max_error < 1:
+        raise OptionsError(f"{source}: 'max_output_error' must be a number in [0, 1) (of max|output|)")
     return ProfileOptions(methods=tuple(dict.fromkeys(chosen)), parallel=tuple(dict.fromkeys(parallel)),
                           threads=threads, values=values, fusion=tuple(dict.fromkeys(fusion)),
-                          precisions=tuple(dict.fromkeys(precisions)), strip_rows=tuple(dict.fromkeys(strip_rows)))
+                          precisions=tuple(dict.fromkeys(precisions)), strip_rows=tuple(dict.fromkeys(strip_rows)),
+                          max_output_error=float(max_error))
 
 
 def load_options(path: str | Path) -> ProfileOptions:

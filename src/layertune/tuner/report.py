@@ -48,6 +48,13 @@ def write_report(out_dir: Path, result: ModelResult) -> None:
                       + (" ..." if len(whole.fused) > 8 else "") + "."]
         if whole.litert_error:
             lines += ["", f"LiteRT was not measured: {whole.litert_error}."]
+        if whole.accuracy:
+            a = whole.accuracy
+            kept = (f" The tuned plan kept {a['kept']} of its {a['approximate_layers']} approximate layers."
+                    if "kept" in a else "")
+            errors = "; ".join(f"{n} {e:.2g}" for n, e in a["plan_errors"].items())
+            lines += ["", f"Approximate methods (tuner/accuracy.py): a plan with them is written only if its output "
+                      f"is within {a['max_output_error']:.2g} of max |reference|.{kept} Output errors checked: {errors}."]
         check = whole.check
         lines += ["", f"Written plan's output vs the reference kernels: max |diff| {check.max_abs_diff} "
                   f"(max |output| {check.max_abs_ref}), {'OK' if check.error is None else check.error}.", ""]

@@ -33,6 +33,9 @@ class Verification:
     confirm_tries: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     fused: dict[str, list[str]] = field(default_factory=dict)  # the written plan's fused groups: conv -> absorbed nodes
+    # the output-error gate of approximate methods (tuner/accuracy.py): max_output_error, the tuned
+    # plan's approximate layers and how many were kept, each check; empty when no plan had any
+    accuracy: dict[str, Any] = field(default_factory=dict)
 
     @property
     def speedup_over_strongest(self) -> float | None:

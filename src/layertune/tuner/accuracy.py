@@ -1,0 +1,126 @@
+"""The output-error gate: what keeps approximate methods honest.
+
+A method the table marks `approximate` (amx_bf16x3: fp32 products from bf16 ones) is accurate
+per layer, but its error adds up over a deep model. So a plan with such layers is written only if
+the whole model's output, on the device and on seeded inputs, stays within the options'
+`max_output_error` × max|reference| of the reference kernels (double accumulation). A plan without
+approximate layers passes unchecked: its error is fp32's own.
+
+The tuned plan, when over, is trimmed before the screening: its approximate layers are ordered by
+the time they save (per-layer medians against the layer's fastest exact variant) and the largest
+count of the first ones that stays within is found by bisection (the error grows with that count,
+though not strictly: every count kept is one measured within), the other layers taking their
+fastest exact variant. Any other plan that is over (a confirmed or fused plan) is never written
+(tuner/confirm.py asks `acceptable`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from layertune.graph.ir import Graph
+from layertune.methods import methods
+from layertune.tuner.confirm import Bench, PlanCandidate
+
+log = logging.getLogger("layertune")
+
+
+def approximate_layers(graph: Graph) -> list[int]:
+    """The node indices of the convolutions on an approximate method."""
+    table = methods()
+    return [i for i, n in enumerate(graph.nodes)
+            if graph.is_tunable_conv(n) and table[n.kernel["method"]].approximate]
+
+
+@dataclass
+class Fallback:
+    """An approximate layer of the tuned plan: its fastest exact variant and the time the
+    approximate one saves over it (ms, per-layer medians)."""
+    index: int
+    exact: dict[str, Any]  # the exact variant's parameters, with "method"
+    saved_ms: float
+
+
+@dataclass
+class OutputGate:
+    bench: Bench
+    tolerance: float  # relative to max|reference|
+    errors: dict[str, float] = field(default_factory=dict)  # per plan name: max|diff| / max|ref|
+    trimmed: dict[str, Any] = field(default_factory=dict)  # what trim did, for the report
+
+    def reference(self, graph: Graph) -> str:
+        """Where the device keeps the reference outputs of this model's plans that compute the same
+        layers in int8 (profiler `run --reference`): an int8 model's plan with some layers in float32
+        has a reference of its own."""
+        int8 = sorted(n.name for n in graph.nodes if graph.is_tunable_conv(n) and graph.tensors[n.outputs[0]].dtype == "int8")
+        digest = hashlib.sha256("\n".join(int8).encode()).hexdigest()[:12]
+        return f"{self.bench.session.workdir}/{self.bench.folder.name}-{digest}-reference.f32"
+
+    def to_json(self) -> dict[str, Any]:
+        """What the report shows: empty when no plan had an approximate layer."""
+        if not self.errors and not self.trimmed:
+            return {}
+        return {"max_output_error": self.tolerance, **self.trimmed,
+                "plan_errors": {n: float(f"{e:.3g}") for n, e in self.errors.items()}}
+
+    def error(self, name: str, graph: Graph) -> float:
+        """The output error of plan `name` (`graph`, already added to the bench) on the device."""
+        if name not in self.errors:
+            remote, threads = self.bench.remote[name]
+            r = self.bench.session.profiler_json(["run", "--plan", remote, "--threads", str(threads), "--warmup", "0",
+                                                  "--repeats", "1", "--check", "1", "--reference",
+                                                  self.reference(graph)], self.bench.timeout)
+            diff, ref = r.get("max_abs_diff"), r.get("max_abs_ref")
+            self.errors[name] = float("inf") if diff is None else diff / (ref or 1.0)
+        return self.errors[name]
+
+    def acceptable(self, name: str, candidate: PlanCandidate) -> bool:
+        """Whether the plan may be written: no approximate layer, or an output within the tolerance."""
+        if not approximate_layers(candidate.graph):
+            return True
+        if name not in self.bench.remote:
+            self.bench.add(name, candidate)
+        ok = self.error(name, candidate.graph) <= self.tolerance
+        if not ok:
+            log.info("plan %s left out: output error %.2g of max|reference|, over max_output_error %.2g",
+                     name, self.errors[name], self.tolerance)
+        return ok
+
+    def trim(self, name: str, candidate: PlanCandidate, fallbacks: list[Fallback]) -> PlanCandidate:
+        """`candidate` if within the tolerance, else with as many of its approximate layers (those
+        saving the most time first) as stay within, the others on their exact variant."""
+        if not fallbacks:
+            return candidate
+        self.bench.add(name, candidate)
+        order = sorted(fallbacks, key=lambda f: -f.saved_ms)
+        probes = [{"kept": len(order), "error": self.error(name, candidate.graph)}]
+        if probes[0]["error"] <= self.tolerance:
+            self.trimmed = {"approximate_layers": len(order), "kept": len(order), "probes": probes}
+            return candidate
+
+        def keeping(count: int) -> PlanCandidate:
+            g = candidate.graph.copy()
+            for f in order[count:]:
+                params = dict(f.exact)
+                g.nodes[f.index].set_kernel(params.pop("method"), params)
+            return PlanCandidate(g, candidate.threads, candidate.baseline, candidate.simplicity)
+
+        within, over = 0, len(order)  # keeping none is exact: within by definition
+        while over - within > 1:
+            mid = (within + over) // 2
+            probe = f"{name}-keep{mid}"
+            trial = keeping(mid)
+            self.bench.add(probe, trial)
+            probes.append({"kept": mid, "error": self.error(probe, trial.graph)})
+            within, over = (mid, over) if probes[-1]["error"] <= self.tolerance else (within, mid)
+        log.info("plan %s: %d of its %d approximate layers kept within max_output_error %.2g (%d checks)",
+                 name, within, len(order), self.tolerance, len(probes))
+        self.trimmed = {"approximate_layers": len(order), "kept": within, "probes": probes}
+        if within:
+            self.errors[name] = self.errors[f"{name}-keep{within}"]
+        else:
+            self.errors.pop(name, None)
+        return keeping(within)  # the caller adds it to the bench under `name` again
