@@ -87,3 +87,40 @@ def test_infer_runs_a_plan_on_given_samples(tmp_path):
                     "--outputs", str(tmp_path / "short_out.f32"))
     assert proc.returncode == 2 and "does not hold exactly 5 samples" in proc.stderr.strip()
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "short_out.f32").exists()
+
+
+def test_run_checks_kernel_overrides_against_a_saved_reference(tmp_path):
+    """What the output-error gate runs (tuner/accuracy.py): `--kernels` replaces nodes' kernel
+    choices (the output is then that of a plan saved with them), `--reference` keeps the reference
+    outputs between runs (the file is read back, not recomputed: a wrong one gives a wrong answer),
+    and bad overrides or a reference of another size are one-line errors."""
+    model = layertune.load(DIGITS, fuse=False)
+    model.save(tmp_path / "m.ltplan")
+    convs = [i for i, n in enumerate(model.graph.nodes) if n.op == "CONV_2D"]
+    assert len(convs) >= 2
+    for i in convs:
+        model.set_kernel(model.graph.nodes[i].name, "simple")
+    model.save(tmp_path / "w.ltplan")
+    spec = ";".join(f"{i}=simple,threads=1" for i in convs)
+    ref = tmp_path / "ref.f32"
+
+    def run(plan: str, *extra: str) -> dict:
+        proc = profiler("run", "--plan", str(tmp_path / plan), "--repeats", "1", "--check", "1", *extra)
+        assert proc.returncode in (0, 3), proc.stderr
+        return json.loads(proc.stdout)
+
+    saved = run("w.ltplan", "--reference", str(ref))
+    assert ref.stat().st_size == 4 * model.output_shapes[0][-1] and saved["error"] is None
+    overridden = run("m.ltplan", "--kernels", spec, "--reference", str(ref))
+    assert overridden["max_abs_diff"] == saved["max_abs_diff"] > 0  # the same kernels: the same output
+    assert run("m.ltplan", "--reference", str(ref))["max_abs_diff"] > 0
+    np.zeros(model.output_shapes[0][-1], np.float32).tofile(ref)  # read back, not recomputed
+    assert run("m.ltplan", "--reference", str(ref))["error"] == "wrong-answer"
+    for args, fragment in [(["--kernels", "999=simple"], "out of range"), (["--kernels", f"{convs[0]}"], "expected I=method"),
+                           (["--kernels", f"{convs[0]}=nosuch"], "unknown method 'nosuch'"),
+                           (["--kernels", f"{convs[1]}=winograd"], "winograd needs stride 1")]:  # what the engine got
+        proc = profiler("run", "--plan", str(tmp_path / "m.ltplan"), *args)
+        assert proc.returncode == 2 and fragment in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    np.zeros(3, np.float32).tofile(ref)
+    proc = profiler("run", "--plan", str(tmp_path / "m.ltplan"), "--check", "1", "--reference", str(ref))
+    assert proc.returncode == 2 and "the plan's outputs are" in proc.stderr

@@ -16,7 +16,8 @@ of one run (tools/benchlib.py):
     meta_schedule with N trials (layertune.search.tvm_compiler; the tuning time is printed).
 Prints median latency and the ratio to LiteRT with its 95% interval over the rounds (paired round by
 round: the ratio is the median of the rounds' ratios), and each system's speed-up from the fewest
-threads to the most; then peak memory, each system in its own process: layertune's engine
+threads to the most, and that speed-up over LiteRT's (round by round, with its interval: above 1
+the system scales better); then peak memory, each system in its own process: layertune's engine
 (layertune-profiler's peak RSS, minus the profiler's own) and LiteRT's interpreter (RSS growth from
 creating and running it); with --per-op, where layertune's default plan spends its time: each op
 type's milliseconds per run at every thread count (Model.run_profiled, thread counts alternating
@@ -297,8 +298,23 @@ def paired_ratio(item: benchlib.Measurement, base: benchlib.Measurement, repeats
     round's median of `repeats` runs); None for a system timed apart (TVM, in its own process)."""
     if item.timer is None or base.timer is None or len(item.times) != len(base.times):
         return None
-    rounds = lambda t: [statistics.median(t[r: r + repeats]) for r in range(0, len(t), repeats)]  # noqa: E731
-    return ratio_ci(rounds(item.times), rounds(base.times))
+    return ratio_ci(round_medians(item, repeats), round_medians(base, repeats))
+
+
+def round_medians(item: benchlib.Measurement, repeats: int) -> list[float]:
+    """Each round's median of `repeats` runs."""
+    return [statistics.median(item.times[r: r + repeats]) for r in range(0, len(item.times), repeats)]
+
+
+def speedup_over_litert(pair: list[benchlib.Measurement], lite: list[benchlib.Measurement],
+                        repeats: int) -> RatioCI | None:
+    """A system's speed-up from the fewest threads to the most over LiteRT's, round by round (all
+    four timed in the same rounds): above 1, it scales better than LiteRT."""
+    if any(i.timer is None for i in (*pair, *lite)) or len({len(i.times) for i in (*pair, *lite)}) != 1:
+        return None
+    mine = [a / b for a, b in zip(round_medians(pair[0], repeats), round_medians(pair[1], repeats))]
+    theirs = [a / b for a, b in zip(round_medians(lite[0], repeats), round_medians(lite[1], repeats))]
+    return ratio_ci(mine, theirs)
 
 
 def report(name: str, args, items: list[benchlib.Measurement], want: np.ndarray, summary: list, flatbuffer: bytes,
@@ -328,6 +344,13 @@ def report(name: str, args, items: list[benchlib.Measurement], want: np.ndarray,
             ci = paired_ratio(pair[0], pair[1], args.repeats) if None not in pair else None
             if ci:
                 print(f"  {label}: {few} -> {most} threads speed-up {ci.ratio:.2f}x [{ci.lo:.2f}, {ci.hi:.2f}]")
+        lite = [next(i for i in items if i.label.startswith("LiteRT") and i.info["threads"] == t) for t in (few, most)]
+        for label in dict.fromkeys(i.label for i in items if not i.label.startswith("LiteRT")):
+            pair = [next((i for i in items if i.label == label and i.info["threads"] == t), None) for t in (few, most)]
+            ci = speedup_over_litert(pair, lite, args.repeats) if None not in pair else None
+            if ci:
+                print(f"  {label}: speed-up over LiteRT's {ci.ratio:.2f} [{ci.lo:.2f}, {ci.hi:.2f}]"
+                      + (" (within noise)" if ci.lo <= 1.0 <= ci.hi else ""))
     if args.per_op:
         per_op_table(flatbuffer, name, x, args.threads, max(args.rounds, 5), args.repeats)
     ours = layertune_model(flatbuffer, name, 1, None)

@@ -1,7 +1,7 @@
 // layertune-profiler: the on-device half of layertune; no Python, so it cross-compiles for ARM.
 //
 //   layertune-profiler run --plan FILE [--threads N] [--warmup W] [--repeats R] [--seed S]
-//       [--check 0|1] [--layers 0|1] [--tolerance REL] [--reference FILE]
+//       [--check 0|1] [--layers 0|1] [--tolerance REL] [--reference FILE] [--kernels I=method[,k=v...];...]
 //   layertune-profiler job --file JOB | --text JOB_TEXT [--warmup W] [--rounds N] [--repeats R] [--seed S]
 //       [--tolerance REL] [--flush-bytes N] [--memory-mib M]
 //   layertune-profiler compare --plans A,B,... [--threads T | TA,TB,...] [--warmup W] [--rounds N]
@@ -29,6 +29,7 @@
 // Each other command prints one JSON line. `run` times a whole plan on seeded random inputs; --check 1
 // also runs it with every convolution on the reference kernel and reports the difference (with
 // --reference FILE, the reference outputs are read from FILE when it exists, else saved there);
+// --kernels replaces the kernel choice of the nodes it names (by index) first;
 // --layers 1 adds each node's median time. `conv` times one variant of one layer (inputs and weights
 // are seeded random values), checks its output against the reference kernel, and reports
 // median / min / mean / std milliseconds. `infer` runs a plan on N given samples (IN.f32: each
@@ -307,6 +308,37 @@ void write_reference(const std::string& path, const std::vector<AlignedBuffer>& 
   if (std::rename(partial.c_str(), path.c_str()) != 0) fail("--reference ", path, ": cannot write");
 }
 
+std::vector<std::string> split(const std::string& text, char sep);
+
+// --kernels "I=method[,name=value...][;...]": node I's kernel replaced before the engine is built,
+// so that the output-error gate checks many kernel choices of one uploaded plan (tuner/accuracy.py).
+void override_kernels(Plan& plan, const std::string& spec) {
+  for (const std::string& item : split(spec, ';')) {
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) fail("--kernels: expected I=method[,name=value...], got '", item, "'");
+    const int index = parse_int("--kernels", item.substr(0, eq));
+    if (index < 0 || size_t(index) >= plan.nodes.size())
+      fail("--kernels: node ", index, " is out of range (the plan has ", plan.nodes.size(), ")");
+    PlanNode& node = plan.nodes[size_t(index)];
+    if (!node.has("kernel.method")) fail("--kernels: ", node.where(), " has no kernel choice");
+    for (auto it = node.attrs.begin(); it != node.attrs.end();)
+      it = it->first.rfind("kernel.", 0) == 0 ? node.attrs.erase(it) : std::next(it);
+    const std::vector<std::string> fields = split(item.substr(eq + 1), ',');
+    PlanAttr method;
+    method.kind = PlanAttr::kString;
+    method.str = fields.empty() ? "" : fields[0];
+    node.attrs["kernel.method"] = method;
+    for (size_t i = 1; i < fields.size(); ++i) {
+      const size_t at = fields[i].find('=');
+      if (at == std::string::npos) fail("--kernels: expected name=value, got '", fields[i], "'");
+      PlanAttr value;
+      value.ints = {parse_int("--kernels", fields[i].substr(at + 1))};
+      node.attrs["kernel." + fields[i].substr(0, at)] = value;
+    }
+  }
+}
+
 int cmd_run(const Args& a) {
   const std::string path = a.require("plan");
   const int threads = parse_int("--threads", a.get("threads", "1"));
@@ -318,7 +350,9 @@ int cmd_run(const Args& a) {
   const bool layers = parse_int("--layers", a.get("layers", "0")) != 0;
   const double tolerance = std::stod(a.get("tolerance", "1e-3"));
 
-  Engine engine(load_plan(path), threads);
+  Plan loaded = load_plan(path);
+  override_kernels(loaded, a.get("kernels", ""));
+  Engine engine(std::move(loaded), threads);
   const Plan& plan = engine.plan();
   PlanIO io(plan, seed);
   const auto& in = io.in;
@@ -774,7 +808,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, std::vector<std::string>> allowed = {
       {"info", {}},
       {"methods", {}},
-      {"run", {"plan", "threads", "warmup", "repeats", "seed", "check", "layers", "tolerance", "reference"}},
+      {"run", {"plan", "threads", "warmup", "repeats", "seed", "check", "layers", "tolerance", "reference", "kernels"}},
       {"job", {"file", "text", "warmup", "repeats", "rounds", "seed", "tolerance", "flush-bytes", "memory-mib"}},
       {"infer", {"plan", "inputs", "count", "outputs", "threads", "warmup"}},
       {"compare", {"plans", "threads", "warmup", "repeats", "rounds", "seed", "layers", "first-round"}},

@@ -6,12 +6,15 @@ the whole model's output, on the device and on seeded inputs, stays within the o
 `max_output_error` × max|reference| of the reference kernels (double accumulation). A plan without
 approximate layers passes unchecked: its error is fp32's own.
 
-The tuned plan, when over, is trimmed before the screening: its approximate layers are ordered by
-the time they save (per-layer medians against the layer's fastest exact variant) and the largest
-count of the first ones that stays within is found by bisection (the error grows with that count,
-though not strictly: every count kept is one measured within), the other layers taking their
-fastest exact variant. Any other plan that is over (a confirmed or fused plan) is never written
-(tuner/confirm.py asks `acceptable`).
+The tuned plan, when over, is trimmed before the screening. Each approximate layer is checked
+alone (on the exact plan: its share of the error is its error squared less the exact plan's,
+as independent roundings add), the layers are ordered by the time they save (per-layer medians
+against the layer's fastest exact variant) per share, and the largest count of the first ones
+that stays within is found by bisection (the error grows with that count, though not strictly:
+every count kept is one measured within); the other layers take their fastest exact variant.
+All these checks run one uploaded plan with kernel overrides (profiler `run --kernels`), the
+reference outputs computed once (`--reference`). Any other plan that is over (a confirmed or
+fused plan) is never written (tuner/confirm.py asks `acceptable`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from layertune.graph.ir import Graph
 from layertune.methods import methods
@@ -69,13 +72,18 @@ class OutputGate:
     def error(self, name: str, graph: Graph) -> float:
         """The output error of plan `name` (`graph`, already added to the bench) on the device."""
         if name not in self.errors:
-            remote, threads = self.bench.remote[name]
-            r = self.bench.session.profiler_json(["run", "--plan", remote, "--threads", str(threads), "--warmup", "0",
-                                                  "--repeats", "1", "--check", "1", "--reference",
-                                                  self.reference(graph)], self.bench.timeout)
-            diff, ref = r.get("max_abs_diff"), r.get("max_abs_ref")
-            self.errors[name] = float("inf") if diff is None else diff / (ref or 1.0)
+            self.errors[name] = self._measure(name, graph)
         return self.errors[name]
+
+    def _measure(self, uploaded: str, graph: Graph, kernels: str = "") -> float:
+        """The output error of the uploaded plan `uploaded` (`graph`), its kernels overridden by
+        `kernels` (profiler `run --kernels`)."""
+        remote, threads = self.bench.remote[uploaded]
+        r = self.bench.session.profiler_json(["run", "--plan", remote, "--threads", str(threads), "--warmup", "0",
+                                              "--repeats", "1", "--check", "1", "--reference", self.reference(graph),
+                                              *(["--kernels", kernels] if kernels else [])], self.bench.timeout)
+        diff, ref = r.get("max_abs_diff"), r.get("max_abs_ref")
+        return float("inf") if diff is None else diff / (ref or 1.0)
 
     def acceptable(self, name: str, candidate: PlanCandidate) -> bool:
         """Whether the plan may be written: no approximate layer, or an output within the tolerance."""
@@ -89,38 +97,52 @@ class OutputGate:
                      name, self.errors[name], self.tolerance)
         return ok
 
-    def trim(self, name: str, candidate: PlanCandidate, fallbacks: list[Fallback]) -> PlanCandidate:
-        """`candidate` if within the tolerance, else with as many of its approximate layers (those
-        saving the most time first) as stay within, the others on their exact variant."""
+    def trim(self, name: str, candidate: PlanCandidate, fallbacks: list[Fallback],
+             progress: Callable[[str], None] = log.info) -> PlanCandidate:
+        """`candidate` if within the tolerance, else with as many of its approximate layers as stay
+        within, the others on their exact variant. Every check runs the exact plan, uploaded once,
+        with the approximate layers to keep as kernel overrides (profiler `run --kernels`)."""
         if not fallbacks:
             return candidate
-        self.bench.add(name, candidate)
-        order = sorted(fallbacks, key=lambda f: -f.saved_ms)
-        probes = [{"kept": len(order), "error": self.error(name, candidate.graph)}]
+        exact = self._keeping(candidate, fallbacks)
+        self.bench.add(f"{name}-exact", exact)
+        approximate = {f.index: candidate.graph.nodes[f.index].kernel for f in fallbacks}
+
+        def check(layers: list[Fallback]) -> float:
+            spec = ";".join(f"{f.index}=" + ",".join([approximate[f.index]["method"], *(
+                f"{k}={v}" for k, v in approximate[f.index].items() if k != "method")]) for f in layers)
+            return self._measure(f"{name}-exact", exact.graph, spec)
+
+        probes = [{"kept": len(fallbacks), "error": check(fallbacks)}]
         if probes[0]["error"] <= self.tolerance:
-            self.trimmed = {"approximate_layers": len(order), "kept": len(order), "probes": probes}
+            self.errors[name] = probes[0]["error"]
+            self.trimmed = {"approximate_layers": len(fallbacks), "kept": len(fallbacks), "probes": probes}
             return candidate
-
-        def keeping(count: int) -> PlanCandidate:
-            g = candidate.graph.copy()
-            for f in order[count:]:
-                params = dict(f.exact)
-                g.nodes[f.index].set_kernel(params.pop("method"), params)
-            return PlanCandidate(g, candidate.threads, candidate.baseline, candidate.simplicity)
-
+        # Each layer's share of the error: its error alone over the exact plan's (errors from
+        # independent roundings add as squares); then the layers by time saved per share.
+        progress(f"output error {probes[0]['error']:.2g} of max|reference| is over max_output_error "
+                 f"{self.tolerance:.2g}: checking each of the {len(fallbacks)} approximate layers alone")
+        floor = self._measure(f"{name}-exact", exact.graph, "")
+        share = {f.index: max(check([f]) ** 2 - floor ** 2, 1e-30) for f in fallbacks}
+        order = sorted(fallbacks, key=lambda f: -max(f.saved_ms, 0.0) / share[f.index])
         within, over = 0, len(order)  # keeping none is exact: within by definition
         while over - within > 1:
             mid = (within + over) // 2
-            probe = f"{name}-keep{mid}"
-            trial = keeping(mid)
-            self.bench.add(probe, trial)
-            probes.append({"kept": mid, "error": self.error(probe, trial.graph)})
+            probes.append({"kept": mid, "error": check(order[:mid])})
             within, over = (mid, over) if probes[-1]["error"] <= self.tolerance else (within, mid)
         log.info("plan %s: %d of its %d approximate layers kept within max_output_error %.2g (%d checks)",
-                 name, within, len(order), self.tolerance, len(probes))
-        self.trimmed = {"approximate_layers": len(order), "kept": within, "probes": probes}
+                 name, within, len(order), self.tolerance, len(probes) + len(order) + 1)
+        self.trimmed = {"approximate_layers": len(order), "kept": within, "exact_error": floor, "probes": probes}
+        result = self._keeping(candidate, order[within:])
         if within:
-            self.errors[name] = self.errors[f"{name}-keep{within}"]
-        else:
-            self.errors.pop(name, None)
-        return keeping(within)  # the caller adds it to the bench under `name` again
+            self.errors[name] = next(p["error"] for p in probes if p["kept"] == within)
+        return result
+
+    @staticmethod
+    def _keeping(candidate: PlanCandidate, fallbacks: list[Fallback]) -> PlanCandidate:
+        """`candidate` with the layers of `fallbacks` on their exact variant."""
+        g = candidate.graph.copy()
+        for f in fallbacks:
+            params = dict(f.exact)
+            g.nodes[f.index].set_kernel(params.pop("method"), params)
+        return PlanCandidate(g, candidate.threads, candidate.baseline, candidate.simplicity)
