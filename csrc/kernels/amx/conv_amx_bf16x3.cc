@@ -9,6 +9,7 @@
 // 16 channels at a time (tiles 0-3 the sums, 4-5 A, 6-7 B, as int8_gemm's AMX path).
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "../gemm/gemm.h"
@@ -44,6 +45,7 @@ constexpr int kRows = 32;   // output pixels a task: two 16-row A tiles
 constexpr int kBlock = 16;  // output channels a B tile
 constexpr int kDepth = 32;  // bf16 values of K a tile row
 constexpr int kTileElems = 16 * kDepth;
+constexpr size_t kSharedBytes = size_t(2) << 20;  // the A' one run_shared shares: an AMX core's L2
 
 uint16_t bf16_nearest(float f) {
   uint32_t u;
@@ -63,6 +65,47 @@ float bf16_value(uint16_t h) {
   return f;
 }
 
+// Buffers lent to one run at a time. The layers of a model run one after another, so one buffer
+// (grown to the largest need) serves every layer of the process instead of one per layer; runs
+// that overlap (engines on several threads) each get their own.
+class SharedScratch {
+ public:
+  class Lease {
+   public:
+    explicit Lease(size_t floats) : buffer(take(floats)) {}
+    ~Lease() { give(std::move(buffer)); }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    AlignedBuffer buffer;
+  };
+
+ private:
+  static AlignedBuffer take(size_t floats) {
+    AlignedBuffer b;
+    {
+      std::lock_guard<std::mutex> lock(mutex());
+      if (!free_list().empty()) {
+        b = std::move(free_list().back());
+        free_list().pop_back();
+      }
+    }
+    if (b.size() < floats) b.resize(floats);
+    return b;
+  }
+  static void give(AlignedBuffer b) {
+    std::lock_guard<std::mutex> lock(mutex());
+    free_list().push_back(std::move(b));
+  }
+  static std::mutex& mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static std::vector<AlignedBuffer>& free_list() {
+    static std::vector<AlignedBuffer> buffers;
+    return buffers;
+  }
+};
+
 class AmxBf16x3Conv final : public ConvKernel {
  public:
   AmxBf16x3Conv(const ConvShape& s, const MethodParams& p, const float* w, const float* b) : ConvKernel(s, p) {
@@ -76,9 +119,13 @@ class AmxBf16x3Conv final : public ConvKernel {
     pack_weights(w, b);
     const int m = s.batch * s.out_h() * s.out_w();
     m_blocks_ = ceil_div(m, kRows);
-    // Too few pixel blocks for the threads: split the channel pairs too (as unrolled does).
-    const int target = 4 * p.threads;
+    // Too few pixel blocks for the threads: split the channel pairs too (as unrolled does); the
+    // blocks' A' is then split once, into a buffer all chunks read (run_shared), where it stays in
+    // a core's L2 (beyond, each chunk splitting its block's A' again measured faster: 14x14 maps,
+    // K = 2304, 3.1 MB of A').
+    const int target = p.threads == 1 ? 1 : 4 * p.threads;
     col_chunks_ = m_blocks_ >= target ? 1 : std::min(pairs_, ceil_div(target, m_blocks_));
+    shared_ = col_chunks_ > 1 && size_t(m_blocks_) * kRows * lda_ * sizeof(uint16_t) <= kSharedBytes;
     scratch_.resize(p.threads);
     for (auto& sc : scratch_) {
       sc.a.resize(size_t(kRows) * lda_ / 2);  // bf16 pairs (lda_ is even)
@@ -87,9 +134,11 @@ class AmxBf16x3Conv final : public ConvKernel {
   }
 
   void run(const float* in, float* out) override {
-    const int64_t tasks = int64_t(m_blocks_) * col_chunks_;
-    ThreadPool::global().parallel_for(params_.threads, tasks, [&](int64_t t, int worker) {
-      run_block(in, out, int(t / col_chunks_), int(t % col_chunks_), scratch_[worker]);
+    if (shared_) return run_shared(in, out);
+    ThreadPool::global().parallel_for(params_.threads, int64_t(m_blocks_) * col_chunks_, [&](int64_t t, int worker) {
+      Scratch& sc = scratch_[worker];
+      split_block(in, int(t / col_chunks_), bf16(sc.a), sc);
+      compute_block(out, int(t / col_chunks_), int(t % col_chunks_), bf16(sc.a));
     });
   }
 
@@ -98,6 +147,24 @@ class AmxBf16x3Conv final : public ConvKernel {
     AlignedBuffer a;    // kRows rows of A' (lda_ bf16 each; aligned, so that a tile row is one cache line)
     AlignedBuffer row;        // one im2col row (not for direct layers)
   };
+
+  // A small map on several threads: every block's A' split once (in parallel over the blocks) into a
+  // buffer lent for the run, then the (block, channel chunk) tasks read it. Splitting per task
+  // instead repeated the split (im2col and bf16 conversion of K values per row) for every chunk:
+  // 7x7x960 -> 160 on two threads ran slower than on one.
+  void run_shared(const float* in, float* out) {
+    const size_t block = size_t(kRows) * lda_;  // bf16 values
+    SharedScratch::Lease lease(block * m_blocks_ / 2);
+    uint16_t* a = bf16(lease.buffer);
+    ThreadPool& pool = ThreadPool::global();
+    pool.parallel_for(params_.threads, m_blocks_, [&](int64_t t, int worker) {
+      split_block(in, int(t), a + size_t(t) * block, scratch_[worker]);
+    });
+    pool.parallel_for(params_.threads, int64_t(m_blocks_) * col_chunks_, [&](int64_t t, int) {
+      const int mb = int(t / col_chunks_);
+      compute_block(out, mb, int(t % col_chunks_), a + size_t(mb) * block);
+    });
+  }
 
   // B' tiles: for block nb, sub-block j (3 a k block: hi, lo, hi), 16 rows of K pairs x 16
   // channels x 2 (tdpbf16ps's pair layout); the bias padded to whole blocks.
@@ -139,12 +206,12 @@ class AmxBf16x3Conv final : public ConvKernel {
     }
   }
 
-  __attribute__((target("amx-tile,amx-int8,amx-bf16,avx512f,avx512bw,avx512bf16"))) void run_block(
-      const float* in, float* out, int mb, int chunk, Scratch& sc) const {
+  // Block mb's kRows rows of A' into `a` (rows past the map zero).
+  void split_block(const float* in, int mb, uint16_t* a, Scratch& sc) const {
     const ConvShape& s = shape_;
     const int m0 = mb * kRows, rows = std::min(kRows, s.batch * s.out_h() * s.out_w() - m0);
     for (int r = 0; r < kRows; ++r) {
-      uint16_t* dst = bf16(sc.a) + size_t(r) * lda_;
+      uint16_t* dst = a + size_t(r) * lda_;
       if (r >= rows) {
         std::memset(dst, 0, size_t(lda_) * sizeof(uint16_t));
       } else if (direct_) {
@@ -154,13 +221,19 @@ class AmxBf16x3Conv final : public ConvKernel {
         split_row(sc.row.data(), dst);
       }
     }
+  }
+
+  // Block mb's output channels of chunk `chunk` from its A' (`a`), with the epilogue.
+  __attribute__((target("amx-tile,amx-int8,amx-bf16,avx512f,avx512bw,avx512bf16"))) void compute_block(
+      float* out, int mb, int chunk, const uint16_t* a) const {
+    const ConvShape& s = shape_;
+    const int m0 = mb * kRows, rows = std::min(kRows, s.batch * s.out_h() * s.out_w() - m0);
     static const amx::TileConfig config;
     _tile_loadconfig(&config);
     const auto [lo, hi] = activation_range(s.activation);
     const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
     alignas(64) float sums[kRows * 2 * kBlock];
     const int depth = 3 * k_blocks_;
-    const uint16_t* a = bf16(sc.a);
     const int stride = lda_ * int(sizeof(uint16_t));
     const int pair0 = chunk * pairs_ / col_chunks_, pair1 = (chunk + 1) * pairs_ / col_chunks_;
     for (int pair = pair0; pair < pair1; ++pair) {
@@ -194,7 +267,7 @@ class AmxBf16x3Conv final : public ConvKernel {
   }
 
   int k_ = 0, k_blocks_ = 0, blocks_ = 0, pairs_ = 0, lda_ = 0, m_blocks_ = 0, col_chunks_ = 1;
-  bool direct_ = false;
+  bool direct_ = false, shared_ = false;
   AlignedBuffer packed_;  // B' tiles (bf16)
   AlignedBuffer bias_;
   std::vector<Scratch> scratch_;
