@@ -339,15 +339,16 @@ def report(name: str, args, items: list[benchlib.Measurement], want: np.ndarray,
                             "ratio_to_litert": ratio})
     if len(args.threads) > 1:  # each system's speed-up from the fewest threads to the most, paired by round
         few, most = min(args.threads), max(args.threads)
-        for label in dict.fromkeys(i.label for i in items):
-            pair = [next((i for i in items if i.label == label and i.info["threads"] == t), None) for t in (few, most)]
-            ci = paired_ratio(pair[0], pair[1], args.repeats) if None not in pair else None
+        pairs = {label: [next((i for i in items if i.label == label and i.info["threads"] == t), None)
+                         for t in (few, most)] for label in dict.fromkeys(i.label for i in items)}
+        pairs = {label: pair for label, pair in pairs.items() if None not in pair}
+        for label, pair in pairs.items():
+            ci = paired_ratio(pair[0], pair[1], args.repeats)
             if ci:
                 print(f"  {label}: {few} -> {most} threads speed-up {ci.ratio:.2f}x [{ci.lo:.2f}, {ci.hi:.2f}]")
-        lite = [next(i for i in items if i.label.startswith("LiteRT") and i.info["threads"] == t) for t in (few, most)]
-        for label in dict.fromkeys(i.label for i in items if not i.label.startswith("LiteRT")):
-            pair = [next((i for i in items if i.label == label and i.info["threads"] == t), None) for t in (few, most)]
-            ci = speedup_over_litert(pair, lite, args.repeats) if None not in pair else None
+        lite = next(pair for label, pair in pairs.items() if label.startswith("LiteRT"))
+        for label, pair in pairs.items():
+            ci = speedup_over_litert(pair, lite, args.repeats) if not label.startswith("LiteRT") else None
             if ci:
                 print(f"  {label}: speed-up over LiteRT's {ci.ratio:.2f} [{ci.lo:.2f}, {ci.hi:.2f}]"
                       + (" (within noise)" if ci.lo <= 1.0 <= ci.hi else ""))

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from layertune.graph.ir import Graph
 from layertune.methods import methods
 from layertune.tuner.confirm import Bench, PlanCandidate
+from layertune.tuner.select import variant_key
 
 log = logging.getLogger("layertune")
 
@@ -108,9 +109,8 @@ class OutputGate:
         self.bench.add(f"{name}-exact", exact)
         approximate = {f.index: candidate.graph.nodes[f.index].kernel for f in fallbacks}
 
-        def check(layers: list[Fallback]) -> float:
-            spec = ";".join(f"{f.index}=" + ",".join([approximate[f.index]["method"], *(
-                f"{k}={v}" for k, v in approximate[f.index].items() if k != "method")]) for f in layers)
+        def check(layers: list[Fallback]) -> float:  # a variant key is --kernels' "method,k=v,..."
+            spec = ";".join(f"{f.index}={variant_key(approximate[f.index])}" for f in layers)
             return self._measure(f"{name}-exact", exact.graph, spec)
 
         probes = [{"kept": len(fallbacks), "error": check(fallbacks)}]
