@@ -201,7 +201,11 @@ def test_amx_bf16x3_runs_where_the_cpu_has_amx_and_says_why_not_elsewhere():
     """On an AMX-BF16 CPU: wide and deep 1x1 and 3x3 layers (several channel pairs, K blocks,
     tail rows and an odd last block) within the bound at 512 input channels; without one, the
     method refuses every layer with the CPU's reason, and the tuner's device info names it."""
-    layers = [Layer(1, 14, 13, 512, 40, (3, 3)), Layer(2, 7, 9, 160, 130, (1, 1), activation="relu6")]
+    # the first two have a pixel block per thread or more; the last two fewer blocks than two or
+    # three threads, so their channel pairs are split too: the 1x1 one shares each block's A'
+    # between its chunks (run_shared), the 1300-channel one (2.2 MB of A') splits it per chunk
+    layers = [Layer(1, 14, 13, 512, 40, (3, 3)), Layer(2, 7, 9, 160, 130, (1, 1), activation="relu6"),
+              Layer(1, 5, 5, 160, 130, (1, 1)), Layer(1, 4, 5, 1300, 40, (3, 3))]
     if AMX_LACKING:
         conv = {"input": [1, 8, 8, 16], "weights": [1, 1, 16, 8], "strides": [1, 1], "dilations": [1, 1],
                 "pads": [0, 0, 0, 0], "groups": 1, "activation": "none"}
@@ -212,8 +216,6 @@ def test_amx_bf16x3_runs_where_the_cpu_has_amx_and_says_why_not_elsewhere():
     for layer in layers:
         x, w, bias = make_data(layer, seed=11)
         want = numpy_reference(layer, x, w, bias)
-        # on 2 and 3 threads both layers split channel chunks too: the 1x1 one shares each pixel
-        # block's A' between its chunks (run_shared), the 512-channel one (5 MB of A') does not
         for threads in (1, 2, 3):
             assert_close(run(layer, x, w, bias, "amx_bf16x3", threads=threads), want, f"amx_bf16x3 on {layer}")
     grouped = Layer(1, 6, 6, 8, 8, (1, 1), groups=4)

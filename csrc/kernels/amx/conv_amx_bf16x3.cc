@@ -3,8 +3,8 @@
 // hi_a*hi_b + hi_a*lo_b + lo_a*hi_b. What is left out (lo_a*lo_b, and lo's own rounding) is
 // below 2^-16 of the product, and tdpbf16ps sums in fp32, so the output is within about 1e-5 of
 // max|y| (tests/test_kernels.py states the tolerance). A k block of 32 becomes three 32-deep
-// bf16 blocks, A' = [Ah Ah Al] per row and B' = [Bh; Bl; Bh], and the layer is one bf16 GEMM of
-// depth 3K: each task converts 32 output pixels' rows of A (the input itself for a 1x1 stride-1
+// bf16 blocks, A' = [Ah Ah Al] per row against B' [Bh; Bl; Bh] (Bh stored once, its tile read
+// twice), and the layer is one bf16 GEMM of depth 3K: each task converts 32 output pixels' rows of A (the input itself for a 1x1 stride-1
 // layer, else im2col rows) and multiplies them by B' panels packed at prepare time, two blocks of
 // 16 channels at a time (tiles 0-3 the sums, 4-5 A, 6-7 B, as int8_gemm's AMX path).
 #include <algorithm>
@@ -119,12 +119,13 @@ class AmxBf16x3Conv final : public ConvKernel {
     pack_weights(w, b);
     const int m = s.batch * s.out_h() * s.out_w();
     m_blocks_ = ceil_div(m, kRows);
-    // Too few pixel blocks for the threads: split the channel pairs too (as unrolled does); the
-    // blocks' A' is then split once, into a buffer all chunks read (run_shared), where it stays in
-    // a core's L2 (beyond, each chunk splitting its block's A' again measured faster: 14x14 maps,
-    // K = 2304, 3.1 MB of A').
-    const int target = p.threads == 1 ? 1 : 4 * p.threads;
-    col_chunks_ = m_blocks_ >= target ? 1 : std::min(pairs_, ceil_div(target, m_blocks_));
+    // Fewer pixel blocks than threads: split the channel pairs too; the blocks' A' is then split
+    // once, into a buffer all chunks read (run_shared), where it stays in a core's L2 (beyond, each
+    // chunk splitting its block's A' again measured faster: 14x14 maps, K = 2304, 3.1 MB of A').
+    // Only then: with a block per thread or more, an uneven count of blocks (14x14: 7 on two
+    // threads) beat chunks that even the work out, 0.57-0.94x their time, 1x1 and 3x3 layers
+    // alike (chunks read A' another core wrote, or split it again).
+    col_chunks_ = m_blocks_ >= p.threads ? 1 : std::min(pairs_, ceil_div(p.threads, m_blocks_));
     shared_ = col_chunks_ > 1 && size_t(m_blocks_) * kRows * lda_ * sizeof(uint16_t) <= kSharedBytes;
     scratch_.resize(p.threads);
     for (auto& sc : scratch_) {
@@ -166,11 +167,13 @@ class AmxBf16x3Conv final : public ConvKernel {
     });
   }
 
-  // B' tiles: for block nb, sub-block j (3 a k block: hi, lo, hi), 16 rows of K pairs x 16
-  // channels x 2 (tdpbf16ps's pair layout); the bias padded to whole blocks.
+  // B' tiles: for block nb, per k block its hi and lo tiles (16 rows of K pairs x 16 channels x 2,
+  // tdpbf16ps's pair layout); the bias padded to whole blocks. The third product (Al x Bh) reads the
+  // hi tile again rather than a stored copy: the weights then take 4 bytes a value, as fp32's do
+  // (a model's layers read their weights from memory at every run).
   void pack_weights(const float* w, const float* b) {
     const int out_c = shape_.out_c;
-    packed_.resize(size_t(blocks_) * 3 * k_blocks_ * kTileElems / 2);
+    packed_.resize(size_t(blocks_) * 2 * k_blocks_ * kTileElems / 2);
     for (int nb = 0; nb < blocks_; ++nb)
       for (int kb = 0; kb < k_blocks_; ++kb)
         for (int kk = 0; kk < kDepth; ++kk)
@@ -179,10 +182,9 @@ class AmxBf16x3Conv final : public ConvKernel {
             const float v = k < k_ && n < out_c ? w[size_t(k) * out_c + n] : 0.f;
             const uint16_t hi = bf16_nearest(v), lo = bf16_nearest(v - bf16_value(hi));
             const size_t at = (kk / 2) * 2 * kBlock + c * 2 + (kk & 1);
-            uint16_t* tiles = bf16(packed_) + (size_t(nb) * 3 * k_blocks_ + 3 * kb) * kTileElems;
+            uint16_t* tiles = bf16(packed_) + (size_t(nb) * 2 * k_blocks_ + 2 * kb) * kTileElems;
             tiles[at] = hi;
             tiles[kTileElems + at] = lo;
-            tiles[2 * kTileElems + at] = hi;
           }
     bias_.resize(size_t(blocks_) * kBlock);
     if (b) std::copy(b, b + out_c, bias_.data());
@@ -239,14 +241,16 @@ class AmxBf16x3Conv final : public ConvKernel {
     for (int pair = pair0; pair < pair1; ++pair) {
       const int nb = 2 * pair;
       const bool two = nb + 1 < blocks_;
-      const uint16_t* b0 = bf16(packed_) + size_t(nb) * depth * kTileElems;
-      const uint16_t* b1 = b0 + size_t(depth) * kTileElems;
+      const uint16_t* b0 = bf16(packed_) + size_t(nb) * 2 * k_blocks_ * kTileElems;
+      const uint16_t* b1 = b0 + size_t(2) * k_blocks_ * kTileElems;
       _tile_zero(0);
       _tile_zero(1);
       _tile_zero(2);
       _tile_zero(3);
-      for (int j = 0; j < depth; ++j)
-        amx::dot_2x2<true>(a + j * kDepth, a + 16 * lda_ + j * kDepth, stride, b0 + j * kTileElems, b1 + j * kTileElems, two);
+      for (int j = 0; j < depth; ++j) {  // A' sub-block j % 3 (Ah, Ah, Al) against B' hi, lo, hi
+        const size_t bt = size_t(2 * (j / 3) + (j % 3 == 1)) * kTileElems;
+        amx::dot_2x2<true>(a + j * kDepth, a + 16 * lda_ + j * kDepth, stride, b0 + bt, b1 + bt, two);
+      }
       constexpr int kLd = 2 * kBlock * sizeof(float);
       _tile_stored(0, sums, kLd);
       _tile_stored(1, sums + 16 * 2 * kBlock, kLd);
