@@ -15,10 +15,10 @@ import numpy_conv
 # Relative to max |reference output|. Measured worst cases (uniform(-1, 1) data): direct methods
 # 2.4e-6 and F(2x2,3x3) 8.6e-7 at 512 input channels; F(4x4,3x3), whose transform has larger
 # coefficients (up to 8), 1.4e-5 at 512 channels (3e-6 at 3 to 64); amx_bf16x3 (three bf16
-# products a product) 1e-5 at 512 channels — all inside one bound.
+# products a product) 1e-5 at 512 channels; amx_bf16x6 (six) 9.4e-7 — all inside one bound.
 RTOL = 1e-4
 
-# amx_bf16x3 runs where the CPU has AMX-BF16; elsewhere the table says why (a test checks which).
+# The amx_bf16 methods run where the CPU has AMX-BF16; elsewhere the table says why (a test checks which).
 AMX_LACKING = layertune.methods.unavailable_methods().get("amx_bf16x3")
 
 
@@ -83,7 +83,7 @@ def variants(layer: Layer) -> list[tuple[str, dict]]:
     # every register tile, with blockings that leave partial tiles in both directions
     out += [("unrolled", {"gemm_tile": t, "block_m": 7, "block_k": 9}) for t in GEMM_TILES]
     if not AMX_LACKING and not layer.depthwise and layer.groups == 1:
-        out += [("amx_bf16x3", {}), ("amx_bf16x3", {"threads": 2}), ("amx_bf16x3", {"threads": 3})]
+        out += [(m, p) for m in ("amx_bf16x3", "amx_bf16x6") for p in ({}, {"threads": 2}, {"threads": 3})]
     if layer.winograd_ok:
         blockings = ([{}, {"separable_block_depth": 1}, {"separable_block_depth": 17, "threads": 2}]
                      if layer.depthwise else
@@ -197,10 +197,10 @@ def test_winograd_f6_error_at_512_input_channels():
         assert_close(run(layer, x, w, bias, "winograd", winograd_tile=6, **params), want, f"winograd F6 {params}")
 
 
-def test_amx_bf16x3_runs_where_the_cpu_has_amx_and_says_why_not_elsewhere():
+def test_amx_bf16_methods_run_where_the_cpu_has_amx_and_say_why_not_elsewhere():
     """On an AMX-BF16 CPU: wide and deep 1x1 and 3x3 layers (several channel pairs, K blocks,
-    tail rows and an odd last block) within the bound at 512 input channels; without one, the
-    method refuses every layer with the CPU's reason, and the tuner's device info names it."""
+    tail rows and an odd last block) within the bound, amx_bf16x6 within fp32's own error;
+    without one, both methods refuse every layer with the CPU's reason."""
     # the first two have a pixel block per thread or more; the last two fewer blocks than two or
     # three threads, so their channel pairs are split too: the 1x1 one shares each block's A'
     # between its chunks (run_shared), the 1300-channel one (2.2 MB of A') splits it per chunk
@@ -209,18 +209,27 @@ def test_amx_bf16x3_runs_where_the_cpu_has_amx_and_says_why_not_elsewhere():
     if AMX_LACKING:
         conv = {"input": [1, 8, 8, 16], "weights": [1, 1, 16, 8], "strides": [1, 1], "dilations": [1, 1],
                 "pads": [0, 0, 0, 0], "groups": 1, "activation": "none"}
-        assert layertune.methods.why_not(conv, "amx_bf16x3") == "method: " + AMX_LACKING
-        with pytest.raises(ValueError, match="AMX"):
-            run(layers[1], *make_data(layers[1]), "amx_bf16x3")
+        for method in ("amx_bf16x3", "amx_bf16x6"):
+            reason = layertune.methods.unavailable_methods()[method]
+            assert reason.startswith(method) and layertune.methods.why_not(conv, method) == "method: " + reason
+            with pytest.raises(ValueError, match="AMX"):
+                run(layers[1], *make_data(layers[1]), method)
         return
     for layer in layers:
         x, w, bias = make_data(layer, seed=11)
         want = numpy_reference(layer, x, w, bias)
+        scale = float(np.abs(want).max())
+        fp32 = max(float(np.abs(run(layer, x, w, bias, m).astype(np.float64) - want).max()) for m in ("simple", "unrolled"))
         for threads in (1, 2, 3):
             assert_close(run(layer, x, w, bias, "amx_bf16x3", threads=threads), want, f"amx_bf16x3 on {layer}")
+            # amx_bf16x6 is not approximate: within fp32's own error (measured 0.4-0.7x of the
+            # direct methods' here; amx_bf16x3 1.1-15x)
+            err = float(np.abs(run(layer, x, w, bias, "amx_bf16x6", threads=threads).astype(np.float64) - want).max())
+            assert err <= fp32, f"amx_bf16x6 on {layer}: max |diff| {err / scale:.2g} of max|y|, fp32's {fp32 / scale:.2g}"
     grouped = Layer(1, 6, 6, 8, 8, (1, 1), groups=4)
-    with pytest.raises(ValueError, match="ungrouped layers only, this layer has 4 groups"):
-        run(grouped, *make_data(grouped), "amx_bf16x3")
+    for method in ("amx_bf16x3", "amx_bf16x6"):
+        with pytest.raises(ValueError, match="ungrouped layers only, this layer has 4 groups"):
+            run(grouped, *make_data(grouped), method)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -287,7 +296,7 @@ def test_winograd_takes_the_tile_that_pads_its_gemms_least():
 
 def test_conv_methods_lists_methods_and_params():
     methods = layertune.conv_methods()
-    assert set(methods) == {"reference", "simple", "unrolled", "winograd", "amx_bf16x3"}
+    assert set(methods) == {"reference", "simple", "unrolled", "winograd", "amx_bf16x3", "amx_bf16x6"}
     assert layertune.conv_methods("int8") == {"int8_reference": ("threads",), "int8_gemm": ("threads", "tile_rows"),
                                               "int8_depthwise": ("threads",)}
     assert set(methods["winograd"]) >= {"winograd_tile", "separable_block_depth", "nonseparable_filter_block_depth",

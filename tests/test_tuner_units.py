@@ -46,10 +46,10 @@ STRIDED = conv((1, 16, 16, 32), (3, 3, 32, 64), strides=(2, 2), pads=(0, 1, 0, 1
 
 def test_the_table_names_every_method_once_with_threads_first():
     table = methods()
-    assert list(table) == ["reference", "simple", "unrolled", "winograd", "amx_bf16x3", "int8_reference", "int8_gemm",
-                           "int8_depthwise"]
+    assert list(table) == ["reference", "simple", "unrolled", "winograd", "amx_bf16x3", "amx_bf16x6", "int8_reference",
+                           "int8_gemm", "int8_depthwise"]
     assert not table["reference"].tunable
-    assert tunable_methods("float32") == ("simple", "unrolled", "winograd", "amx_bf16x3")
+    assert tunable_methods("float32") == ("simple", "unrolled", "winograd", "amx_bf16x3", "amx_bf16x6")
     assert not table["int8_reference"].tunable and tunable_methods("int8") == ("int8_gemm", "int8_depthwise")
     assert tunable_methods() == tunable_methods("float32") + tunable_methods("int8")
     assert {m.dtype for m in table.values()} == {"float32", "int8"}

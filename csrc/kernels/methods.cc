@@ -16,8 +16,10 @@ std::unique_ptr<ConvKernel> make_simple_conv(const ConvShape&, const MethodParam
 std::unique_ptr<ConvKernel> make_unrolled_conv(const ConvShape&, const MethodParams&, const float*, const float*);
 std::unique_ptr<ConvKernel> make_winograd_conv(const ConvShape&, const MethodParams&, const float*, const float*);
 std::unique_ptr<ConvKernel> make_amx_bf16x3_conv(const ConvShape&, const MethodParams&, const float*, const float*);
-std::string amx_bf16x3_applies(const ConvShape&);  // kernels/amx/: groups 1
-std::string amx_bf16x3_cpu_lacks();                // kernels/amx/: AMX-BF16 and AVX512-BF16
+std::unique_ptr<ConvKernel> make_amx_bf16x6_conv(const ConvShape&, const MethodParams&, const float*, const float*);
+std::string amx_bf16_applies(const ConvShape&);  // kernels/amx/: groups 1
+std::string amx_bf16x3_cpu_lacks();              // kernels/amx/: AMX-BF16 and AVX512-BF16
+std::string amx_bf16x6_cpu_lacks();
 std::unique_ptr<int8::QConvKernel> make_int8_reference_conv(const int8::QuantizedConv&, const MethodParams&);
 std::unique_ptr<int8::QConvKernel> make_int8_gemm_conv(const int8::QuantizedConv&, const MethodParams&);
 std::unique_ptr<int8::QConvKernel> make_int8_depthwise_conv(const int8::QuantizedConv&, const MethodParams&);
@@ -129,7 +131,11 @@ std::vector<MethodSpec> build_table() {
       row("amx_bf16x3",
           "im2col + AMX bf16 tiles computing each fp32 product as three bf16 ones (hi*hi + hi*lo + lo*hi): "
           "fp32 to about 1e-5 of max|y|, on x86 CPUs with AMX-BF16 (Sapphire Rapids on)",
-          true, {}, amx_bf16x3_applies, make_amx_bf16x3_conv, amx_bf16x3_cpu_lacks, /*approximate=*/true),
+          true, {}, amx_bf16_applies, make_amx_bf16x3_conv, amx_bf16x3_cpu_lacks, /*approximate=*/true),
+      row("amx_bf16x6",
+          "im2col + AMX bf16 tiles computing each fp32 product as six bf16 ones of 24-bit splits: fp32's own "
+          "accuracy at twice amx_bf16x3's tile work, on x86 CPUs with AMX-BF16 (Sapphire Rapids on)",
+          true, {}, amx_bf16_applies, make_amx_bf16x6_conv, amx_bf16x6_cpu_lacks),
       int8_row("int8_reference", "TFLite's reference integer loops (ConvPerChannel): the oracle of the int8 kernels",
                false, {}, everywhere, make_int8_reference_conv),
       int8_row("int8_gemm",

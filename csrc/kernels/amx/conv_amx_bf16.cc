@@ -1,12 +1,15 @@
-// amx_bf16x3: a regular convolution's im2col GEMM on Intel AMX's bf16 tiles, near fp32 accuracy.
-// Each float v is split into hi = bf16(v) and lo = bf16(v - hi); a product a*b is computed as
-// hi_a*hi_b + hi_a*lo_b + lo_a*hi_b. What is left out (lo_a*lo_b, and lo's own rounding) is
-// below 2^-16 of the product, and tdpbf16ps sums in fp32, so the output is within about 1e-5 of
-// max|y| (tests/test_kernels.py states the tolerance). A k block of 32 becomes three 32-deep
-// bf16 blocks, A' = [Ah Ah Al] per row against B' [Bh; Bl; Bh] (Bh stored once, its tile read
-// twice), and the layer is one bf16 GEMM of depth 3K: each task converts 32 output pixels' rows of A (the input itself for a 1x1 stride-1
-// layer, else im2col rows) and multiplies them by B' panels packed at prepare time, two blocks of
-// 16 channels at a time (tiles 0-3 the sums, 4-5 A, 6-7 B, as int8_gemm's AMX path).
+// amx_bf16x3 and amx_bf16x6: a regular convolution's im2col GEMM on Intel AMX's bf16 tiles.
+// Each float v is split into bf16 parts: v0 = bf16(v), v1 = bf16(v - v0) (and v2 = bf16(v - v0 -
+// v1)), and a product a*b is summed from some of the parts' products, the terms (Terms below):
+//   x3: a0*b0 + a0*b1 + a1*b0. What is left out (a1*b1, and a1's own rounding) is below 2^-16 of
+//       the product: the output is within about 1e-5 of max|y| (an approximate method: the tuner
+//       gates it, tuner/accuracy.py).
+//   x6: the x3 terms + a0*b2 + a1*b1 + a2*b0. The parts hold 24 bits, as fp32; what is left out is
+//       below 2^-24 of the product: fp32's own accuracy, at twice x3's tile work.
+// tdpbf16ps sums in fp32. A row of A becomes its parts per k block of 32 (A', split per task: 32
+// output pixels' rows of the input itself for a 1x1 stride-1 layer, else im2col rows), the weights
+// their parts (B', packed at prepare time), each stored once; a term reads its two parts' tiles.
+// Two blocks of 16 channels at a time (tiles 0-3 the sums, 4-5 A, 6-7 B, as int8_gemm's AMX path).
 #include <algorithm>
 #include <cstring>
 #include <mutex>
@@ -20,20 +23,23 @@
 
 namespace layertune {
 
-std::string amx_bf16x3_cpu_lacks() {
+std::string amx_bf16_cpu_lacks(const char* method) {
 #if LAYERTUNE_X86_AMX
   // asked at every applicability check: the CPU is looked at once
-  static const std::string why = !amx::usable(amx::Unit::kBf16) ? "amx_bf16x3 needs Intel AMX-BF16 tiles, which this CPU lacks"
-                                 : !__builtin_cpu_supports("avx512bf16") ? "amx_bf16x3 needs AVX512-BF16, which this CPU lacks"
+  static const std::string why = !amx::usable(amx::Unit::kBf16) ? "needs Intel AMX-BF16 tiles, which this CPU lacks"
+                                 : !__builtin_cpu_supports("avx512bf16") ? "needs AVX512-BF16, which this CPU lacks"
                                                                          : "";
-  return why;
+  return why.empty() ? why : cat(method, " ", why);
 #else
-  return "amx_bf16x3 needs Intel AMX-BF16 tiles (x86-64 only)";
+  return cat(method, " needs Intel AMX-BF16 tiles (x86-64 only)");
 #endif
 }
 
-std::string amx_bf16x3_applies(const ConvShape& s) {
-  return s.groups == 1 ? "" : cat("amx_bf16x3 computes ungrouped layers only, this layer has ", s.groups, " groups");
+std::string amx_bf16x3_cpu_lacks() { return amx_bf16_cpu_lacks("amx_bf16x3"); }
+std::string amx_bf16x6_cpu_lacks() { return amx_bf16_cpu_lacks("amx_bf16x6"); }
+
+std::string amx_bf16_applies(const ConvShape& s) {
+  return s.groups == 1 ? "" : cat("amx_bf16x3 and amx_bf16x6 compute ungrouped layers only, this layer has ", s.groups, " groups");
 }
 
 #if LAYERTUNE_X86_AMX
@@ -46,6 +52,14 @@ constexpr int kBlock = 16;  // output channels a B tile
 constexpr int kDepth = 32;  // bf16 values of K a tile row
 constexpr int kTileElems = 16 * kDepth;
 constexpr size_t kSharedBytes = size_t(2) << 20;  // the A' one run_shared shares: an AMX core's L2
+
+// The bf16 terms of a product: term t multiplies A's part a[t] by B's part b[t].
+struct Terms {
+  int parts, count;
+  int a[6], b[6];
+};
+constexpr Terms kX3{2, 3, {0, 0, 1}, {0, 1, 0}};
+constexpr Terms kX6{3, 6, {0, 0, 1, 0, 1, 2}, {0, 1, 0, 2, 1, 0}};
 
 uint16_t bf16_nearest(float f) {
   uint32_t u;
@@ -106,14 +120,15 @@ class SharedScratch {
   }
 };
 
-class AmxBf16x3Conv final : public ConvKernel {
+class AmxBf16Conv final : public ConvKernel {
  public:
-  AmxBf16x3Conv(const ConvShape& s, const MethodParams& p, const float* w, const float* b) : ConvKernel(s, p) {
+  AmxBf16Conv(const ConvShape& s, const MethodParams& p, const float* w, const float* b, const Terms& terms)
+      : ConvKernel(s, p), terms_(terms) {
     k_ = s.kernel_h * s.kernel_w * s.in_c;
     k_blocks_ = ceil_div(k_, kDepth);
     blocks_ = ceil_div(s.out_c, kBlock);
     pairs_ = ceil_div(blocks_, 2);
-    lda_ = 3 * k_blocks_ * kDepth;
+    lda_ = terms_.parts * k_blocks_ * kDepth;
     direct_ = s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 &&
               s.pad_bottom == 0 && s.pad_left == 0 && s.pad_right == 0;
     pack_weights(w, b);
@@ -167,44 +182,47 @@ class AmxBf16x3Conv final : public ConvKernel {
     });
   }
 
-  // B' tiles: for block nb, per k block its hi and lo tiles (16 rows of K pairs x 16 channels x 2,
-  // tdpbf16ps's pair layout); the bias padded to whole blocks. The third product (Al x Bh) reads the
-  // hi tile again rather than a stored copy: the weights then take 4 bytes a value, as fp32's do
-  // (a model's layers read their weights from memory at every run).
+  // B' tiles: for block nb, per k block its parts' tiles (16 rows of K pairs x 16 channels x 2,
+  // tdpbf16ps's pair layout), each stored once (the weights take 2 bytes a part a value; a layer
+  // reads them from memory at every run); the bias padded to whole blocks.
   void pack_weights(const float* w, const float* b) {
-    const int out_c = shape_.out_c;
-    packed_.resize(size_t(blocks_) * 2 * k_blocks_ * kTileElems / 2);
+    const int out_c = shape_.out_c, parts = terms_.parts;
+    packed_.resize(size_t(blocks_) * parts * k_blocks_ * kTileElems / 2);
     for (int nb = 0; nb < blocks_; ++nb)
       for (int kb = 0; kb < k_blocks_; ++kb)
         for (int kk = 0; kk < kDepth; ++kk)
           for (int c = 0; c < kBlock; ++c) {
             const int k = kb * kDepth + kk, n = nb * kBlock + c;
-            const float v = k < k_ && n < out_c ? w[size_t(k) * out_c + n] : 0.f;
-            const uint16_t hi = bf16_nearest(v), lo = bf16_nearest(v - bf16_value(hi));
+            float rest = k < k_ && n < out_c ? w[size_t(k) * out_c + n] : 0.f;
             const size_t at = (kk / 2) * 2 * kBlock + c * 2 + (kk & 1);
-            uint16_t* tiles = bf16(packed_) + (size_t(nb) * 2 * k_blocks_ + 2 * kb) * kTileElems;
-            tiles[at] = hi;
-            tiles[kTileElems + at] = lo;
+            uint16_t* tiles = bf16(packed_) + (size_t(nb) * parts * k_blocks_ + size_t(parts) * kb) * kTileElems;
+            for (int part = 0; part < parts; ++part) {
+              const uint16_t h = bf16_nearest(rest);
+              tiles[part * kTileElems + at] = h;
+              rest -= bf16_value(h);
+            }
           }
     bias_.resize(size_t(blocks_) * kBlock);
     if (b) std::copy(b, b + out_c, bias_.data());
   }
 
-  // One row of A (k_ floats) as A' = [Ah Ah Al] per k block of 32; K past k_ is zero.
+  // One row of A (k_ floats) as A': its parts per k block of 32; K past k_ is zero.
   __attribute__((target("avx512f,avx512bw,avx512bf16"))) void split_row(const float* src, uint16_t* dst) const {
+    const int parts = terms_.parts;
     for (int kb = 0; kb < k_blocks_; ++kb) {
       const int k0 = kb * kDepth, nk = std::min(kDepth, k_ - k0);
       const __mmask16 m0 = nk >= 16 ? 0xffff : __mmask16((1u << nk) - 1);
       const __mmask16 m1 = nk <= 16 ? 0 : nk >= 32 ? 0xffff : __mmask16((1u << (nk - 16)) - 1);
-      const __m512 x0 = _mm512_maskz_loadu_ps(m0, src + k0), x1 = _mm512_maskz_loadu_ps(m1, src + k0 + 16);
-      const __m512i hi = __m512i(_mm512_cvtne2ps_pbh(x1, x0));
-      const __m512 h0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi)), 16));
-      const __m512 h1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi, 1)), 16));
-      const __m512i lo = __m512i(_mm512_cvtne2ps_pbh(_mm512_sub_ps(x1, h1), _mm512_sub_ps(x0, h0)));
-      uint16_t* d = dst + 3 * kb * kDepth;
-      _mm512_storeu_si512(d, hi);
-      _mm512_storeu_si512(d + kDepth, hi);
-      _mm512_storeu_si512(d + 2 * kDepth, lo);
+      __m512 x0 = _mm512_maskz_loadu_ps(m0, src + k0), x1 = _mm512_maskz_loadu_ps(m1, src + k0 + 16);
+      uint16_t* d = dst + size_t(parts) * kb * kDepth;
+      for (int part = 0; part < parts; ++part) {
+        const __m512i h = __m512i(_mm512_cvtne2ps_pbh(x1, x0));
+        _mm512_storeu_si512(d + part * kDepth, h);
+        if (part + 1 == parts) break;
+        // what the part left: exact in fp32
+        x0 = _mm512_sub_ps(x0, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16)));
+        x1 = _mm512_sub_ps(x1, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16)));
+      }
     }
   }
 
@@ -235,22 +253,23 @@ class AmxBf16x3Conv final : public ConvKernel {
     const auto [lo, hi] = activation_range(s.activation);
     const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
     alignas(64) float sums[kRows * 2 * kBlock];
-    const int depth = 3 * k_blocks_;
     const int stride = lda_ * int(sizeof(uint16_t));
     const int pair0 = chunk * pairs_ / col_chunks_, pair1 = (chunk + 1) * pairs_ / col_chunks_;
     for (int pair = pair0; pair < pair1; ++pair) {
       const int nb = 2 * pair;
       const bool two = nb + 1 < blocks_;
-      const uint16_t* b0 = bf16(packed_) + size_t(nb) * 2 * k_blocks_ * kTileElems;
-      const uint16_t* b1 = b0 + size_t(2) * k_blocks_ * kTileElems;
+      const uint16_t* b0 = bf16(packed_) + size_t(nb) * terms_.parts * k_blocks_ * kTileElems;
+      const uint16_t* b1 = b0 + size_t(terms_.parts) * k_blocks_ * kTileElems;
       _tile_zero(0);
       _tile_zero(1);
       _tile_zero(2);
       _tile_zero(3);
-      for (int j = 0; j < depth; ++j) {  // A' sub-block j % 3 (Ah, Ah, Al) against B' hi, lo, hi
-        const size_t bt = size_t(2 * (j / 3) + (j % 3 == 1)) * kTileElems;
-        amx::dot_2x2<true>(a + j * kDepth, a + 16 * lda_ + j * kDepth, stride, b0 + bt, b1 + bt, two);
-      }
+      for (int kb = 0; kb < k_blocks_; ++kb)
+        for (int t = 0; t < terms_.count; ++t) {
+          const uint16_t* at = a + size_t(terms_.parts * kb + terms_.a[t]) * kDepth;
+          const size_t bt = size_t(terms_.parts * kb + terms_.b[t]) * kTileElems;
+          amx::dot_2x2<true>(at, at + 16 * lda_, stride, b0 + bt, b1 + bt, two);
+        }
       constexpr int kLd = 2 * kBlock * sizeof(float);
       _tile_stored(0, sums, kLd);
       _tile_stored(1, sums + 16 * 2 * kBlock, kLd);
@@ -270,6 +289,7 @@ class AmxBf16x3Conv final : public ConvKernel {
     finish(out, m0, rows, pair0 * 2 * kBlock, std::min(s.out_c, pair1 * 2 * kBlock));
   }
 
+  const Terms& terms_;
   int k_ = 0, k_blocks_ = 0, blocks_ = 0, pairs_ = 0, lda_ = 0, m_blocks_ = 0, col_chunks_ = 1;
   bool direct_ = false, shared_ = false;
   AlignedBuffer packed_;  // B' tiles (bf16)
@@ -280,14 +300,29 @@ class AmxBf16x3Conv final : public ConvKernel {
 }  // namespace
 #endif
 
-std::unique_ptr<ConvKernel> make_amx_bf16x3_conv(const ConvShape& s, const MethodParams& p, const float* w,
-                                                 const float* b) {
+namespace {
+
+// The kernel with x3's or x6's terms, or this CPU's reason why not.
+std::unique_ptr<ConvKernel> make_amx_bf16(const ConvShape& s, const MethodParams& p, const float* w, const float* b,
+                                          bool six) {
 #if LAYERTUNE_X86_AMX
-  return std::make_unique<AmxBf16x3Conv>(s, p, w, b);
+  return std::make_unique<AmxBf16Conv>(s, p, w, b, six ? kX6 : kX3);
 #else
   (void)s, (void)p, (void)w, (void)b;
-  fail(amx_bf16x3_cpu_lacks());
+  fail(six ? amx_bf16x6_cpu_lacks() : amx_bf16x3_cpu_lacks());
 #endif
+}
+
+}  // namespace
+
+std::unique_ptr<ConvKernel> make_amx_bf16x3_conv(const ConvShape& s, const MethodParams& p, const float* w,
+                                                 const float* b) {
+  return make_amx_bf16(s, p, w, b, false);
+}
+
+std::unique_ptr<ConvKernel> make_amx_bf16x6_conv(const ConvShape& s, const MethodParams& p, const float* w,
+                                                 const float* b) {
+  return make_amx_bf16(s, p, w, b, true);
 }
 
 }  // namespace layertune
