@@ -105,7 +105,8 @@ def test_run_checks_kernel_overrides_against_a_saved_reference(tmp_path):
     ref = tmp_path / "ref.f32"
 
     def run(plan: str, *extra: str) -> dict:
-        proc = profiler("run", "--plan", str(tmp_path / plan), "--repeats", "1", "--check", "1", *extra)
+        check = [] if "--check" in extra else ["--check", "1"]
+        proc = profiler("run", "--plan", str(tmp_path / plan), "--repeats", "1", *check, *extra)
         assert proc.returncode in (0, 3), proc.stderr
         return json.loads(proc.stdout)
 
@@ -124,3 +125,17 @@ def test_run_checks_kernel_overrides_against_a_saved_reference(tmp_path):
     np.zeros(3, np.float32).tofile(ref)
     proc = profiler("run", "--plan", str(tmp_path / "m.ltplan"), "--check", "1", "--reference", str(ref))
     assert proc.returncode == 2 and "the plan's outputs are" in proc.stderr
+    # --check N: N seeded inputs, the first the timed one; the file holds each one's outputs, and
+    # the worst difference is over all of them (the others' alone differ from the first's)
+    several = tmp_path / "ref3.f32"
+    three = run("w.ltplan", "--check", "3", "--reference", str(several))
+    assert several.stat().st_size == 3 * 4 * model.output_shapes[0][-1]
+    assert three["max_abs_diff"] == run("w.ltplan", "--check", "3", "--reference", str(several))["max_abs_diff"]
+    first = run("w.ltplan")["max_abs_diff"]
+    assert three["max_abs_diff"] >= first > 0
+    refs = np.fromfile(several, np.float32).reshape(3, -1)
+    assert not np.array_equal(refs[0], refs[1]) and not np.array_equal(refs[1], refs[2])
+    proc = profiler("run", "--plan", str(tmp_path / "m.ltplan"), "--check", "1", "--reference", str(several))
+    assert proc.returncode == 2 and "the plan's outputs are" in proc.stderr
+    proc = profiler("run", "--plan", str(tmp_path / "m.ltplan"), "--check", "-1")
+    assert proc.returncode == 2 and "--check must be >= 0" in proc.stderr

@@ -536,6 +536,56 @@ def test_a_plan_over_the_output_tolerance_is_never_written():
     assert _written(series, "C", "B", ["B"], ["C", "T", "C+fused"], lambda n: False) == "B"
 
 
+def test_plans_over_the_output_tolerance_neither_race_nor_stay_confirmed(tmp_path):
+    """select_plan on the host, on a real model: a confirmed mix of kernels that is faster but not
+    acceptable is not kept (its try says so), and no plan that is not acceptable races in the
+    verification (a faster one would push the acceptable ones out of the race after a few rounds:
+    ResNet50 then wrote its default plan beside a tuned one 0.9x its time). The baseline runs
+    every layer on unrolled (MobileNetV2's depthwise layers 17x slower there), the tuned plan on
+    the default kernels: confirming the tuned layers is faster for sure."""
+    from model_zoo import application_tflite
+    from layertune.graph.kernel_choice import apply_default_kernels
+    from layertune.graph.tflite_import import import_tflite_bytes
+    from layertune.runners.device import DeviceSequence
+    from layertune.tuner.confirm import Bench, PlanCandidate, select_plan
+    from layertune.tuner.driver import _uniform
+
+    graph = import_tflite_bytes(application_tflite("MobileNetV2", 32), "mnv2")
+    apply_default_kernels(graph, overwrite=True)
+    sessions = [lambda: DeviceSession(LocalTransport(str(tmp_path), "dev"), BUILTIN["host"], profiler_path())]
+    asked = []
+
+    def step(session):
+        outcomes = {}
+        for label, refused in [("confirmed", ("confirmed-",)), ("confirmed and tuned", ("confirmed-", "tuned"))]:
+            folder = tmp_path / label.replace(" ", "-")
+            folder.mkdir()
+            candidates = {"uniform-unrolled@1": PlanCandidate(_uniform(graph, "unrolled"), 1, baseline=True),
+                          "tuned": PlanCandidate(graph.copy(), 1, baseline=False)}
+
+            def acceptable(name, candidate, refused=refused):
+                asked.append(name)
+                return not name.startswith(refused)
+
+            outcomes[label] = select_plan(candidates, Bench(session, folder, Settings(min_rounds=4, max_rounds=8), 300.0),
+                                          "uniform-unrolled@1", progress=lambda _: None, fusion=(),
+                                          acceptable=acceptable)
+        return outcomes
+
+    with DeviceSequence(sessions) as device:
+        outcomes = device.run(step)
+    assert outcomes is not None, device.errors
+    for label, outcome in outcomes.items():
+        first = outcome.confirm_tries[0]
+        assert first["ratio"]["hi"] < 1 and not first["kept"] and first["over_tolerance"], (label, first)
+        assert not any(n.startswith("confirmed-") for n in outcome.latency_ms), (label, outcome.latency_ms)
+        assert not outcome.written.startswith("confirmed-")
+    assert "tuned" in outcomes["confirmed"].latency_ms and outcomes["confirmed"].written == "tuned"
+    assert "tuned" not in outcomes["confirmed and tuned"].latency_ms
+    assert outcomes["confirmed and tuned"].written == "uniform-unrolled@1"
+    assert "confirmed-1" in asked and "tuned" in asked
+
+
 def test_the_output_gate_keeps_the_approximate_layers_that_save_the_most_within_the_tolerance(tmp_path):
     """tuner/accuracy.py on the host, on a real model: with every layer it can compute on an
     approximate method, the tuned plan keeps as many approximate layers as stay within the tolerance

@@ -1,7 +1,7 @@
 // layertune-profiler: the on-device half of layertune; no Python, so it cross-compiles for ARM.
 //
 //   layertune-profiler run --plan FILE [--threads N] [--warmup W] [--repeats R] [--seed S]
-//       [--check 0|1] [--layers 0|1] [--tolerance REL] [--reference FILE] [--kernels I=method[,k=v...];...]
+//       [--check N] [--layers 0|1] [--tolerance REL] [--reference FILE] [--kernels I=method[,k=v...];...]
 //   layertune-profiler job --file JOB | --text JOB_TEXT [--warmup W] [--rounds N] [--repeats R] [--seed S]
 //       [--tolerance REL] [--flush-bytes N] [--memory-mib M]
 //   layertune-profiler compare --plans A,B,... [--threads T | TA,TB,...] [--warmup W] [--rounds N]
@@ -26,9 +26,10 @@
 //   V <layer key> <variant key> <method> [name=value ...]
 // --flush-bytes N writes N bytes before every timed run, so that weights are as cold as inside
 // a whole model. An invalid variant or a wrong answer is a record with "error", never a stop.
-// Each other command prints one JSON line. `run` times a whole plan on seeded random inputs; --check 1
-// also runs it with every convolution on the reference kernel and reports the difference (with
-// --reference FILE, the reference outputs are read from FILE when it exists, else saved there);
+// Each other command prints one JSON line. `run` times a whole plan on seeded random inputs; --check N
+// also runs it on N seeded inputs (the first the timed one) with every convolution on the reference
+// kernel too and reports the largest difference and output (with --reference FILE, the reference
+// outputs are read from FILE when it exists, else saved there);
 // --kernels replaces the kernel choice of the nodes it names (by index) first;
 // --layers 1 adds each node's median time. `conv` times one variant of one layer (inputs and weights
 // are seeded random values), checks its output against the reference kernel, and reports
@@ -284,9 +285,9 @@ struct PlanIO {
   }
 };
 
-// --reference FILE: the reference outputs of `run --check 1` (seeded inputs), kept between runs of
+// --reference FILE: the reference outputs of `run --check N` (seeded inputs), kept between runs of
 // plans of one model so that the slow reference kernels run once (the tuner's output-error gate
-// checks several plans of a model in turn). The file is the outputs as raw float32, in order.
+// checks several plans of a model in turn). The file is each input's outputs as raw float32, in order.
 bool read_reference(const std::string& path, std::vector<AlignedBuffer>& outputs) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) return false;
@@ -346,7 +347,8 @@ int cmd_run(const Args& a) {
   const int repeats = parse_int("--repeats", a.get("repeats", "10"));
   if (threads < 1 || warmup < 0 || repeats < 1) fail("--threads and --repeats must be >= 1, --warmup >= 0");
   const uint32_t seed = uint32_t(parse_int("--seed", a.get("seed", "0")));
-  const bool check = parse_int("--check", a.get("check", "0")) != 0;
+  const int check = parse_int("--check", a.get("check", "0"));  // seeded inputs checked
+  if (check < 0) fail("--check must be >= 0, got ", check);
   const bool layers = parse_int("--layers", a.get("layers", "0")) != 0;
   const double tolerance = std::stod(a.get("tolerance", "1e-3"));
 
@@ -371,24 +373,34 @@ int cmd_run(const Args& a) {
   }
   bool ok = true;
   if (check) {
+    // input k's seed: far from the inputs' own offsets (seed + tensor index)
+    std::vector<PlanIO> checked;
+    checked.reserve(size_t(check));  // each keeps pointers into its own buffers
+    for (int k = 0; k < check; ++k) checked.emplace_back(plan, seed + 1000u * uint32_t(k));
     std::vector<AlignedBuffer> ref_out;
     std::vector<float*> ref_ptrs;
-    for (int o : plan.outputs) {
-      ref_out.emplace_back(plan.tensors[o].elements());
-      ref_ptrs.push_back(ref_out.back().data());
-    }
-    engine.run(in, out);
+    for (int k = 0; k < check; ++k)
+      for (int o : plan.outputs) {
+        ref_out.emplace_back(plan.tensors[o].elements());
+        ref_ptrs.push_back(ref_out.back().data());
+      }
+    const size_t outputs = plan.outputs.size();
     const std::string saved = a.get("reference", "");
     if (saved.empty() || !read_reference(saved, ref_out)) {
       Engine reference(load_plan(path), threads, /*reference_kernels=*/true);
-      reference.run(in, ref_ptrs);
+      for (int k = 0; k < check; ++k)
+        reference.run(checked[size_t(k)].in, std::vector<float*>(ref_ptrs.begin() + k * outputs, ref_ptrs.begin() + (k + 1) * outputs));
       if (!saved.empty()) write_reference(saved, ref_out);
     }
     Comparison worst;
-    for (size_t i = 0; i < out.size(); ++i) {
-      Comparison c = compare(out[i], ref_ptrs[i], ref_out[i].size());
-      worst.max_abs_diff = std::max(worst.max_abs_diff, c.max_abs_diff);
-      worst.max_abs_ref = std::max(worst.max_abs_ref, c.max_abs_ref);
+    for (int k = 0; k < check; ++k) {
+      PlanIO& io_k = checked[size_t(k)];
+      engine.run(io_k.in, io_k.out);
+      for (size_t i = 0; i < outputs; ++i) {
+        Comparison c = compare(io_k.out[i], ref_ptrs[k * outputs + i], ref_out[k * outputs + i].size());
+        worst.max_abs_diff = std::max(worst.max_abs_diff, c.max_abs_diff);
+        worst.max_abs_ref = std::max(worst.max_abs_ref, c.max_abs_ref);
+      }
     }
     ok = worst.within(tolerance);
     extra += ", \"max_abs_diff\": " + json_number(worst.max_abs_diff) + ", \"max_abs_ref\": " + json_number(worst.max_abs_ref);

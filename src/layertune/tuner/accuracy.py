@@ -2,9 +2,9 @@
 
 A method the table marks `approximate` (amx_bf16x3: fp32 products from bf16 ones) is accurate
 per layer, but its error adds up over a deep model. So a plan with such layers is written only if
-the whole model's output, on the device and on seeded inputs, stays within the options'
-`max_output_error` × max|reference| of the reference kernels (double accumulation). A plan without
-approximate layers passes unchecked: its error is fp32's own.
+the whole model's output, on the device and on CHECK_INPUTS seeded inputs, stays within the
+options' `max_output_error` × max|reference| of the reference kernels (double accumulation). A plan
+without approximate layers passes unchecked: its error is fp32's own.
 
 The tuned plan, when over, is trimmed before the screening. Each approximate layer is checked
 alone (on the exact plan: its share of the error is its error squared less the exact plan's,
@@ -30,6 +30,11 @@ from layertune.tuner.confirm import Bench, PlanCandidate
 from layertune.tuner.select import variant_key
 
 log = logging.getLogger("layertune")
+
+# Seeded inputs each check runs (profiler `run --check N`). The largest error on one input says
+# little of another's: ResNet50's tuned plan was at 3.6e-5 of max|reference| on the gate's one
+# input and at 1.2e-4 on the next seed.
+CHECK_INPUTS = 4
 
 
 def approximate_layers(graph: Graph) -> list[int]:
@@ -61,7 +66,7 @@ class OutputGate:
         has a reference of its own."""
         int8 = sorted(n.name for n in graph.nodes if graph.is_tunable_conv(n) and graph.tensors[n.outputs[0]].dtype == "int8")
         digest = hashlib.sha256("\n".join(int8).encode()).hexdigest()[:12]
-        return f"{self.bench.session.workdir}/{self.bench.folder.name}-{digest}-reference.f32"
+        return f"{self.bench.session.workdir}/{self.bench.folder.name}-{digest}-reference{CHECK_INPUTS}.f32"
 
     def to_json(self) -> dict[str, Any]:
         """What the report shows: empty when no plan had an approximate layer."""
@@ -81,7 +86,7 @@ class OutputGate:
         `kernels` (profiler `run --kernels`)."""
         remote, threads = self.bench.remote[uploaded]
         r = self.bench.session.profiler_json(["run", "--plan", remote, "--threads", str(threads), "--warmup", "0",
-                                              "--repeats", "1", "--check", "1", "--reference", self.reference(graph),
+                                              "--repeats", "1", "--check", str(CHECK_INPUTS), "--reference", self.reference(graph),
                                               *(["--kernels", kernels] if kernels else [])], self.bench.timeout)
         diff, ref = r.get("max_abs_diff"), r.get("max_abs_ref")
         return float("inf") if diff is None else diff / (ref or 1.0)
@@ -92,8 +97,9 @@ class OutputGate:
             return True
         if name not in self.bench.remote:
             self.bench.add(name, candidate)
+        measured = name in self.errors
         ok = self.error(name, candidate.graph) <= self.tolerance
-        if not ok:
+        if not ok and not measured:  # said once, however often it is asked
             log.info("plan %s left out: output error %.2g of max|reference|, over max_output_error %.2g",
                      name, self.errors[name], self.tolerance)
         return ok

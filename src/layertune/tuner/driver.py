@@ -26,7 +26,7 @@ from layertune.runners.device import DeviceSequence, DeviceSession
 from layertune.runners.devices import Device
 from layertune.runners.pool import Job, PoolStats, run_pool
 from layertune.methods import methods
-from layertune.tuner.accuracy import Fallback, OutputGate
+from layertune.tuner.accuracy import CHECK_INPUTS, Fallback, OutputGate
 from layertune.tuner.build import build_profiler, cache_root
 from layertune.tuner.confirm import Bench, Outcome, PlanCandidate, pinned, select_plan
 from layertune.tuner.database import Key, Record, ResultsStore
@@ -379,7 +379,7 @@ def _choose_on_device(candidates: dict[str, PlanCandidate], fallbacks: list[Fall
         write_plan(outcome.graph, folder / "written.ltplan")
         remote = session.upload(folder / "written.ltplan", "written.ltplan")
         check = session.profiler_json(["run", "--plan", remote, "--threads", str(outcome.threads), "--repeats", "1",
-                                       "--check", "1", "--reference", gate.reference(outcome.graph)], settings.timeout)
+                                       "--check", str(CHECK_INPUTS), "--reference", gate.reference(outcome.graph)], settings.timeout)
         return Verification(
             session.name, outcome.written, outcome.threads, outcome.strongest,
             {k: round(v, 4) for k, v in outcome.latency_ms.items()},
