@@ -23,6 +23,9 @@
 
 namespace layertune {
 
+namespace {
+
+// Why this CPU cannot run `method` ("" when it can).
 std::string amx_bf16_cpu_lacks(const char* method) {
 #if LAYERTUNE_X86_AMX
   // asked at every applicability check: the CPU is looked at once
@@ -34,6 +37,8 @@ std::string amx_bf16_cpu_lacks(const char* method) {
   return cat(method, " needs Intel AMX-BF16 tiles (x86-64 only)");
 #endif
 }
+
+}  // namespace
 
 std::string amx_bf16x3_cpu_lacks() { return amx_bf16_cpu_lacks("amx_bf16x3"); }
 std::string amx_bf16x6_cpu_lacks() { return amx_bf16_cpu_lacks("amx_bf16x6"); }
@@ -189,19 +194,20 @@ class AmxBf16Conv final : public ConvKernel {
     const int out_c = shape_.out_c, parts = terms_.parts;
     packed_.resize(size_t(blocks_) * parts * k_blocks_ * kTileElems / 2);
     for (int nb = 0; nb < blocks_; ++nb)
-      for (int kb = 0; kb < k_blocks_; ++kb)
+      for (int kb = 0; kb < k_blocks_; ++kb) {
+        uint16_t* tiles = bf16(packed_) + (size_t(nb) * parts * k_blocks_ + size_t(parts) * kb) * kTileElems;
         for (int kk = 0; kk < kDepth; ++kk)
           for (int c = 0; c < kBlock; ++c) {
             const int k = kb * kDepth + kk, n = nb * kBlock + c;
             float rest = k < k_ && n < out_c ? w[size_t(k) * out_c + n] : 0.f;
             const size_t at = (kk / 2) * 2 * kBlock + c * 2 + (kk & 1);
-            uint16_t* tiles = bf16(packed_) + (size_t(nb) * parts * k_blocks_ + size_t(parts) * kb) * kTileElems;
             for (int part = 0; part < parts; ++part) {
               const uint16_t h = bf16_nearest(rest);
               tiles[part * kTileElems + at] = h;
               rest -= bf16_value(h);
             }
           }
+      }
     bias_.resize(size_t(blocks_) * kBlock);
     if (b) std::copy(b, b + out_c, bias_.data());
   }

@@ -81,13 +81,19 @@ class OutputGate:
             self.errors[name] = self._measure(name, graph)
         return self.errors[name]
 
+    def check(self, remote: str, threads: int, graph: Graph, kernels: str = "") -> dict[str, Any]:
+        """Profiler `run --check` of the plan uploaded at `remote` (`graph`) on CHECK_INPUTS seeded
+        inputs against the model's reference outputs, its kernels overridden by `kernels`
+        (`--kernels`): the profiler's JSON (max_abs_diff, max_abs_ref, error)."""
+        return self.bench.session.profiler_json(
+            ["run", "--plan", remote, "--threads", str(threads), "--warmup", "0", "--repeats", "1",
+             "--check", str(CHECK_INPUTS), "--reference", self.reference(graph),
+             *(["--kernels", kernels] if kernels else [])], self.bench.timeout)
+
     def _measure(self, uploaded: str, graph: Graph, kernels: str = "") -> float:
         """The output error of the uploaded plan `uploaded` (`graph`), its kernels overridden by
-        `kernels` (profiler `run --kernels`)."""
-        remote, threads = self.bench.remote[uploaded]
-        r = self.bench.session.profiler_json(["run", "--plan", remote, "--threads", str(threads), "--warmup", "0",
-                                              "--repeats", "1", "--check", str(CHECK_INPUTS), "--reference", self.reference(graph),
-                                              *(["--kernels", kernels] if kernels else [])], self.bench.timeout)
+        `kernels`."""
+        r = self.check(*self.bench.remote[uploaded], graph, kernels)
         diff, ref = r.get("max_abs_diff"), r.get("max_abs_ref")
         return float("inf") if diff is None else diff / (ref or 1.0)
 

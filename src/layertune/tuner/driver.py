@@ -378,13 +378,12 @@ def _choose_on_device(candidates: dict[str, PlanCandidate], fallbacks: list[Fall
                               strip_rows=settings.options.strip_rows, acceptable=gate.acceptable)
         write_plan(outcome.graph, folder / "written.ltplan")
         remote = session.upload(folder / "written.ltplan", "written.ltplan")
-        check = session.profiler_json(["run", "--plan", remote, "--threads", str(outcome.threads), "--repeats", "1",
-                                       "--check", str(CHECK_INPUTS), "--reference", gate.reference(outcome.graph)], settings.timeout)
+        check = gate.check(remote, outcome.threads, outcome.graph)
         return Verification(
             session.name, outcome.written, outcome.threads, outcome.strongest,
             {k: round(v, 4) for k, v in outcome.latency_ms.items()},
             {k: v.to_json() for k, v in outcome.ratios.items()},
-            OutputCheck(check.get("max_abs_diff"), check.get("max_abs_ref"), check.get("error")),
+            OutputCheck(check.get("max_abs_diff"), check.get("max_abs_ref"), check.get("error"), CHECK_INPUTS),
             check.get("arena_bytes"), check.get("peak_rss_bytes"), outcome.litert_error,
             outcome.confirm_tries, fused=fused_groups(outcome.graph), accuracy=gate.to_json()), outcome
 

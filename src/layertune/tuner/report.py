@@ -8,7 +8,6 @@ from typing import Any
 
 from layertune.jsonfile import write_text_atomic
 from layertune.tuner.result import ModelResult
-from layertune.tuner.accuracy import CHECK_INPUTS
 
 log = logging.getLogger("layertune.report")
 LAYERS_PLOTTED = 20
@@ -57,7 +56,7 @@ def write_report(out_dir: Path, result: ModelResult) -> None:
             lines += ["", f"Approximate methods (tuner/accuracy.py): a plan with them is written only if its output "
                       f"is within {a['max_output_error']:.2g} of max |reference|.{kept} Output errors checked: {errors}."]
         check = whole.check
-        lines += ["", f"Written plan's output vs the reference kernels (on {CHECK_INPUTS} seeded inputs): max |diff| "
+        lines += ["", f"Written plan's output vs the reference kernels (on {check.inputs} seeded inputs): max |diff| "
                   f"{check.max_abs_diff} (max |output| {check.max_abs_ref}), {'OK' if check.error is None else check.error}.", ""]
         for i, t in enumerate(whole.confirm_tries, 1):
             verdict = ("kept" if t["kept"] else "not kept: its output is over max_output_error" if t.get("over_tolerance")

@@ -14,6 +14,7 @@ class OutputCheck:
     max_abs_diff: float | None = None
     max_abs_ref: float | None = None
     error: str | None = None
+    inputs: int = 1  # seeded inputs it ran (profiler `run --check N`)
 
 
 @dataclass
