@@ -232,6 +232,22 @@ def test_amx_bf16_methods_run_where_the_cpu_has_amx_and_say_why_not_elsewhere():
             run(grouped, *make_data(grouped), method)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_winograd_keeps_a_blocks_input_transform_across_its_filter_shares_not_across_runs(threads):
+    """On several threads a small map's tile blocks are split into filter shares, and a thread
+    transforms a block's input once for all the shares it runs (two threads: each runs all four
+    shares of one block; three: the middle thread runs shares of both). One kernel, run on new
+    inputs, must transform them anew: every run matches numpy."""
+    layer = Layer(1, 12, 12, 16, 64, (3, 3), activation="relu")
+    _, w, bias = make_data(layer, seed=4)
+    for tile in WINOGRAD_TILES:
+        kernel = layertune.Conv2D((1, 12, 12, 16), w, bias, padding="SAME", activation="relu", method="winograd",
+                                  winograd_tile=tile, threads=threads)
+        for seed in (5, 6, 5):
+            x = make_data(layer, seed=seed)[0]
+            assert_close(kernel.run(x), numpy_reference(layer, x, w, bias), f"winograd F{tile} run on input {seed}")
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_winograd_blocks_large_transformed_weights_their_own_way(threads):
     """Where U takes 4 MiB or more, Winograd blocks its tiles up to 1 MiB of V and, on several

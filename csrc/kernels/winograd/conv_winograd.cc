@@ -109,6 +109,7 @@ class WinogradConv final : public ConvKernel {
     channel_block_ = std::min(channel_depth ? channel_depth : 128, cig_);
     scratch_v_.resize(p.threads);
     scratch_m_.resize(p.threads);
+    held_.resize(p.threads);
     for (int t = 0; t < p.threads; ++t) {
       // V, then (a packed-A default tile) one row block's packed slice of V
       scratch_v_[t].resize(size_t(E) * tile_block_ * cig_ +
@@ -117,13 +118,21 @@ class WinogradConv final : public ConvKernel {
     }
   }
 
+  // A tile block's filter shares are consecutive tasks, so a thread mostly runs all shares of
+  // its blocks: it transforms a block's input once, for its first share, and keeps V for the
+  // rest (filter shares then cost no input transforms but at the blocks two threads share).
   void run(const float* in, float* out) override {
     const int64_t tasks = int64_t(shape_.groups) * tile_blocks_ * filter_splits_;
+    const uint64_t run = ++runs_;
     ThreadPool::global().parallel_for(params_.threads, tasks, [&](int64_t t, int worker) {
       const int split = int(t % filter_splits_);
-      const int block = int((t / filter_splits_) % tile_blocks_);
-      const int g = int(t / (int64_t(filter_splits_) * tile_blocks_));
-      run_block(in, out, g, block, split, scratch_v_[worker].data(), scratch_m_[worker].data());
+      const int64_t key = t / filter_splits_;  // group and tile block
+      const int block = int(key % tile_blocks_);
+      const int g = int(key / tile_blocks_);
+      HeldV& held = held_[worker];
+      const bool transform = held.run != run || held.key != key;
+      held = {run, key};
+      run_block(in, out, g, block, split, scratch_v_[worker].data(), scratch_m_[worker].data(), transform);
     });
   }
 
@@ -139,7 +148,7 @@ class WinogradConv final : public ConvKernel {
   }
 
   // Tile block `block` of group g; of the filter blocks, the share `split` of filter_splits_.
-  void run_block(const float* in, float* out, int g, int block, int split, float* v, float* mbuf) const {
+  void run_block(const float* in, float* out, int g, int block, int split, float* v, float* mbuf, bool transform) const {
     const ConvShape& s = shape_;
     const int tiles = s.batch * tiles_h_ * tiles_w_;
     const int t0 = block * tile_block_, tn = std::min(tile_block_, tiles - t0);
@@ -147,9 +156,9 @@ class WinogradConv final : public ConvKernel {
     const int tile_m = tile_.mr, tile_n = tile_.nr;
     const ptrdiff_t row_stride = ptrdiff_t(s.in_w) * s.in_c;
 
-    // 1. Input transform: V[e][i][ci].
+    // 1. Input transform: V[e][i][ci] (unless v holds it from this block's last share).
     vf d[E], vt[E];
-    for (int i = 0; i < tb; ++i) {
+    for (int i = 0; i < (transform ? tb : 0); ++i) {
       if (i >= tn) {  // rows past the last tile feed the GEMM but are never stored: keep them finite
         for (int e = 0; e < E; ++e) std::memset(v + (size_t(e) * tb + i) * cig_, 0, cig_ * sizeof(float));
         continue;
@@ -223,6 +232,12 @@ class WinogradConv final : public ConvKernel {
   int tile_block_ = 0, tile_blocks_ = 0, filter_block_ = 0, channel_block_ = 0, filter_splits_ = 1;
   AlignedBuffer u_, bias_;
   std::vector<AlignedBuffer> scratch_v_, scratch_m_;
+  struct HeldV {  // which run's and tile block's V a worker's scratch_v_ holds
+    uint64_t run = 0;
+    int64_t key = -1;
+  };
+  std::vector<HeldV> held_;
+  uint64_t runs_ = 0;
 };
 
 template <int M>
