@@ -68,6 +68,9 @@ LAYERS = [
     Layer(1, 14, 12, 19, 1, (5, 5), strides=(2, 2), depthwise=True, padding="VALID"),
     Layer(1, 10, 10, 8, 2, (3, 3), dilations=(2, 2), depthwise=True),
     Layer(1, 7, 9, 5, 1, (3, 3), depthwise=True, padding=((0, 2), (2, 0))),
+    # rows that do not divide among 2 or 3 threads: tasks are rows x channel parts
+    Layer(1, 7, 7, 48, 1, (3, 3), depthwise=True, activation="relu6"),
+    Layer(1, 9, 7, 37, 2, (3, 3), depthwise=True),
 ]
 
 
@@ -77,7 +80,7 @@ WINOGRAD_TILES = layertune.methods.methods()["winograd"].param("winograd_tile").
 
 def variants(layer: Layer) -> list[tuple[str, dict]]:
     """Every method that applies to the layer, with parameter settings that exercise odd blockings."""
-    out: list[tuple[str, dict]] = [("simple", {}), ("simple", {"threads": 2})]
+    out: list[tuple[str, dict]] = [("simple", {}), ("simple", {"threads": 2}), ("simple", {"threads": 3})]
     out += [("unrolled", {}), ("unrolled", {"threads": 2}), ("unrolled", {"block_m": 13, "block_k": 7, "threads": 2}),
             ("unrolled", {"block_m": 1, "block_k": 5000})]
     # every register tile, with blockings that leave partial tiles in both directions
