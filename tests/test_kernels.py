@@ -265,8 +265,9 @@ def test_winograd_blocks_large_transformed_weights_their_own_way(threads):
 def test_the_default_tile_is_chosen_by_the_layers_shape():
     """gemm_tile 0: on AVX-512 with one vector FMA pipe 7x1 vectors, or 7x2 where K >= 512 and the
     second vector pads the product at most 2% more (1024 inputs to 16 outputs: no); with two pipes
-    7x2, or 7x1 where 7x2 pads 1.5 times as much (16 outputs); elsewhere the ISA's default. The
-    pipes are measured once per process."""
+    7x2, or 7x1 where 7x2 pads 1.5 times as much (16 outputs); on AVX2 6x2 vectors, or 4x3 where
+    6x2 pads 1.25 times as much (24 outputs: 32 columns against 24); elsewhere the ISA's default.
+    The pipes are measured once per process."""
     from layertune import _core
     pipes = _core.vector_fma_pipes()
     assert pipes in (1, 2) and _core.vector_fma_pipes() == pipes
@@ -284,15 +285,22 @@ def test_the_default_tile_is_chosen_by_the_layers_shape():
         assert _core.gemm_tile_for_shape(7 * 7, 512, 2048) == 72
         assert _core.gemm_tile_for_shape(7 * 7, 16, 1024) == 71
         assert _core.gemm_tile_for_shape(7 * 7, 48, 1024) == 71  # 64 columns for 48: 33% more
+    elif _core.isa() == "avx2":
+        assert default == 62
+        for m, n, k in ((56 * 56, 24, 96), (56 * 56, 24, 1024), (7 * 7, 20, 64)):
+            assert _core.gemm_tile_for_shape(m, n, k) == 43
+        for m, n, k in ((112 * 112, 16, 32), (56 * 56, 144, 24), (28 * 28, 32, 144), (7 * 7, 40, 64),
+                        (7 * 7, 1280, 320)):
+            assert _core.gemm_tile_for_shape(m, n, k) == 62
     for m, n, k in ((112 * 112, 16, 32), (7 * 7, 160, 960), (7 * 7, 512, 2048), (1, 1, 1)):
         tile = _core.gemm_tile_for_shape(m, n, k)
         assert tile in GEMM_TILES
-        if _core.isa() != "avx512":
+        if _core.isa() not in ("avx512", "avx2"):
             assert tile == default
     # and the layers it picks for compute the right answer (the variant grid runs gemm_tile 0 too)
-    layer = Layer(1, 7, 7, 24, 16, (1, 1))
-    x, w, bias = make_data(layer)
-    assert_close(run(layer, x, w, bias, "unrolled"), numpy_reference(layer, x, w, bias), "unrolled, 16 outputs")
+    for layer in (Layer(1, 7, 7, 24, 16, (1, 1)), Layer(1, 9, 7, 19, 24, (1, 1)), Layer(2, 5, 6, 8, 20, (3, 3))):
+        x, w, bias = make_data(layer)
+        assert_close(run(layer, x, w, bias, "unrolled"), numpy_reference(layer, x, w, bias), f"unrolled {layer}")
 
 
 def test_winograd_takes_the_tile_that_pads_its_gemms_least():

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <iterator>
+#include <limits>
 #include <utility>
 
 #include "layertune/status.h"
@@ -85,11 +86,17 @@ void tile_kernel(int kc, const float* __restrict a, ptrdiff_t lda, const float* 
     }
   }
 
+  // A tile computed in one pass (no accumulation) starts from the bias: the epilogue then only
+  // clamps, and not at all without an activation (lo, hi infinite). A 1x1 layer's short K (16-96 in
+  // MobileNetV2's expansions) left the bias adds and clamps a large part of each tile's work.
+  const bool bias_first = epilogue && !accumulate;
   vf acc[MR][NRV];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
-    for (int v = 0; v < NRV; ++v) acc[r][v] = accumulate ? simd::load(cp + r * ldcp + v * kLanes) : vf{};
+  for (int v = 0; v < NRV; ++v) {
+    const vf init = bias_first ? simd::load(epilogue->bias + v * kLanes) : vf{};
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) acc[r][v] = accumulate ? simd::load(cp + r * ldcp + v * kLanes) : init;
+  }
 
   int k = 0;
   if constexpr (PackedA) {
@@ -190,14 +197,21 @@ void tile_kernel(int kc, const float* __restrict a, ptrdiff_t lda, const float* 
     }
   }
 
-  if (epilogue) {
-    const vf lo = simd::splat(epilogue->lo), hi = simd::splat(epilogue->hi);
+  if (epilogue && !bias_first) {
 #pragma GCC unroll 4
     for (int v = 0; v < NRV; ++v) {
       const vf bias = simd::load(epilogue->bias + v * kLanes);
 #pragma GCC unroll 16
-      for (int r = 0; r < MR; ++r) acc[r][v] = simd::clamp(acc[r][v] + bias, lo, hi);
+      for (int r = 0; r < MR; ++r) acc[r][v] += bias;
     }
+  }
+  if (epilogue && (epilogue->lo > -std::numeric_limits<float>::infinity() ||
+                   epilogue->hi < std::numeric_limits<float>::infinity())) {
+    const vf lo = simd::splat(epilogue->lo), hi = simd::splat(epilogue->hi);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (int v = 0; v < NRV; ++v) acc[r][v] = simd::clamp(acc[r][v], lo, hi);
   }
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
@@ -240,10 +254,12 @@ double padded_product(int code, int64_t m, int64_t n) {
 }  // namespace
 
 int tile_for_shape(int64_t m, int64_t n, int64_t k) {
-  if (vector_fma_pipes() >= 2) {  // the first, unless a later one pads kNarrowTileMinSaving times less
-    int best = kShapeTilesTwoPipes[0];
-    for (int code : kShapeTilesTwoPipes)
-      if (padded_product(kShapeTilesTwoPipes[0], m, n) >= kNarrowTileMinSaving * padded_product(code, m, n)) best = code;
+  if (vector_fma_pipes() >= 2 || !kWideTileForLongK) {  // the first, unless a later one pads kNarrowTileMinSaving times less
+    const int* tiles = vector_fma_pipes() >= 2 ? kShapeTilesTwoPipes : kShapeTiles;
+    const size_t count = vector_fma_pipes() >= 2 ? std::size(kShapeTilesTwoPipes) : std::size(kShapeTiles);
+    int best = tiles[0];
+    for (size_t i = 1; i < count; ++i)
+      if (padded_product(tiles[0], m, n) >= kNarrowTileMinSaving * padded_product(tiles[i], m, n)) best = tiles[i];
     return best;
   }
   int best = kShapeTiles[0];  // the first, or a later one that pads at most 2% more where K is long

@@ -48,15 +48,29 @@ inline constexpr int kDefaultTile = 82;  // VFP, one float a vector: 16 of 32 s 
 // pads the product kNarrowTileMinSaving times 7x1's or more (16 output channels in 32 columns):
 // MobileNetV2's 112x112x32->16 took 200 us with 7x2, 119 us with 7x1 (24 outputs, 32 columns
 // either way: 7x2 115 us, 7x1 146 us; 144 outputs, 160 columns against 144: 179 against 185 us).
+// On AVX2 (16 ymm), 6x2 vectors, or 4x3 where 6x2 pads the product kNarrowTileMinSaving times 4x3's
+// or more: 24 output channels fill 4x3's three vectors and pad 6x2's two to 32. Measured on an AMD
+// EPYC (Zen 3, AVX2), one thread, GFLOP/s 6x2 -> 4x3: 56x56x96->24 68 -> 90, 56x56x144->24 67 -> 84;
+// elsewhere 4x3 was no faster (112x112x16->96 64 / 65, 56x56x24->144 78 / 78) or slower (32 outputs:
+// 28x28x144->32 79 -> 60); MobileNetV2 whole model 0.98x [0.91, 1.00] the time (its two 24-output
+// layers outside strip groups, interleaved).
 #if defined(__AVX512F__)
 inline constexpr int kShapeTiles[] = {71, 72};
 inline constexpr int kShapeTilesTwoPipes[] = {72, 71};
+inline constexpr bool kWideTileForLongK = true;
+inline constexpr double kNarrowTileMinSaving = 1.5;
+#elif defined(__AVX__)
+inline constexpr int kShapeTiles[] = {62, 43};
+inline constexpr int kShapeTilesTwoPipes[] = {62, 43};
+inline constexpr bool kWideTileForLongK = false;
+inline constexpr double kNarrowTileMinSaving = 1.25;
 #else
 inline constexpr int kShapeTiles[] = {kDefaultTile};
 inline constexpr int kShapeTilesTwoPipes[] = {kDefaultTile};
+inline constexpr bool kWideTileForLongK = false;
+inline constexpr double kNarrowTileMinSaving = 1.5;
 #endif
 inline constexpr int kWideTileMinK = 512;
-inline constexpr double kNarrowTileMinSaving = 1.5;
 // How many full-width vector multiply-adds the core issues a cycle (1 or 2), measured once per
 // process (peak.cc: independent FMA chains, 4 against 12).
 int vector_fma_pipes();
