@@ -52,8 +52,7 @@ inline constexpr int kDefaultTile = 82;  // VFP, one float a vector: 16 of 32 s 
 // or more: 24 output channels fill 4x3's three vectors and pad 6x2's two to 32. Measured on an AMD
 // EPYC (Zen 3, AVX2), one thread, GFLOP/s 6x2 -> 4x3: 56x56x96->24 68 -> 90, 56x56x144->24 67 -> 84;
 // elsewhere 4x3 was no faster (112x112x16->96 64 / 65, 56x56x24->144 78 / 78) or slower (32 outputs:
-// 28x28x144->32 79 -> 60); MobileNetV2 whole model 0.98x [0.91, 1.00] the time (its two 24-output
-// layers outside strip groups, interleaved).
+// 28x28x144->32 79 -> 60). Against LiteRT's one-layer models: 56x56x96->24 1.47x -> 0.87x its time.
 #if defined(__AVX512F__)
 inline constexpr int kShapeTiles[] = {71, 72};
 inline constexpr int kShapeTilesTwoPipes[] = {72, 71};
