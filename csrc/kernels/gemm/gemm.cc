@@ -87,8 +87,9 @@ void tile_kernel(int kc, const float* __restrict a, ptrdiff_t lda, const float* 
   }
 
   // A tile computed in one pass (no accumulation) starts from the bias: the epilogue then only
-  // clamps, and not at all without an activation (lo, hi infinite). A 1x1 layer's short K (16-96 in
-  // MobileNetV2's expansions) left the bias adds and clamps a large part of each tile's work.
+  // clamps, and not at all without an activation (lo, hi infinite): fewer instructions a tile where
+  // K is short (16-96 in MobileNetV2's 1x1 layers); measured on AVX2 within noise but for
+  // 56x56x24->144, 0.91x [0.87, 0.99] the time.
   const bool bias_first = epilogue && !accumulate;
   vf acc[MR][NRV];
 #pragma GCC unroll 4
