@@ -252,17 +252,20 @@ double padded_product(int code, int64_t m, int64_t n) {
   const int64_t mr = code % kPackedA / 10, nr = int64_t(code % 10) * kLanes;
   return double((m + mr - 1) / mr * mr) * double((n + nr - 1) / nr * nr);
 }
+
+// The first of `tiles`, unless a later one pads the product kNarrowTileMinSaving times less.
+template <size_t N>
+int least_padding_tile(const int (&tiles)[N], int64_t m, int64_t n) {
+  int best = tiles[0];
+  for (int code : tiles)
+    if (padded_product(tiles[0], m, n) >= kNarrowTileMinSaving * padded_product(code, m, n)) best = code;
+  return best;
+}
 }  // namespace
 
 int tile_for_shape(int64_t m, int64_t n, int64_t k) {
-  if (vector_fma_pipes() >= 2 || !kWideTileForLongK) {  // the first, unless a later one pads kNarrowTileMinSaving times less
-    const int* tiles = vector_fma_pipes() >= 2 ? kShapeTilesTwoPipes : kShapeTiles;
-    const size_t count = vector_fma_pipes() >= 2 ? std::size(kShapeTilesTwoPipes) : std::size(kShapeTiles);
-    int best = tiles[0];
-    for (size_t i = 1; i < count; ++i)
-      if (padded_product(tiles[0], m, n) >= kNarrowTileMinSaving * padded_product(tiles[i], m, n)) best = tiles[i];
-    return best;
-  }
+  if (vector_fma_pipes() >= 2) return least_padding_tile(kShapeTilesTwoPipes, m, n);
+  if (!kWideTileForLongK) return least_padding_tile(kShapeTiles, m, n);
   int best = kShapeTiles[0];  // the first, or a later one that pads at most 2% more where K is long
   if (k >= kWideTileMinK)
     for (int code : kShapeTiles)

@@ -81,9 +81,9 @@ class WinogradConv final : public ConvKernel {
     // A last block of one register row or less would stream all of U again for a few tiles (49
     // tiles of a 14x14 map in F(2x2) on 6-row tiles: 48 + 1); the block takes them, V permitting
     // (14x14x256 F(2x2) alone, AMD EPYC, AVX2: two threads 1.31 -> 0.97 ms, one thread no change).
-    if (round_up(tiles, tile_m) <= tile_block_ + tile_m && size_t(E) * round_up(tiles, tile_m) * cig_ <= size_t(v_budget))
-      tile_block_ = round_up(tiles, tile_m);
-    tile_block_ = std::min(tile_block_, round_up(tiles, tile_m));
+    const int all_tiles = round_up(tiles, tile_m);
+    if (all_tiles <= tile_block_ + tile_m && size_t(E) * all_tiles * cig_ <= size_t(v_budget)) tile_block_ = all_tiles;
+    tile_block_ = std::min(tile_block_, all_tiles);
     // Enough tasks to balance the threads: smaller tile blocks first, then split the filters. Where
     // U is large and has a weight panel for every task, the filters first, one share a thread:
     // each thread then streams its own share of U once, not all of U per tile block, and
