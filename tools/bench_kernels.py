@@ -132,7 +132,7 @@ def bench_layer(layer: BenchLayer, thread_counts: list[int], args) -> list[Row]:
         if not args.no_litert:
             interpreter = benchlib.litert_interpreter(litert_layer_model(layer, w, b), threads)
             rows.append(Row(layer.name, threads, "LiteRT (XNNPACK)", "litert", {}, flops=rows[-1].flops))
-            items.append(benchlib.Measurement("litert", benchlib.litert_timer(interpreter, [x])))
+            items.append(benchlib.Measurement("litert", benchlib.litert_timer(interpreter, [x], copies=False)))
     benchlib.measure_interleaved(items, args.rounds, args.warmup, args.repeats)
     for row, item in zip(rows, items):
         row.times = item.times

@@ -60,17 +60,32 @@ def litert_interpreter(flatbuffer: bytes, threads: int):
     return interpreter
 
 
-def litert_timer(interpreter, inputs: list[np.ndarray]) -> Timer:
-    for detail, x in zip(interpreter.get_input_details(), inputs):
-        interpreter.set_tensor(detail["index"], x)
+def litert_timer(interpreter, inputs: list[np.ndarray], copies: bool = True) -> Timer:
+    """Times LiteRT on `inputs`. With `copies` each timed run sets the inputs and reads the outputs
+    as well as invoking: the work layertune's Engine.time does in its timed runs (it copies the
+    inputs into its arena and the outputs out), so that whole-model ratios compare the same work.
+    Without (kernel benchmarks, whose layertune side times the kernel alone), invoke only."""
+    inputs_at = [detail["index"] for detail in interpreter.get_input_details()]
+    outputs_at = [detail["index"] for detail in interpreter.get_output_details()]
+    for at, x in zip(inputs_at, inputs):
+        interpreter.set_tensor(at, x)
+
+    def run() -> None:
+        if copies:
+            for at, x in zip(inputs_at, inputs):
+                interpreter.set_tensor(at, x)
+        interpreter.invoke()
+        if copies:
+            for at in outputs_at:
+                interpreter.get_tensor(at)
 
     def timer(warmup: int, repeats: int) -> list[float]:
         for _ in range(warmup):
-            interpreter.invoke()
+            run()
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            interpreter.invoke()
+            run()
             times.append(time.perf_counter() - t0)
         return times
     return timer

@@ -6,7 +6,9 @@ ai_edge_litert or, on 32-bit ARM boards, tflite_runtime:
 
 prints one JSON line: {"series": {"litert@1": [ms per round, ...], ...}, "error": null}, the
 rounds interleaved over the thread counts as the core's time_interleaved does; or
-{"error": "..."} when no LiteRT can be imported or the model cannot be loaded."""
+{"error": "..."} when no LiteRT can be imported or the model cannot be loaded. A timed run sets
+the inputs, invokes and reads the outputs: the work a timed run of layertune's engine does (it
+copies the inputs into its arena and the outputs out)."""
 
 import argparse
 import json
@@ -34,32 +36,42 @@ def main(argv):
     try:
         import numpy as np
         Interpreter = interpreter_class()
-        runs = {}
+        runs, inputs, outputs = {}, {}, {}
         for t in [int(v) for v in args.threads.split(",")]:
             it = Interpreter(model_path=args.model, num_threads=t)
             it.allocate_tensors()
             rng = np.random.default_rng(0)
+            inputs[f"litert@{t}"] = fed = []
             for d in it.get_input_details():
                 if np.issubdtype(d["dtype"], np.integer):
                     info = np.iinfo(d["dtype"])
                     x = rng.integers(info.min, info.max, d["shape"], endpoint=True).astype(d["dtype"])
                 else:
                     x = rng.uniform(-1, 1, d["shape"]).astype(d["dtype"])
-                it.set_tensor(d["index"], x)
+                fed.append((d["index"], x))
             runs[f"litert@{t}"] = it
+            outputs[f"litert@{t}"] = [d["index"] for d in it.get_output_details()]
     except Exception as exc:  # no LiteRT here, or a model it cannot load: a reason, not a crash
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:300]}))
         return 0
-    for it in runs.values():
+    def run(name):
+        it = runs[name]
+        for index, x in inputs[name]:
+            it.set_tensor(index, x)
+        it.invoke()
+        for index in outputs[name]:
+            it.get_tensor(index)
+
+    for name in runs:
         for _ in range(args.warmup):
-            it.invoke()
+            run(name)
     series = {name: [] for name in runs}
     for _ in range(args.rounds):
-        for name, it in runs.items():
+        for name in runs:
             times = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                it.invoke()
+                run(name)
                 times.append((time.perf_counter() - t0) * 1e3)
             series[name].append(statistics.median(times))
     print(json.dumps({"series": series, "error": None}))
