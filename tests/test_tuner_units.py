@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -453,6 +454,24 @@ HEAVY_OPTIONAL = {"tensorflow", "tvm", "tflite", "optuna", "matplotlib", "parami
 
 
 DEVICE_SCRIPTS = {"runners/litert_timer.py", "runners/inference.py"}  # run on the device: any import may be missing there (a reason)
+
+
+def test_litert_timer_without_litert_reports_which_modules_to_install():
+    """A device without LiteRT: the timer prints one JSON error naming both interpreters it tries
+    and what to install (the modules are made unimportable in the script's own process)."""
+    blocker = ("import runpy, sys\n"
+               "class NoLiteRT:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in ('ai_edge_litert', 'tflite_runtime'):\n"
+               "            raise ImportError(f'No module named {name!r}')\n"
+               "sys.meta_path.insert(0, NoLiteRT())\n"
+               "sys.argv = sys.argv[1:]\n"
+               "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    out = subprocess.run([sys.executable, "-c", blocker, str(SRC / "runners" / "litert_timer.py"),
+                          str(ROOT / "examples" / "digits" / "digits_cnn.tflite")],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    error = json.loads(out.strip().splitlines()[-1])["error"]
+    assert "ai_edge_litert" in error and "tflite_runtime" in error and "pip install ai-edge-litert" in error
 
 
 def test_function_local_imports_are_only_heavy_optional_dependencies():

@@ -21,7 +21,11 @@ def interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        from tflite_runtime.interpreter import Interpreter
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise ImportError("neither ai_edge_litert nor tflite_runtime can be imported "
+                              "(pip install ai-edge-litert)") from None
     return Interpreter
 
 
