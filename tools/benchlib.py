@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from layertune.runners.litert_timer import timed_run
+
 WARMUP_SECONDS = 0.02
 IDLE_PAUSE_SECONDS = 0.01
 
@@ -61,23 +63,14 @@ def litert_interpreter(flatbuffer: bytes, threads: int):
 
 
 def litert_timer(interpreter, inputs: list[np.ndarray], copies: bool = True) -> Timer:
-    """Times LiteRT on `inputs`. With `copies` each timed run sets the inputs and reads the outputs
-    as well as invoking: the work layertune's Engine.time does in its timed runs (it copies the
-    inputs into its arena and the outputs out), so that whole-model ratios compare the same work.
-    Without (kernel benchmarks, whose layertune side times the kernel alone), invoke only."""
-    inputs_at = [detail["index"] for detail in interpreter.get_input_details()]
-    outputs_at = [detail["index"] for detail in interpreter.get_output_details()]
-    for at, x in zip(inputs_at, inputs):
-        interpreter.set_tensor(at, x)
-
-    def run() -> None:
-        if copies:
-            for at, x in zip(inputs_at, inputs):
-                interpreter.set_tensor(at, x)
-        interpreter.invoke()
-        if copies:
-            for at in outputs_at:
-                interpreter.get_tensor(at)
+    """Times LiteRT on `inputs`. With `copies` a timed run is runners/litert_timer.py's `timed_run`
+    (inputs set, invoke, outputs read: the work layertune's Engine.time does, which copies them in
+    and out), so that whole-model ratios compare the same work; without (kernel benchmarks, whose
+    layertune side times the kernel alone), invoke alone."""
+    fed = [(detail["index"], x) for detail, x in zip(interpreter.get_input_details(), inputs)]
+    outputs = [detail["index"] for detail in interpreter.get_output_details()]
+    timed_run(interpreter, fed, outputs)  # the inputs are set for invoke alone too
+    run = (lambda: timed_run(interpreter, fed, outputs)) if copies else interpreter.invoke
 
     def timer(warmup: int, repeats: int) -> list[float]:
         for _ in range(warmup):

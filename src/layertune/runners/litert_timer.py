@@ -6,9 +6,8 @@ ai_edge_litert or, on 32-bit ARM boards, tflite_runtime:
 
 prints one JSON line: {"series": {"litert@1": [ms per round, ...], ...}, "error": null}, the
 rounds interleaved over the thread counts as the core's time_interleaved does; or
-{"error": "..."} when no LiteRT can be imported or the model cannot be loaded. A timed run sets
-the inputs, invokes and reads the outputs: the work a timed run of layertune's engine does (it
-copies the inputs into its arena and the outputs out)."""
+{"error": "..."} when no LiteRT can be imported or the model cannot be loaded. A timed run is
+`timed_run`: inputs in, invoke, outputs out, as a timed run of layertune's engine."""
 
 import argparse
 import json
@@ -29,6 +28,16 @@ def interpreter_class():
     return Interpreter
 
 
+def timed_run(interpreter, fed, outputs):
+    """One timed run: set the inputs ((index, array) pairs), invoke, read the outputs (indices):
+    the work a timed run of layertune's engine does (tools/benchlib.py times LiteRT with it too)."""
+    for index, x in fed:
+        interpreter.set_tensor(index, x)
+    interpreter.invoke()
+    for index in outputs:
+        interpreter.get_tensor(index)
+
+
 def main(argv):
     p = argparse.ArgumentParser()
     p.add_argument("model")
@@ -40,12 +49,12 @@ def main(argv):
     try:
         import numpy as np
         Interpreter = interpreter_class()
-        runs, inputs, outputs = {}, {}, {}
+        runs = {}  # name: (interpreter, inputs fed, output indices)
         for t in [int(v) for v in args.threads.split(",")]:
             it = Interpreter(model_path=args.model, num_threads=t)
             it.allocate_tensors()
             rng = np.random.default_rng(0)
-            inputs[f"litert@{t}"] = fed = []
+            fed = []
             for d in it.get_input_details():
                 if np.issubdtype(d["dtype"], np.integer):
                     info = np.iinfo(d["dtype"])
@@ -53,29 +62,20 @@ def main(argv):
                 else:
                     x = rng.uniform(-1, 1, d["shape"]).astype(d["dtype"])
                 fed.append((d["index"], x))
-            runs[f"litert@{t}"] = it
-            outputs[f"litert@{t}"] = [d["index"] for d in it.get_output_details()]
+            runs[f"litert@{t}"] = (it, fed, [d["index"] for d in it.get_output_details()])
     except Exception as exc:  # no LiteRT here, or a model it cannot load: a reason, not a crash
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:300]}))
         return 0
-    def run(name):
-        it = runs[name]
-        for index, x in inputs[name]:
-            it.set_tensor(index, x)
-        it.invoke()
-        for index in outputs[name]:
-            it.get_tensor(index)
-
-    for name in runs:
+    for run in runs.values():
         for _ in range(args.warmup):
-            run(name)
+            timed_run(*run)
     series = {name: [] for name in runs}
     for _ in range(args.rounds):
-        for name in runs:
+        for name, run in runs.items():
             times = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                run(name)
+                timed_run(*run)
                 times.append((time.perf_counter() - t0) * 1e3)
             series[name].append(statistics.median(times))
     print(json.dumps({"series": series, "error": None}))
