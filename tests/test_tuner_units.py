@@ -521,6 +521,43 @@ def test_the_written_plan_is_never_slower_than_a_plan_in_hand_even_when_interval
         assert ratio_ci(series[written], series[other]).lo <= 1.0
 
 
+def test_a_cycle_left_by_the_race_is_settled_by_timing_every_plan_together():
+    """The CI failure of e8dacc4: the first chunk of verification rounds ran 1.6x slow. In it the
+    uniform baseline (U) beat the tuned plan (T), which left the race after 4 rounds, and T beat
+    the default (D); over all rounds D beat U. Every plan the rule can write was then measured
+    slower than some plan on their shared rounds. The verification times every plan again in the
+    same rounds, none dropped, and chooses on those. (The measurements are scripted: a chunk that
+    drifts cannot be produced on demand.)"""
+    from layertune.tuner.confirm import PlanCandidate, _verify
+    d = [5.0 * (1.6 if i < 4 else 1.0) * (1 + 0.002 * (i % 3)) for i in range(24)]
+    u = [d[i] * (0.95 if i < 4 else 1.19) for i in range(24)]
+    t = [d[i] * 0.99 for i in range(4)]  # raced out after the first chunk
+    cycle = {"D": d, "U": u, "T": t}
+    assert ratio_ci(u, t).faster and ratio_ci(t, d).faster and ratio_ci(d, u).faster  # the premise
+    settled = {"D": d[4:], "U": [x * 1.1 for x in d[4:]], "T": [x * 0.9 for x in d[4:]]}
+    graph = Graph("empty", [], [], [], [])
+    candidates = {"D": PlanCandidate(graph, 1, baseline=True, simplicity=0),
+                  "U": PlanCandidate(graph, 1, baseline=True, simplicity=1),
+                  "T": PlanCandidate(graph, 1, baseline=False)}
+    calls: list[tuple[str, ...]] = []
+
+    def measure(answers):
+        def run(keep):
+            calls.append(keep)
+            return answers[len(calls) - 1]
+        return run
+
+    series, written, strongest = _verify(measure([cycle, settled]), ["D", "U", "T"], "T", candidates,
+                                         lambda name: True, progress=lambda message: None)
+    assert calls == [("T",), ("D", "U", "T")] and series is settled
+    assert (written, strongest) == ("T", "D")
+    assert all(ratio_ci(series[written], series[n]).lo <= 1.0 for n in series if n != written)
+    # without a cycle the verification rounds are timed once
+    calls.clear()
+    series, written, _ = _verify(measure([settled]), ["D", "U", "T"], "T", candidates, lambda name: True)
+    assert calls == [("T",)] and written == "T"
+
+
 def test_a_tie_with_the_fused_form_writes_the_fused_form():
     """A model loaded untuned is fused, so the tuner must not take fusion away on noise: within
     noise of the choice, or faster, its "+fused" form is written; measured slower beyond noise, or

@@ -29,8 +29,11 @@ intervals, a difference within noise is no difference and the simpler plan wins)
    than that choice beyond noise and no baseline beats it. Last, the choice's fused form (with every
    form) replaces it unless measured slower than it beyond noise, or beaten by a baseline: an
    imported model is fused when loaded untuned, so within noise the fused plan is the default, not
-   the more complex one. So the written plan is never one measured slower than a layertune baseline
-   or a plan the tuner had in hand. Nor is it a plan whose output is over the options'
+   the more complex one. The race drops plans on the rounds they ran, so relations measured on
+   different rounds can form a cycle in which every choice is measured slower than some plan; then
+   every plan is timed again in the same rounds, none dropped, and the choice made on those. So the
+   written plan is never one measured slower than a layertune baseline or a plan the tuner had in
+   hand. Nor is it a plan whose output is over the options'
    max_output_error (tuner/accuracy.py: approximate methods); such plans do not race at all.
 """
 
@@ -208,6 +211,45 @@ def _written(series: dict[str, list[float]], current: str, strongest: str, basel
     return written
 
 
+def _measured_slower(series: dict[str, list[float]], written: str, names: list[str]) -> list[str]:
+    """The plans of `names` the written plan was measured slower than, beyond noise."""
+    return [n for n in names if n != written and n in series and ratio_ci(series[written], series[n]).slower]
+
+
+def _verify(measure: Callable[[tuple[str, ...]], dict[str, list[float]]], names: list[str], current: str,
+            candidates: dict[str, PlanCandidate], acceptable: Callable[[str], bool],
+            progress: Callable[[str], None] = log.info, settles: int = 2) -> tuple[dict[str, list[float]], str, str]:
+    """(series, written plan, strongest baseline) from the verification rounds. `measure(keep)`
+    times `names` by the protocol's race, never dropping the plans in `keep`.
+
+    The race drops a plan on the rounds it ran; if those rounds were unrepresentative (a chunk
+    1.6x slower than the rest: a CI run), the relations measured on different rounds can form a
+    cycle — A beat B on the first rounds, B beat C and C beat A on all of them — and then every
+    plan the rule can write was measured slower than some plan in hand. So when the choice was,
+    every plan is timed again in the same rounds, none dropped, and the choice is made on those."""
+    baselines = [n for n in names if candidates[n].baseline]
+    others = [n for n in names if not candidates[n].baseline]
+
+    def choose(series: dict[str, list[float]]) -> tuple[str, str]:
+        strongest = _strongest(series, candidates)
+        return _written(series, current, strongest, baselines, others, acceptable), strongest
+
+    series = measure((current,))
+    written, strongest = choose(series)
+    for _ in range(settles):
+        behind = _measured_slower(series, written, names)
+        if not behind:
+            break
+        progress(f"{written} was measured slower than {', '.join(behind)} on the rounds they shared (the race's "
+                 f"relations form a cycle): timing all {len(names)} plans again in the same rounds")
+        series = measure(tuple(names))
+        written, strongest = choose(series)
+    else:
+        if behind := _measured_slower(series, written, names):
+            log.warning("%s is still measured slower than %s after timing every plan together", written, ", ".join(behind))
+    return series, written, strongest
+
+
 def fused_variants(name: str, candidate: PlanCandidate, forms: tuple[str, ...],
                    strip_rows: tuple[int, ...] = (0,)) -> dict[str, PlanCandidate]:
     """`candidate` with every form of `forms` fused ("<name>+fused"), and with each form alone
@@ -275,11 +317,10 @@ def select_plan(candidates: dict[str, PlanCandidate], bench: Bench, reference: s
     final_names = list(dict.fromkeys([*baselines, current_name, *others, *fused]))
     progress(f"verifying against {len(baselines)} baselines" + (f", with {len(fused)} fused plans" if fused else "")
              + (" and LiteRT" if bench.tflite_remote else ""))
-    series, _ = bench.measure(final_names, strongest, litert=True, keep=(current_name,))
-    final_strongest = _strongest(series, {n: candidates[n] for n in final_names})
-    written = _written(series, current_name, final_strongest, baselines,
-                       [n for n in final_names if not candidates[n].baseline],
-                       lambda name: candidates[name].baseline or acceptable(name, candidates[name]))
+    series, written, final_strongest = _verify(
+        lambda keep: bench.measure(final_names, strongest, litert=True, keep=keep)[0], final_names, current_name,
+        {n: candidates[n] for n in final_names}, lambda name: candidates[name].baseline or acceptable(name, candidates[name]),
+        progress)
     ratios = {n: ratio_ci(series[written], series[n]) for n in series if n != written}
     return Outcome(written, pinned(candidates[written].graph, candidates[written].threads), candidates[written].threads,
                    final_strongest, {n: statistics.median(v) for n, v in series.items()}, ratios, nodes,
