@@ -122,7 +122,7 @@ def test_fused_groups_are_right_on_arm(base, tmp_path):
     """The ops that compute several nodes (graph/fusion.py) in the cross-built profiler, against the
     engine's reference path, which runs the nodes apart: an inverted-residual strip group (strips
     of 1 and 3 rows, stride 1 with a residual and stride 2, on 1 and 3 threads: chunks whose
-    windows overlap), squeeze-excite groups (batch 2 with channels off the NEON width, and
+    windows overlap; and one whose first convolution is a 3x3 stride-2 stem), squeeze-excite groups (batch 2 with channels off the NEON width, and
     enough pixels for several chunks, on 2 and 3 threads) and a project convolution that takes the
     gate as its input scale (simple and unrolled rescaling their packed weights)."""
     from test_fusion import inverted_residual, squeeze_excite
@@ -142,6 +142,14 @@ def test_fused_groups_are_right_on_arm(base, tmp_path):
             plan.write_bytes(plan_bytes(f))
             line = checked_run(base, profiler, plan, threads, "1e-5", (stride, rows))
             assert line["max_abs_diff"] <= 1e-5 * line["max_abs_ref"], (base, stride, rows, line)
+    # a dense 3x3 stride-2 first convolution (MobileNetV2's stem), its strips' padding at the edges
+    g, _ = inverted_residual((2, 23, 21, 3), expand_c=20, stem=(3, 2, (0, 1, 0, 1)))
+    f = fuse(g, strip_rows=2, strip_min_bytes=0)
+    assert f.nodes[0].attrs["strip_rows"] == 2
+    plan = tmp_path / "strips_stem.ltplan"
+    plan.write_bytes(plan_bytes(f))
+    line = checked_run(base, profiler, plan, "3", "1e-5", "stem")
+    assert line["max_abs_diff"] <= 1e-5 * line["max_abs_ref"], (base, "stem", line)
     for shape, threads in [((2, 9, 7, 37), "2"), ((1, 40, 41, 20), "3")]:
         g, _ = squeeze_excite(shape, reduce_act="relu")
         f = fuse(g, ("squeeze_excite",))

@@ -102,14 +102,16 @@ class Builder:
         self.tensors.append(Tensor(name, tuple(shape), data))
         return len(self.tensors) - 1
 
-    def conv(self, name: str, x: int, out_c: int, k: int = 3, activation: str = "none", pads=None) -> int:
+    def conv(self, name: str, x: int, out_c: int, k: int = 3, activation: str = "none", pads=None, stride: int = 1) -> int:
         shape = self.tensors[x].shape
         w = self.tensor(f"{name}/w", (k, k, shape[3], out_c), self.rng.uniform(-0.5, 0.5, (k, k, shape[3], out_c)).astype(np.float32))
         b = self.tensor(f"{name}/b", (out_c,), self.rng.uniform(-0.5, 0.5, out_c).astype(np.float32))
         pads = pads if pads is not None else [k // 2, k // 2, k // 2, k // 2]
-        oh, ow = shape[1] + pads[0] + pads[1] - k + 1, shape[2] + pads[2] + pads[3] - k + 1
+        oh = (shape[1] + pads[0] + pads[1] - k) // stride + 1
+        ow = (shape[2] + pads[2] + pads[3] - k) // stride + 1
         y = self.tensor(f"{name}/y", (shape[0], oh, ow, out_c))
-        self.nodes.append(Node("CONV_2D", name, [x, w, b], [y], {"strides": [1, 1], "dilations": [1, 1], "pads": pads,
+        self.nodes.append(Node("CONV_2D", name, [x, w, b], [y], {"strides": [stride, stride], "dilations": [1, 1],
+                                                                 "pads": pads,
                                                                  "groups": 1, "activation": activation}))
         return y
 
@@ -264,10 +266,16 @@ def test_a_bad_epilogue_in_a_plan_names_the_node():
 # --- inverted-residual strips (kernels/ops/strip_group.cc) -------------------------------------
 
 def inverted_residual(shape=(1, 13, 11, 8), expand_c=24, stride=1, pads=(1, 1, 1, 1), residual=True,
-                      k=3, epilogues=("", "")) -> tuple[Graph, Builder]:
-    """x -> 1x1 expand (relu6) -> kxk depthwise (relu6) -> 1x1 project (+ x): MobileNetV2's block."""
+                      k=3, epilogues=("", ""), stem=None) -> tuple[Graph, Builder]:
+    """x -> 1x1 expand (relu6) -> kxk depthwise (relu6) -> 1x1 project (+ x): MobileNetV2's block.
+    With stem = (k, stride, pads) the first convolution is that dense one instead (MobileNetV2's
+    3x3 stride-2 stem before its first depthwise), and there is no residual."""
     b = Builder(shape)
-    e = b.conv("expand", 0, expand_c, k=1, activation="relu6", pads=[0, 0, 0, 0])
+    if stem:
+        e = b.conv("expand", 0, expand_c, k=stem[0], activation="relu6", pads=list(stem[2]), stride=stem[1])
+        residual = False
+    else:
+        e = b.conv("expand", 0, expand_c, k=1, activation="relu6", pads=[0, 0, 0, 0])
     n, h, w, c = b.tensors[e].shape
     wd = b.tensor("dw/w", (k, k, 1, c), b.rng.uniform(-0.5, 0.5, (k, k, 1, c)).astype(np.float32))
     bd = b.tensor("dw/b", (c,), b.rng.uniform(-0.5, 0.5, c).astype(np.float32))
@@ -280,7 +288,7 @@ def inverted_residual(shape=(1, 13, 11, 8), expand_c=24, stride=1, pads=(1, 1, 1
     for node, step in zip(b.nodes, epilogues):
         if step:
             node.attrs["epilogue"] = step
-    y = b.conv("project", d, shape[3], k=1, pads=[0, 0, 0, 0])
+    y = b.conv("project", d, shape[3] if not stem else 5, k=1, pads=[0, 0, 0, 0])
     if residual:
         y = b.op("ADD", "add", [y, 0], activation="none")
     return b.graph(y), b
@@ -314,6 +322,31 @@ def group_is_right(graph: Graph, fused: Graph, x: np.ndarray, want: np.ndarray, 
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
     np.testing.assert_allclose(got, reference_engine(fused, x), rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
     same_answer(graph, fused, threads)
+
+
+STEM_CASES = [  # shape, stem (k, stride, pads), depthwise stride, depthwise pads, strip rows, threads
+    ((1, 23, 21, 3), (3, 2, (0, 1, 0, 1)), 1, (1, 1, 1, 1), 2, 1),  # MobileNetV2's stem: SAME at stride 2
+    ((2, 24, 19, 3), (3, 2, (1, 1, 1, 1)), 1, (1, 1, 1, 1), 3, 2),
+    ((1, 17, 13, 4), (3, 1, (1, 1, 1, 1)), 2, (0, 1, 0, 1), 1, 3),
+    ((1, 19, 11, 3), (5, 2, (2, 2, 2, 2)), 1, (1, 1, 1, 1), 100, 2),
+    ((1, 15, 9, 6), (3, 1, (0, 0, 0, 0)), 1, (0, 0, 0, 0), 2, 2),   # VALID both: fewer rows at each step
+]
+
+
+@pytest.mark.parametrize("case", STEM_CASES, ids=[f"{c[0]}-k{c[1][0]}s{c[1][1]}-dw{c[2]}-rows{c[4]}-t{c[5]}"
+                                                  for c in STEM_CASES])
+def test_a_dense_first_convolution_strips_like_an_expand(case):
+    """MobileNetV2's stem -> depthwise -> project chain (no expansion) strips like an inverted
+    residual: each strip computes the first convolution's rows its depthwise window needs from the
+    input rows those read, with the layer's padding at the image's edges. 3x3 and 5x5, strides 1
+    and 2, SAME and VALID, batch 2, 1-3 threads: the fused plan equals the unfused one and numpy."""
+    shape, stem, stride, pads, rows, threads = case
+    g, _ = inverted_residual(shape, expand_c=20, stride=stride, pads=pads, stem=stem)
+    f = fuse(g, strip_rows=rows, strip_min_bytes=0)
+    assert [n.attrs.get("strip_rows") for n in f.nodes] == [rows, None, None]
+    assert fused_groups(f) == {"expand": ["dw", "project"]}
+    x = np.random.default_rng(5).uniform(-1, 1, shape).astype(np.float32)
+    group_is_right(g, f, x, numpy_inverted_residual(g, x), threads)
 
 
 STRIP_CASES = [  # shape, stride, pads (top, bottom, left, right), residual, strip rows, threads
@@ -360,17 +393,18 @@ def test_strip_groups_use_each_nodes_kernel_choice(method, tmp_path):
 
 
 def test_what_may_not_be_strip_grouped_is_left_alone():
-    """An expanded tensor that is also a graph output and a 3x3 expand are no strip groups; small
-    expanded tensors stay unfused by default."""
+    """An expanded tensor that is also a graph output and a dilated first convolution are no strip
+    groups; small expanded tensors stay unfused by default."""
     g, b = inverted_residual()
     assert "strip_rows" not in fuse(g).nodes[0].attrs  # 13x11x24 floats: below STRIP_MIN_BYTES
     assert "strip_rows" in fuse(g, strip_min_bytes=0).nodes[0].attrs
     g.outputs.append(1 + 2)  # the expanded tensor is a graph output too ("expand/y" is tensor 3)
     assert b.tensors[3].name == "expand/y"
     assert not any("strip_rows" in n.attrs for n in fuse(g, strip_min_bytes=0).nodes)
-    g3, _ = inverted_residual(k=3)
-    g3.nodes[0].attrs["pads"] = [1, 1, 1, 1]
-    g3.tensors[g3.nodes[0].inputs[1]] = Tensor("w3", (3, 3, 8, 24), np.zeros((3, 3, 8, 24), np.float32))
+    g3, _ = inverted_residual(stem=(3, 1, (1, 1, 1, 1)))
+    assert "strip_rows" in fuse(g3, strip_min_bytes=0).nodes[0].attrs  # a dense 3x3 first convolution is grouped
+    g3.nodes[0].attrs["dilations"] = [2, 2]  # a dilated one is not
+    g3.nodes[0].attrs["pads"] = [2, 2, 2, 2]
     assert not any("strip_rows" in n.attrs for n in fuse(g3, strip_min_bytes=0).nodes)
 
 

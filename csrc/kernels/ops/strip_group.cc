@@ -2,7 +2,10 @@
 // depthwise convolution that reads it and the 1x1 project convolution that reads that, computed
 // a strip of output rows at a time, so that the expanded tensor (MobileNetV2's is 4.8 MB at
 // 224x224) never leaves the cache: each strip expands only the input rows its depthwise window
-// needs, into a small buffer, and rows shared with the next strip stay there.
+// needs, into a small buffer, and rows shared with the next strip stay there. The first
+// convolution may also be any dense one (MobileNetV2's 3x3 stride-2 stem before its first
+// depthwise): a strip then computes the rows of its output the window needs from the input rows
+// those read.
 //
 // Threads take contiguous chunks of rows (one per thread), each running its strips with kernels
 // and buffers of its own (prepared for one thread); a chunk recomputes the expanded rows its
@@ -26,7 +29,8 @@ namespace {
 struct Strip {
   int keep_from = 0;        // buffer rows [keep_from, held) move to the top (rows the last strip expanded)
   int kept = 0;             // how many rows were kept
-  int expand_r0 = 0, expand_r1 = 0;  // input rows to expand after them
+  int expand_r0 = 0, expand_r1 = 0;  // expanded rows to compute after them
+  int expand_in_r0 = 0;     // the first input row the expand kernel reads for them
   int expand_kernel = -1;   // index into a worker's expand kernels (-1: nothing to expand)
   int depthwise_kernel = 0;
   int project_kernel = 0;
@@ -54,7 +58,8 @@ class StripGroupOp final : public Op {
     if (post_ops_need_residual(post_p)) residual_ = cp.input(3);
     for (const OpContext* c : {&ce, &cd, &cp})
       if (c->has_input(4)) fail(c->node.where(), ": strip group: a convolution of the group may not scale its input");
-    batch_ = se.batch, in_h_ = se.in_h, in_w_ = se.in_w, in_c_ = se.in_c, mid_c_ = se.out_c;
+    batch_ = se.batch, in_h_ = se.in_h, in_w_ = se.in_w, in_c_ = se.in_c;
+    mid_h_ = sd.in_h, mid_w_ = sd.in_w, mid_c_ = se.out_c;
     out_h_ = sd.out_h(), out_w_ = sd.out_w(), out_c_ = sp.out_c;
     stride_ = sd.stride_h, kernel_h_ = sd.kernel_h, pad_top_ = sd.pad_top;
     const int rows = int(expand_.int_attr("strip_rows"));
@@ -94,7 +99,7 @@ class StripGroupOp final : public Op {
     ThreadPool::global().parallel_for(workers, int64_t(batch_) * chunks_, [&](int64_t task, int worker) {
       const int n = int(task / chunks_), c = int(task % chunks_);
       Worker& w = workers_[size_t(worker)];
-      const int64_t in_row = int64_t(in_w_) * in_c_, mid_row = int64_t(in_w_) * mid_c_;
+      const int64_t in_row = int64_t(in_w_) * in_c_, mid_row = int64_t(mid_w_) * mid_c_;
       const int64_t out_row = int64_t(out_w_) * out_c_;
       const float* xn = x + int64_t(n) * in_h_ * in_row;
       float* yn = y + int64_t(n) * out_h_ * out_row;
@@ -105,7 +110,7 @@ class StripGroupOp final : public Op {
         if (st.kept && st.keep_from)
           std::memmove(buf, buf + st.keep_from * mid_row, size_t(st.kept * mid_row) * sizeof(float));
         if (st.expand_kernel >= 0)
-          w.expand[size_t(st.expand_kernel)]->run(xn + st.expand_r0 * in_row, buf + st.kept * mid_row, nullptr);
+          w.expand[size_t(st.expand_kernel)]->run(xn + st.expand_in_r0 * in_row, buf + st.kept * mid_row, nullptr);
         w.depthwise[size_t(st.depthwise_kernel)]->run(buf, dw_out, nullptr);
         w.project[size_t(st.project_kernel)]->run(dw_out, yn + st.o0 * out_row,
                                                   rn ? rn + st.o0 * out_row : nullptr);
@@ -124,16 +129,17 @@ class StripGroupOp final : public Op {
 
   static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
-  // Plans the strips of `strip_rows_` rows in one chunk per worker (no more chunks than strips);
-  // false when the workers' buffers would not fit in the expanded and depthwise tensors' slots.
+  // Plans one chunk per worker (no more chunks than strips of `strip_rows_` rows), each an even share of the
+  // output rows in strips of at most that height; false when the workers' buffers would not fit in the
+  // expanded and depthwise tensors' slots.
   bool plan_strips(const ConvShape& se, const ConvShape& sd, const ConvShape& sp, int workers) {
     const int rows = strip_rows_;
     const int strips = (out_h_ + rows - 1) / rows;
     chunks_ = std::max(1, std::min(workers, strips));
     plan_.clear();
     expand_shapes_.clear(), depthwise_shapes_.clear(), project_shapes_.clear();
-    std::map<int, int> expand_keys, project_keys;
-    std::map<std::tuple<int, int, int>, int> depthwise_keys;
+    std::map<int, int> project_keys;
+    std::map<std::tuple<int, int, int>, int> expand_keys, depthwise_keys;
     auto key_index = [](auto& keys, const auto& key, auto& shapes, const ConvShape& shape) {
       auto [it, added] = keys.emplace(key, int(shapes.size()));
       if (added) shapes.push_back(shape);
@@ -141,20 +147,28 @@ class StripGroupOp final : public Op {
     };
     int max_buffer_rows = 0, max_out_rows = 0;
     for (int c = 0; c < chunks_; ++c) {
-      const int first_strip = c * strips / chunks_, end_strip = (c + 1) * strips / chunks_;
+      // An even share of the output rows (whole strips would give MobileNetV2's stem group, 7
+      // strips of 16 rows, 4 to one thread and 3 to the other), in strips of at most `rows`.
+      const int c0 = int(int64_t(c) * out_h_ / chunks_), c1 = int(int64_t(c + 1) * out_h_ / chunks_);
       std::vector<Strip> plan_c;
       int held0 = 0, held1 = 0;  // input rows the buffer holds: [held0, held1)
-      for (int s = first_strip; s < end_strip; ++s) {
+      for (int o0 = c0; o0 < c1; o0 += rows) {
         Strip st;
-        st.o0 = s * rows, st.o1 = std::min(out_h_, (s + 1) * rows);
+        st.o0 = o0, st.o1 = std::min(c1, o0 + rows);
         const int lo = st.o0 * stride_ - pad_top_, hi = (st.o1 - 1) * stride_ - pad_top_ + kernel_h_;
-        const int a = std::max(0, lo), b = std::min(in_h_, hi);
+        const int a = std::max(0, lo), b = std::min(mid_h_, hi);
         if (a >= held0 && a < held1) st.keep_from = a - held0, st.kept = held1 - a;
         st.expand_r0 = a + st.kept, st.expand_r1 = b;
         if (st.expand_r1 > st.expand_r0) {
+          // the input rows those expanded rows read, and the padding the strip keeps of the layer's
+          const int in_lo = st.expand_r0 * se.stride_h - se.pad_top;
+          const int in_hi = (st.expand_r1 - 1) * se.stride_h - se.pad_top + se.kernel_h;
+          const int ia = std::max(0, in_lo), ib = std::min(in_h_, in_hi);
           ConvShape s1 = se;  // strips are of one image
-          s1.batch = 1, s1.in_h = st.expand_r1 - st.expand_r0;
-          st.expand_kernel = key_index(expand_keys, s1.in_h, expand_shapes_, s1);
+          s1.batch = 1, s1.in_h = ib - ia, s1.pad_top = ia - in_lo, s1.pad_bottom = in_hi - ib;
+          st.expand_in_r0 = ia;
+          st.expand_kernel = key_index(expand_keys, std::make_tuple(s1.in_h, s1.pad_top, s1.pad_bottom),
+                                       expand_shapes_, s1);
         }
         ConvShape s2 = sd;
         s2.batch = 1, s2.in_h = b - a, s2.pad_top = a - lo, s2.pad_bottom = hi - b;
@@ -171,9 +185,9 @@ class StripGroupOp final : public Op {
       plan_.push_back(std::move(plan_c));
     }
     // Each worker's part of the two slots (16-float aligned, as the arena's).
-    expanded_stride_ = round16(int64_t(max_buffer_rows) * in_w_ * mid_c_);
+    expanded_stride_ = round16(int64_t(max_buffer_rows) * mid_w_ * mid_c_);
     depthwise_stride_ = round16(int64_t(max_out_rows) * out_w_ * mid_c_);
-    return chunks_ * expanded_stride_ <= round16(int64_t(batch_) * in_h_ * in_w_ * mid_c_) &&
+    return chunks_ * expanded_stride_ <= round16(int64_t(batch_) * mid_h_ * mid_w_ * mid_c_) &&
            chunks_ * depthwise_stride_ <= round16(int64_t(batch_) * out_h_ * out_w_ * mid_c_);
   }
 
@@ -202,8 +216,8 @@ class StripGroupOp final : public Op {
       return s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.groups == 1 &&
              s.pad_top + s.pad_bottom + s.pad_left + s.pad_right == 0;
     };
-    if (expand_.op != "CONV_2D" || !pointwise(se))
-      fail(expand_.where(), ": strip group: this expand layer must be a 1x1 CONV_2D with stride 1 and no padding");
+    if (expand_.op != "CONV_2D" || se.groups != 1 || se.dilation_h != 1 || se.dilation_w != 1)
+      fail(expand_.where(), ": strip group: this expand layer must be a CONV_2D without groups or dilation");
     if (!sd.is_depthwise() || sd.multiplier() != 1 || sd.dilation_h != 1 || sd.dilation_w != 1)
       fail(expand_.where(), ": strip group: the node after it, '", depthwise_.name,
            "', must be a depthwise convolution with multiplier 1 and dilation 1");
@@ -213,7 +227,7 @@ class StripGroupOp final : public Op {
     if (cd.input(0) != ce.output(0) || cp.input(0) != cd.output(0))
       fail(expand_.where(), ": strip group: '", depthwise_.name, "' must read this node's output and '", project_.name,
            "' the depthwise's");
-    if (sd.batch != se.batch || sd.in_h != se.in_h || sd.in_w != se.in_w || sd.in_c != se.out_c ||
+    if (sd.batch != se.batch || sd.in_h != se.out_h() || sd.in_w != se.out_w() || sd.in_c != se.out_c ||
         sp.in_h != sd.out_h() || sp.in_w != sd.out_w() || sp.in_c != sd.out_c)
       fail(expand_.where(), ": strip group: the three layers' shapes do not chain");
   }
@@ -222,7 +236,9 @@ class StripGroupOp final : public Op {
   int in_ = -1, out_ = -1, residual_ = -1, expanded_ = -1, depthwise_out_ = -1;
   int64_t expanded_stride_ = 0, depthwise_stride_ = 0;
   int strip_rows_ = 0;
-  int batch_ = 1, in_h_ = 0, in_w_ = 0, in_c_ = 0, mid_c_ = 0, out_h_ = 0, out_w_ = 0, out_c_ = 0;
+  int batch_ = 1, in_h_ = 0, in_w_ = 0, in_c_ = 0;  // the expand's input
+  int mid_h_ = 0, mid_w_ = 0, mid_c_ = 0;           // the expanded tensor (the depthwise's input)
+  int out_h_ = 0, out_w_ = 0, out_c_ = 0;
   int stride_ = 1, kernel_h_ = 1, pad_top_ = 0;
   int chunks_ = 1;
   std::vector<std::vector<Strip>> plan_;  // per chunk

@@ -21,7 +21,10 @@ switched on or off on its own (the tuner times the fused plan against the unfuse
 - ``inverted_residual``: a 1x1 expand convolution, the depthwise convolution that alone reads it
   and the 1x1 project convolution that alone reads that (MobileNetV2's block, its residual ADD
   already in the project's epilogue) computed in strips of output rows, so that the expanded
-  tensor stays in cache (kernels/ops/strip_group.cc). The expand node gets ``strip_rows``, the
+  tensor stays in cache (kernels/ops/strip_group.cc). The first convolution may be any dense one
+  (MobileNetV2's 3x3 stride-2 stem, which its first depthwise reads: the "expand" of a block
+  without expansion; in the model, one thread, its three nodes took 0.84-0.89x the unfused time,
+  two threads 0.92-0.95x). The expand node gets ``strip_rows``, the
   two others ``strip_group`` (the expand's name), and the three become consecutive; each keeps
   its own kernel choice; the group runs on the engine's threads, each taking a contiguous part
   of the rows. Applied where the expanded tensor is at least STRIP_MIN_BYTES.
@@ -63,7 +66,7 @@ INPUT_SCALE_MIN_RATIO = 8
 # Below this an expanded tensor stays in cache anyway and strips only add their overhead. Measured
 # in MobileNetV2 at 224x224 on a 2 MiB-L2 x86 core: the 28x28x192 groups (588 KiB) took 1.1-1.25x
 # the unfused chain's time, the 56x56x144 and 112x112x96 ones (1.7 and 4.6 MiB) 0.7-1.0x, most
-# gained at two threads. A Pi 3's L2 is 512 KiB for four cores: the tuner's variants lower it.
+# gained at two threads; the stem's 112x112x32 (1.6 MiB) 0.84-0.95x. A Pi 3's L2 is 512 KiB for four cores: the tuner's variants lower it.
 STRIP_MIN_BYTES = 1024 * 1024
 # The default strip: as many output rows as keep the expanded rows it reads within this budget
 # (2 rows of the 112x112 block at stride 2, 6 of the 56x56 ones; 1-16 rows measured within 5%).
@@ -293,7 +296,7 @@ def _group_inverted_residuals(graph: Graph, strip_rows: int, min_bytes: int) -> 
     """Marks each expand -> depthwise -> project chain as a strip group (see the module's text)."""
     producer = graph.producers()
     for expand in list(graph.nodes):
-        if (not _pointwise(graph, expand) or _adds_residual(expand) or "strip_group" in expand.attrs
+        if (not _dense(graph, expand) or _adds_residual(expand) or "strip_group" in expand.attrs
                 or "strip_rows" in expand.attrs):
             continue
         readers = _readers(graph, expand.outputs[0])
@@ -322,6 +325,12 @@ def _group_inverted_residuals(graph: Graph, strip_rows: int, min_bytes: int) -> 
         producer = graph.producers()
         expand.attrs["strip_rows"] = strip_rows or _default_strip_rows(graph, dw)
         dw.attrs["strip_group"] = project.attrs["strip_group"] = expand.name
+
+
+def _dense(graph: Graph, node: Node) -> bool:
+    """A float CONV_2D without groups or dilation (what a strip group's first node may be)."""
+    return (node.op == "CONV_2D" and graph.is_float_conv(node) and int(node.attrs.get("groups", 1)) == 1
+            and tuple(node.attrs.get("dilations", (1, 1))) == (1, 1))
 
 
 def _default_strip_rows(graph: Graph, dw: Node) -> int:
