@@ -129,9 +129,9 @@ class StripGroupOp final : public Op {
 
   static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
-  // Plans one chunk per worker (no more chunks than strips of `strip_rows_` rows), each an even share of the
-  // output rows in strips of at most that height; false when the workers' buffers would not fit in the
-  // expanded and depthwise tensors' slots.
+  // Plans one chunk per worker (no more chunks than strips of `strip_rows_` rows), each an even
+  // share of the output rows in strips of at most that height; false when the workers' buffers
+  // would not fit in the expanded and depthwise tensors' slots.
   bool plan_strips(const ConvShape& se, const ConvShape& sd, const ConvShape& sp, int workers) {
     const int rows = strip_rows_;
     const int strips = (out_h_ + rows - 1) / rows;

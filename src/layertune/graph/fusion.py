@@ -24,10 +24,10 @@ switched on or off on its own (the tuner times the fused plan against the unfuse
   tensor stays in cache (kernels/ops/strip_group.cc). The first convolution may be any dense one
   (MobileNetV2's 3x3 stride-2 stem, which its first depthwise reads: the "expand" of a block
   without expansion; in the model, one thread, its three nodes took 0.84-0.89x the unfused time,
-  two threads 0.92-0.95x). The expand node gets ``strip_rows``, the
-  two others ``strip_group`` (the expand's name), and the three become consecutive; each keeps
-  its own kernel choice; the group runs on the engine's threads, each taking a contiguous part
-  of the rows. Applied where the expanded tensor is at least STRIP_MIN_BYTES.
+  two threads 0.92-0.95x). The expand node gets ``strip_rows``, the two others ``strip_group``
+  (the expand's name), and the three become consecutive; each keeps its own kernel choice; the
+  group runs on the engine's threads, each taking a contiguous part of the rows. Applied where
+  the expanded tensor is at least STRIP_MIN_BYTES.
 - ``input_scale``: a MUL of a tensor by one value per channel (a squeeze-excite gate, batch 1)
   that only a 1x1 CONV_2D reads becomes that convolution's fifth input, its input scale, where the
   tensor has at least INPUT_SCALE_MIN_RATIO times as many elements as the weights: the
@@ -66,7 +66,8 @@ INPUT_SCALE_MIN_RATIO = 8
 # Below this an expanded tensor stays in cache anyway and strips only add their overhead. Measured
 # in MobileNetV2 at 224x224 on a 2 MiB-L2 x86 core: the 28x28x192 groups (588 KiB) took 1.1-1.25x
 # the unfused chain's time, the 56x56x144 and 112x112x96 ones (1.7 and 4.6 MiB) 0.7-1.0x, most
-# gained at two threads; the stem's 112x112x32 (1.6 MiB) 0.84-0.95x. A Pi 3's L2 is 512 KiB for four cores: the tuner's variants lower it.
+# gained at two threads; the stem's 112x112x32 (1.6 MiB) 0.84-0.95x. A Pi 3's L2 is 512 KiB for
+# four cores: the tuner's variants lower it.
 STRIP_MIN_BYTES = 1024 * 1024
 # The default strip: as many output rows as keep the expanded rows it reads within this budget
 # (2 rows of the 112x112 block at stride 2, 6 of the 56x56 ones; 1-16 rows measured within 5%).
