@@ -558,6 +558,37 @@ def test_a_cycle_left_by_the_race_is_settled_by_timing_every_plan_together():
     assert calls == [("T",)] and written == "T"
 
 
+def test_a_chain_left_by_the_race_is_settled_by_timing_every_plan_together():
+    """The README command's run at 3a83058: the tuned plan (T) beat the default (D) on the 4 rounds
+    it raced, the confirmed plan (C) beat T on those, and over 40 rounds C and D were within noise.
+    The replacements wrote C, no baseline's fused form and not faster than the strongest baseline
+    beyond noise. The verification times every plan again in the same rounds and chooses on those
+    (scripted measurements: a drifting chunk cannot be produced on demand)."""
+    from layertune.tuner.confirm import PlanCandidate, _verify, _written
+    d = [8.0 * (1 + 0.01 * ((i * 7) % 5 - 2)) for i in range(40)]
+    c = [d[i] * (1.0 + 0.02 * ((i * 3) % 4 - 1.5) / 1.5) for i in range(40)]
+    t = [d[i] * 0.97 for i in range(4)]
+    c[:4] = [t[i] * 0.92 for i in range(4)]
+    chain = {"D": d, "T": t, "C": c}
+    assert not ratio_ci(c, d).faster and ratio_ci(t, d).faster and ratio_ci(c, t).faster  # the premise
+    assert _written(chain, "C", "D", ["D"], ["T", "C"]) == "C"
+    graph = Graph("empty", [], [], [], [])
+    candidates = {"D": PlanCandidate(graph, 1, baseline=True), "T": PlanCandidate(graph, 1, baseline=False),
+                  "C": PlanCandidate(graph, 1, baseline=False)}
+    settled = {"D": d, "T": [x * 1.01 for x in d], "C": [x * 1.002 for x in d]}  # all within noise
+    answers = [chain, settled]
+    calls: list[tuple[str, ...]] = []
+
+    def measure(keep):
+        calls.append(keep)
+        return answers[len(calls) - 1]
+
+    series, written, strongest = _verify(measure, ["D", "T", "C"], "C", candidates, lambda name: True,
+                                         progress=lambda message: None)
+    assert calls == [("C",), ("D", "T", "C")] and series is settled
+    assert (written, strongest) == ("D", "D")
+
+
 def test_a_tie_with_the_fused_form_writes_the_fused_form():
     """A model loaded untuned is fused, so the tuner must not take fusion away on noise: within
     noise of the choice, or faster, its "+fused" form is written; measured slower beyond noise, or

@@ -30,8 +30,9 @@ intervals, a difference within noise is no difference and the simpler plan wins)
    form) replaces it unless measured slower than it beyond noise, or beaten by a baseline: an
    imported model is fused when loaded untuned, so within noise the fused plan is the default, not
    the more complex one. The race drops plans on the rounds they ran, so relations measured on
-   different rounds can form a cycle in which every choice is measured slower than some plan; then
-   every plan is timed again in the same rounds, none dropped, and the choice made on those. So the
+   different rounds can form a cycle in which every choice is measured slower than some plan, or a
+   chain that puts a plan within noise of the strongest baseline in its place; then every plan is
+   timed again in the same rounds, none dropped, and the choice made on those. So the
    written plan is never one measured slower than a layertune baseline or a plan the tuner had in
    hand. Nor is it a plan whose output is over the options'
    max_output_error (tuner/accuracy.py: approximate methods); such plans do not race at all.
@@ -211,9 +212,20 @@ def _written(series: dict[str, list[float]], current: str, strongest: str, basel
     return written
 
 
-def _measured_slower(series: dict[str, list[float]], written: str, names: list[str]) -> list[str]:
-    """The plans of `names` the written plan was measured slower than, beyond noise."""
-    return [n for n in names if n != written and n in series and ratio_ci(series[written], series[n]).slower]
+def _doubts(series: dict[str, list[float]], written: str, strongest: str, names: list[str],
+            candidates: dict[str, PlanCandidate]) -> list[str]:
+    """What speaks against the choice: the plans of `names` it was measured slower than, beyond
+    noise; and the strongest baseline, when the choice is not a baseline nor a baseline's fused
+    form and neither it nor the plan it was fused from beat that baseline beyond noise (it won a
+    chain of replacements measured on different rounds: the tuned plan beat the default on the 4
+    rounds it raced, the confirmed plan beat the tuned one on those, and over 40 rounds the
+    confirmed plan and the default were within noise)."""
+    out = [n for n in names if n != written and n in series and ratio_ci(series[written], series[n]).slower]
+    source = written.split("+", 1)[0]
+    if (written != strongest and source in candidates and not candidates[source].baseline
+            and not any(n in series and ratio_ci(series[n], series[strongest]).faster for n in {written, source})):
+        out.append(strongest)
+    return out
 
 
 def _verify(measure: Callable[[tuple[str, ...]], dict[str, list[float]]], names: list[str], current: str,
@@ -225,8 +237,10 @@ def _verify(measure: Callable[[tuple[str, ...]], dict[str, list[float]]], names:
     The race drops a plan on the rounds it ran; if those rounds were unrepresentative (a chunk
     1.6x slower than the rest: a CI run), the relations measured on different rounds can form a
     cycle — A beat B on the first rounds, B beat C and C beat A on all of them — and then every
-    plan the rule can write was measured slower than some plan in hand. So when the choice was,
-    every plan is timed again in the same rounds, none dropped, and the choice is made on those."""
+    plan the rule can write was measured slower than some plan in hand; or a chain — a plan that
+    is no baseline chosen over the strongest baseline through one that beat it on a few rounds,
+    though itself within noise of it. So when the choice is in doubt (`_doubts`), every plan is
+    timed again in the same rounds, none dropped, and the choice is made on those."""
     baselines = [n for n in names if candidates[n].baseline]
     others = [n for n in names if not candidates[n].baseline]
 
@@ -237,16 +251,17 @@ def _verify(measure: Callable[[tuple[str, ...]], dict[str, list[float]]], names:
     series = measure((current,))
     written, strongest = choose(series)
     for _ in range(settles):
-        behind = _measured_slower(series, written, names)
-        if not behind:
+        doubts = _doubts(series, written, strongest, names, candidates)
+        if not doubts:
             break
-        progress(f"{written} was measured slower than {', '.join(behind)} on the rounds they shared (the race's "
-                 f"relations form a cycle): timing all {len(names)} plans again in the same rounds")
+        progress(f"the choice {written} rests on relations measured on different rounds ({', '.join(doubts)}): "
+                 f"timing all {len(names)} plans again in the same rounds")
         series = measure(tuple(names))
         written, strongest = choose(series)
     else:
-        if behind := _measured_slower(series, written, names):
-            log.warning("%s is still measured slower than %s after timing every plan together", written, ", ".join(behind))
+        if doubts := _doubts(series, written, strongest, names, candidates):
+            log.warning("the choice %s is still in doubt after timing every plan together (%s)", written,
+                        ", ".join(doubts))
     return series, written, strongest
 
 
