@@ -521,6 +521,24 @@ def test_the_written_plan_is_never_slower_than_a_plan_in_hand_even_when_interval
         assert ratio_ci(series[written], series[other]).lo <= 1.0
 
 
+def scripted_measure(answers: list[dict[str, list[float]]]):
+    """A verification's measure(keep) that returns `answers` in turn, and the keeps it was called
+    with (scripted: a chunk of rounds that drifts cannot be produced on demand)."""
+    calls: list[tuple[str, ...]] = []
+
+    def measure(keep: tuple[str, ...]) -> dict[str, list[float]]:
+        calls.append(keep)
+        return answers[len(calls) - 1]
+    return measure, calls
+
+
+def plan_candidates(**baseline: bool):
+    """PlanCandidates of an empty graph: name -> whether it is a baseline (simpler in the order given)."""
+    from layertune.tuner.confirm import PlanCandidate
+    graph = Graph("empty", [], [], [], [])
+    return {name: PlanCandidate(graph, 1, baseline=b, simplicity=i) for i, (name, b) in enumerate(baseline.items())}
+
+
 def test_a_cycle_left_by_the_race_is_settled_by_timing_every_plan_together():
     """The CI failure of e8dacc4: the first chunk of verification rounds ran 1.6x slow. In it the
     uniform baseline (U) beat the tuned plan (T), which left the race after 4 rounds, and T beat
@@ -528,33 +546,23 @@ def test_a_cycle_left_by_the_race_is_settled_by_timing_every_plan_together():
     slower than some plan on their shared rounds. The verification times every plan again in the
     same rounds, none dropped, and chooses on those. (The measurements are scripted: a chunk that
     drifts cannot be produced on demand.)"""
-    from layertune.tuner.confirm import PlanCandidate, _verify
+    from layertune.tuner.confirm import _verify
     d = [5.0 * (1.6 if i < 4 else 1.0) * (1 + 0.002 * (i % 3)) for i in range(24)]
     u = [d[i] * (0.95 if i < 4 else 1.19) for i in range(24)]
     t = [d[i] * 0.99 for i in range(4)]  # raced out after the first chunk
     cycle = {"D": d, "U": u, "T": t}
     assert ratio_ci(u, t).faster and ratio_ci(t, d).faster and ratio_ci(d, u).faster  # the premise
     settled = {"D": d[4:], "U": [x * 1.1 for x in d[4:]], "T": [x * 0.9 for x in d[4:]]}
-    graph = Graph("empty", [], [], [], [])
-    candidates = {"D": PlanCandidate(graph, 1, baseline=True, simplicity=0),
-                  "U": PlanCandidate(graph, 1, baseline=True, simplicity=1),
-                  "T": PlanCandidate(graph, 1, baseline=False)}
-    calls: list[tuple[str, ...]] = []
-
-    def measure(answers):
-        def run(keep):
-            calls.append(keep)
-            return answers[len(calls) - 1]
-        return run
-
-    series, written, strongest = _verify(measure([cycle, settled]), ["D", "U", "T"], "T", candidates,
-                                         lambda name: True, progress=lambda message: None)
+    candidates = plan_candidates(D=True, U=True, T=False)
+    measure, calls = scripted_measure([cycle, settled])
+    series, written, strongest = _verify(measure, ["D", "U", "T"], "T", candidates, lambda name: True,
+                                         progress=lambda message: None)
     assert calls == [("T",), ("D", "U", "T")] and series is settled
     assert (written, strongest) == ("T", "D")
     assert all(ratio_ci(series[written], series[n]).lo <= 1.0 for n in series if n != written)
     # without a cycle the verification rounds are timed once
-    calls.clear()
-    series, written, _ = _verify(measure([settled]), ["D", "U", "T"], "T", candidates, lambda name: True)
+    measure, calls = scripted_measure([settled])
+    series, written, _ = _verify(measure, ["D", "U", "T"], "T", candidates, lambda name: True)
     assert calls == [("T",)] and written == "T"
 
 
@@ -564,7 +572,7 @@ def test_a_chain_left_by_the_race_is_settled_by_timing_every_plan_together():
     The replacements wrote C, no baseline's fused form and not faster than the strongest baseline
     beyond noise. The verification times every plan again in the same rounds and chooses on those
     (scripted measurements: a drifting chunk cannot be produced on demand)."""
-    from layertune.tuner.confirm import PlanCandidate, _verify, _written
+    from layertune.tuner.confirm import _verify, _written
     d = [8.0 * (1 + 0.01 * ((i * 7) % 5 - 2)) for i in range(40)]
     c = [d[i] * (1.0 + 0.02 * ((i * 3) % 4 - 1.5) / 1.5) for i in range(40)]
     t = [d[i] * 0.97 for i in range(4)]
@@ -572,19 +580,10 @@ def test_a_chain_left_by_the_race_is_settled_by_timing_every_plan_together():
     chain = {"D": d, "T": t, "C": c}
     assert not ratio_ci(c, d).faster and ratio_ci(t, d).faster and ratio_ci(c, t).faster  # the premise
     assert _written(chain, "C", "D", ["D"], ["T", "C"]) == "C"
-    graph = Graph("empty", [], [], [], [])
-    candidates = {"D": PlanCandidate(graph, 1, baseline=True), "T": PlanCandidate(graph, 1, baseline=False),
-                  "C": PlanCandidate(graph, 1, baseline=False)}
     settled = {"D": d, "T": [x * 1.01 for x in d], "C": [x * 1.002 for x in d]}  # all within noise
-    answers = [chain, settled]
-    calls: list[tuple[str, ...]] = []
-
-    def measure(keep):
-        calls.append(keep)
-        return answers[len(calls) - 1]
-
-    series, written, strongest = _verify(measure, ["D", "T", "C"], "C", candidates, lambda name: True,
-                                         progress=lambda message: None)
+    measure, calls = scripted_measure([chain, settled])
+    series, written, strongest = _verify(measure, ["D", "T", "C"], "C", plan_candidates(D=True, T=False, C=False),
+                                         lambda name: True, progress=lambda message: None)
     assert calls == [("C",), ("D", "T", "C")] and series is settled
     assert (written, strongest) == ("D", "D")
 

@@ -32,10 +32,10 @@ intervals, a difference within noise is no difference and the simpler plan wins)
    the more complex one. The race drops plans on the rounds they ran, so relations measured on
    different rounds can form a cycle in which every choice is measured slower than some plan, or a
    chain that puts a plan within noise of the strongest baseline in its place; then every plan is
-   timed again in the same rounds, none dropped, and the choice made on those. So the
-   written plan is never one measured slower than a layertune baseline or a plan the tuner had in
-   hand. Nor is it a plan whose output is over the options'
-   max_output_error (tuner/accuracy.py: approximate methods); such plans do not race at all.
+   timed again in the same rounds, none dropped, and the choice made on those. So the written plan
+   is never one measured slower than a layertune baseline or a plan the tuner had in hand. Nor is
+   it a plan whose output is over the options' max_output_error (tuner/accuracy.py: approximate
+   methods); such plans do not race at all.
 """
 
 from __future__ import annotations
