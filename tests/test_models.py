@@ -82,6 +82,44 @@ def test_fp16_weights_are_dequantized_at_import(tmp_path):
     assert_matches(lt.run(x_test[:1]), litert_run(flatbuffer, [x_test[:1]])[0], what="fp16 weights")
 
 
+def test_weights_shared_by_layers_are_read_by_each(tmp_path):
+    """The converter stores identical constants once: two depthwise, two regular, two transposed
+    convolutions and two dense layers with the same weights read one tensor each pair; every layer
+    reads it in its own layout (it was converted again for the second reader)."""
+    tf = require("tensorflow")
+    rng = np.random.default_rng(4)
+    inp = tf.keras.Input((6, 6, 8), batch_size=1)
+    x = inp
+    pairs = [tf.keras.layers.DepthwiseConv2D(3, padding="same") for _ in range(2)]
+    pairs += [tf.keras.layers.Conv2D(8, 3, padding="same") for _ in range(2)]
+    pairs += [tf.keras.layers.Conv2DTranspose(8, 3, padding="same") for _ in range(2)]
+    for layer in pairs:
+        x = layer(x)
+    dense = [tf.keras.layers.Dense(12), tf.keras.layers.Dense(12)]
+    y = dense[1](tf.keras.layers.Dense(12, use_bias=False)(dense[0](tf.keras.layers.Flatten()(x))))
+    model = tf.keras.Model(inp, y)
+    for first, second in zip([*pairs[::2], dense[0]], [*pairs[1::2], dense[1]]):
+        if first is dense[0]:  # (288, 12) and (12, 12) cannot be shared; share the biases instead
+            second.set_weights([second.get_weights()[0], first.get_weights()[1]])
+            continue
+        weights = [rng.uniform(-0.4, 0.4, w.shape).astype(np.float32) for w in first.get_weights()]
+        first.set_weights(weights)
+        second.set_weights(weights)
+    flatbuffer = convert_keras(model)
+    import tflite
+    sg = tflite.Model.GetRootAsModel(flatbuffer, 0).Subgraphs(0)
+    readers: dict[int, int] = {}
+    for i in range(sg.OperatorsLength()):
+        for t in sg.Operators(i).InputsAsNumpy()[1:]:
+            if t >= 0 and sg.Tensors(int(t)).Buffer() > 0:
+                readers[int(t)] = readers.get(int(t), 0) + 1
+    assert sum(n > 1 for n in readers.values()) >= 4, readers  # the converter did share them
+    path = tmp_path / "shared.tflite"
+    path.write_bytes(flatbuffer)
+    x = rng.uniform(-1, 1, (1, 6, 6, 8)).astype(np.float32)
+    assert_matches(layertune.load(path).run(x), litert_run(flatbuffer, [x])[0], what="shared weights vs LiteRT")
+
+
 def _pruned(model, rng, block: int = 1):
     """Zeroes ~80% of every layer's kernel (a dense layer's in runs of `block` along its input
     axis), so that the converter stores them sparse."""

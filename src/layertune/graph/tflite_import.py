@@ -116,6 +116,7 @@ class TFLiteImporter:
         self.int8 = int8
         self.requantization = requantization
         self.float_layers = float_layers
+        self._layouts: dict[int, str] = {}  # constants converted to the layout an op reads: tensor -> op
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ImportError_(f"{source}: not a TFLite model (no TFL3 identifier)")
         try:
@@ -192,12 +193,29 @@ class TFLiteImporter:
         t.quantization = None
         return t.data
 
-    def _relayout(self, tid: int, data: np.ndarray, axis_from_old: dict[int, int]) -> None:
-        """A constant's new layout (its dtype kept); a per-channel axis follows its dimension."""
+    def _relayout(self, tid: int, op: str, convert: Callable[[np.ndarray], np.ndarray],
+                  axis_from_old: dict[int, int]) -> np.ndarray:
+        """A constant in the layout `op` reads (its dtype kept; a per-channel axis follows its
+        dimension), converted once: the converter stores identical constants once, so two
+        layers may read the same weights."""
         t = self.tensors[tid]
-        t.data, t.shape = np.ascontiguousarray(data), data.shape
+        done = self._layouts.get(tid)
+        if done == op:
+            return t.data
+        if done is not None:
+            raise ImportError_(f"{self.source}: constant tensor '{t.name}' is read as {done} weights and as {op} "
+                               "weights; layertune needs one layout per constant")
+        data = np.ascontiguousarray(convert(t.data))
+        t.data, t.shape = data, data.shape
         if t.quantization is not None and not t.quantization.per_tensor:
             t.quantization.axis = axis_from_old.get(t.quantization.axis, t.quantization.axis)
+        self._layouts[tid] = op
+        return data
+
+    def _transposed_conv_kernel(self, tid: int, index: int, op: str) -> np.ndarray:
+        """A transposed convolution's OHWI weights as float32 HWIO (the builtin and the custom op alike)."""
+        self._real_const(tid, "the weights", index, op)
+        return self._relayout(tid, "TRANSPOSE_CONV", lambda w: np.transpose(w, (1, 2, 3, 0)).astype(np.float32), {})
 
     def _activation(self, code: int, index: int, op: str) -> str:
         if code not in _ACTIVATIONS:
@@ -390,12 +408,10 @@ class TFLiteImporter:
         T = self.tensors
         if name == "Convolution2DTransposeBias":  # input, OHWI weights, bias
             padding, stride_w, stride_h = self._custom_params(op, i, name, 3)
-            w = self._real_const(ins[1], "the weights", i, name)
-            kernel = np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0)), np.float32)
-            T[ins[1]].data, T[ins[1]].shape = kernel, kernel.shape
+            kernel = self._transposed_conv_kernel(ins[1], i, name)
             out_shape = T[outs[0]].shape
-            pads = [0, 0] if padding == 2 else [_same_pads(out_shape[1], w.shape[1], stride_h, 1)[0],
-                                                _same_pads(out_shape[2], w.shape[2], stride_w, 1)[0]]
+            pads = [0, 0] if padding == 2 else [_same_pads(out_shape[1], kernel.shape[0], stride_h, 1)[0],
+                                                _same_pads(out_shape[2], kernel.shape[1], stride_w, 1)[0]]
             bias = ins[2] if len(ins) > 2 and ins[2] >= 0 else -1
             self._node("TRANSPOSE_CONV", i, [ins[0], ins[1], bias], outs, strides=[stride_h, stride_w], pads=pads,
                        activation="none")
@@ -418,15 +434,14 @@ class TFLiteImporter:
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             depthwise = name == "DEPTHWISE_CONV_2D"
             opts = _options(op, tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions)
-            w = self._const(ins[1], "the weights", i, name)
+            self._const(ins[1], "the weights", i, name)
             x_shape = T[ins[0]].shape
             if depthwise:  # (1, kh, kw, C*m) -> HWIO (kh, kw, 1, C*m), groups = C
-                hwio = w.reshape(w.shape[1], w.shape[2], 1, w.shape[3])
+                hwio = self._relayout(ins[1], name, lambda w: w.reshape(w.shape[1], w.shape[2], 1, w.shape[3]), {})
                 groups = x_shape[3]
             else:  # OHWI -> HWIO
-                hwio = np.transpose(w, (1, 2, 3, 0))
-                groups = x_shape[3] // w.shape[3]
-            self._relayout(ins[1], hwio, {} if depthwise else {0: 3, 1: 0, 2: 1, 3: 2})
+                hwio = self._relayout(ins[1], name, lambda w: np.transpose(w, (1, 2, 3, 0)), {0: 3, 1: 0, 2: 1, 3: 2})
+                groups = x_shape[3] // hwio.shape[2]
             strides = (opts.StrideH(), opts.StrideW()) if opts else (1, 1)
             if dilated:
                 dilations, pads = (dilated[2], dilated[2]), list(dilated[3])
@@ -441,22 +456,20 @@ class TFLiteImporter:
             opts = _options(op, tflite.FullyConnectedOptions)
             if opts and opts.WeightsFormat() != 0:
                 raise ImportError_(f"{self.source}: op {i} (FULLY_CONNECTED): shuffled weights are not supported")
-            w = self._const(ins[1], "the weights", i, name)
-            self._relayout(ins[1], w.T, {0: 1, 1: 0})
+            self._const(ins[1], "the weights", i, name)
+            self._relayout(ins[1], name, lambda w: w.T, {0: 1, 1: 0})
             bias = ins[2] if len(ins) > 2 and ins[2] >= 0 else -1
             self._node(name, i, [ins[0], ins[1], bias], outs,
                        activation=self._activation(opts.FusedActivationFunction() if opts else 0, i, name))
         elif name == "TRANSPOSE_CONV":
             opts = _options(op, tflite.TransposeConvOptions)
-            w = self._real_const(ins[1], "the weights", i, name)  # (out, kh, kw, in)
-            kernel = np.ascontiguousarray(np.transpose(w, (1, 2, 3, 0)), np.float32)
-            T[ins[1]].data, T[ins[1]].shape = kernel, kernel.shape
+            kernel = self._transposed_conv_kernel(ins[1], i, name)
             strides = (opts.StrideH(), opts.StrideW()) if opts else (1, 1)
             out_shape = T[outs[0]].shape
             pads = [0, 0]
             if not opts or opts.Padding() == 0:
-                pads = [_same_pads(out_shape[1], w.shape[1], strides[0], 1)[0],
-                        _same_pads(out_shape[2], w.shape[2], strides[1], 1)[0]]
+                pads = [_same_pads(out_shape[1], kernel.shape[0], strides[0], 1)[0],
+                        _same_pads(out_shape[2], kernel.shape[1], strides[1], 1)[0]]
             bias = ins[3] if len(ins) > 3 and ins[3] >= 0 else -1
             act = self._activation(opts.FusedActivationFunction(), i, name) if opts and hasattr(opts, "FusedActivationFunction") else "none"
             self._node(name, i, [ins[2], ins[1], bias], outs, strides=list(strides), pads=pads, activation=act)
