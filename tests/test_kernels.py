@@ -71,6 +71,9 @@ LAYERS = [
     # rows that do not divide among 2 or 3 threads: tasks are rows x channel parts
     Layer(1, 7, 7, 48, 1, (3, 3), depthwise=True, activation="relu6"),
     Layer(1, 9, 7, 37, 2, (3, 3), depthwise=True),
+    # batch 2, multiplier 1: bands of output rows (of up to 4) and a channel tail on the fast path
+    Layer(2, 10, 9, 37, 1, (3, 3), depthwise=True, activation="relu6"),
+    Layer(2, 11, 13, 21, 1, (5, 5), strides=(2, 2), depthwise=True),
 ]
 
 

@@ -113,8 +113,8 @@ def loop_specs(tiles: tuple[int, ...]) -> list[LoopSpec]:
     specs = [LoopSpec(tile_name(t), "csrc/kernels/gemm/gemm.cc", re.escape(tile_function(t)), "most_fma", tile=t)
              for t in tiles]
     specs += [
-        LoopSpec("depthwise 3x3 s1", "csrc/kernels/simple/conv_simple.cc", r"fast_pixels<3, 1>", "most_fma"),
-        LoopSpec("depthwise 3x3 s2", "csrc/kernels/simple/conv_simple.cc", r"fast_pixels<3, 2>", "most_fma"),
+        LoopSpec("depthwise 3x3 s1", "csrc/kernels/simple/conv_simple.cc", r"fast_rows<3, 1, \d+, \d+>", "most_fma"),
+        LoopSpec("depthwise 3x3 s2", "csrc/kernels/simple/conv_simple.cc", r"fast_rows<3, 2, \d+, \d+>", "most_fma"),
         *(LoopSpec(f"winograd {kind} F{m}", "tools/arm_codegen_probes.cc", rf"^probe_winograd_{kind}_{m}$", "body")
           for kind in ("input", "output") for m in (2, 4, 6)),
         LoopSpec("im2col", "csrc/kernels/unrolled/conv_unrolled.cc", r"UnrolledConv::run(_block)?\(", "calls"),

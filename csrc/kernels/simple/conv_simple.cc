@@ -1,10 +1,13 @@
 // simple: direct convolution, vectorized over output channels (NHWC), no im2col copy.
 // Regular / grouped layers: a register tile of kPX output pixels x kNR output channels sums
-// over (ky, kx, ci) straight from the input. Depthwise layers: a tile of pixels x one channel
-// vector. Interior pixels run without bounds checks; the border goes one pixel at a time.
+// over (ky, kx, ci) straight from the input. Depthwise layers: a tile of rows x pixels x one
+// channel vector (3x3 and 5x5, multiplier 1: borders read zeros through the same path).
+// Interior pixels run without bounds checks; the border goes one pixel at a time.
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../depthwise_layout.h"
@@ -172,17 +175,32 @@ class SimpleDepthwise final : public ConvKernel {
       for (int t = 0; t < taps; ++t)
         for (int ch = 0; ch < c; ++ch) weights_[(size_t(j) * taps + t) * c + ch] = w[(size_t(t) * c + ch) * m + j];
     if (b) depthwise::group_by_multiplier(b, c, m, c, bias_.data());
-    if (fast_row_) zeros_.resize(size_t((kWidePX - 1) * 2 + 5) * c + kLanes);  // the widest row segment read
+    if (fast_rows_) zeros_.resize(size_t(c) + kLanes);  // what an input column outside the image reads
   }
 
   void run(const float* in, float* out) override {
-    const int64_t rows = int64_t(shape_.batch) * shape_.out_h();
-    const int ow = shape_.out_w(), m = shape_.multiplier();
-    ThreadPool::global().parallel_for(params_.threads, rows * row_parts_, [&](int64_t t, int) {
-      const int64_t row = t / row_parts_;
-      const auto [c0, c1] = channel_part(int(t % row_parts_));
-      run_row(in, out, int(row), c0, c1);
-      finish(out, row * ow, ow, c0 * m, c1 * m);
+    const ConvShape& s = shape_;
+    const int oh = s.out_h(), ow = s.out_w(), m = s.multiplier();
+    // Tasks: bands of output rows (one row each but on the fast path), times channel parts.
+    const int bands = fast_rows_ ? bands_per_image_ : oh;
+    const int64_t tasks = int64_t(s.batch) * bands;
+    ThreadPool::global().parallel_for(params_.threads, tasks * row_parts_, [&](int64_t t, int) {
+      // part-major: a thread's share of the tasks covers one channel part of every band
+      const int64_t band = t % tasks;
+      const auto [c0, c1] = channel_part(int(t / tasks));
+      const int n = int(band / bands), b = int(band % bands);
+      const int r0 = int(int64_t(b) * oh / bands), r1 = int(int64_t(b + 1) * oh / bands);
+      if (fast_rows_) {
+        const float* in_n = in + int64_t(n) * s.in_h * s.in_w * s.in_c;
+        float* out_n = out + int64_t(n) * oh * ow * s.out_c;
+        for (int r = r0; r < r1; r += kBandRows) {
+          const int ry = std::min(kBandRows, r1 - r);
+          (this->*fast_rows_[ry - 1])(in_n, r * s.stride_h - s.pad_top, out_n + int64_t(r) * ow * s.out_c, c0, c1);
+        }
+      } else {
+        for (int r = r0; r < r1; ++r) run_row(in, out, n * oh + r, c0, c1);
+      }
+      finish(out, (int64_t(n) * oh + r0) * ow, int64_t(r1 - r0) * ow, c0 * m, c1 * m);
     });
   }
 
@@ -222,78 +240,127 @@ class SimpleDepthwise final : public ConvKernel {
     }
   }
 
-  // Pixels [ox_begin, ox_end) of an output row (all kernel columns inside the input), for
-  // multiplier 1, dilation 1, kernel size and x-stride known at compile time: PX pixels x one
-  // channel vector per register tile; each input vector of a kernel row is loaded once for all
-  // the taps that read it. Kernel rows outside the input read a row of zeros, so the top and
-  // bottom output rows take this path too. Returns the first pixel it did not compute.
-  template <int K, int S, int PX>
-  int fast_row(const float* in_n, int iy0, int ox_begin, int ox_end, float* out_row, int c_begin, int c_end) const {
-    constexpr int NX = (PX - 1) * S + K;  // input vectors under PX pixels
+  // RY whole output rows for multiplier 1, dilation 1 and a kernel size and stride known at
+  // compile time: RY rows x PX pixels x one channel vector per register tile, each input vector
+  // under a tile loaded once for all the taps (of all RY rows) that read it: a tile of one row
+  // of 8 loaded 3.75 input vectors per output vector (3x3), one of 4 x 4 loads 2.25. Each input
+  // column is read through a pointer that points at a row of zeros outside the image, so border
+  // pixels take the same path, and the last tile of a row computes PX pixels and stores the
+  // ones that exist.
+  template <int K, int S, int RY, int PX>
+  void fast_rows(const float* in_n, int iy0, float* out_rows, int c_begin, int c_end) const {
+    constexpr int NX = (PX - 1) * S + K, NY = (RY - 1) * S + K;  // input columns and rows under a tile
     const ConvShape& s = shape_;
-    const int c = s.in_c, c_full = c_begin + (c_end - c_begin) / kLanes * kLanes;
-    const auto [lo_s, hi_s] = activation_range(s.activation);
-    const vf lo = simd::splat(lo_s), hi = simd::splat(hi_s);
-    int ox = ox_begin;
-    for (; ox + PX <= ox_end; ox += PX) {
-      const int ix0 = ox * S - s.pad_left;
-      const float* rows[K];
-      for (int ky = 0; ky < K; ++ky) {
+    const int c = s.in_c, ow = s.out_w(), c_full = c_begin + (c_end - c_begin) / kLanes * kLanes;
+    const int64_t out_ld = int64_t(ow) * c;  // between output rows
+    for (int ox = 0; ox < ow; ox += PX) {
+      const int px = std::min(PX, ow - ox);
+      const float* cols[NY * NX];
+      for (int ky = 0; ky < NY; ++ky) {
         const int iy = iy0 + ky;
-        rows[ky] = iy >= 0 && iy < s.in_h ? in_n + (int64_t(iy) * s.in_w + ix0) * c : zeros_.data();
+        for (int i = 0; i < NX; ++i) {
+          const int ix = ox * S - s.pad_left + i;
+          const bool inside = iy >= 0 && iy < s.in_h && ix >= 0 && ix < s.in_w;
+          cols[ky * NX + i] = inside ? in_n + (int64_t(iy) * s.in_w + ix) * c : zeros_.data();
+        }
       }
-      for (int c0 = c_begin; c0 < c_full; c0 += kLanes) {
-        vf acc[PX];
-        const vf bv = simd::load(bias_.data() + c0);
-        for (int p = 0; p < PX; ++p) acc[p] = bv;
-#pragma GCC unroll 5
-        for (int ky = 0; ky < K; ++ky) {
-          const float* x = rows[ky] + c0;
+      float* o = out_rows + int64_t(ox) * c;
+      if (px == PX) {
+        channel_tiles<K, S, RY, PX, true>(cols, o, out_ld, PX, c_begin, c_full, kLanes);
+      } else {
+        channel_tiles<K, S, RY, PX, false>(cols, o, out_ld, px, c_begin, c_full, kLanes);
+      }
+      if (c_full < c_end) channel_tiles<K, S, RY, PX, false>(cols, o, out_ld, px, c_full, c_end, c_end - c_full);
+    }
+  }
+
+  // Channel vectors [c_begin, c_end) (step kLanes, `lanes` of each) of an RY x PX tile whose
+  // input vectors are `cols` ([NY][NX]); the first `px` pixels of each row are stored (all PX
+  // when kAllPixels).
+  template <int K, int S, int RY, int PX, bool kAllPixels>
+  void channel_tiles(const float* const* cols, float* out, int64_t out_ld, int px, int c_begin, int c_end,
+                     int lanes) const {
+    constexpr int NX = (PX - 1) * S + K, NY = (RY - 1) * S + K;
+    const int c = shape_.in_c;
+    const auto [lo_s, hi_s] = activation_range(shape_.activation);
+    const vf lo = simd::splat(lo_s), hi = simd::splat(hi_s);
+    for (int c0 = c_begin; c0 < c_end; c0 += kLanes) {
+      vf acc[RY][PX];
+      const vf bv = simd::load(bias_.data() + c0);
+      for (int r = 0; r < RY; ++r)
+        for (int p = 0; p < PX; ++p) acc[r][p] = bv;
+#pragma GCC unroll 16
+      for (int iy = 0; iy < NY; ++iy) {
+        vf xv[NX];
+#pragma GCC unroll 16
+        for (int i = 0; i < NX; ++i) {
+          xv[i] = kAllPixels ? simd::load(cols[iy * NX + i] + c0) : simd::load_n(cols[iy * NX + i] + c0, lanes);
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < RY; ++r) {
+          const int ky = iy - r * S;
+          if (ky < 0 || ky >= K) continue;
           const float* w = weights_.data() + size_t(ky) * K * c + c0;
-          vf xv[NX];
-#pragma GCC unroll 32
-          for (int i = 0; i < NX; ++i) xv[i] = simd::load(x + int64_t(i) * c);
 #pragma GCC unroll 5
           for (int kx = 0; kx < K; ++kx) {
             const vf wv = simd::load(w + size_t(kx) * c);
 #pragma GCC unroll 8
-            for (int p = 0; p < PX; ++p) acc[p] += xv[p * S + kx] * wv;
+            for (int p = 0; p < PX; ++p) acc[r][p] += xv[p * S + kx] * wv;
           }
         }
-#pragma GCC unroll 8
-        for (int p = 0; p < PX; ++p) simd::store(out_row + int64_t(ox + p) * c + c0, simd::clamp(acc[p], lo, hi));
       }
-      if (c_full < c_end) {
-        const auto [ky0, ky1] = taps_inside(iy0, K, 1, s.in_h);
-        tile<PX>(in_n, iy0, ox, ky0, ky1, 0, K, out_row, c_full, c_end);
+      for (int r = 0; r < RY; ++r) {
+        float* o = out + r * out_ld + c0;
+        if (kAllPixels) {
+#pragma GCC unroll 8
+          for (int p = 0; p < PX; ++p) simd::store(o + int64_t(p) * c, simd::clamp(acc[r][p], lo, hi));
+        } else {
+          for (int p = 0; p < px; ++p) simd::store_n(o + int64_t(p) * c, simd::clamp(acc[r][p], lo, hi), lanes);
+        }
       }
     }
-    return ox;
   }
 
-  static constexpr int kWidePX = simd::kBytes == 64 ? 8 : 4;  // pixels per tile: fits the register file
+  // Register tile: kBandRows x kTilePX output pixels; with 32 vector registers (AVX-512) 4 x 4
+  // (16 accumulators, up to 11 input vectors), else one row of 4.
+  static constexpr int kBandRows = simd::kBytes == 64 ? 4 : 1;
+  static constexpr int kTilePX = 4;
 
-  template <int K, int S>
-  int fast_pixels(const float* in_n, int iy0, int ox_begin, int ox_end, float* out_row, int c_begin, int c_end) const {
-    int ox = fast_row<K, S, kWidePX>(in_n, iy0, ox_begin, ox_end, out_row, c_begin, c_end);
-    if (kWidePX > 4) ox = fast_row<K, S, 4>(in_n, iy0, ox, ox_end, out_row, c_begin, c_end);
-    return fast_row<K, S, 1>(in_n, iy0, ox, ox_end, out_row, c_begin, c_end);
+  using FastRows = void (SimpleDepthwise::*)(const float*, int, float*, int, int) const;
+  using FastRowsByHeight = std::array<FastRows, kBandRows>;  // [ry - 1]: a band of ry rows
+
+  template <int K, int S, size_t... R>
+  static FastRowsByHeight heights(std::index_sequence<R...>) {
+    return {&SimpleDepthwise::fast_rows<K, S, int(R) + 1, kTilePX>...};
   }
 
-  using FastRow = int (SimpleDepthwise::*)(const float*, int, int, int, float*, int, int) const;
-  FastRow pick_fast_row() const {
+  // The fast path's kernels by band height, or nullptr when it does not apply.
+  FastRows const* pick_fast_rows() const {
     const ConvShape& s = shape_;
-    if (s.multiplier() != 1 || s.dilation_h != 1 || s.dilation_w != 1 || s.kernel_h != s.kernel_w) return nullptr;
+    if (s.multiplier() != 1 || s.dilation_h != 1 || s.dilation_w != 1 || s.kernel_h != s.kernel_w ||
+        s.stride_h != s.stride_w)
+      return nullptr;
+    static const FastRowsByHeight k3s1 = heights<3, 1>(std::make_index_sequence<kBandRows>());
+    static const FastRowsByHeight k3s2 = heights<3, 2>(std::make_index_sequence<kBandRows>());
+    static const FastRowsByHeight k5s1 = heights<5, 1>(std::make_index_sequence<kBandRows>());
+    static const FastRowsByHeight k5s2 = heights<5, 2>(std::make_index_sequence<kBandRows>());
     const int k = s.kernel_h, st = s.stride_w;
-    if (k == 3 && st == 1) return &SimpleDepthwise::fast_pixels<3, 1>;
-    if (k == 3 && st == 2) return &SimpleDepthwise::fast_pixels<3, 2>;
-    if (k == 5 && st == 1) return &SimpleDepthwise::fast_pixels<5, 1>;
-    if (k == 5 && st == 2) return &SimpleDepthwise::fast_pixels<5, 2>;
+    if (k == 3 && st == 1) return k3s1.data();
+    if (k == 3 && st == 2) return k3s2.data();
+    if (k == 5 && st == 1) return k5s1.data();
+    if (k == 5 && st == 2) return k5s2.data();
     return nullptr;
   }
 
-  // Tasks are output rows, or rows x channel parts when the rows do not divide among the threads
-  // and are few (7x7 layers: 7 rows split 4 + 3 capped two threads at 1.75x). Parts of channels,
+  // Bands of output rows per image, at most kBandRows rows each; when the rows are split among
+  // threads (one image, no channel parts), a multiple of the thread count.
+  static int bands_per_image(const ConvShape& s, int threads, int parts) {
+    const int oh = s.out_h(), per = parts > 1 || s.batch > 1 ? 1 : std::max(1, threads);
+    return std::min(oh, per * gemm::ceil_div(oh, per * kBandRows));
+  }
+
+  // Tasks are output rows (bands of them on the fast path), or those x channel parts when the
+  // rows do not divide among the threads and are few (7x7 layers: 7 rows split 4 + 3 capped two threads at 1.75x). Parts of channels,
   // not of pixels: a 7-pixel row cut in two runs in narrow tiles that load each input vector for
   // one or two pixels (measured: 1.43x on two threads).
   static int row_parts(const ConvShape& s, int threads) {
@@ -326,14 +393,14 @@ class SimpleDepthwise final : public ConvKernel {
     };
     for (int ox = 0; ox < x_lo; ++ox) border_pixel(ox);
     int ox = x_lo;
-    if (fast_row_) ox = (this->*fast_row_)(in_n, iy0, x_lo, x_hi, out_row, c_begin, c_end);
     for (; ox + kDPX <= x_hi; ox += kDPX) tile<kDPX>(in_n, iy0, ox, ky0, ky1, 0, s.kernel_w, out_row, c_begin, c_end);
     for (; ox < x_hi; ++ox) tile<1>(in_n, iy0, ox, ky0, ky1, 0, s.kernel_w, out_row, c_begin, c_end);
     for (ox = std::max(x_hi, x_lo); ox < ow; ++ox) border_pixel(ox);
   }
 
-  FastRow fast_row_ = pick_fast_row();
+  FastRows const* fast_rows_ = pick_fast_rows();
   int row_parts_ = row_parts(shape_, params_.threads);
+  int bands_per_image_ = bands_per_image(shape_, params_.threads, row_parts_);
   AlignedBuffer weights_, bias_, zeros_;
 };
 
