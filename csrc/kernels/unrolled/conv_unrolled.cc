@@ -159,14 +159,31 @@ class UnrolledConv final : public ConvKernel {
     if (gemm::kPanelsOuter && !tile_.packed_a) {  // see gemm.h
       const int tail = mc % tile_m;  // the input has no readable rows past the end: copy the tail
       if (tail && direct_) copy_tail_rows(a + (mc - tail) * lda, lda, tail, scratch);
+      const int micro_rows = ceil_div(mc, tile_m);
       for (int k0 = 0; k0 < k_; k0 += block_k_) {
         const int kc = std::min(block_k_, k_ - k0);
-        for (int p = p_begin; p < p_end; ++p)
+        for (int p = p_begin; p < p_end; ++p) {
+          // The weights the next panel reads, asked into L2 a share per micro-row while this
+          // panel computes: the first micro-row under a panel otherwise waits on them from L3
+          // (a 7x7 map's layers: 49 rows a panel; ResNet50 at one thread 0.955x the time,
+          // MobileNetV2's 7x7 stage 0.95x; at two threads no difference).
+          const float* next = nullptr;  // the next panel: of this k block, or the next k block's first
+          int next_kc = kc;
+          if (p + 1 < p_end) {
+            next = packed + (size_t(k0) * panels_ + size_t(p + 1) * kc) * tile_n;
+          } else if (k0 + kc < k_) {
+            next_kc = std::min(block_k_, k_ - k0 - kc);
+            next = packed + (size_t(k0 + kc) * panels_ + size_t(p_begin) * next_kc) * tile_n;
+          }
+          const int next_lines = next ? next_kc * tile_n / 16 : 0, share = ceil_div(next_lines, micro_rows);
           for (int i = 0; i < mc; i += tile_m) {
             const int mr = std::min(tile_m, mc - i);
+            const int l0 = i / tile_m * share, l1 = std::min(next_lines, l0 + share);
+            for (int l = l0; l < l1; ++l) __builtin_prefetch(next + size_t(l) * 16, 0, 2);
             if (mr < tile_m && direct_) tile(i, mr, p, k0, kc, scratch + k0, k_);
             else tile(i, mr, p, k0, kc, a + i * lda + k0, lda);
           }
+        }
       }
       finish(out, m0, mc, cols0, cols1);
       return;
