@@ -28,27 +28,21 @@ class AlignedBuffer {
     data_ = nullptr;
     size_ = n;
     if (n == 0) return;
-    size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
-#ifdef __linux__
+    const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
     // Large buffers (a layer's packed weights, the arena) on 2 MiB pages where the kernel allows
-    // them (transparent huge pages, "madvise" mode): streaming weights crossed a 4 KiB page every
-    // 64 lines, each a TLB miss once the weights outgrow the TLB's reach. ResNet50 0.97x the time
-    // at one thread (A/B in the model, 15 rounds: 1.031 [1.018, 1.035] without); with every
-    // buffer rounded up to whole huge pages 0.957x and 0.946x at two threads, but MobileNetV2's
-    // peak memory 0.89x LiteRT's instead of 0.80x. MobileNetV2 and EfficientNetB0 within noise.
-    if (bytes >= kHugePage) {
-      void* p = nullptr;
-      if (posix_memalign(&p, kHugePage, bytes) != 0) throw std::bad_alloc();
-      data_ = static_cast<float*>(p);
-      // the whole 2 MiB pages inside the buffer; a partial last one stays on 4 KiB pages, so that
-      // no memory is spent past the end
-      madvise(data_, bytes, MADV_HUGEPAGE);  // a kernel without them says no: 4 KiB pages then
-      std::memset(data_, 0, bytes);
-      return;
-    }
+    // them (Linux's transparent huge pages, "madvise" mode): streaming weights crossed a 4 KiB
+    // page every 64 lines, each a TLB miss once the weights outgrow the TLB's reach. ResNet50
+    // 0.97x the time at one thread (A/B in the model, 15 rounds: 1.031 [1.018, 1.035] without);
+    // with every buffer rounded up to whole huge pages 0.957x and 0.946x at two threads, but
+    // MobileNetV2's peak memory 0.89x LiteRT's instead of 0.80x. MobileNetV2 and EfficientNetB0
+    // within noise. A partial last huge page stays on 4 KiB pages: no memory past the end.
+    const bool huge = bytes >= kHugePage;
+    void* p = nullptr;
+    if (posix_memalign(&p, huge ? kHugePage : 64, bytes) != 0) throw std::bad_alloc();
+    data_ = static_cast<float*>(p);
+#ifdef __linux__
+    if (huge) madvise(data_, bytes, MADV_HUGEPAGE);  // a kernel without them says no: 4 KiB pages then
 #endif
-    data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-    if (!data_) throw std::bad_alloc();
     std::memset(data_, 0, bytes);
   }
   AlignedBuffer copy() const {

@@ -175,11 +175,12 @@ class UnrolledConv final : public ConvKernel {
             next_kc = std::min(block_k_, k_ - k0 - kc);
             next = packed + (size_t(k0 + kc) * panels_ + size_t(p_begin) * next_kc) * tile_n;
           }
-          const int next_lines = next ? next_kc * tile_n / 16 : 0, share = ceil_div(next_lines, micro_rows);
+          constexpr int kLineFloats = 16;  // floats in a 64-byte cache line
+          const int next_lines = next ? next_kc * tile_n / kLineFloats : 0, share = ceil_div(next_lines, micro_rows);
           for (int i = 0; i < mc; i += tile_m) {
             const int mr = std::min(tile_m, mc - i);
             const int l0 = i / tile_m * share, l1 = std::min(next_lines, l0 + share);
-            for (int l = l0; l < l1; ++l) __builtin_prefetch(next + size_t(l) * 16, 0, 2);
+            for (int l = l0; l < l1; ++l) __builtin_prefetch(next + size_t(l) * kLineFloats, 0, 2);
             if (mr < tile_m && direct_) tile(i, mr, p, k0, kc, scratch + k0, k_);
             else tile(i, mr, p, k0, kc, a + i * lda + k0, lda);
           }
