@@ -56,6 +56,9 @@ LAYERS = [
     Layer(1, 9, 9, 6, 9, (5, 5), padding=((2, 1), (0, 3))),
     Layer(1, 7, 6, 37, 35, (1, 1)),
     Layer(2, 5, 7, 64, 48, (1, 1), activation="relu"),
+    # a 7x7 map's 1x1 layer with an odd number of weight panels: on two threads a row half each
+    # panel, panel-major (MobileNetV2's 7x7x960 -> 160)
+    Layer(1, 7, 7, 64, 160, (1, 1), activation="relu6"),
     Layer(1, 9, 8, 16, 24, (1, 1), strides=(2, 2)),
     Layer(1, 12, 12, 8, 12, (3, 3), dilations=(2, 2)),
     Layer(1, 11, 13, 4, 6, (3, 5), strides=(1, 2), dilations=(2, 1), padding=((1, 0), (3, 2))),
