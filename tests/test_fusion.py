@@ -375,6 +375,22 @@ def test_inverted_residual_strips_give_the_unfused_answer(case):
     group_is_right(g, f, x, numpy_inverted_residual(g, x), threads)
 
 
+@pytest.mark.parametrize("stride, residual", [(1, True), (2, False)])
+def test_strip_threads_meet_wherever_their_speeds_put_them(stride, residual):
+    """Two or three threads claim strips from the two ends of their segment until they meet, so
+    where they meet changes from run to run (and each fills its buffer from the strip above, the
+    strip below, or afresh at the start of a segment and after the other's strips): every run of
+    one-row strips equals the numpy chain."""
+    g, _ = inverted_residual((2, 23, 9, 8), stride=stride, residual=residual)
+    f = fuse(g, strip_rows=1, strip_min_bytes=0)
+    x = np.random.default_rng(8).uniform(-1, 1, (2, 23, 9, 8)).astype(np.float32)
+    want = numpy_inverted_residual(g, x)
+    for threads in (2, 3):
+        model = layertune.Model(f, threads)
+        for _ in range(40):
+            np.testing.assert_allclose(model.run(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
 @pytest.mark.parametrize("method", ["simple", "unrolled"])
 def test_strip_groups_use_each_nodes_kernel_choice(method, tmp_path):
     """Each node keeps its kernel (the depthwise on `simple` or on `unrolled`) and a hard-swish

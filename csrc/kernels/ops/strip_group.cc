@@ -7,14 +7,21 @@
 // depthwise): a strip then computes the rows of its output the window needs from the input rows
 // those read.
 //
-// Threads take contiguous chunks of rows (one per thread), each running its strips with kernels
-// and buffers of its own (prepared for one thread); a chunk recomputes the expanded rows its
-// window shares with the chunk above, a few rows per chunk. The buffers are the arena slots of
-// the two tensors the group never writes (the expanded and the depthwise output): the arena is
-// warm in cache, buffers of the op's own would come from memory at every run (measured: a 28x28
-// group took 1.4x the unfused chain's time with them).
+// Threads work in pairs on a segment of the strips (two threads: all of them), one from the top
+// down and one from the bottom up, each claiming the next strip at its end until they meet; each
+// runs with kernels and buffers of its own (prepared for one thread) and keeps the expanded rows
+// its next strip shares with its last. So a pair splits its rows where its threads' speeds put the
+// split, and recomputes only the rows the two strips at the meeting point share: fixed halves
+// (one chunk per thread) took as long as the slower thread, and on a shared machine one core
+// often runs at half speed for a while (MobileNetV2's groups, traced: one thread's half 1.7-2x
+// the other's). The buffers are the arena slots of the two tensors the group never writes (the
+// expanded and the depthwise output): the arena is warm in cache, buffers of the op's own would
+// come from memory at every run (measured: a 28x28 group took 1.4x the unfused chain's time with
+// them).
+#include <atomic>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <tuple>
 
 #include "../gemm/gemm.h"
@@ -25,16 +32,40 @@
 namespace layertune {
 namespace {
 
-// One strip of a chunk, planned at prepare time.
+// How a strip's expanded rows get into the buffer, given what the buffer holds: the rows of the
+// strip above it (its thread works down), of the strip below (works up), or nothing.
+struct Fill {
+  int kept = 0;              // rows of the last strip's buffer this one reuses
+  int kept_from = 0, kept_to = 0;  // their first row in the old buffer, and in the new one
+  int expand_at = 0;         // the buffer row the expanded rows go to
+  int expand_in_r0 = 0;      // the first input row the expand kernel reads for them
+  int expand_kernel = -1;    // index into a worker's expand kernels (-1: nothing to expand)
+};
+
+// One strip of output rows, planned at prepare time.
 struct Strip {
-  int keep_from = 0;        // buffer rows [keep_from, held) move to the top (rows the last strip expanded)
-  int kept = 0;             // how many rows were kept
-  int expand_r0 = 0, expand_r1 = 0;  // expanded rows to compute after them
-  int expand_in_r0 = 0;     // the first input row the expand kernel reads for them
-  int expand_kernel = -1;   // index into a worker's expand kernels (-1: nothing to expand)
+  Fill fresh, after_above, after_below;
   int depthwise_kernel = 0;
   int project_kernel = 0;
   int o0 = 0, o1 = 0;       // the depthwise's (and the group's) output rows
+};
+
+// A segment of an image's strips shared by a pair of threads: strips [top, bottom) are unclaimed.
+// One 64-bit word, so that a claim from either end is one compare-and-swap.
+struct alignas(64) Claims {
+  std::atomic<uint64_t> word{0};
+  static uint64_t pack(int top, int bottom) { return uint64_t(uint32_t(top)) << 32 | uint32_t(bottom); }
+  void reset(int top, int bottom) { word.store(pack(top, bottom), std::memory_order_relaxed); }
+  // The strip claimed from the top (or the bottom), -1 when none is left.
+  int claim(bool from_top) {
+    uint64_t w = word.load(std::memory_order_relaxed);
+    for (;;) {
+      const int top = int(w >> 32), bottom = int(uint32_t(w));
+      if (top >= bottom) return -1;
+      const uint64_t next = from_top ? pack(top + 1, bottom) : pack(top, bottom - 1);
+      if (word.compare_exchange_weak(w, next, std::memory_order_relaxed)) return from_top ? top : bottom - 1;
+    }
+  }
 };
 
 struct Worker {
@@ -79,7 +110,7 @@ class StripGroupOp final : public Op {
     const float* be = ce.has_input(2) ? ce.constant(ce.input(2)) : nullptr;
     const float* bd = cd.has_input(2) ? cd.constant(cd.input(2)) : nullptr;
     const float* bp = cp.has_input(2) ? cp.constant(cp.input(2)) : nullptr;
-    workers_.resize(size_t(chunks_));
+    workers_.resize(size_t(roles_));
     for (Worker& w : workers_) {
       try {
         for (const ConvShape& s : expand_shapes_) w.expand.push_back(prepared(s, pe, we, be, post_e));
@@ -95,25 +126,38 @@ class StripGroupOp final : public Op {
     const float* x = b[in_];
     float* y = b[out_];
     const float* residual = residual_ >= 0 ? b[residual_] : nullptr;
-    const int workers = int(workers_.size());
-    ThreadPool::global().parallel_for(workers, int64_t(batch_) * chunks_, [&](int64_t task, int worker) {
-      const int n = int(task / chunks_), c = int(task % chunks_);
+    const int roles = int(workers_.size());
+    for (int n = 0; n < batch_; ++n)
+      for (int seg = 0; seg < segments(); ++seg)
+        claims_[size_t(n * segments() + seg)].reset(segment_begin(seg), segment_begin(seg + 1));
+    // Task r is role r: segment r / 2, from the top for even r; a thread that runs two roles (a
+    // helper that never woke) finds the second's strips taken by the first.
+    ThreadPool::global().parallel_for(roles, roles, [&](int64_t role, int worker) {
+      const bool from_top = role % 2 == 0;
+      const int seg = int(role / 2);
       Worker& w = workers_[size_t(worker)];
       const int64_t in_row = int64_t(in_w_) * in_c_, mid_row = int64_t(mid_w_) * mid_c_;
       const int64_t out_row = int64_t(out_w_) * out_c_;
-      const float* xn = x + int64_t(n) * in_h_ * in_row;
-      float* yn = y + int64_t(n) * out_h_ * out_row;
-      const float* rn = residual ? residual + int64_t(n) * out_h_ * out_row : nullptr;
       float* buf = b[expanded_] + worker * expanded_stride_;
       float* dw_out = b[depthwise_out_] + worker * depthwise_stride_;
-      for (const Strip& st : plan_[size_t(c)]) {
-        if (st.kept && st.keep_from)
-          std::memmove(buf, buf + st.keep_from * mid_row, size_t(st.kept * mid_row) * sizeof(float));
-        if (st.expand_kernel >= 0)
-          w.expand[size_t(st.expand_kernel)]->run(xn + st.expand_in_r0 * in_row, buf + st.kept * mid_row, nullptr);
-        w.depthwise[size_t(st.depthwise_kernel)]->run(buf, dw_out, nullptr);
-        w.project[size_t(st.project_kernel)]->run(dw_out, yn + st.o0 * out_row,
-                                                  rn ? rn + st.o0 * out_row : nullptr);
+      for (int n = 0; n < batch_; ++n) {
+        const float* xn = x + int64_t(n) * in_h_ * in_row;
+        float* yn = y + int64_t(n) * out_h_ * out_row;
+        const float* rn = residual ? residual + int64_t(n) * out_h_ * out_row : nullptr;
+        Claims& claims = claims_[size_t(n * segments() + seg)];
+        int last = -2;  // the strip this role ran last (of this image)
+        for (int i = claims.claim(from_top); i >= 0; i = claims.claim(from_top)) {
+          const Strip& st = strips_[size_t(i)];
+          const Fill& f = last == i - 1 ? st.after_above : last == i + 1 ? st.after_below : st.fresh;
+          if (f.kept && f.kept_from != f.kept_to)
+            std::memmove(buf + f.kept_to * mid_row, buf + f.kept_from * mid_row,
+                         size_t(f.kept * mid_row) * sizeof(float));
+          if (f.expand_kernel >= 0)
+            w.expand[size_t(f.expand_kernel)]->run(xn + f.expand_in_r0 * in_row, buf + f.expand_at * mid_row, nullptr);
+          w.depthwise[size_t(st.depthwise_kernel)]->run(buf, dw_out, nullptr);
+          w.project[size_t(st.project_kernel)]->run(dw_out, yn + st.o0 * out_row, rn ? rn + st.o0 * out_row : nullptr);
+          last = i;
+        }
       }
     });
   }
@@ -129,14 +173,19 @@ class StripGroupOp final : public Op {
 
   static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 
-  // Plans one chunk per worker (no more chunks than strips of `strip_rows_` rows), each an even
-  // share of the output rows in strips of at most that height; false when the workers' buffers
-  // would not fit in the expanded and depthwise tensors' slots.
+  // The segments of the strips: one per pair of roles (the last may have one), in proportion to
+  // their roles.
+  int segments() const { return (roles_ + 1) / 2; }
+  int segment_begin(int seg) const {
+    return int(int64_t(strips_.size()) * std::min(roles_, 2 * seg) / std::max(roles_, 1));
+  }
+
+  // Plans the strips (`strip_rows_` high at most, a whole number of them for each role so that
+  // threads of equal speed meet between two) and the three ways to fill each one's buffer; false
+  // when the workers' buffers would not fit in the expanded and depthwise tensors' slots.
   bool plan_strips(const ConvShape& se, const ConvShape& sd, const ConvShape& sp, int workers) {
-    const int rows = strip_rows_;
-    const int strips = (out_h_ + rows - 1) / rows;
-    chunks_ = std::max(1, std::min(workers, strips));
-    plan_.clear();
+    const int count = std::min(out_h_, gemm::ceil_div(gemm::ceil_div(out_h_, strip_rows_), workers) * workers);
+    strips_.clear();
     expand_shapes_.clear(), depthwise_shapes_.clear(), project_shapes_.clear();
     std::map<int, int> project_keys;
     std::map<std::tuple<int, int, int>, int> expand_keys, depthwise_keys;
@@ -145,52 +194,64 @@ class StripGroupOp final : public Op {
       if (added) shapes.push_back(shape);
       return it->second;
     };
+    // The expanded rows [a, b) a strip's depthwise window reads.
+    auto window = [&](int o0, int o1) {
+      const int lo = o0 * stride_ - pad_top_, hi = (o1 - 1) * stride_ - pad_top_ + kernel_h_;
+      return std::make_tuple(lo, hi, std::max(0, lo), std::min(mid_h_, hi));
+    };
+    // Expanding rows [r0, r1) into buffer row `at`: the input rows they read, and the padding the
+    // strip keeps of the layer's.
+    auto expand = [&](Fill& f, int r0, int r1, int at) {
+      f.expand_at = at;
+      if (r1 <= r0) return;
+      const int in_lo = r0 * se.stride_h - se.pad_top, in_hi = (r1 - 1) * se.stride_h - se.pad_top + se.kernel_h;
+      const int ia = std::max(0, in_lo), ib = std::min(in_h_, in_hi);
+      ConvShape s1 = se;  // strips are of one image
+      s1.batch = 1, s1.in_h = ib - ia, s1.pad_top = ia - in_lo, s1.pad_bottom = in_hi - ib;
+      f.expand_in_r0 = ia;
+      f.expand_kernel = key_index(expand_keys, std::make_tuple(s1.in_h, s1.pad_top, s1.pad_bottom), expand_shapes_, s1);
+    };
     int max_buffer_rows = 0, max_out_rows = 0;
-    for (int c = 0; c < chunks_; ++c) {
-      // An even share of the output rows (whole strips would give MobileNetV2's stem group, 7
-      // strips of 16 rows, 4 to one thread and 3 to the other), in strips of at most `rows`.
-      const int c0 = int(int64_t(c) * out_h_ / chunks_), c1 = int(int64_t(c + 1) * out_h_ / chunks_);
-      std::vector<Strip> plan_c;
-      int held0 = 0, held1 = 0;  // input rows the buffer holds: [held0, held1)
-      for (int o0 = c0; o0 < c1; o0 += rows) {
-        Strip st;
-        st.o0 = o0, st.o1 = std::min(c1, o0 + rows);
-        const int lo = st.o0 * stride_ - pad_top_, hi = (st.o1 - 1) * stride_ - pad_top_ + kernel_h_;
-        const int a = std::max(0, lo), b = std::min(mid_h_, hi);
-        if (a >= held0 && a < held1) st.keep_from = a - held0, st.kept = held1 - a;
-        st.expand_r0 = a + st.kept, st.expand_r1 = b;
-        if (st.expand_r1 > st.expand_r0) {
-          // the input rows those expanded rows read, and the padding the strip keeps of the layer's
-          const int in_lo = st.expand_r0 * se.stride_h - se.pad_top;
-          const int in_hi = (st.expand_r1 - 1) * se.stride_h - se.pad_top + se.kernel_h;
-          const int ia = std::max(0, in_lo), ib = std::min(in_h_, in_hi);
-          ConvShape s1 = se;  // strips are of one image
-          s1.batch = 1, s1.in_h = ib - ia, s1.pad_top = ia - in_lo, s1.pad_bottom = in_hi - ib;
-          st.expand_in_r0 = ia;
-          st.expand_kernel = key_index(expand_keys, std::make_tuple(s1.in_h, s1.pad_top, s1.pad_bottom),
-                                       expand_shapes_, s1);
-        }
-        ConvShape s2 = sd;
-        s2.batch = 1, s2.in_h = b - a, s2.pad_top = a - lo, s2.pad_bottom = hi - b;
-        st.depthwise_kernel = key_index(depthwise_keys, std::make_tuple(s2.in_h, s2.pad_top, s2.pad_bottom),
-                                        depthwise_shapes_, s2);
-        ConvShape s3 = sp;
-        s3.batch = 1, s3.in_h = st.o1 - st.o0;
-        st.project_kernel = key_index(project_keys, s3.in_h, project_shapes_, s3);
-        held0 = a, held1 = b;
-        max_buffer_rows = std::max(max_buffer_rows, b - a);
-        max_out_rows = std::max(max_out_rows, st.o1 - st.o0);
-        plan_c.push_back(st);
+    for (int i = 0; i < count; ++i) {
+      Strip st;
+      st.o0 = int(int64_t(i) * out_h_ / count), st.o1 = int(int64_t(i + 1) * out_h_ / count);
+      const auto [lo, hi, a, b] = window(st.o0, st.o1);
+      expand(st.fresh, a, b, 0);
+      if (i > 0) {  // the buffer holds the strip above's rows [pa, pb): keep [a, pb), expand [pb, b)
+        const auto [plo, phi, pa, pb] = window(int(int64_t(i - 1) * out_h_ / count), st.o0);
+        Fill& f = st.after_above;
+        f.kept = std::max(0, pb - a), f.kept_from = a - pa, f.kept_to = 0;
+        expand(f, a + f.kept, b, f.kept);
+      } else {
+        st.after_above = st.fresh;
       }
-      plan_.push_back(std::move(plan_c));
+      if (i + 1 < count) {  // the buffer holds the strip below's rows [na, nb): keep [na, b), expand [a, na)
+        const auto [nlo, nhi, na, nb] = window(st.o1, int(int64_t(i + 2) * out_h_ / count));
+        Fill& f = st.after_below;
+        f.kept = std::max(0, b - na), f.kept_from = 0, f.kept_to = b - a - f.kept;
+        expand(f, a, b - f.kept, 0);
+      } else {
+        st.after_below = st.fresh;
+      }
+      ConvShape s2 = sd;
+      s2.batch = 1, s2.in_h = b - a, s2.pad_top = a - lo, s2.pad_bottom = hi - b;
+      st.depthwise_kernel = key_index(depthwise_keys, std::make_tuple(s2.in_h, s2.pad_top, s2.pad_bottom),
+                                      depthwise_shapes_, s2);
+      ConvShape s3 = sp;
+      s3.batch = 1, s3.in_h = st.o1 - st.o0;
+      st.project_kernel = key_index(project_keys, s3.in_h, project_shapes_, s3);
+      max_buffer_rows = std::max(max_buffer_rows, b - a);
+      max_out_rows = std::max(max_out_rows, st.o1 - st.o0);
+      strips_.push_back(st);
     }
+    roles_ = std::min(workers, count);
+    claims_ = std::make_unique<Claims[]>(size_t(batch_) * segments());
     // Each worker's part of the two slots (16-float aligned, as the arena's).
     expanded_stride_ = round16(int64_t(max_buffer_rows) * mid_w_ * mid_c_);
     depthwise_stride_ = round16(int64_t(max_out_rows) * out_w_ * mid_c_);
-    return chunks_ * expanded_stride_ <= round16(int64_t(batch_) * mid_h_ * mid_w_ * mid_c_) &&
-           chunks_ * depthwise_stride_ <= round16(int64_t(batch_) * out_h_ * out_w_ * mid_c_);
+    return roles_ * expanded_stride_ <= round16(int64_t(batch_) * mid_h_ * mid_w_ * mid_c_) &&
+           roles_ * depthwise_stride_ <= round16(int64_t(batch_) * out_h_ * out_w_ * mid_c_);
   }
-
 
   // The node's kernel choice for a strip of `whole`: on one thread (the group's chunks are its
   // threads' work), with what the kernel would choose from the whole layer's shape fixed (a
@@ -240,8 +301,9 @@ class StripGroupOp final : public Op {
   int mid_h_ = 0, mid_w_ = 0, mid_c_ = 0;           // the expanded tensor (the depthwise's input)
   int out_h_ = 0, out_w_ = 0, out_c_ = 0;
   int stride_ = 1, kernel_h_ = 1, pad_top_ = 0;
-  int chunks_ = 1;
-  std::vector<std::vector<Strip>> plan_;  // per chunk
+  int roles_ = 1;  // threads taking part (task r runs role r)
+  std::vector<Strip> strips_;  // of one image
+  std::unique_ptr<Claims[]> claims_;  // per image and segment
   std::vector<ConvShape> expand_shapes_, depthwise_shapes_, project_shapes_;  // a worker's kernels
   std::vector<Worker> workers_;
 };
