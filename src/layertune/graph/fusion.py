@@ -26,7 +26,8 @@ switched on or off on its own (the tuner times the fused plan against the unfuse
   without expansion; in the model, one thread, its three nodes took 0.84-0.89x the unfused time,
   two threads 0.92-0.95x). The expand node gets ``strip_rows``, the two others ``strip_group``
   (the expand's name), and the three become consecutive; each keeps its own kernel choice; the
-  group runs on the engine's threads, each taking a contiguous part of the rows. Applied where
+  group runs on the engine's threads, pairs of them claiming strips from the two ends of the rows
+  until they meet (kernels/ops/strip_group.cc). Applied where
   the expanded tensor is at least STRIP_MIN_BYTES.
 - ``input_scale``: a MUL of a tensor by one value per channel (a squeeze-excite gate, batch 1)
   that only a 1x1 CONV_2D reads becomes that convolution's fifth input, its input scale, where the
