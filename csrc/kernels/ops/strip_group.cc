@@ -209,16 +209,18 @@ class StripGroupOp final : public Op {
       ConvShape s1 = se;  // strips are of one image
       s1.batch = 1, s1.in_h = ib - ia, s1.pad_top = ia - in_lo, s1.pad_bottom = in_hi - ib;
       f.expand_in_r0 = ia;
-      f.expand_kernel = key_index(expand_keys, std::make_tuple(s1.in_h, s1.pad_top, s1.pad_bottom), expand_shapes_, s1);
+      f.expand_kernel =
+          key_index(expand_keys, std::make_tuple(s1.in_h, s1.pad_top, s1.pad_bottom), expand_shapes_, s1);
     };
+    auto first_row = [&](int strip) { return int(int64_t(strip) * out_h_ / count); };  // even heights
     int max_buffer_rows = 0, max_out_rows = 0;
     for (int i = 0; i < count; ++i) {
       Strip st;
-      st.o0 = int(int64_t(i) * out_h_ / count), st.o1 = int(int64_t(i + 1) * out_h_ / count);
+      st.o0 = first_row(i), st.o1 = first_row(i + 1);
       const auto [lo, hi, a, b] = window(st.o0, st.o1);
       expand(st.fresh, a, b, 0);
       if (i > 0) {  // the buffer holds the strip above's rows [pa, pb): keep [a, pb), expand [pb, b)
-        const auto [plo, phi, pa, pb] = window(int(int64_t(i - 1) * out_h_ / count), st.o0);
+        const auto [plo, phi, pa, pb] = window(first_row(i - 1), st.o0);
         Fill& f = st.after_above;
         f.kept = std::max(0, pb - a), f.kept_from = a - pa, f.kept_to = 0;
         expand(f, a + f.kept, b, f.kept);
@@ -226,7 +228,7 @@ class StripGroupOp final : public Op {
         st.after_above = st.fresh;
       }
       if (i + 1 < count) {  // the buffer holds the strip below's rows [na, nb): keep [na, b), expand [a, na)
-        const auto [nlo, nhi, na, nb] = window(st.o1, int(int64_t(i + 2) * out_h_ / count));
+        const auto [nlo, nhi, na, nb] = window(st.o1, first_row(i + 2));
         Fill& f = st.after_below;
         f.kept = std::max(0, b - na), f.kept_from = 0, f.kept_to = b - a - f.kept;
         expand(f, a, b - f.kept, 0);
