@@ -126,13 +126,12 @@ class StripGroupOp final : public Op {
     const float* x = b[in_];
     float* y = b[out_];
     const float* residual = residual_ >= 0 ? b[residual_] : nullptr;
-    const int roles = int(workers_.size());
     for (int n = 0; n < batch_; ++n)
       for (int seg = 0; seg < segments(); ++seg)
         claims_[size_t(n * segments() + seg)].reset(segment_begin(seg), segment_begin(seg + 1));
     // Task r is role r: segment r / 2, from the top for even r; a thread that runs two roles (a
     // helper that never woke) finds the second's strips taken by the first.
-    ThreadPool::global().parallel_for(roles, roles, [&](int64_t role, int worker) {
+    ThreadPool::global().parallel_for(roles_, roles_, [&](int64_t role, int worker) {
       const bool from_top = role % 2 == 0;
       const int seg = int(role / 2);
       Worker& w = workers_[size_t(worker)];
@@ -194,10 +193,14 @@ class StripGroupOp final : public Op {
       if (added) shapes.push_back(shape);
       return it->second;
     };
-    // The expanded rows [a, b) a strip's depthwise window reads.
+    // The expanded rows a strip's depthwise window spans, [lo, hi), and of those the ones inside
+    // the tensor, [a, b).
+    struct Window {
+      int lo, hi, a, b;
+    };
     auto window = [&](int o0, int o1) {
       const int lo = o0 * stride_ - pad_top_, hi = (o1 - 1) * stride_ - pad_top_ + kernel_h_;
-      return std::make_tuple(lo, hi, std::max(0, lo), std::min(mid_h_, hi));
+      return Window{lo, hi, std::max(0, lo), std::min(mid_h_, hi)};
     };
     // Expanding rows [r0, r1) into buffer row `at`: the input rows they read, and the padding the
     // strip keeps of the layer's.
@@ -220,17 +223,17 @@ class StripGroupOp final : public Op {
       const auto [lo, hi, a, b] = window(st.o0, st.o1);
       expand(st.fresh, a, b, 0);
       if (i > 0) {  // the buffer holds the strip above's rows [pa, pb): keep [a, pb), expand [pb, b)
-        const auto [plo, phi, pa, pb] = window(first_row(i - 1), st.o0);
+        const Window above = window(first_row(i - 1), st.o0);
         Fill& f = st.after_above;
-        f.kept = std::max(0, pb - a), f.kept_from = a - pa, f.kept_to = 0;
+        f.kept = std::max(0, above.b - a), f.kept_from = a - above.a, f.kept_to = 0;
         expand(f, a + f.kept, b, f.kept);
       } else {
         st.after_above = st.fresh;
       }
       if (i + 1 < count) {  // the buffer holds the strip below's rows [na, nb): keep [na, b), expand [a, na)
-        const auto [nlo, nhi, na, nb] = window(st.o1, first_row(i + 2));
+        const Window below = window(st.o1, first_row(i + 2));
         Fill& f = st.after_below;
-        f.kept = std::max(0, b - na), f.kept_from = 0, f.kept_to = b - a - f.kept;
+        f.kept = std::max(0, b - below.a), f.kept_from = 0, f.kept_to = b - a - f.kept;
         expand(f, a, b - f.kept, 0);
       } else {
         st.after_below = st.fresh;
@@ -255,9 +258,9 @@ class StripGroupOp final : public Op {
            roles_ * depthwise_stride_ <= round16(int64_t(batch_) * out_h_ * out_w_ * mid_c_);
   }
 
-  // The node's kernel choice for a strip of `whole`: on one thread (the group's chunks are its
-  // threads' work), with what the kernel would choose from the whole layer's shape fixed (a
-  // strip's pixel count could choose another GEMM tile than the layer's).
+  // The node's kernel choice for a strip of `whole`: on one thread (each of the group's threads
+  // runs strips of its own), with what the kernel would choose from the whole layer's shape fixed
+  // (a strip's pixel count could choose another GEMM tile than the layer's).
   static MethodParams one_thread(const OpContext& ctx, const ConvShape& whole) {
     MethodParams p = ops::kernel_choice(ctx, "unrolled", "reference");
     p.threads = 1;
